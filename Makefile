@@ -1,0 +1,43 @@
+# quantbot-bus — every target creates .venv and installs the project when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench soak clean demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the daemon in the foreground on ./artifacts (catalog in ./state, exports in ./exports)
+run: $(STAMP)
+	$(BIN)/quantbot-bus daemon
+
+## demo: write three demo runs (one per backtest strategy) into ./artifacts
+demo: $(STAMP)
+	$(BIN)/quantbot-bus backtest run --strategy path-only --calls 200
+	$(BIN)/quantbot-bus backtest run --strategy policy --calls 200
+	$(BIN)/quantbot-bus backtest run --strategy optimize --calls 200
+
+## test: the fast test suite (real DuckDB, real Parquet, real inotify, real subprocesses)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## soak: the long fault-injection suite (under 15 minutes)
+soak: $(STAMP)
+	QUANTBOT_BUS_SOAK=1 $(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check quantbot_bus tests bench producers daemon examples
+	$(BIN)/ruff format --check quantbot_bus tests bench producers daemon examples
+	$(BIN)/mypy
+
+## bench: the benchmark suite; QUICK=1 for the 1,000-run version
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state

@@ -1,0 +1,274 @@
+"""Configuration: a frozen dataclass read from TOML, then the environment, then flags.
+
+Precedence (lowest to highest):
+
+1. embedded defaults (a bus in the current directory: ``./artifacts``, ``./exports``, ``./state``);
+2. a TOML file: ``--config PATH``, else ``$QUANTBOT_BUS_CONFIG``, else ``./quantbot-bus.toml``
+   if it exists;
+3. environment variables ``QUANTBOT_BUS_<KEY>`` (upper-case key, e.g. ``QUANTBOT_BUS_ROOT``);
+4. command-line flags (passed as ``overrides``).
+
+Keys (TOML, top level unless noted) and their environment names:
+
+=====================  ==================================  =====================================
+key                    env                                 default
+=====================  ==================================  =====================================
+root                   QUANTBOT_BUS_ROOT                   ./artifacts
+exports_dir            QUANTBOT_BUS_EXPORTS_DIR            ./exports
+state_dir              QUANTBOT_BUS_STATE_DIR              ./state
+rescan_interval_s      QUANTBOT_BUS_RESCAN_INTERVAL_S      300
+pending_timeout_s      QUANTBOT_BUS_PENDING_TIMEOUT_S      600
+pending_recheck_s      QUANTBOT_BUS_PENDING_RECHECK_S      2
+settle_ms              QUANTBOT_BUS_SETTLE_MS              5
+max_batch              QUANTBOT_BUS_MAX_BATCH              5000
+export_interval_s      QUANTBOT_BUS_EXPORT_INTERVAL_S      1.0
+polling                QUANTBOT_BUS_POLLING                false
+poll_interval_s        QUANTBOT_BUS_POLL_INTERVAL_S        1.0
+verify_hashes          QUANTBOT_BUS_VERIFY_HASHES          true
+log_level              QUANTBOT_BUS_LOG_LEVEL              info
+log_format             QUANTBOT_BUS_LOG_FORMAT             auto (json|console|auto)
+[[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
+=====================  ==================================  =====================================
+
+Relative paths in a TOML file are resolved against the file's directory; relative paths from
+the environment or flags against the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "QUANTBOT_BUS_"
+CONFIG_ENV = "QUANTBOT_BUS_CONFIG"
+DEFAULT_CONFIG_NAME = "quantbot-bus.toml"
+_EXPORT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class UserExport:
+    """A user-defined export: ``sql`` over the reader-side catalog, written as ``name.format``."""
+
+    name: str
+    sql: str
+    format: str = "parquet"
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path = Path("artifacts")
+    exports_dir: Path = Path("exports")
+    state_dir: Path = Path("state")
+    rescan_interval_s: float = 300.0
+    pending_timeout_s: float = 600.0
+    pending_recheck_s: float = 2.0
+    settle_ms: float = 5.0
+    max_batch: int = 5000
+    export_interval_s: float = 1.0
+    polling: bool = False
+    poll_interval_s: float = 1.0
+    verify_hashes: bool = True
+    log_level: str = "info"
+    log_format: str = "auto"
+    exports: tuple[UserExport, ...] = field(default_factory=tuple)
+
+    # Derived locations: one place that says where each file lives.
+    @property
+    def catalog_path(self) -> Path:
+        """The daemon's private read-write catalog (only the daemon/sync ever opens it)."""
+        return self.state_dir / "catalog.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        """The reader-side catalog snapshot, replaced atomically after each batch."""
+        return self.exports_dir / "catalog.duckdb"
+
+    @property
+    def status_path(self) -> Path:
+        return self.state_dir / "status.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "daemon.lock"
+
+    def validate(self) -> Config:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        positive = (
+            "rescan_interval_s",
+            "pending_timeout_s",
+            "pending_recheck_s",
+            "export_interval_s",
+            "poll_interval_s",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config field {name!r} must be a number > 0, got {value!r}")
+        if not isinstance(self.settle_ms, int | float) or self.settle_ms < 0:
+            raise ConfigError(
+                f"config field 'settle_ms' must be a number >= 0, got {self.settle_ms!r}"
+            )
+        if (
+            not isinstance(self.max_batch, int)
+            or isinstance(self.max_batch, bool)
+            or self.max_batch < 1
+        ):
+            raise ConfigError(
+                f"config field 'max_batch' must be an integer >= 1, got {self.max_batch!r}"
+            )
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"config field 'log_level' must be one of debug, info, warning, error; got {self.log_level!r}"
+            )
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(
+                f"config field 'log_format' must be auto, json or console; got {self.log_format!r}"
+            )
+        seen: set[str] = set()
+        for i, exp in enumerate(self.exports):
+            where = f"exports[{i}]"
+            if not _EXPORT_NAME.match(exp.name):
+                raise ConfigError(
+                    f"config field '{where}.name' must match {_EXPORT_NAME.pattern}, got {exp.name!r}"
+                )
+            if exp.name in seen:
+                raise ConfigError(
+                    f"config field '{where}.name' repeats the export name {exp.name!r}"
+                )
+            seen.add(exp.name)
+            if not exp.sql.strip():
+                raise ConfigError(f"config field '{where}.sql' is empty")
+            if exp.format not in ("parquet", "csv"):
+                raise ConfigError(
+                    f"config field '{where}.format' must be parquet or csv, got {exp.format!r}"
+                )
+        for name in ("root", "exports_dir", "state_dir"):
+            if str(getattr(self, name)) == "":
+                raise ConfigError(f"config field {name!r} must not be empty")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_PATH_FIELDS = {"root", "exports_dir", "state_dir"}
+
+
+def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
+    """Turn a TOML/env/flag value into the field's type, or raise ConfigError naming it."""
+    if name not in _FIELDS or name == "exports":
+        raise ConfigError(
+            f"unknown config field {name!r}; known fields: {', '.join(sorted(_FIELDS))}"
+        )
+    default = getattr(Config(), name)
+    try:
+        if name in _PATH_FIELDS:
+            path = Path(os.path.expanduser(str(raw)))
+            if base is not None and not path.is_absolute():
+                path = base / path
+            return path
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if isinstance(default, float):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if isinstance(default, str):
+            if not isinstance(raw, str):
+                raise ValueError(raw)
+            return raw
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"config field {name!r} must be a {kind}, got {raw!r}") from None
+    return raw
+
+
+def _parse_exports(raw: Any) -> tuple[UserExport, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("config field 'exports' must be an array of tables ([[exports]])")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"config field 'exports[{i}]' must be a table with name and sql")
+        unknown = set(item) - {"name", "sql", "format"}
+        if unknown:
+            raise ConfigError(
+                f"config field 'exports[{i}].{sorted(unknown)[0]}' is not a known key"
+            )
+        for key in ("name", "sql"):
+            if not isinstance(item.get(key), str):
+                raise ConfigError(f"config field 'exports[{i}].{key}' must be a string")
+        fmt = item.get("format", "parquet")
+        if not isinstance(fmt, str):
+            raise ConfigError(f"config field 'exports[{i}].format' must be a string")
+        out.append(UserExport(name=item["name"], sql=item["sql"], format=fmt))
+    return tuple(out)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Build the validated :class:`Config` from defaults, TOML, environment and flags."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    values: dict[str, Any] = {}
+
+    config_file: Path | None = None
+    if path is not None:
+        config_file = Path(path)
+    elif env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
+    elif (cwd / DEFAULT_CONFIG_NAME).is_file():
+        config_file = cwd / DEFAULT_CONFIG_NAME
+    if config_file is not None:
+        config_file = config_file if config_file.is_absolute() else cwd / config_file
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key == "exports":
+                values["exports"] = _parse_exports(raw)
+            else:
+                values[key] = _coerce(key, raw, base=config_file.parent)
+
+    for key in _FIELDS:
+        if key == "exports":
+            continue
+        env_name = ENV_PREFIX + key.upper()
+        if env.get(env_name) not in (None, ""):
+            values[key] = _coerce(key, env[env_name], base=cwd)
+
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw, base=cwd)
+
+    for key in _PATH_FIELDS:
+        path_value = values.get(key, getattr(Config(), key))
+        values[key] = path_value if path_value.is_absolute() else cwd / path_value
+    return Config(**values).validate()
