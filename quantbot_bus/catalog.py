@@ -18,6 +18,7 @@ or a one-shot ``sync``/``rebuild``. Readers never open it; they open the snapsho
 - ``Catalog.publish_snapshot(dest: Path) -> float`` writes a consistent read-only copy of the
   catalog (schema ``catalog`` tables + views) to a temp file next to ``dest``, fsyncs it and
   ``os.replace``s it over ``dest``; returns milliseconds taken.
+- ``Catalog.known_rejections() -> dict[str, str | None]``: open rejections, run_dir -> fingerprint.
 - ``Catalog.counts() -> dict[str, int]``: runs (live), deleted, artifacts, rejections (open).
 - ``open_reader(snapshot_path) -> duckdb.DuckDBPyConnection``: read-only connection to the snapshot
   (raises CatalogMissingError with advice when it does not exist yet).
@@ -45,6 +46,7 @@ class Rejection:
     run_dir: str
     run_id: str | None
     reason: str
+    fingerprint: str | None = None  # quick_fingerprint at rejection; unchanged => not retried
 
 
 @dataclass
