@@ -1,0 +1,483 @@
+"""Producer side of the run contract (docs/contract.md): write one run directory safely.
+
+:class:`RunWriter` is a context manager that creates ``<root>/<run_type>/<run_id>/``, writes each
+table as zstd Parquet, and writes ``metadata.json`` last and atomically::
+
+    with RunWriter(root, "backtest", producer=("my-backtest", "1.2.0"), params={"seed": 0}) as w:
+        w.write_table("trades", arrow_table_or_polars_df_or_arrow_stream)
+        con.execute("COPY (SELECT ...) TO $1 (FORMAT parquet)", [str(w.path_for("frontier"))])
+        w.add_file("frontier", w.path_for("frontier"))
+        w.set_metrics(trades=120, avg_return_bps=43.5)
+
+The completion protocol, step by step:
+
+1. the run directory is created fresh (an existing one is refused: runs are immutable);
+2. every data file is written as ``<name>.parquet.partial`` (a name the daemon never reads),
+   fsynced, and renamed to ``<name>.parquet``; rows, bytes and sha256 are recorded (the hash is
+   computed while writing, or by streaming the finished file once);
+3. on leaving the block, the run directory is fsynced, then ``metadata.json`` is written to
+   ``.metadata.json.<random>.tmp`` in the same directory, fsynced, renamed to ``metadata.json``,
+   and the run directory and its parent are fsynced.
+
+An exception inside the block still writes ``metadata.json``, with ``status: failed`` and
+``error: "ExcType: message"`` (the exception propagates), so failures are cataloged too. A
+producer killed mid-write (SIGKILL, power loss) leaves no ``metadata.json``: at worst
+``.partial``/``.tmp`` files, which the daemon ignores.
+
+``git`` defaults to ``"auto"``: commit, branch and dirty flag of the git work tree around the
+current directory (silently omitted outside one or without git). ``host`` is the host name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .contract import METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
+from .errors import ContractError
+from .log import get_logger
+
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+PARTIAL_SUFFIX = ".partial"
+_CHUNK = 1 << 20
+_log = get_logger("quantbot_bus.writer")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    """``2026-01-08T12:00:00.123Z``: ISO-8601, UTC, millisecond precision."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_run_id(run_type: str, now: dt.datetime | None = None) -> str:
+    """``<run_type>-<UTC yyyymmddTHHMMSS>-<8 hex>``, e.g. ``backtest-20260108T120000-1f2e3d4c``."""
+    now = utc_now() if now is None else now
+    return f"{run_type}-{now.astimezone(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def git_info(cwd: Path | None = None) -> dict[str, Any] | None:
+    """Commit, branch and dirty flag of the git work tree around ``cwd``; None when unavailable."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    if git("rev-parse", "--is-inside-work-tree") != "true":
+        return None
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None  # a repository without commits yet
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    info: dict[str, Any] = {"commit": commit}
+    if branch and branch != "HEAD":
+        info["branch"] = branch
+    if status is not None:
+        info["dirty"] = bool(status)
+    return info
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and creations inside it are durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a file by streaming it (never loads it whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _HashingFile:
+    """A write-only file object for pyarrow that hashes and counts bytes as they are written."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "xb")  # noqa: SIM115 - closed in close()
+        self.sha256 = hashlib.sha256()
+        self.nbytes = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.nbytes += view.nbytes
+        return self._fh.write(view)
+
+    def tell(self) -> int:
+        return self.nbytes
+
+    def flush(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+
+    def close(self, *, sync: bool = True) -> None:
+        if self._fh.closed:
+            return
+        try:
+            self._fh.flush()
+            if sync:
+                os.fsync(self._fh.fileno())
+        finally:
+            self._fh.close()
+
+
+def _as_stream(data: Any) -> pa.RecordBatchReader:
+    """A pyarrow RecordBatchReader over a Table, a RecordBatch, a reader or an Arrow stream."""
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, pa.Table):
+        return data.to_reader()
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatchReader.from_batches(data.schema, [data])
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    raise TypeError(
+        "write_table() takes a pyarrow Table/RecordBatch/RecordBatchReader, a polars DataFrame "
+        f"or any object with __arrow_c_stream__; got {type(data).__module__}.{type(data).__qualname__}"
+    )
+
+
+def _is_polars_frame(data: Any) -> bool:
+    polars = sys.modules.get("polars")  # if polars was never imported, data cannot be a frame
+    return polars is not None and isinstance(data, polars.DataFrame)
+
+
+def _check_metric(name: Any, value: Any) -> float | int:
+    if not isinstance(name, str) or not name:
+        raise ContractError(f"metric names must be non-empty strings, got {name!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError(
+            f"metric {name!r} must be a number (int or float, not bool), got {value!r}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ContractError(f"metric {name!r} must be a finite number, got {value!r}")
+    return value
+
+
+class RunWriter:
+    """Write one run directory: Parquet tables, then ``metadata.json`` last and atomically.
+
+    ``root``: the artifacts root; the run goes to ``root/run_type/run_id``.
+    ``run_id``: default ``<run_type>-<UTC yyyymmddTHHMMSS>-<8 hex>``.
+    ``producer``: ``(name, version)``. ``params``: JSON-serialisable object.
+    ``git``: ``"auto"`` (detect), ``None`` (omit) or a mapping {commit, branch, dirty}.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        run_type: str,
+        run_id: str | None = None,
+        producer: tuple[str, str] = ("quantbot-bus", "0"),
+        params: Mapping[str, Any] | None = None,
+        git: Mapping[str, Any] | Literal["auto"] | None = "auto",
+    ) -> None:
+        if not isinstance(run_type, str) or not RUN_ID_RE.match(run_type):
+            raise ContractError(
+                f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit (at most 128 characters)"
+            )
+        self.created = utc_now()
+        self.run_id = default_run_id(run_type, self.created) if run_id is None else run_id
+        if not isinstance(self.run_id, str) or not RUN_ID_RE.match(self.run_id):
+            raise ContractError(
+                f"run_id {self.run_id!r} is not valid: it must match {RUN_ID_RE.pattern} "
+                "(letters, digits, '.', '_', '-'; starting with a letter or digit; ≤ 128 chars)"
+            )
+        if (
+            not isinstance(producer, tuple | list)
+            or len(producer) != 2
+            or not all(isinstance(p, str) and p for p in producer)
+        ):
+            raise ContractError(
+                f"producer must be a (name, version) pair of non-empty strings, got {producer!r}"
+            )
+        self.params: dict[str, Any] = dict(params or {})
+        try:
+            json.dumps(self.params, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ContractError(f"params must be JSON-serialisable (no NaN): {exc}") from None
+        self.root = Path(root)
+        self.run_type = run_type
+        self.producer = (str(producer[0]), str(producer[1]))
+        self._git_arg = git
+        self.run_dir = self.root / run_type / self.run_id
+        self.artifacts: list[dict[str, Any]] = []
+        self.metrics: dict[str, float | int] = {}
+        self.status: str | None = None
+        self.error: str | None = None
+        self.started: dt.datetime | None = None
+        self._entered = False
+        self._closed = False
+        self._open_partials: set[Path] = set()
+        self._log = _log.bind(run_id=self.run_id, run_type=run_type)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> RunWriter:
+        if self._entered:
+            raise ContractError(f"RunWriter for {self.run_id!r} can only be entered once")
+        (self.root / self.run_type).mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir()
+        except FileExistsError:
+            raise ContractError(
+                f"run directory {self.run_dir} already exists; runs are immutable: choose another "
+                "run_id (or leave it unset for a fresh one) or remove the old directory"
+            ) from None
+        self._entered = True
+        self.started = utc_now()
+        if self._git_arg == "auto":
+            self.git: dict[str, Any] | None = git_info()
+        elif self._git_arg is None:
+            self.git = None
+        else:
+            self.git = dict(self._git_arg)
+        self._log.debug("run.writing", run_dir=str(self.run_dir))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None:
+            self._finish("success", None)
+            return False
+        message = str(exc).strip()
+        error = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        try:
+            self._finish("failed", error)
+        except Exception as meta_exc:  # keep the original exception; report this one
+            self._log.error("run.metadata_failed", error=f"{type(meta_exc).__name__}: {meta_exc}")
+        return False
+
+    # -- tables --------------------------------------------------------------------------------
+
+    def path_for(self, name: str) -> Path:
+        """Where a producer may write table ``name`` itself (then call :meth:`add_file`).
+
+        The path ends in ``.partial``: the daemon never reads it; ``add_file`` renames it.
+        """
+        self._check_open()
+        self._check_name(name)
+        return self.run_dir / f"{name}.parquet{PARTIAL_SUFFIX}"
+
+    def write_table(self, name: str, data: Any) -> dict[str, Any]:
+        """Write ``data`` as ``<name>.parquet`` (zstd) and register it; returns its artifact entry.
+
+        ``data``: a pyarrow Table / RecordBatch / RecordBatchReader, a polars DataFrame (written by
+        polars itself), or any object exporting an Arrow stream (``__arrow_c_stream__``).
+        A stream is written batch by batch, never collected in memory.
+        """
+        partial = self.path_for(name)
+        self._open_partials.add(partial)
+        if _is_polars_frame(data):
+            data.write_parquet(partial, compression="zstd", statistics=True)
+            with open(partial, "rb+") as fh:
+                os.fsync(fh.fileno())
+            digest, nbytes = sha256_file(partial), partial.stat().st_size
+            rows = int(data.height)
+        else:
+            reader = _as_stream(data)
+            sink = _HashingFile(partial)
+            ok = False
+            rows = 0
+            try:
+                with pq.ParquetWriter(sink, reader.schema, compression="zstd") as pw:
+                    for batch in reader:
+                        pw.write_batch(batch)
+                        rows += batch.num_rows
+                ok = True
+            finally:
+                sink.close(sync=ok)
+            digest, nbytes = sink.sha256.hexdigest(), sink.nbytes
+        return self._register(name, partial, rows=rows, nbytes=nbytes, digest=digest)
+
+    def add_file(self, name: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Register a Parquet file the producer wrote itself (e.g. DuckDB ``COPY ... TO``).
+
+        A file at :meth:`path_for` (or anywhere else inside the run directory) is fsynced and,
+        if its name ends in ``.partial``, renamed to ``<name>.parquet``; a file outside the run
+        directory is copied in. Rows come from the Parquet footer; a file that is not readable
+        Parquet raises :class:`ContractError`.
+        """
+        self._check_open()
+        self._check_name(name)
+        src = Path(path)
+        if not src.is_file():
+            raise ContractError(f"add_file({name!r}): {src} does not exist or is not a file")
+        run_dir = self.run_dir.resolve()
+        real = src.resolve()
+        if real.is_relative_to(run_dir) and not src.is_symlink():
+            rel = real.relative_to(run_dir)
+            if any(part.startswith(".") for part in rel.parts) or rel.name.endswith(".tmp"):
+                raise ContractError(
+                    f"add_file({name!r}): {rel} is a hidden or .tmp name the daemon never reads; "
+                    f"write to writer.path_for({name!r}) instead"
+                )
+            with open(real, "rb+") as fh:
+                os.fsync(fh.fileno())
+            target = real
+            if rel.name.endswith(PARTIAL_SUFFIX):
+                self._open_partials.add(real)
+            digest, nbytes = sha256_file(real), real.stat().st_size
+        else:
+            target = self.path_for(name)
+            self._open_partials.add(target)
+            sink = _HashingFile(target)
+            ok = False
+            try:
+                with open(real, "rb") as fh:
+                    shutil.copyfileobj(fh, sink, _CHUNK)
+                ok = True
+            finally:
+                sink.close(sync=ok)
+            digest, nbytes = sink.sha256.hexdigest(), sink.nbytes
+        try:
+            rows = pq.read_metadata(target).num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise ContractError(
+                f"add_file({name!r}): {src} is not a readable Parquet file ({exc})"
+            ) from None
+        return self._register(name, target, rows=rows, nbytes=nbytes, digest=digest)
+
+    def set_metrics(self, **metrics: float | int) -> None:
+        """Record run metrics (numbers only: no bools, NaN or infinity); later calls add/replace."""
+        for key, value in metrics.items():
+            self.metrics[key] = _check_metric(key, value)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._entered:
+            raise ContractError("use RunWriter as a context manager: `with RunWriter(...) as w:`")
+        if self._closed:
+            raise ContractError(f"run {self.run_id!r} is already finished ({self.status})")
+
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name):
+            raise ContractError(
+                f"artifact name {name!r} is not valid: it must match {ARTIFACT_NAME_RE.pattern} "
+                "(a letter or '_', then letters, digits or '_'; at most 64 characters)"
+            )
+        if any(a["name"] == name for a in self.artifacts):
+            raise ContractError(f"artifact {name!r} is already written in run {self.run_id!r}")
+
+    def _register(
+        self, name: str, path: Path, *, rows: int, nbytes: int, digest: str
+    ) -> dict[str, Any]:
+        final = path
+        if path.name.endswith(PARTIAL_SUFFIX):
+            final = path.with_name(f"{name}.parquet")
+            if final.exists():
+                raise ContractError(f"artifact file {final} already exists in the run directory")
+            os.replace(path, final)
+        self._open_partials.discard(path)
+        entry = {
+            "name": name,
+            "file": final.resolve().relative_to(self.run_dir.resolve()).as_posix(),
+            "format": "parquet",
+            "rows": int(rows),
+            "bytes": int(nbytes),
+            "sha256": digest,
+        }
+        self.artifacts.append(entry)
+        self._log.debug("run.table_written", table=name, rows=rows, bytes=nbytes)
+        return entry
+
+    def metadata(self, status: str, error: str | None) -> dict[str, Any]:
+        """The metadata.json document for this run (v1)."""
+        started = self.started or self.created
+        meta: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "run_type": self.run_type,
+            "producer": {"name": self.producer[0], "version": self.producer[1]},
+            "status": status,
+            "created_at": iso_utc(self.created),
+            "started_at": iso_utc(started),
+            "finished_at": iso_utc(utc_now()),
+            "host": socket.gethostname(),
+            "params": self.params,
+            "metrics": self.metrics,
+            "artifacts": self.artifacts,
+        }
+        if self.git:
+            meta["git"] = self.git
+        if error is not None:
+            meta["error"] = error
+        return meta
+
+    def _finish(self, status: str, error: str | None) -> None:
+        t0 = time.perf_counter()
+        self._closed = True
+        for partial in list(self._open_partials):  # interrupted or never-registered writes
+            partial.unlink(missing_ok=True)
+        self._open_partials.clear()
+        self.status, self.error = status, error
+        fsync_dir(self.run_dir)  # the data files' renames are durable before metadata appears
+        text = json.dumps(self.metadata(status, error), indent=2, allow_nan=False) + "\n"
+        tmp = self.run_dir / f".{METADATA_NAME}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "x", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.run_dir / METADATA_NAME)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(self.run_dir)
+        fsync_dir(self.run_dir.parent)
+        self._log.info(
+            "run.written",
+            status=status,
+            artifacts=len(self.artifacts),
+            rows=sum(a["rows"] for a in self.artifacts),
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            **({"error": error} if error else {}),
+        )
