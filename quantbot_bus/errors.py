@@ -61,6 +61,12 @@ class InstallError(BusError):
     exit_code = 8
 
 
+class DoctorFailed(BusError):
+    """``quantbot-bus doctor`` found at least one failing check (each printed with its fix)."""
+
+    exit_code = 9
+
+
 #: The one place where error classes map to exit codes (documented in docs/operations.md).
 EXIT_CODES: dict[type[BusError], int] = {
     cls: cls.exit_code
@@ -74,6 +80,7 @@ EXIT_CODES: dict[type[BusError], int] = {
         QueryError,
         DaemonError,
         InstallError,
+        DoctorFailed,
     )
 }
 
