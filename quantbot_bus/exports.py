@@ -1,19 +1,1118 @@
-"""Export views under ``exports/`` (issue 4). Placeholder until the exports module lands.
+"""Export views under ``exports/``: consolidated tables, materialised summaries, user exports.
 
 INTERFACE: ``refresh(config, con) -> dict[str, Any]`` — ``con`` is a cursor on the daemon's working
-catalog; writes every export atomically and returns the status written to
-``exports/_export_status.json``. Never raises for a failing export (it is reported in the status).
+catalog (read-write, same process); writes every export atomically and returns the status written
+to ``exports/_export_status.json``. Never raises for a failing export (it is reported in the
+status and logged as ``export.failed``). The daemon calls it after publishing a batch's snapshot,
+at most once per ``config.export_interval_s``; :func:`quantbot_bus.ingest.sync` calls it too.
+
+What ``exports/`` holds (docs: examples/analysis.md):
+
+- ``tables/<name>/seg-*.parquet`` — per artifact table name, every row of every live run with a
+  ``run_id`` column; read it with ``read_parquet('exports/tables/<name>/*.parquet',
+  union_by_name=true)`` or as the view ``exports.<name>`` of the reader-side catalog (a table whose
+  name is also a summary's name gets the view ``exports.table_<name>``).
+- ``runs.parquet`` (``param_<key>``/``metric_<key>`` columns), ``artifacts.parquet``,
+  ``latest_artifacts.parquet`` (without the Arrow schema JSON: it is in ``catalog.artifacts_f``), ``run_summaries.parquet``, ``caller_leaderboard.parquet``,
+  ``policy_comparison.parquet``, ``frontier_best.parquet`` (views ``exports.<name>`` too);
+- ``<name>.parquet|csv`` for each ``[[exports]]`` of the config;
+- ``_export_status.json`` — per export: last_run_at, rows, ms, ok, error.
+
+Incremental design. State lives in schema ``exports_state`` of the working catalog:
+
+- ``runs`` (run_id, fingerprint, flags): one cheap FULL JOIN against ``catalog.runs_d`` finds new,
+  updated (fingerprint changed) and deleted runs; nothing else of the history is read.
+- ``segments`` and ``run_segments`` (run → segment): a refresh writes at most ONE new segment per
+  table, holding the rows of the runs that changed in it; segments that contain a deleted or
+  updated run are rewritten (their surviving rows go into that new segment); when a table would
+  have more than :data:`MAX_SEGMENTS` segments, the :data:`MERGE_FAN` smallest are merged into it
+  too (smallest first: each row is rewritten O(log n) times, the segment count stays bounded).
+  Segment names are never reused; retired files are removed only after the new file is in place.
+- per-run partials, computed once from a run's own rows when it is exported: ``run_summary_p``
+  (exact per-run medians), ``policy_p`` (per run × policy, exact medians), ``caller_p`` and
+  ``caller_hist_p`` (per run × caller counts and histograms), ``frontier_p`` (per run × caller best
+  constrained policy). ``caller_tot`` and ``caller_hist_tot`` hold their running totals, updated
+  by adding an exported run's partials and subtracting a removed run's (integers: exact).
+
+Cross-run quantiles (caller_leaderboard: median/p90 peak_multiple, median dd_bps, median t_2x_ms)
+come from the merged histograms: log-scale bins 1 % wide (bin ``k`` holds ``|v|`` in
+``[1.01^k, 1.01^(k+1))``, a sign and an exact zero bin), the value reported is the geometric
+middle of the bin holding the element DuckDB's ``quantile_disc`` picks (the ``ceil(n·q)``-th
+smallest value). Relative error ≤ ``sqrt(1.01) - 1`` ≈ 0.499 %; the cost does not grow with history
+(a caller has at most a few thousand bins whatever the number of runs).
+
+Summary files are rewritten only when a run that feeds them changed (or the file is missing).
+
+Atomicity: every file is written by DuckDB ``COPY`` to a hidden ``.<name>.qbexp-*.tmp`` in the same
+directory, fsynced, ``os.replace``d, and the directory fsynced; any single open of an export sees a
+whole file. Caveat (measured with duckdb 2.0, pyarrow 26, polars 2.1): those readers open a Parquet
+file more than once per query (footer, then pages), so a read that overlaps the replacement of
+that very file (or the removal of a retired segment) can fail with an I/O or decode error; such a
+read is safe to retry. Crash safety: a segment written but not committed in the state is an orphan
+and is removed by the next refresh; a segment in the state but missing on disk makes its runs be
+exported again.
 """
+
+# ruff: noqa: S608 - SQL text here is assembled only from this module's constants and from
+# identifiers we quote with _q (column names read back from DESCRIBE, validated table names);
+# every value (run ids, paths, keys) is a bound parameter. Paths inside CREATE VIEW (which cannot
+# take parameters) are our own absolute paths, quoted with _lit.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from .config import Config
+from .config import Config, UserExport
+from .log import get_logger
+
+log = get_logger("quantbot_bus.exports")
+
+MAX_SEGMENTS = 24  #: compaction starts when a table would have more segments than this
+MERGE_FAN = 8  #: how many of the smallest segments one compaction merges
+BIN_BASE = 1.01  #: histogram bin width factor (relative error ≤ sqrt(BIN_BASE) - 1)
+_BIN_OFFSET = 100_000  # keeps bins of positive values > 0 and of negative values < 0
+TMP_MARK = ".qbexp-"
+STATUS_NAME = "_export_status.json"
+TABLES_DIR = "tables"
+SUMMARIES = (
+    "runs",
+    "artifacts",
+    "latest_artifacts",
+    "run_summaries",
+    "caller_leaderboard",
+    "policy_comparison",
+    "frontier_best",
+)
+PATH_TABLE = "backtest_call_path_metrics"
+POLICY_TABLE = "backtest_policy_results"
+CALL_RESULTS_TABLE = "backtest_call_results"
+FRONTIER_TABLE = "frontier"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+_STATE_DDL = """
+CREATE SCHEMA IF NOT EXISTS exports_state;
+CREATE SCHEMA IF NOT EXISTS exports;
+CREATE TABLE IF NOT EXISTS exports_state.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS exports_state.runs (
+    run_id VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_type VARCHAR, created_at VARCHAR,
+    path_only BOOLEAN, has_policy BOOLEAN, has_frontier BOOLEAN, exported_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS exports_state.segments (
+    table_name VARCHAR, segment VARCHAR, rows BIGINT, bytes BIGINT, created_at TIMESTAMP,
+    PRIMARY KEY (table_name, segment));
+CREATE TABLE IF NOT EXISTS exports_state.run_segments (
+    table_name VARCHAR, run_id VARCHAR, segment VARCHAR, rows BIGINT,
+    PRIMARY KEY (table_name, run_id));
+CREATE TABLE IF NOT EXISTS exports_state.run_summary_p (
+    run_id VARCHAR PRIMARY KEY, total_trades BIGINT, total_pnl_usd DOUBLE, total_pnl_pct DOUBLE,
+    avg_return_bps DOUBLE, win_rate DOUBLE, max_drawdown_bps DOUBLE, median_drawdown_bps DOUBLE,
+    total_calls BIGINT, unique_callers BIGINT);
+CREATE TABLE IF NOT EXISTS exports_state.policy_p (
+    run_id VARCHAR, policy_id VARCHAR, trades BIGINT, avg_realized_return_bps DOUBLE,
+    median_realized_return_bps DOUBLE, stop_out_rate DOUBLE, win_rate DOUBLE,
+    avg_time_exposed_ms DOUBLE);
+CREATE TABLE IF NOT EXISTS exports_state.caller_p (
+    run_id VARCHAR, caller_name VARCHAR, calls BIGINT, hit_2x BIGINT, hit_3x BIGINT,
+    hit_4x BIGINT);
+CREATE TABLE IF NOT EXISTS exports_state.caller_hist_p (
+    run_id VARCHAR, caller_name VARCHAR, metric VARCHAR, bin INTEGER, n BIGINT);
+CREATE TABLE IF NOT EXISTS exports_state.caller_tot (
+    caller_name VARCHAR PRIMARY KEY, calls BIGINT, hit_2x BIGINT, hit_3x BIGINT, hit_4x BIGINT,
+    runs_seen BIGINT);
+CREATE TABLE IF NOT EXISTS exports_state.caller_hist_tot (
+    caller_name VARCHAR, metric VARCHAR, bin INTEGER, n BIGINT,
+    PRIMARY KEY (caller_name, metric, bin));
+CREATE TABLE IF NOT EXISTS exports_state.frontier_p (
+    run_id VARCHAR, caller_name VARCHAR, policy_params VARCHAR, meets_constraints BOOLEAN,
+    objective_score DOUBLE, avg_return_bps DOUBLE, median_return_bps DOUBLE,
+    stop_out_rate DOUBLE, rank BIGINT);
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _q(identifier: str) -> str:
+    """Quote an identifier we generated ourselves (validated names, sanitised keys)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """A SQL string literal for a path we built (CREATE VIEW cannot take parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _bin_sql(expr: str) -> str:
+    v = f"CAST({expr} AS DOUBLE)"
+    k = f"CAST(floor(ln(abs({v})) / ln({BIN_BASE})) AS INTEGER)"
+    return (
+        f"CASE WHEN {v} IS NULL OR NOT isfinite({v}) THEN NULL WHEN {v} = 0 THEN 0 "
+        f"WHEN {v} > 0 THEN {k} + {_BIN_OFFSET} ELSE -({k} + {_BIN_OFFSET}) END"
+    )
+
+
+def _bin_value_sql(b: str) -> str:
+    return (
+        f"CASE WHEN {b} IS NULL THEN NULL WHEN {b} = 0 THEN 0.0 "
+        f"WHEN {b} > 0 THEN pow({BIN_BASE}, {b} - {_BIN_OFFSET} + 0.5) "
+        f"ELSE -pow({BIN_BASE}, -({b}) - {_BIN_OFFSET} + 0.5) END"
+    )
+
+
+def bin_value(value: float) -> float:
+    """The value a quantile from the histograms reports for ``value`` (for tests and docs)."""
+    import math
+
+    if value == 0:
+        return 0.0
+    k = math.floor(math.log(abs(value)) / math.log(BIN_BASE))
+    return math.copysign(BIN_BASE ** (k + 0.5), value)
+
+
+# --------------------------------------------------------------------------- file writing
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_for(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(4)}.tmp")
+
+
+def _install(tmp: Path, dest: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+
+
+def _copy_to(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: dict[str, Any],
+    dest: Path,
+    fmt: str = "parquet",
+) -> int:
+    """``COPY (sql) TO`` a temp file next to ``dest``, fsync, replace. Returns the row count."""
+    tmp = _tmp_for(dest)
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
+    try:
+        row = con.execute(
+            f"COPY ({sql}) TO $qb_dest ({options})", {**params, "qb_dest": str(tmp)}
+        ).fetchone()
+        _install(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return int(row[0]) if row else 0
+
+
+def _write_json(dest: Path, data: Any) -> None:
+    tmp = _tmp_for(dest)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- refresh
+
+
+@dataclass
+class _Changes:
+    removed: list[str] = field(default_factory=list)  # deleted or updated (old version out)
+    added: list[str] = field(default_factory=list)  # new or updated (new version in)
+    touched_flags: set[str] = field(default_factory=set)  # path_only / has_policy / has_frontier
 
 
 def refresh(config: Config, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """No exports yet beyond the catalog snapshot: nothing to do."""
-    return {}
+    """Bring every export up to date with the working catalog; return the status written."""
+    t_start = time.perf_counter()
+    exports_dir = Path(config.exports_dir)
+    (exports_dir / TABLES_DIR).mkdir(parents=True, exist_ok=True)
+    status = _read_status(exports_dir)
+    entries: dict[str, Any] = status.get("exports", {})
+
+    _ensure_state(con)
+    _clean_temp_files(exports_dir)
+    _check_segment_files(con, exports_dir)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        changes = _find_changes(con)
+        retired: list[Path] = []
+        if changes.removed or changes.added:
+            retired = _apply_changes(con, exports_dir, changes, entries)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    for path in retired:
+        path.unlink(missing_ok=True)
+
+    changed_any = bool(changes.removed or changes.added)
+    _write_summaries(con, exports_dir, changes, changed_any, entries)
+    _sync_views(con, exports_dir, config.exports)
+    _run_user_exports(con, exports_dir, config.exports, entries)
+    for name in list(entries):
+        if entries[name].get("kind") == "user" and name not in {e.name for e in config.exports}:
+            del entries[name]
+
+    status = {
+        "refreshed_at": _now(),
+        "ms": round((time.perf_counter() - t_start) * 1000, 1),
+        "changed_runs": {"added": len(changes.added), "removed": len(changes.removed)},
+        "exports": entries,
+    }
+    _write_json(exports_dir / STATUS_NAME, status)
+    return status
+
+
+def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the state schema once (a cheap check on later refreshes)."""
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'exports_state'"
+    ).fetchone()
+    if not row or row[0] < _STATE_DDL.count("CREATE TABLE"):
+        con.execute(_STATE_DDL)
+
+
+def _read_status(exports_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((exports_dir / STATUS_NAME).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and isinstance(data.get("exports"), dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _clean_temp_files(exports_dir: Path) -> None:
+    """Remove temp files a crashed refresh left (only ours: ``.<name>.qbexp-*.tmp``)."""
+    dirs = [exports_dir, *(p for p in (exports_dir / TABLES_DIR).iterdir() if p.is_dir())]
+    for d in dirs:
+        for p in d.glob(f".*{TMP_MARK}*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def _check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> None:
+    """Remove orphan segment files; runs whose segment file went missing get exported again."""
+    known: dict[str, set[str]] = {}
+    for table_name, segment in con.execute(
+        "SELECT table_name, segment FROM exports_state.segments"
+    ).fetchall():
+        known.setdefault(table_name, set()).add(segment)
+    tables_dir = exports_dir / TABLES_DIR
+    missing: list[tuple[str, str]] = []
+    on_disk_tables = {p.name for p in tables_dir.iterdir() if p.is_dir()}
+    for name in on_disk_tables | set(known):
+        on_disk = {p.name for p in (tables_dir / name).glob("*.parquet")}
+        for orphan in on_disk - known.get(name, set()):
+            (tables_dir / name / orphan).unlink(missing_ok=True)
+            log.info("export.orphan_removed", table=name, segment=orphan)
+        missing += [(name, seg) for seg in known.get(name, set()) - on_disk]
+    for name, seg in missing:
+        log.warning("export.segment_missing", table=name, segment=seg)
+        # A NULL fingerprint makes _find_changes see these runs as updated: out, then in again.
+        con.execute(
+            "UPDATE exports_state.runs SET fingerprint = NULL WHERE run_id IN (SELECT run_id "
+            "FROM exports_state.run_segments WHERE table_name = $t AND segment = $s)",
+            {"t": name, "s": seg},
+        )
+        con.execute(
+            "DELETE FROM exports_state.segments WHERE table_name = $t AND segment = $s",
+            {"t": name, "s": seg},
+        )
+        con.execute(
+            "DELETE FROM exports_state.run_segments WHERE table_name = $t AND segment = $s",
+            {"t": name, "s": seg},
+        )
+
+
+def _find_changes(con: duckdb.DuckDBPyConnection) -> _Changes:
+    rows = con.execute(
+        """
+        SELECT coalesce(r.run_id, s.run_id) AS run_id,
+               s.run_id IS NOT NULL AS was_exported,
+               r.run_id IS NOT NULL AND r.deleted_at IS NULL AS is_live
+        FROM (SELECT run_id, fingerprint, deleted_at FROM catalog.runs_d) r
+        FULL OUTER JOIN exports_state.runs s ON r.run_id = s.run_id
+        WHERE (s.run_id IS NULL AND r.deleted_at IS NULL)
+           OR (s.run_id IS NOT NULL AND (r.run_id IS NULL OR r.deleted_at IS NOT NULL
+               OR r.fingerprint IS DISTINCT FROM s.fingerprint))
+        ORDER BY 1
+        """
+    ).fetchall()
+    changes = _Changes()
+    for run_id, was_exported, is_live in rows:
+        if was_exported:
+            changes.removed.append(run_id)
+        if is_live:
+            changes.added.append(run_id)
+    return changes
+
+
+def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[str]) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (run_id VARCHAR PRIMARY KEY)")
+    if ids:
+        con.execute(
+            f"INSERT INTO {name} SELECT DISTINCT unnest($ids::VARCHAR[])", {"ids": list(ids)}
+        )
+
+
+def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
+    """Forget runs: subtract their partials from the totals and drop their state rows.
+
+    Their rows in segments are removed by :func:`_write_segment`.
+    """
+    _register_ids(con, "_qb_gone", run_ids)
+    con.execute(
+        """
+        UPDATE exports_state.caller_tot AS t
+        SET calls = t.calls - d.calls, hit_2x = t.hit_2x - d.hit_2x,
+            hit_3x = t.hit_3x - d.hit_3x, hit_4x = t.hit_4x - d.hit_4x,
+            runs_seen = t.runs_seen - d.runs
+        FROM (SELECT caller_name, sum(calls) AS calls, sum(hit_2x) AS hit_2x,
+                     sum(hit_3x) AS hit_3x, sum(hit_4x) AS hit_4x, count(*) AS runs
+              FROM exports_state.caller_p WHERE run_id IN (SELECT run_id FROM _qb_gone)
+              GROUP BY caller_name) AS d
+        WHERE t.caller_name IS NOT DISTINCT FROM d.caller_name
+        """
+    )
+    con.execute("DELETE FROM exports_state.caller_tot WHERE runs_seen <= 0")
+    con.execute(
+        """
+        UPDATE exports_state.caller_hist_tot AS t SET n = t.n - d.n
+        FROM (SELECT caller_name, metric, bin, sum(n) AS n FROM exports_state.caller_hist_p
+              WHERE run_id IN (SELECT run_id FROM _qb_gone) GROUP BY ALL) AS d
+        WHERE t.caller_name IS NOT DISTINCT FROM d.caller_name AND t.metric = d.metric
+          AND t.bin = d.bin
+        """
+    )
+    con.execute("DELETE FROM exports_state.caller_hist_tot WHERE n <= 0")
+    for table in (
+        "run_summary_p",
+        "policy_p",
+        "caller_p",
+        "caller_hist_p",
+        "frontier_p",
+        "runs",
+    ):
+        con.execute(
+            f"DELETE FROM exports_state.{table} WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        )
+
+
+def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT value FROM exports_state.meta WHERE key = 'segment_seq'").fetchone()
+    seq = int(row[0]) + 1 if row else 1
+    con.execute(
+        "INSERT OR REPLACE INTO exports_state.meta VALUES ('segment_seq', $v)", {"v": str(seq)}
+    )
+    return seq
+
+
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {relation}").fetchall()]
+
+
+def _apply_changes(
+    con: duckdb.DuckDBPyConnection, exports_dir: Path, changes: _Changes, entries: dict[str, Any]
+) -> list[Path]:
+    """Segments and partials for the changed runs (inside the caller's transaction).
+
+    Returns the retired segment files, to be removed once the transaction has committed.
+    """
+    tables_dir = exports_dir / TABLES_DIR
+    # Flags of the removed runs (which summaries they fed) before their state rows go.
+    if changes.removed:
+        _register_ids(con, "_qb_gone", changes.removed)
+        for col in ("path_only", "has_policy", "has_frontier"):
+            row = con.execute(
+                f"SELECT bool_or({col}) FROM exports_state.runs "
+                "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+            ).fetchone()
+            if row and row[0]:
+                changes.touched_flags.add(col)
+        _remove_runs(con, changes.removed)
+    _register_ids(con, "_qb_gone", changes.removed)
+    _register_ids(con, "_qb_new", changes.added)
+
+    # The artifacts of the runs that come in (Parquet files only; path absolute).
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _qb_files AS
+        SELECT a.run_id, a.name,
+               CASE WHEN a.path LIKE '/%' THEN a.path ELSE r.run_dir || '/' || a.path END AS path,
+               a.rows
+        FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
+        WHERE a.run_id IN (SELECT run_id FROM _qb_new) AND lower(a.format) = 'parquet'
+        """
+    )
+    new_tables = {r[0] for r in con.execute("SELECT DISTINCT name FROM _qb_files").fetchall()}
+    gone_tables = {
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT table_name FROM exports_state.run_segments "
+            "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        ).fetchall()
+    }
+    retired: list[Path] = []
+    in_tables: dict[str, list[str]] = {}
+    for name in sorted(new_tables | gone_tables):
+        if not _TABLE_NAME.match(name):
+            log.warning("export.table_skipped", table=name, reason="not a valid table name")
+            continue
+        cols = _stage_new_rows(con, name) if name in new_tables else None
+        if cols is not None:
+            in_tables[name] = cols
+        retired += _write_segment(con, tables_dir / name, name, cols is not None)
+        con.execute("DROP TABLE IF EXISTS _qb_seg_in")
+
+    _compute_partials(con, in_tables)
+    for name in in_tables:
+        con.execute(f"DROP TABLE IF EXISTS {_q('_qb_in_' + name)}")
+
+    con.execute(
+        """
+        INSERT INTO exports_state.runs
+        SELECT r.run_id, r.fingerprint, r.run_type, CAST(r.created_at AS VARCHAR),
+               bool_or(f.name = $path) AND NOT coalesce(bool_or(f.name = $policy), false),
+               coalesce(bool_or(f.name = $policy), false),
+               coalesce(bool_or(f.name = $frontier), false),
+               now()
+        FROM catalog.runs_d r LEFT JOIN _qb_files f USING (run_id)
+        WHERE r.run_id IN (SELECT run_id FROM _qb_new)
+        GROUP BY r.run_id, r.fingerprint, r.run_type, r.created_at
+        """,
+        {"path": PATH_TABLE, "policy": POLICY_TABLE, "frontier": FRONTIER_TABLE},
+    )
+    for col in ("path_only", "has_policy", "has_frontier"):
+        row = con.execute(
+            f"SELECT coalesce(bool_or({col}), false) FROM exports_state.runs "
+            "WHERE run_id IN (SELECT run_id FROM _qb_new)"
+        ).fetchone()
+        if row and row[0]:
+            changes.touched_flags.add(col)
+    con.execute("DROP TABLE IF EXISTS _qb_files")
+    return retired
+
+
+def _stage_new_rows(con: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
+    """Load the rows of ``name`` of the incoming runs into a temp table, run_id first."""
+    files = []
+    for (path,) in con.execute(
+        "SELECT path FROM _qb_files WHERE name = $n ORDER BY run_id", {"n": name}
+    ).fetchall():
+        if os.path.exists(path):
+            files.append(path)
+        else:  # the run directory went away after registration: the next rescan deletes it
+            log.warning("export.file_missing", table=name, path=path)
+    if not files:
+        return None
+    staged = _q("_qb_in_" + name)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _qb_raw AS SELECT * FROM read_parquet($files, "
+        "union_by_name = true, filename = '__qb_file')",
+        {"files": files},
+    )
+    cols = [c for c in _columns(con, "_qb_raw") if c not in ("run_id", "__qb_file")]
+    select = ", ".join(["f.run_id", *(f"s.{_q(c)}" for c in cols)])
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT {select} FROM _qb_raw s "
+        "JOIN (SELECT run_id, path FROM _qb_files WHERE name = $n) f ON s.__qb_file = f.path",
+        {"n": name},
+    )
+    con.execute("DROP TABLE _qb_raw")
+    return ["run_id", *cols]
+
+
+def _write_segment(
+    con: duckdb.DuckDBPyConnection, table_dir: Path, name: str, has_new: bool
+) -> list[Path]:
+    """Write this refresh's one segment of ``name``; return the segment files it retires."""
+    segs = con.execute(
+        "SELECT segment, rows, segment IN (SELECT segment FROM exports_state.run_segments "
+        "  WHERE table_name = $t AND run_id IN (SELECT run_id FROM _qb_gone)) AS dirty "
+        "FROM exports_state.segments WHERE table_name = $t ORDER BY rows, segment",
+        {"t": name},
+    ).fetchall()
+    dirty = [s for s, _rows, d in segs if d]
+    clean = [s for s, _rows, d in segs if not d]
+    victims: list[str] = []
+    if len(clean) + (1 if (has_new or dirty) else 0) > MAX_SEGMENTS:
+        victims = clean[:MERGE_FAN]  # the smallest (ordered by rows)
+    merged = dirty + victims
+    if not has_new and not merged:
+        return []
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if has_new:
+        parts.append(f"SELECT * FROM {_q('_qb_in_' + name)}")
+    if merged:
+        params["old"] = [str(table_dir / s) for s in merged]
+        parts.append(
+            "SELECT * FROM read_parquet($old, union_by_name = true) "
+            "WHERE run_id NOT IN (SELECT run_id FROM _qb_gone)"
+        )
+    query = " UNION ALL BY NAME ".join(parts)
+    # Materialise once: its rows per run feed both the file and the run -> segment map.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _qb_seg_in AS {query}", params)
+    total = con.execute("SELECT count(*) FROM _qb_seg_in").fetchone()
+    n_rows = int(total[0]) if total else 0
+    con.execute(
+        "DELETE FROM exports_state.run_segments WHERE table_name = $t AND (segment IN "
+        "(SELECT unnest($m::VARCHAR[])) OR run_id IN (SELECT run_id FROM _qb_gone))",
+        {"t": name, "m": merged},
+    )
+    con.execute(
+        "DELETE FROM exports_state.segments WHERE table_name = $t AND segment IN "
+        "(SELECT unnest($m::VARCHAR[]))",
+        {"t": name, "m": merged},
+    )
+    if has_new or n_rows > 0:
+        table_dir.mkdir(parents=True, exist_ok=True)
+        segment = f"seg-{_next_seq(con):010d}-{secrets.token_hex(4)}.parquet"
+        dest = table_dir / segment
+        _copy_to(con, "SELECT * FROM _qb_seg_in", {}, dest)
+        con.execute(
+            "INSERT INTO exports_state.segments VALUES ($t, $s, $r, $b, now())",
+            {"t": name, "s": segment, "r": n_rows, "b": dest.stat().st_size},
+        )
+        # Every run with rows in it, plus incoming runs with an empty artifact of this table.
+        con.execute(
+            """
+            INSERT INTO exports_state.run_segments
+            SELECT $t, run_id, $s, sum(n) FROM (
+                SELECT run_id, count(*) AS n FROM _qb_seg_in GROUP BY run_id
+                UNION ALL
+                SELECT run_id, 0 FROM _qb_files WHERE name = $t AND $has_new) GROUP BY run_id
+            """,
+            {"t": name, "s": segment, "has_new": has_new},
+        )
+    if merged:
+        log.debug("export.segments_merged", table=name, rewritten=len(dirty), merged=len(victims))
+    return [table_dir / s for s in merged]
+
+
+def _col(cols: Iterable[str], name: str, sql_type: str) -> str:
+    return _q(name) if name in set(cols) else f"CAST(NULL AS {sql_type})"
+
+
+def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[str]]) -> None:
+    """Per-run partials of the incoming runs, each from that run's own rows."""
+
+    def rel(name: str) -> str | None:
+        return _q("_qb_in_" + name) if name in in_tables else None
+
+    pm, pr, cr, fr = (
+        rel(t) for t in (PATH_TABLE, POLICY_TABLE, CALL_RESULTS_TABLE, FRONTIER_TABLE)
+    )
+
+    # ---- run_summary_p: one row per incoming run
+    pm_sql = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS calls, NULL::BIGINT AS callers, NULL::DOUBLE AS mdd, NULL::DOUBLE AS med WHERE false"
+    if pm:
+        c = in_tables[PATH_TABLE]
+        dd = _col(c, "dd_bps", "DOUBLE")
+        pm_sql = (
+            f"SELECT run_id, count(DISTINCT {_col(c, 'call_id', 'VARCHAR')}) AS calls, "
+            f"count(DISTINCT {_col(c, 'caller_name', 'VARCHAR')}) AS callers, "
+            f"min({dd}) AS mdd, median({dd}) AS med FROM {pm} GROUP BY run_id"
+        )
+    pr_sql = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS trades, NULL::DOUBLE AS ret, NULL::DOUBLE AS win, NULL::DOUBLE AS mdd, NULL::DOUBLE AS med, NULL::BIGINT AS calls WHERE false"
+    if pr:
+        c = in_tables[POLICY_TABLE]
+        rr = _col(c, "realized_return_bps", "DOUBLE")
+        mae = f"abs(CAST({_col(c, 'max_adverse_excursion_bps', 'DOUBLE')} AS DOUBLE))"
+        pr_sql = (
+            f"SELECT run_id, count(*) AS trades, avg({rr}) AS ret, "
+            f"avg(CASE WHEN {rr} IS NULL THEN NULL WHEN {rr} > 0 THEN 1.0 ELSE 0.0 END) AS win, "
+            f"-max({mae}) AS mdd, -median({mae}) AS med, "
+            f"count(DISTINCT {_col(c, 'call_id', 'VARCHAR')}) AS calls FROM {pr} GROUP BY run_id"
+        )
+    cr_sql = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS trades, NULL::DOUBLE AS usd, NULL::DOUBLE AS pct, NULL::DOUBLE AS ret, NULL::DOUBLE AS win, NULL::BIGINT AS calls, NULL::BIGINT AS callers WHERE false"
+    if cr:
+        c = in_tables[CALL_RESULTS_TABLE]
+        cr_sql = (
+            f"SELECT run_id, count(*) AS trades, sum({_col(c, 'pnl_usd', 'DOUBLE')}) AS usd, "
+            f"sum({_col(c, 'pnl_pct', 'DOUBLE')}) AS pct, avg({_col(c, 'return_bps', 'DOUBLE')}) AS ret, "
+            f"avg(CAST({_col(c, 'win', 'BOOLEAN')} AS DOUBLE)) AS win, "
+            f"count(DISTINCT {_col(c, 'call_id', 'VARCHAR')}) AS calls, "
+            f"count(DISTINCT {_col(c, 'caller_name', 'VARCHAR')}) AS callers "
+            f"FROM {cr} GROUP BY run_id"
+        )
+    con.execute(
+        f"""
+        INSERT INTO exports_state.run_summary_p
+        WITH pm AS ({pm_sql}), pr AS ({pr_sql}), cr AS ({cr_sql})
+        SELECT n.run_id,
+               coalesce(cr.trades, pr.trades, 0),
+               cr.usd, cr.pct,
+               coalesce(cr.ret, pr.ret), coalesce(cr.win, pr.win),
+               coalesce(pm.mdd, pr.mdd), coalesce(pm.med, pr.med),
+               coalesce(pm.calls, cr.calls, pr.calls, 0),
+               coalesce(pm.callers, cr.callers, 0)
+        FROM _qb_new n LEFT JOIN pm USING (run_id) LEFT JOIN pr USING (run_id)
+        LEFT JOIN cr USING (run_id)
+        """
+    )
+
+    # ---- policy_p: per run x policy
+    if pr:
+        c = in_tables[POLICY_TABLE]
+        rr = _col(c, "realized_return_bps", "DOUBLE")
+        con.execute(
+            f"""
+            INSERT INTO exports_state.policy_p
+            SELECT run_id, CAST({_col(c, "policy_id", "VARCHAR")} AS VARCHAR) AS policy_id,
+                   count(*), avg({rr}), median({rr}),
+                   avg(CAST({_col(c, "stop_out", "BOOLEAN")} AS DOUBLE)),
+                   avg(CASE WHEN {rr} IS NULL THEN NULL WHEN {rr} > 0 THEN 1.0 ELSE 0.0 END),
+                   avg({_col(c, "time_exposed_ms", "DOUBLE")})
+            FROM {pr} GROUP BY ALL
+            """
+        )
+
+    # ---- caller partials and histograms: path-only runs (path metrics, no policy results)
+    if pm:
+        c = in_tables[PATH_TABLE]
+        path_only = f"run_id NOT IN (SELECT DISTINCT run_id FROM {pr})" if pr else "true"
+        caller = f"CAST({_col(c, 'caller_name', 'VARCHAR')} AS VARCHAR)"
+        hits = ", ".join(
+            f"count(*) FILTER (WHERE {_col(c, f'hit_{m}x', 'BOOLEAN')}) AS hit_{m}x"
+            for m in (2, 3, 4)
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _qb_cp AS
+            SELECT run_id, {caller} AS caller_name, count(*) AS calls, {hits}
+            FROM {pm} WHERE {path_only} AND {caller} IS NOT NULL GROUP BY ALL
+            """
+        )
+        metrics = {
+            "peak_multiple": _col(c, "peak_multiple", "DOUBLE"),
+            "dd_bps": _col(c, "dd_bps", "DOUBLE"),
+            "t_2x_ms": _col(c, "t_2x_ms", "DOUBLE"),
+        }
+        union = " UNION ALL ".join(
+            f"SELECT run_id, {caller} AS caller_name, '{m}' AS metric, {_bin_sql(expr)} AS bin "
+            f"FROM {pm} WHERE {path_only} AND {caller} IS NOT NULL"
+            for m, expr in metrics.items()
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _qb_ch AS
+            SELECT run_id, caller_name, metric, bin, count(*) AS n FROM ({union})
+            WHERE bin IS NOT NULL GROUP BY ALL
+            """
+        )
+        con.execute("INSERT INTO exports_state.caller_p SELECT * FROM _qb_cp")
+        con.execute("INSERT INTO exports_state.caller_hist_p SELECT * FROM _qb_ch")
+        con.execute(
+            """
+            INSERT INTO exports_state.caller_tot
+            SELECT caller_name, sum(calls), sum(hit_2x), sum(hit_3x), sum(hit_4x), count(*)
+            FROM _qb_cp GROUP BY caller_name
+            ON CONFLICT (caller_name) DO UPDATE SET
+                calls = calls + EXCLUDED.calls, hit_2x = hit_2x + EXCLUDED.hit_2x,
+                hit_3x = hit_3x + EXCLUDED.hit_3x, hit_4x = hit_4x + EXCLUDED.hit_4x,
+                runs_seen = runs_seen + EXCLUDED.runs_seen
+            """
+        )
+        con.execute(
+            """
+            INSERT INTO exports_state.caller_hist_tot
+            SELECT caller_name, metric, bin, sum(n) FROM _qb_ch GROUP BY ALL
+            ON CONFLICT (caller_name, metric, bin) DO UPDATE SET n = n + EXCLUDED.n
+            """
+        )
+        con.execute("DROP TABLE _qb_cp")
+        con.execute("DROP TABLE _qb_ch")
+
+    # ---- frontier_p: per run x caller, the best policy that meets the constraints
+    if fr:
+        c = in_tables[FRONTIER_TABLE]
+        con.execute(
+            f"""
+            INSERT INTO exports_state.frontier_p
+            SELECT run_id, CAST({_col(c, "caller_name", "VARCHAR")} AS VARCHAR),
+                   CAST({_col(c, "policy_params", "VARCHAR")} AS VARCHAR),
+                   {_col(c, "meets_constraints", "BOOLEAN")},
+                   {_col(c, "objective_score", "DOUBLE")}, {_col(c, "avg_return_bps", "DOUBLE")},
+                   {_col(c, "median_return_bps", "DOUBLE")}, {_col(c, "stop_out_rate", "DOUBLE")},
+                   {_col(c, "rank", "BIGINT")}
+            FROM {fr}
+            WHERE {_col(c, "meets_constraints", "BOOLEAN")}
+            QUALIFY row_number() OVER (
+                PARTITION BY run_id, {_col(c, "caller_name", "VARCHAR")}
+                ORDER BY {_col(c, "objective_score", "DOUBLE")} DESC NULLS LAST,
+                         {_col(c, "rank", "BIGINT")} ASC NULLS LAST) = 1
+            """
+        )
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _runs_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any]]:
+    """runs.parquet: runs_d flattened; each params/metrics key becomes a column."""
+    base = [
+        c
+        for c in _columns(con, "catalog.runs_d")
+        if c not in ("params", "metrics", "metadata", "deleted_at")
+    ]
+    select = [f"r.{_q(c)}" for c in base]
+    params: dict[str, Any] = {}
+    used = set(base)
+    for source, prefix in (("params", "param_"), ("metrics", "metric_")):
+        row = con.execute(
+            f"SELECT CAST(json_group_structure(CAST({source} AS JSON)) AS VARCHAR) "
+            "FROM catalog.runs_d WHERE deleted_at IS NULL"
+        ).fetchone()
+        try:
+            structure = json.loads(row[0]) if row and row[0] else {}
+        except ValueError:
+            structure = {}
+        if not isinstance(structure, dict):
+            structure = {}
+        for i, key in enumerate(sorted(structure)):
+            kind = structure[key]
+            sql_type = {
+                "UBIGINT": "BIGINT",
+                "BIGINT": "BIGINT",
+                "DOUBLE": "DOUBLE",
+                "BOOLEAN": "BOOLEAN",
+            }.get(kind if isinstance(kind, str) else "", "VARCHAR")
+            col = prefix + (re.sub(r"[^A-Za-z0-9_]", "_", key) or "_")
+            while col in used:
+                col += "_"
+            used.add(col)
+            p = f"k_{source}_{i}"
+            params[p] = "$." + json.dumps(key)
+            extract = f"json_extract_string(CAST(r.{source} AS JSON), ${p})"
+            if sql_type == "VARCHAR":
+                expr = (
+                    extract
+                    if isinstance(kind, str)
+                    else f"CAST(json_extract(CAST(r.{source} AS JSON), ${p}) AS VARCHAR)"
+                )
+            else:
+                expr = f"TRY_CAST({extract} AS {sql_type})"
+            select.append(f"{expr} AS {_q(col)}")
+        select.append(f"CAST(r.{source} AS VARCHAR) AS {source}")
+    sql = (
+        f"SELECT {', '.join(select)} FROM catalog.runs_d r WHERE r.deleted_at IS NULL "
+        "ORDER BY r.created_at, r.run_id"
+    )
+    return sql, params
+
+
+_LEADERBOARD_SQL = f"""
+WITH h AS (
+    SELECT caller_name, metric, bin,
+           sum(n) OVER (PARTITION BY caller_name, metric ORDER BY bin
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
+           sum(n) OVER (PARTITION BY caller_name, metric) AS tot
+    FROM exports_state.caller_hist_tot),
+q AS (
+    SELECT caller_name,
+      min(bin) FILTER (WHERE metric = 'peak_multiple' AND cum >= greatest(1, ceil(tot * 0.5))) AS pk50,
+      min(bin) FILTER (WHERE metric = 'peak_multiple' AND cum >= greatest(1, ceil(tot * 0.9))) AS pk90,
+      min(bin) FILTER (WHERE metric = 'dd_bps' AND cum >= greatest(1, ceil(tot * 0.5))) AS dd50,
+      min(bin) FILTER (WHERE metric = 't_2x_ms' AND cum >= greatest(1, ceil(tot * 0.5))) AS t2x50
+    FROM h GROUP BY caller_name)
+SELECT t.caller_name, t.calls,
+       t.hit_2x / t.calls AS hit_2x_rate, t.hit_3x / t.calls AS hit_3x_rate,
+       t.hit_4x / t.calls AS hit_4x_rate,
+       {_bin_value_sql("q.pk50")} AS median_peak_multiple,
+       {_bin_value_sql("q.pk90")} AS p90_peak_multiple,
+       {_bin_value_sql("q.dd50")} AS median_dd_bps,
+       {_bin_value_sql("q.t2x50")} AS median_t_2x_ms,
+       t.runs_seen
+FROM exports_state.caller_tot t LEFT JOIN q ON t.caller_name IS NOT DISTINCT FROM q.caller_name
+WHERE t.calls > 0
+ORDER BY hit_2x_rate DESC, t.calls DESC, t.caller_name
+"""
+
+_SUMMARY_SQL: dict[str, str] = {
+    "artifacts": """
+        SELECT a.* EXCLUDE (arrow_schema), r.run_type
+        FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
+        WHERE r.deleted_at IS NULL ORDER BY a.run_id, a.name""",
+    "latest_artifacts": "SELECT * EXCLUDE (arrow_schema) FROM catalog.latest_artifacts_v",
+    "run_summaries": """
+        SELECT p.run_id, s.run_type, p.total_trades, p.total_pnl_usd, p.total_pnl_pct,
+               p.avg_return_bps, p.win_rate, p.max_drawdown_bps, p.median_drawdown_bps,
+               p.total_calls, p.unique_callers, r.created_at
+        FROM exports_state.run_summary_p p JOIN exports_state.runs s USING (run_id)
+        JOIN catalog.runs_d r USING (run_id) ORDER BY r.created_at, p.run_id""",
+    "caller_leaderboard": _LEADERBOARD_SQL,
+    "policy_comparison": """
+        SELECT p.*, s.created_at FROM exports_state.policy_p p JOIN exports_state.runs s
+        USING (run_id) ORDER BY s.created_at, p.run_id, p.policy_id""",
+    "frontier_best": """
+        WITH newest AS (SELECT run_id, created_at FROM exports_state.runs WHERE has_frontier
+                        ORDER BY created_at DESC NULLS LAST, run_id DESC LIMIT 1)
+        SELECT f.run_id, n.created_at, f.caller_name, f.policy_params, f.objective_score,
+               f.avg_return_bps, f.median_return_bps, f.stop_out_rate, f.rank
+        FROM exports_state.frontier_p f JOIN newest n USING (run_id)
+        ORDER BY f.caller_name""",
+}
+
+_SUMMARY_FEEDS = {  # which runs feed a summary (besides "any run" for the catalog ones)
+    "caller_leaderboard": "path_only",
+    "policy_comparison": "has_policy",
+    "frontier_best": "has_frontier",
+}
+
+
+def _write_summaries(
+    con: duckdb.DuckDBPyConnection,
+    exports_dir: Path,
+    changes: _Changes,
+    changed_any: bool,
+    entries: dict[str, Any],
+) -> None:
+    for name in SUMMARIES:
+        dest = exports_dir / f"{name}.parquet"
+        feed = _SUMMARY_FEEDS.get(name)
+        due = (
+            not dest.exists()
+            or name not in entries
+            or not entries[name].get("ok")
+            or (changed_any if feed is None else feed in changes.touched_flags)
+        )
+        if not due:
+            continue
+        t0 = time.perf_counter()
+        try:
+            if name == "runs":
+                sql, params = _runs_sql(con)
+            else:
+                sql, params = _SUMMARY_SQL[name], {}
+            rows = _copy_to(con, sql, params, dest)
+            entries[name] = _entry("summary", t0, rows=rows)
+        except (duckdb.Error, OSError) as exc:
+            entries[name] = _entry("summary", t0, error=f"{type(exc).__name__}: {exc}")
+            log.error("export.failed", export=name, error=entries[name]["error"])
+
+
+def _entry(
+    kind: str, t0: float, *, rows: int | None = None, error: str | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "last_run_at": _now(),
+        "rows": rows,
+        "ms": round((time.perf_counter() - t0) * 1000, 1),
+        "ok": error is None,
+        "error": error,
+    }
+
+
+def _sync_views(
+    con: duckdb.DuckDBPyConnection, exports_dir: Path, user: Sequence[UserExport]
+) -> None:
+    """Views in schema ``exports`` of the working catalog (published to readers by the snapshot)."""
+    wanted = _file_views(exports_dir, user)
+    existing = dict(
+        con.execute(
+            "SELECT substr(key, 6), value FROM exports_state.meta WHERE key LIKE 'view:%'"
+        ).fetchall()
+    )
+    for name, sql in wanted.items():
+        if existing.get(name) != sql:
+            con.execute(f"CREATE OR REPLACE VIEW exports.{_q(name)} AS {sql}")
+            con.execute(
+                "INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)",
+                {"k": "view:" + name, "v": sql},
+            )
+    for name in set(existing) - set(wanted):
+        con.execute(f"DROP VIEW IF EXISTS exports.{_q(name)}")
+        con.execute("DELETE FROM exports_state.meta WHERE key = $k", {"k": "view:" + name})
+
+
+def _run_user_exports(
+    con: duckdb.DuckDBPyConnection,
+    exports_dir: Path,
+    user: Sequence[UserExport],
+    entries: dict[str, Any],
+) -> None:
+    for exp in user:
+        t0 = time.perf_counter()
+        sql = exp.sql.strip().rstrip(";").strip()
+        try:
+            rows = _copy_to(con, sql, {}, exports_dir / f"{exp.name}.{exp.format}", exp.format)
+            entries[exp.name] = _entry("user", t0, rows=rows)
+        except (duckdb.Error, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}".strip()
+            entries[exp.name] = _entry("user", t0, error=error)
+            log.error("export.failed", export=exp.name, error=error)
+
+
+# --------------------------------------------------------------------------- the query path
+
+_READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+def open_query_connection(config: Config) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the reader-side snapshot with the ``exports.*`` views.
+
+    If the snapshot carries no ``exports`` schema (published before the first refresh, or by a
+    catalog that copies only schema ``catalog``), the views are defined over the files in
+    ``config.exports_dir`` in an in-memory database attached as ``exports``.
+    """
+    from .catalog import open_reader
+
+    con = open_reader(config.snapshot_path)
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_schemas() WHERE database_name = current_database() "
+        "AND schema_name = 'exports'"
+    ).fetchone()
+    if not row or row[0] == 0:
+        con.execute("ATTACH ':memory:' AS exports")
+        for name, sql in _file_views(Path(config.exports_dir), config.exports).items():
+            con.execute(f"CREATE VIEW exports.main.{_q(name)} AS {sql}")
+    return con
+
+
+def _file_views(exports_dir: Path, user: Sequence[UserExport]) -> dict[str, str]:
+    """The export views as they follow from the files on disk (name -> SELECT)."""
+    base = exports_dir.resolve()
+    views: dict[str, str] = {}
+    for name in SUMMARIES:
+        path = base / f"{name}.parquet"
+        if path.exists():
+            views[name] = f"SELECT * FROM read_parquet({_lit(str(path))})"
+    for exp in user:
+        path = base / f"{exp.name}.{exp.format}"
+        if path.exists() and exp.name not in views:
+            reader = "read_parquet" if exp.format == "parquet" else "read_csv_auto"
+            views[exp.name] = f"SELECT * FROM {reader}({_lit(str(path))})"
+    tables = base / TABLES_DIR
+    if tables.is_dir():
+        for d in sorted(tables.iterdir()):
+            if d.is_dir() and _TABLE_NAME.match(d.name) and any(d.glob("*.parquet")):
+                view = d.name if d.name not in views else f"table_{d.name}"
+                glob = str(d / "*.parquet")
+                views[view] = f"SELECT * FROM read_parquet({_lit(glob)}, union_by_name = true)"
+    return views
+
+
+def available_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """``schema.name`` of every table and view a query can use (catalog and exports)."""
+    rows = con.execute(
+        """
+        SELECT DISTINCT CASE WHEN database_name = 'exports' THEN 'exports'
+                             ELSE schema_name END || '.' || name AS rel
+        FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables()
+              UNION ALL
+              SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal)
+        WHERE (database_name = current_database() AND schema_name IN ('catalog', 'exports'))
+           OR database_name = 'exports'
+        ORDER BY rel
+        """
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    from .errors import QueryError
+
+    text = sql.strip()
+    if not text:
+        raise QueryError("the query is empty: pass one SELECT statement")
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error as exc:
+        raise QueryError(f"bad SQL: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"pass exactly one statement (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in _READ_ONLY_TYPES:
+        raise QueryError(
+            f"quantbot-bus query is read-only: a {kind} statement is not allowed "
+            "(use SELECT; to write a file use --format parquet|csv --output FILE)"
+        )
+    return text.rstrip(";").strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _query_error(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> Exception:
+    from .errors import QueryError
+
+    message = _first_line(exc)
+    if isinstance(exc, duckdb.ParserException):
+        return QueryError(f"bad SQL: {message}")
+    if isinstance(exc, duckdb.CatalogException) and "does not exist" in message:
+        available = ", ".join(available_relations(con)) or "(none yet)"
+        return QueryError(f"{message.split('!')[0]}; available tables and views: {available}")
+    if "read-only" in message:
+        return QueryError(f"quantbot-bus query is read-only: {message}")
+    return QueryError(f"query failed: {message}")
+
+
+def run_query(config: Config, sql: str) -> QueryResult:
+    """Run one read-only statement over the reader-side catalog and the export views."""
+    con = open_query_connection(config)
+    try:
+        text = _check_read_only(con, sql)
+        try:
+            cur = con.execute(text)
+            columns = [d[0] for d in cur.description or ()]
+            return QueryResult(columns, cur.fetchall())
+        except duckdb.Error as exc:
+            raise _query_error(con, exc) from None
+    finally:
+        con.close()
+
+
+def query_to_file(config: Config, sql: str, output: Path, fmt: str) -> int:
+    """Write the result of one read-only SELECT to ``output`` (parquet or csv) atomically."""
+    con = open_query_connection(config)
+    try:
+        text = _check_read_only(con, sql)
+        output = Path(output).absolute()
+        try:
+            return _copy_to(con, text, {}, output, "parquet" if fmt == "parquet" else "csv")
+        except duckdb.Error as exc:
+            raise _query_error(con, exc) from None
+    finally:
+        con.close()

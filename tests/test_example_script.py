@@ -1,0 +1,128 @@
+"""examples/query_catalog.py runs green against the exports of a real daemon (and of ``sync``).
+
+The daemon is a real subprocess (``python -m quantbot_bus.cli daemon``) on a temporary bus; runs
+are dropped while it runs; the example script is run as a user would, as a subprocess, while the
+daemon keeps running. Deadlines are generous; nothing asserts speed.
+"""
+
+# ruff: noqa: S608 - test SQL over paths and run ids the test itself made
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+from test_exports import CALLERS, add_optimize_run, add_path_run, add_policy_run, sync
+
+from quantbot_bus.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "examples" / "query_catalog.py"
+DEADLINE_S = 60.0
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("QUANTBOT_BUS_", "NOTIFY_"))}
+
+
+def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the daemon exited with {proc.returncode} waiting for {what}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
+
+
+def exported_runs(cfg: Config) -> set[str]:
+    try:
+        rows = duckdb.sql(f"SELECT run_id FROM '{cfg.exports_dir / 'runs.parquet'}'").fetchall()
+    except duckdb.Error:  # not written yet (or replaced mid-read: try again)
+        return set()
+    return {r[0] for r in rows}
+
+
+def run_example(exports_dir: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(exports_dir)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def check_output(out: str) -> None:
+    assert "== recent runs" in out and "== best callers" in out and "== policies" in out
+    for name in ("path-1", "pol-0", *CALLERS, "trail-10", "fixed-2x", "time-1h"):
+        assert name in out, name
+
+
+def drop_runs(cfg: Config) -> None:
+    for i in range(3):
+        add_path_run(cfg, f"path-{i}", n=40, seed=i)
+    add_policy_run(cfg, "pol-0", n=10, seed=7)
+    add_optimize_run(cfg, "opt-0", seed=8, created_at="2024-05-02T00:00:00Z")
+
+
+def test_example_script_against_a_running_daemon(bus: Config) -> None:
+    log = open(bus.state_dir.parent / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quantbot_bus.cli",
+            "daemon",
+            "--root",
+            str(bus.root),
+            "--exports-dir",
+            str(bus.exports_dir),
+            "--state-dir",
+            str(bus.state_dir),
+        ],
+        env={**ENV, "QUANTBOT_BUS_EXPORT_INTERVAL_S": "0.2", "QUANTBOT_BUS_LOG_FORMAT": "json"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        add_path_run(bus, "path-early", n=20, seed=99)  # present at start: reconcile
+        wait_for(lambda: "path-early" in exported_runs(bus), "the first export", proc)
+        drop_runs(bus)  # dropped while it runs: inotify
+        expected = {"path-early", "path-0", "path-1", "path-2", "pol-0", "opt-0"}
+        wait_for(lambda: exported_runs(bus) == expected, "exports of every run", proc)
+        wait_for(
+            lambda: (
+                (bus.exports_dir / "policy_comparison.parquet").exists()
+                and (bus.exports_dir / "caller_leaderboard.parquet").exists()
+            ),
+            "the summaries",
+            proc,
+        )
+        check_output(run_example(bus.exports_dir))
+        status = json.loads((bus.exports_dir / "_export_status.json").read_text())
+        assert all(entry["ok"] for entry in status["exports"].values()), status
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(DEADLINE_S)
+        log.close()
+    assert code == 0, (bus.state_dir.parent / "daemon.log").read_text()[-3000:]
+
+
+def test_example_script_against_sync_exports(bus: Config) -> None:
+    drop_runs(bus)
+    sync(bus)
+    check_output(run_example(bus.exports_dir))
+
+
+def test_example_script_is_small() -> None:
+    assert len(SCRIPT.read_text().splitlines()) <= 40

@@ -1,0 +1,795 @@
+"""Export views (issue 4): contents equal a direct computation over the raw run Parquet files.
+
+Runs are real directories (tests/runs.py ``make_run``: real Parquet + metadata.json), registered by
+the real one-shot path :func:`quantbot_bus.ingest.sync` (scan → catalog → snapshot → refresh).
+Every summary is checked against the same numbers computed straight from the run files with
+DuckDB; the caller leaderboard's cross-run quantiles within the documented 0.5 % (relative).
+"""
+
+# ruff: noqa: S608 - test SQL over paths and run ids the test itself made
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import structlog
+from runs import make_run
+
+from quantbot_bus import exports, ingest
+from quantbot_bus.catalog import Catalog
+from quantbot_bus.config import Config, UserExport
+
+PATH = "backtest_call_path_metrics"
+POLICY = "backtest_policy_results"
+CALLS = "backtest_call_results"
+FRONTIER = "frontier"
+CALLERS = ("alpha", "bravo", "charlie", "delta")
+REL_TOL = math.sqrt(exports.BIN_BASE) - 1 + 1e-9  # the documented quantile resolution
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def path_metrics(run_id: str, n: int, seed: int, *, extra: bool = False) -> pa.Table:
+    rng = random.Random(seed)
+    cols: dict[str, list[Any]] = {
+        "run_id": [],
+        "call_id": [],
+        "caller_name": [],
+        "mint": [],
+        "chain": [],
+        "interval": [],
+        "alert_ts_ms": [],
+        "p0": [],
+        "hit_2x": [],
+        "t_2x_ms": [],
+        "hit_3x": [],
+        "t_3x_ms": [],
+        "hit_4x": [],
+        "t_4x_ms": [],
+        "dd_bps": [],
+        "dd_to_2x_bps": [],
+        "alert_to_activity_ms": [],
+        "peak_multiple": [],
+    }
+    for i in range(n):
+        peak = round(1 + rng.random() * rng.choice((0.5, 2, 6)), 6)
+        dd = 0.0 if rng.random() < 0.1 else -round(rng.random() * 8000, 3)
+        hit2, hit3, hit4 = peak >= 2, peak >= 3, peak >= 4
+        cols["run_id"].append(run_id)
+        cols["call_id"].append(f"{run_id}-c{i}")
+        cols["caller_name"].append(rng.choice(CALLERS))
+        cols["mint"].append(f"mint{rng.randrange(50)}")
+        cols["chain"].append("solana")
+        cols["interval"].append("1m")
+        cols["alert_ts_ms"].append(1_700_000_000_000 + i * 60_000)
+        cols["p0"].append(rng.random())
+        cols["hit_2x"].append(hit2)
+        cols["t_2x_ms"].append(rng.randrange(60_000, 9_000_000) if hit2 else None)
+        cols["hit_3x"].append(hit3)
+        cols["t_3x_ms"].append(rng.randrange(60_000, 9_000_000) if hit3 else None)
+        cols["hit_4x"].append(hit4)
+        cols["t_4x_ms"].append(rng.randrange(60_000, 9_000_000) if hit4 else None)
+        cols["dd_bps"].append(dd)
+        cols["dd_to_2x_bps"].append(dd if hit2 else None)
+        cols["alert_to_activity_ms"].append(rng.randrange(0, 100_000))
+        cols["peak_multiple"].append(peak)
+    schema = pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("call_id", pa.string()),
+            ("caller_name", pa.string()),
+            ("mint", pa.string()),
+            ("chain", pa.string()),
+            ("interval", pa.string()),
+            ("alert_ts_ms", pa.int64()),
+            ("p0", pa.float64()),
+            ("hit_2x", pa.bool_()),
+            ("t_2x_ms", pa.int64()),
+            ("hit_3x", pa.bool_()),
+            ("t_3x_ms", pa.int64()),
+            ("hit_4x", pa.bool_()),
+            ("t_4x_ms", pa.int64()),
+            ("dd_bps", pa.float64()),
+            ("dd_to_2x_bps", pa.float64()),
+            ("alert_to_activity_ms", pa.int64()),
+            ("peak_multiple", pa.float64()),
+        ]
+    )
+    table = pa.table(cols, schema=schema)
+    if extra:  # a producer that added a column
+        table = table.append_column("liquidity_usd", pa.array([float(i) for i in range(n)]))
+    return table
+
+
+def policy_tables(run_id: str, n: int, seed: int) -> dict[str, pa.Table]:
+    rng = random.Random(seed)
+    policies = ("trail-10", "fixed-2x", "time-1h")
+    pol: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "run_id",
+            "policy_id",
+            "call_id",
+            "realized_return_bps",
+            "stop_out",
+            "max_adverse_excursion_bps",
+            "time_exposed_ms",
+            "tail_capture",
+            "entry_ts_ms",
+            "exit_ts_ms",
+            "entry_px",
+            "exit_px",
+            "exit_reason",
+        )
+    }
+    res: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "run_id",
+            "call_id",
+            "caller_name",
+            "policy_id",
+            "entry_px",
+            "exit_px",
+            "pnl_usd",
+            "pnl_pct",
+            "return_bps",
+            "win",
+        )
+    }
+    for i in range(n):
+        for p in policies:
+            ret = round(rng.gauss(50, 900), 2)
+            pol["run_id"].append(run_id)
+            pol["policy_id"].append(p)
+            pol["call_id"].append(f"c{i}")
+            pol["realized_return_bps"].append(ret)
+            pol["stop_out"].append(ret < -500)
+            pol["max_adverse_excursion_bps"].append(-round(rng.random() * 3000, 1))
+            pol["time_exposed_ms"].append(rng.randrange(1000, 3_600_000))
+            pol["tail_capture"].append(rng.random())
+            pol["entry_ts_ms"].append(1_700_000_000_000)
+            pol["exit_ts_ms"].append(1_700_000_100_000)
+            pol["entry_px"].append(1.0)
+            pol["exit_px"].append(1 + ret / 10_000)
+            pol["exit_reason"].append("stop" if ret < -500 else "target")
+        ret = round(rng.gauss(30, 700), 2)
+        res["run_id"].append(run_id)
+        res["call_id"].append(f"c{i}")
+        res["caller_name"].append(rng.choice(CALLERS))
+        res["policy_id"].append(policies[0])
+        res["entry_px"].append(1.0)
+        res["exit_px"].append(1 + ret / 10_000)
+        res["pnl_usd"].append(ret / 10)
+        res["pnl_pct"].append(ret / 100)
+        res["return_bps"].append(ret)
+        res["win"].append(ret > 0)
+    return {POLICY: pa.table(pol), CALLS: pa.table(res)}
+
+
+def frontier_table(run_id: str, seed: int) -> pa.Table:
+    rng = random.Random(seed)
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "run_id",
+            "caller_name",
+            "policy_params",
+            "meets_constraints",
+            "objective_score",
+            "avg_return_bps",
+            "median_return_bps",
+            "stop_out_rate",
+            "rank",
+        )
+    }
+    for caller in CALLERS:
+        for r in range(1, 6):
+            cols["run_id"].append(run_id)
+            cols["caller_name"].append(caller)
+            cols["policy_params"].append(json.dumps({"tp": r, "sl": rng.randrange(5, 50)}))
+            cols["meets_constraints"].append(rng.random() < 0.6)
+            cols["objective_score"].append(round(rng.random() * 10, 4))
+            cols["avg_return_bps"].append(rng.gauss(40, 100))
+            cols["median_return_bps"].append(rng.gauss(30, 100))
+            cols["stop_out_rate"].append(rng.random())
+            cols["rank"].append(r)
+    return pa.table(cols)
+
+
+def add_path_run(cfg: Config, run_id: str, n: int = 40, seed: int = 0, **kw: Any) -> Path:
+    extra = kw.pop("extra", False)
+    return make_run(
+        cfg.root,
+        "backtest-path",
+        run_id,
+        tables={PATH: path_metrics(run_id, n, seed, extra=extra)},
+        **kw,
+    )
+
+
+def add_policy_run(cfg: Config, run_id: str, n: int = 30, seed: int = 0, **kw: Any) -> Path:
+    return make_run(
+        cfg.root, "backtest-policy", run_id, tables=policy_tables(run_id, n, seed), **kw
+    )
+
+
+def add_optimize_run(cfg: Config, run_id: str, seed: int, created_at: str) -> Path:
+    return make_run(
+        cfg.root,
+        "backtest-optimize",
+        run_id,
+        tables={FRONTIER: frontier_table(run_id, seed), "summary": pa.table({"n": [1]})},
+        created_at=created_at,
+    )
+
+
+def sync(cfg: Config) -> dict[str, Any]:
+    ingest.sync(cfg)
+    return json.loads((cfg.exports_dir / exports.STATUS_NAME).read_text())
+
+
+def raw_glob(cfg: Config, table: str) -> str:
+    return str(cfg.root / "*" / "*" / f"{table}.parquet")
+
+
+def raw_view(con: duckdb.DuckDBPyConnection, cfg: Config, table: str) -> str:
+    """A relation over the raw run files of ``table``, run_id taken from the directory name."""
+    name = f"raw_{table}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * EXCLUDE (filename) "
+        "REPLACE (string_split(filename, '/')[-2] AS run_id) FROM "
+        f"read_parquet('{raw_glob(cfg, table)}', union_by_name = true, filename = true)"
+    )
+    return name
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+    return con.execute(sql).fetchall()
+
+
+def approx_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
+    assert len(a) == len(b), (a, b)
+    for ra, rb in zip(a, b, strict=True):
+        assert len(ra) == len(rb)
+        for va, vb in zip(ra, rb, strict=True):
+            if isinstance(va, float) or isinstance(vb, float):
+                assert va == pytest.approx(vb, rel=1e-9, abs=1e-9), (ra, rb)
+            else:
+                assert va == vb, (ra, rb)
+
+
+def segment_files(cfg: Config, table: str) -> dict[str, int]:
+    d = cfg.exports_dir / "tables" / table
+    return {p.name: p.stat().st_mtime_ns for p in sorted(d.glob("*.parquet"))}
+
+
+@pytest.fixture
+def con() -> Any:
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def mixed_bus(bus: Config) -> Config:
+    """Path-only, policy and optimize runs, synced once."""
+    for i in range(4):
+        add_path_run(bus, f"path-{i}", n=60, seed=i, params={"seed": i, "lr": 0.1 * i})
+    add_policy_run(bus, "policy-0", seed=10)
+    add_policy_run(bus, "policy-1", seed=11, params={"seed": 11, "variant": "b"})
+    add_optimize_run(bus, "opt-old", seed=20, created_at="2024-05-01T10:00:00Z")
+    add_optimize_run(bus, "opt-new", seed=21, created_at="2024-05-02T10:00:00Z")
+    sync(bus)
+    return bus
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_consolidated(con: duckdb.DuckDBPyConnection, cfg: Config, table: str) -> None:
+    """The consolidated table holds exactly the raw rows of every live run (multiset equality)."""
+    raw = raw_view(con, cfg, table)
+    glob = str(cfg.exports_dir / "tables" / table / "*.parquet")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW cons AS SELECT * FROM read_parquet('{glob}', "
+        "union_by_name = true)"
+    )
+    cols = [r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()]
+    assert sorted(cols) == sorted(r[0] for r in con.execute("DESCRIBE cons").fetchall())
+    sel = ", ".join(f'"{c}"' for c in cols)
+    assert rows(con, "SELECT count(*) FROM cons") == rows(con, f"SELECT count(*) FROM {raw}")
+    diff = rows(
+        con,
+        f"(SELECT {sel} FROM cons EXCEPT ALL SELECT {sel} FROM {raw}) UNION ALL "
+        f"(SELECT {sel} FROM {raw} EXCEPT ALL SELECT {sel} FROM cons)",
+    )
+    assert diff == []
+
+
+def check_leaderboard(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
+    raw = raw_view(con, cfg, PATH)
+    lb = str(cfg.exports_dir / "caller_leaderboard.parquet")
+    got = {r[0]: r for r in rows(con, f"SELECT * FROM '{lb}'")}
+    want = rows(
+        con,
+        f"""SELECT caller_name, count(*), avg(hit_2x::INT), avg(hit_3x::INT), avg(hit_4x::INT),
+                   quantile_disc(peak_multiple, 0.5), quantile_disc(peak_multiple, 0.9),
+                   quantile_disc(dd_bps, 0.5), quantile_disc(t_2x_ms, 0.5),
+                   count(DISTINCT run_id)
+            FROM {raw} GROUP BY caller_name ORDER BY caller_name""",
+    )
+    assert sorted(got) == [w[0] for w in want]
+    cols = [d[0] for d in con.execute(f"SELECT * FROM '{lb}' LIMIT 0").description]
+    assert cols == [
+        "caller_name",
+        "calls",
+        "hit_2x_rate",
+        "hit_3x_rate",
+        "hit_4x_rate",
+        "median_peak_multiple",
+        "p90_peak_multiple",
+        "median_dd_bps",
+        "median_t_2x_ms",
+        "runs_seen",
+    ]
+    for w in want:
+        g = got[w[0]]
+        assert g[1] == w[1] and g[9] == w[9]
+        for i in (2, 3, 4):  # rates: exact
+            assert g[i] == pytest.approx(w[i], rel=1e-12)
+        for i in (5, 6, 7, 8):  # quantiles: within the documented resolution
+            if w[i] is None:
+                assert g[i] is None
+            elif w[i] == 0:
+                assert g[i] == 0
+            else:
+                assert abs(g[i] - w[i]) <= REL_TOL * abs(w[i]), (w[0], i, g[i], w[i])
+
+
+def check_run_summaries(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
+    """Per run: path-only runs carry their call statistics; policy runs their trades."""
+    pm = raw_view(con, cfg, PATH)
+    pr = raw_view(con, cfg, POLICY)
+    cr = raw_view(con, cfg, CALLS)
+    got = rows(
+        con,
+        f"SELECT run_id, total_trades, total_pnl_usd, total_pnl_pct, avg_return_bps, win_rate, "
+        f"max_drawdown_bps, median_drawdown_bps, total_calls, unique_callers "
+        f"FROM '{cfg.exports_dir / 'run_summaries.parquet'}' ORDER BY run_id",
+    )
+    live = sorted(p.name for p in cfg.root.glob("*/*") if (p / "metadata.json").exists())
+    assert [g[0] for g in got] == live
+    want: list[tuple[Any, ...]] = []
+    for run_id in live:
+        p = rows(
+            con,
+            f"SELECT count(DISTINCT call_id), count(DISTINCT caller_name), min(dd_bps), "
+            f"median(dd_bps) FROM {pm} WHERE run_id = '{run_id}'",
+        )[0]
+        q = rows(
+            con,
+            f"SELECT count(*), avg(realized_return_bps), avg((realized_return_bps > 0)::INT), "
+            f"-max(abs(max_adverse_excursion_bps)), -median(abs(max_adverse_excursion_bps)), "
+            f"count(DISTINCT call_id) FROM {pr} WHERE run_id = '{run_id}'",
+        )[0]
+        c = rows(
+            con,
+            f"SELECT count(*), sum(pnl_usd), sum(pnl_pct), avg(return_bps), avg(win::INT), "
+            f"count(DISTINCT call_id), count(DISTINCT caller_name) FROM {cr} "
+            f"WHERE run_id = '{run_id}'",
+        )[0]
+        has_p, has_q, has_c = p[0] > 0, q[0] > 0, c[0] > 0
+        want.append(
+            (
+                run_id,
+                c[0] if has_c else (q[0] if has_q else 0),
+                c[1] if has_c else None,
+                c[2] if has_c else None,
+                c[3] if has_c else (q[1] if has_q else None),
+                c[4] if has_c else (q[2] if has_q else None),
+                p[2] if has_p else (q[3] if has_q else None),
+                p[3] if has_p else (q[4] if has_q else None),
+                p[0] if has_p else (c[5] if has_c else (q[5] if has_q else 0)),
+                p[1] if has_p else (c[6] if has_c else 0),
+            )
+        )
+    approx_rows(got, want)
+
+
+def check_policy_comparison(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
+    pr = raw_view(con, cfg, POLICY)
+    got = rows(
+        con,
+        "SELECT run_id, policy_id, trades, avg_realized_return_bps, median_realized_return_bps, "
+        "stop_out_rate, win_rate, avg_time_exposed_ms "
+        f"FROM '{cfg.exports_dir / 'policy_comparison.parquet'}' ORDER BY run_id, policy_id",
+    )
+    want = rows(
+        con,
+        f"""SELECT run_id, policy_id, count(*), avg(realized_return_bps),
+                   median(realized_return_bps), avg(stop_out::INT),
+                   avg((realized_return_bps > 0)::INT), avg(time_exposed_ms)
+            FROM {pr} GROUP BY ALL ORDER BY run_id, policy_id""",
+    )
+    approx_rows(got, want)
+
+
+def check_frontier_best(con: duckdb.DuckDBPyConnection, cfg: Config, newest: str) -> None:
+    fr = raw_view(con, cfg, FRONTIER)
+    got = rows(
+        con,
+        "SELECT run_id, caller_name, policy_params, objective_score, rank "
+        f"FROM '{cfg.exports_dir / 'frontier_best.parquet'}' ORDER BY caller_name",
+    )
+    want = rows(
+        con,
+        f"""SELECT run_id, caller_name, policy_params, objective_score, rank FROM {fr}
+            WHERE run_id = '{newest}' AND meets_constraints
+            QUALIFY row_number() OVER (PARTITION BY caller_name
+                                       ORDER BY objective_score DESC, rank) = 1
+            ORDER BY caller_name""",
+    )
+    assert want and got == want
+
+
+def check_all(cfg: Config, con: duckdb.DuckDBPyConnection) -> None:
+    for table in (PATH, POLICY, CALLS, FRONTIER):
+        if list(cfg.root.glob(f"*/*/{table}.parquet")):
+            check_consolidated(con, cfg, table)
+    check_leaderboard(con, cfg)
+    check_run_summaries(con, cfg)
+    check_policy_comparison(con, cfg)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_exports_equal_direct_computation_over_raw_files(mixed_bus: Config, con: Any) -> None:
+    cfg = mixed_bus
+    check_all(cfg, con)
+    check_frontier_best(con, cfg, "opt-new")
+
+    runs = cfg.exports_dir / "runs.parquet"
+    got = rows(con, f"SELECT run_id, param_seed, param_lr, param_variant, metric_n FROM '{runs}'")
+    by_id = {r[0]: r for r in got}
+    assert len(by_id) == 8
+    assert by_id["path-2"][1:4] == (2, pytest.approx(0.2), None)
+    assert by_id["policy-1"][1:4] == (11, None, "b")
+    assert by_id["opt-new"][4] == 3.0
+    n_artifacts = rows(con, f"SELECT count(*) FROM '{cfg.exports_dir / 'artifacts.parquet'}'")
+    assert n_artifacts == [(4 + 2 * 2 + 2 * 2,)]
+    latest = rows(
+        con,
+        f"SELECT run_type, name, run_id FROM '{cfg.exports_dir / 'latest_artifacts.parquet'}' "
+        "WHERE name = 'frontier'",
+    )
+    assert latest == [("backtest-optimize", "frontier", "opt-new")]
+
+    status = json.loads((cfg.exports_dir / "_export_status.json").read_text())
+    for name in exports.SUMMARIES:
+        entry = status["exports"][name]
+        assert entry["ok"] is True and entry["error"] is None and entry["rows"] >= 1, name
+        assert set(entry) >= {"last_run_at", "rows", "ms", "ok", "error"}
+
+
+def test_views_are_created_in_the_working_catalog(mixed_bus: Config) -> None:
+    with Catalog.open(mixed_bus.catalog_path) as cat:
+        cur = cat.cursor()
+        views = dict(
+            cur.execute(
+                "SELECT view_name, sql FROM duckdb_views() WHERE schema_name = 'exports' "
+                "AND database_name = current_database()"
+            ).fetchall()
+        )
+        assert set(exports.SUMMARIES) | {PATH, POLICY, CALLS, FRONTIER, "summary"} == set(views)
+        glob = str(mixed_bus.exports_dir.resolve() / "tables" / PATH / "*.parquet")
+        assert glob in views[PATH]
+        n = cur.execute(f"SELECT count(*) FROM exports.{PATH}").fetchone()
+        assert n == (4 * 60,)
+        lb = cur.execute("SELECT count(*) FROM exports.caller_leaderboard").fetchone()
+        assert lb == (len(CALLERS),)
+
+
+def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) -> None:
+    cfg = mixed_bus
+    shutil.rmtree(cfg.root / "backtest-path" / "path-1")
+    shutil.rmtree(cfg.root / "backtest-policy" / "policy-0")
+    shutil.rmtree(cfg.root / "backtest-optimize" / "opt-new")
+    sync(cfg)
+    for table in (PATH, POLICY, CALLS):
+        ids = rows(
+            con,
+            f"SELECT DISTINCT run_id FROM read_parquet("
+            f"'{cfg.exports_dir / 'tables' / table / '*.parquet'}', union_by_name = true)",
+        )
+        assert "path-1" not in {i[0] for i in ids} and "policy-0" not in {i[0] for i in ids}
+    check_all(cfg, con)
+    check_frontier_best(con, cfg, "opt-old")  # the newest optimize run is now the older one
+    for name in ("runs", "run_summaries", "artifacts"):
+        found = rows(
+            con,
+            f"SELECT count(*) FROM '{cfg.exports_dir / (name + '.parquet')}' "
+            "WHERE run_id IN ('path-1', 'policy-0', 'opt-new')",
+        )
+        assert found == [(0,)], name
+    # Every path-only run deleted: no callers left, the tables' views stay consistent.
+    for i in (0, 2, 3):
+        shutil.rmtree(cfg.root / "backtest-path" / f"path-{i}")
+    sync(cfg)
+    assert rows(
+        con, f"SELECT count(*) FROM '{cfg.exports_dir / 'caller_leaderboard.parquet'}'"
+    ) == [(0,)]
+    assert not list((cfg.exports_dir / "tables" / PATH).glob("*.parquet"))
+    with Catalog.open(cfg.catalog_path) as cat:
+        names = {
+            r[0]
+            for r in cat.cursor()
+            .execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'exports'")
+            .fetchall()
+        }
+        assert PATH not in names and POLICY in names
+        totals = (
+            cat.cursor().execute("SELECT count(*) FROM exports_state.caller_hist_tot").fetchone()
+        )
+        assert totals == (0,)
+
+
+def test_updated_run_replaces_its_rows(mixed_bus: Config, con: Any) -> None:
+    cfg = mixed_bus
+    before = segment_files(cfg, PATH)
+    run_dir = cfg.root / "backtest-path" / "path-2"
+    shutil.rmtree(run_dir)
+    add_path_run(cfg, "path-2", n=25, seed=99)  # same run_id, new content -> new fingerprint
+    sync(cfg)
+    check_all(cfg, con)
+    counts = rows(
+        con,
+        f"SELECT count(*) FROM read_parquet('{cfg.exports_dir / 'tables' / PATH / '*.parquet'}') "
+        "WHERE run_id = 'path-2'",
+    )
+    assert counts == [(25,)]
+    after = segment_files(cfg, PATH)
+    assert before and not (set(before) & set(after))  # the one segment was rewritten, new name
+
+
+def test_schema_evolved_run_unions_by_name(mixed_bus: Config, con: Any) -> None:
+    cfg = mixed_bus
+    add_path_run(cfg, "path-extra", n=10, seed=5, extra=True)
+    sync(cfg)
+    check_consolidated(con, cfg, PATH)
+    glob = cfg.exports_dir / "tables" / PATH / "*.parquet"
+    got = rows(
+        con,
+        f"SELECT run_id = 'path-extra', count(*), count(liquidity_usd) FROM "
+        f"read_parquet('{glob}', union_by_name = true) GROUP BY 1 ORDER BY 1",
+    )
+    assert got == [(False, 240, 0), (True, 10, 10)]
+    # One segment holding runs of both schemas (a compaction of old and new) unions too.
+    with Catalog.open(cfg.catalog_path) as cat:
+        cur = cat.cursor()
+        n = cur.execute(f"SELECT count(liquidity_usd), count(*) FROM exports.{PATH}").fetchone()
+        assert n == (10, 250)
+    check_leaderboard(con, cfg)
+
+
+def test_failing_user_export_is_reported_and_others_stay_fresh(bus: Config, con: Any) -> None:
+    cfg = dataclasses.replace(
+        bus,
+        exports=(
+            UserExport("run_ids", "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL;"),
+            UserExport("broken", "SELECT no_such_column FROM catalog.runs_d"),
+            UserExport("callers_csv", "SELECT * FROM exports.caller_leaderboard", "csv"),
+        ),
+    ).validate()
+    add_path_run(cfg, "p0", seed=1)
+    with structlog.testing.capture_logs() as logs:
+        status = sync(cfg)
+    failed = [e for e in logs if e["event"] == "export.failed"]
+    assert [e["export"] for e in failed] == ["broken"]
+    assert "no_such_column" in failed[0]["error"]
+    entries = status["exports"]
+    assert entries["broken"]["ok"] is False and "no_such_column" in entries["broken"]["error"]
+    assert entries["run_ids"] == {**entries["run_ids"], "ok": True, "rows": 1, "error": None}
+    assert entries["callers_csv"]["ok"] is True
+    assert not (cfg.exports_dir / "broken.parquet").exists()
+    assert rows(con, f"SELECT * FROM '{cfg.exports_dir / 'run_ids.parquet'}'") == [("p0",)]
+
+    add_path_run(cfg, "p1", seed=2)
+    status = sync(cfg)
+    assert status["exports"]["run_ids"]["rows"] == 2  # fresh despite the broken one
+    assert status["exports"]["broken"]["ok"] is False
+    got = rows(con, f"SELECT * FROM '{cfg.exports_dir / 'run_ids.parquet'}' ORDER BY 1")
+    assert got == [("p0",), ("p1",)]
+    csv_rows = (cfg.exports_dir / "callers_csv.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("caller_name,calls,")
+    assert len(csv_rows) == 1 + len(CALLERS)
+    with Catalog.open(cfg.catalog_path) as cat:  # registration went on
+        assert cat.counts()["runs"] == 2
+
+
+def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con: Any) -> None:
+    for i in range(5):
+        add_path_run(bus, f"r{i}", n=10, seed=i)
+        sync(bus)  # one refresh per run: five segments
+    before = segment_files(bus, PATH)
+    assert len(before) == 5
+    time.sleep(0.01)
+    add_path_run(bus, "r5", n=10, seed=5)
+    status = sync(bus)
+    after = segment_files(bus, PATH)
+    new = set(after) - set(before)
+    assert len(new) == 1
+    assert {k: after[k] for k in before} == before  # untouched: same names, same mtimes
+    assert status["changed_runs"] == {"added": 1, "removed": 0}
+    # A refresh with nothing changed writes no segment and rewrites no summary.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in bus.exports_dir.glob("*.parquet")}
+    status = sync(bus)
+    assert segment_files(bus, PATH) == after
+    assert {p.name: p.stat().st_mtime_ns for p in bus.exports_dir.glob("*.parquet")} == mtimes
+    assert status["changed_runs"] == {"added": 0, "removed": 0}
+    check_consolidated(con, bus, PATH)
+
+
+def test_compaction_keeps_segment_count_bounded_and_content_equal(
+    bus: Config, con: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "MAX_SEGMENTS", 4)
+    monkeypatch.setattr(exports, "MERGE_FAN", 3)
+    counts = []
+    for i in range(14):
+        add_path_run(bus, f"r{i:02d}", n=5 + i, seed=i)
+        sync(bus)
+        counts.append(len(segment_files(bus, PATH)))
+        if i == 9:
+            shutil.rmtree(bus.root / "backtest-path" / "r03")  # deletion inside a merged segment
+    assert max(counts) <= 4
+    assert counts[:4] == [1, 2, 3, 4]
+    check_consolidated(con, bus, PATH)
+    check_leaderboard(con, bus)
+    with Catalog.open(bus.catalog_path) as cat:
+        cur = cat.cursor()
+        per_seg = cur.execute(
+            "SELECT segment, sum(rows) FROM exports_state.run_segments GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+        files = segment_files(bus, PATH)
+        assert [s for s, _ in per_seg] == sorted(files)
+        for seg, n in per_seg:  # the run -> segment map matches the files
+            path = bus.exports_dir / "tables" / PATH / seg
+            assert pq.read_metadata(path).num_rows == n
+
+
+def test_crash_leftovers_are_cleaned_and_lost_segments_rebuilt(mixed_bus: Config, con: Any) -> None:
+    cfg = mixed_bus
+    table_dir = cfg.exports_dir / "tables" / PATH
+    orphan = table_dir / "seg-9999999999-deadbeef.parquet"
+    shutil.copy(next(iter(table_dir.glob("*.parquet"))), orphan)  # written, never committed
+    leftover = cfg.exports_dir / f".runs.parquet{exports.TMP_MARK}0badf00d.tmp"
+    leftover.write_bytes(b"half a file")
+    snapshot_tmp = cfg.exports_dir / ".catalog.duckdb.123.tmp"  # not ours: left alone
+    snapshot_tmp.write_bytes(b"x")
+    lost = next(iter((cfg.exports_dir / "tables" / POLICY).glob("*.parquet")))
+    lost.unlink()
+    with structlog.testing.capture_logs() as logs:
+        sync(cfg)
+    assert not orphan.exists() and not leftover.exists() and snapshot_tmp.exists()
+    assert {"export.orphan_removed", "export.segment_missing"} <= {e["event"] for e in logs}
+    check_all(cfg, con)
+
+
+READER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import pyarrow.parquet as pq
+    exports_dir, stop_file = sys.argv[1], sys.argv[2]
+    names = [n + ".parquet" for n in %r]
+    reads = errors = vanished = 0
+    seen_rows = set()
+    while not os.path.exists(stop_file):
+        for name in names:
+            path = os.path.join(exports_dir, name)
+            try:
+                with open(path, "rb") as fh:  # one open: exactly what os.replace guarantees
+                    table = pq.ParquetFile(fh).read()
+                reads += 1
+                if name == "runs.parquet":
+                    seen_rows.add(table.num_rows)
+            except FileNotFoundError:
+                pass  # not written yet
+            except Exception as exc:
+                errors += 1
+                print("ERROR", name, type(exc).__name__, exc, file=sys.stderr)
+        try:
+            with open(os.path.join(exports_dir, "_export_status.json")) as fh:
+                json.load(fh)
+            reads += 1
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            errors += 1
+            print("ERROR status", type(exc).__name__, exc, file=sys.stderr)
+        seg_dir = os.path.join(exports_dir, "tables", "%s")
+        for seg in sorted(os.listdir(seg_dir)) if os.path.isdir(seg_dir) else []:
+            if not seg.endswith(".parquet"):
+                continue
+            try:
+                with open(os.path.join(seg_dir, seg), "rb") as fh:
+                    pq.ParquetFile(fh).read()
+                reads += 1
+            except FileNotFoundError:
+                vanished += 1  # retired after the listing: documented, not a torn file
+            except Exception as exc:
+                errors += 1
+                print("ERROR", seg, type(exc).__name__, exc, file=sys.stderr)
+    print(json.dumps({"reads": reads, "errors": errors, "vanished": vanished,
+                      "runs_rows": sorted(seen_rows)}))
+    """
+)
+
+
+def test_concurrent_reader_never_sees_a_partial_export(
+    bus: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "MAX_SEGMENTS", 3)  # compactions (file removals) happen too
+    monkeypatch.setattr(exports, "MERGE_FAN", 2)
+    add_path_run(bus, "r000", n=200, seed=0)
+    sync(bus)
+    stop = tmp_path / "stop"
+    script = tmp_path / "reader.py"
+    script.write_text(READER % (list(exports.SUMMARIES), PATH))
+    reader = subprocess.Popen(
+        [sys.executable, str(script), str(bus.exports_dir), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for i in range(1, 16):
+            add_path_run(bus, f"r{i:03d}", n=200, seed=i)
+            if i % 5 == 0:
+                shutil.rmtree(bus.root / "backtest-path" / f"r{i - 3:03d}")
+            sync(bus)
+    finally:
+        stop.write_text("stop")
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["errors"] == 0, err
+    assert result["reads"] > 50
+    # Every runs.parquet the reader saw was one a refresh wrote (1..16 runs, minus deletions).
+    assert set(result["runs_rows"]) <= set(range(1, 17))
+
+
+def test_refresh_without_changes_is_cheap_and_idempotent(mixed_bus: Config) -> None:
+    """A second refresh on the same cursor finds nothing to do (no new segment, same status)."""
+    with Catalog.open(mixed_bus.catalog_path) as cat:
+        cur = cat.cursor()
+        first = exports.refresh(mixed_bus, cur)
+        second = exports.refresh(mixed_bus, cur)
+    assert first["changed_runs"] == second["changed_runs"] == {"added": 0, "removed": 0}
+    for name in exports.SUMMARIES:
+        assert second["exports"][name]["last_run_at"] == first["exports"][name]["last_run_at"]
+
+
+def test_bin_value_resolution() -> None:
+    for v in (1e-6, 0.37, 1.0, 1.005, 2.0, 3.999, 123.456, 9e12, -0.5, -2500.0, -9000.0):
+        b = exports.bin_value(v)
+        assert abs(b - v) <= REL_TOL * abs(v) and math.copysign(1, b) == math.copysign(1, v)
+    assert exports.bin_value(0.0) == 0.0
+    assert os.path.basename(exports.STATUS_NAME) == "_export_status.json"
