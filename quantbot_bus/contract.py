@@ -17,13 +17,26 @@ INTERFACE (shared by writer, catalog, watch, exports — do not change signature
   a ``metadata.json``), skipping hidden names; does not descend into a run directory.
 - ``is_ignored(root, path) -> bool``: True if any component of ``path`` relative to root starts
   with ``.`` or the name ends with ``.tmp``/``.partial`` (or path is outside root).
+
+Additions (compatible): ``ARTIFACT_NAME_RE``, ``MAX_METADATA_BYTES``, ``MAX_JSON_DEPTH``,
+``load_run_schema()`` (the JSON Schema of metadata.json v1, shipped as ``run_schema.json``).
+Paths yielded by :func:`iter_run_dirs` are absolute; ``iter_run_dirs`` also skips names ending in
+``.tmp``/``.partial`` (consistent with :func:`is_ignored`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +44,22 @@ METADATA_NAME = "metadata.json"
 SCHEMA_VERSION = 1
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 IGNORED_SUFFIXES = (".tmp", ".partial")
+
+#: Artifact names become table names: an identifier, at most 64 characters.
+ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: metadata.json larger than this is rejected without being read.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+#: metadata.json nested deeper than this (objects/lists inside each other) is rejected.
+MAX_JSON_DEPTH = 64
+#: Hashes are computed streamed, in chunks of this size.
+HASH_CHUNK = 1024 * 1024
+#: The shape name of runs written by the quantbot TypeScript producer.
+QUANTBOT_TS = "quantbot-ts"
+
+_TS_KEYS = ("backtest_type", "table_name", "parquet_file")
+_TS_FIELDS = frozenset({"run_id", "rows", "created_at_utc", "parquet_path", *_TS_KEYS})
+_MAX_REASON = 2000
+_PAR1 = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -104,17 +133,1060 @@ class Invalid:
 ValidationResult = Valid | Incomplete | Invalid
 
 
+# --------------------------------------------------------------------------- helpers
+
+
+class _Stop(Exception):
+    """Internal: carries the verdict out of the nested checks."""
+
+    def __init__(self, result: Incomplete | Invalid) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+def _clean(reason: str) -> str:
+    """A reason that is valid UTF-8 (lone surrogates escaped) and of bounded length."""
+    text = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > _MAX_REASON:
+        text = text[: _MAX_REASON - 15] + "... (truncated)"
+    return text
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, printable rendering of a JSON value for error messages."""
+    if isinstance(value, str):
+        if len(value) > limit:
+            return repr(value[:limit]) + f"... ({len(value)} characters)"
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else "a huge integer"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__  # pragma: no cover - JSON only yields the types above
+
+
+def _show_path(path: str | os.PathLike[str]) -> str:
+    return repr(os.fspath(path))
+
+
+def _field_path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{_show(part, 40)}]"
+    return out
+
+
+def _within(path: str, root: str) -> bool:
+    """True if ``path`` is ``root`` or below it (both absolute and normalised)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def _open_regular(path: str) -> int:
+    """Open a regular file for reading without following a final symlink and without blocking
+    (a FIFO swapped in after the lstat never hangs). Raises OSError, or _NotRegular."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _NotRegular(st.st_mode)
+    return fd
+
+
+class _NotRegular(Exception):
+    def __init__(self, mode: int) -> None:
+        super().__init__(_kind(mode))
+        self.mode = mode
+
+
+@cache
+def load_run_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of metadata.json v1, loaded once from the package."""
+    text = resources.files("quantbot_bus").joinpath("run_schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with its local ``#/$defs/...`` references substituted (a third faster to
+    evaluate than resolving them on every document)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+@cache
+def _validators() -> tuple[Any, Any]:
+    from jsonschema import Draft202012Validator
+
+    schema = load_run_schema()
+    defs = schema["$defs"]
+    return (
+        Draft202012Validator(_inline_refs(schema, defs)),
+        Draft202012Validator(_inline_refs(defs["quantbot_ts"], defs)),
+    )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _check_tree(doc: Any) -> None:
+    """Depth limit and valid Unicode everywhere (iterative, so hostile input cannot recurse)."""
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(doc, 1, ())]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise _Stop(
+                    Invalid(
+                        f"metadata.json: nested more than {MAX_JSON_DEPTH} levels deep "
+                        f"(at '{_field_path(where[:8])}...'); flatten the structure"
+                    )
+                )
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str) and not _is_unicode(key):
+                    raise _Stop(Invalid(_surrogate_reason(where)))
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, (*where, key)))
+                elif isinstance(child, str) and not _is_unicode(child):
+                    raise _Stop(Invalid(_surrogate_reason((*where, key))))
+        elif isinstance(value, str) and not _is_unicode(value):
+            raise _Stop(Invalid(_surrogate_reason(where)))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_reason(where: tuple[Any, ...]) -> str:
+    place = f" in field '{_field_path(where)}'" if where else ""
+    return (
+        f"metadata.json: a string{place} contains a lone surrogate escape (\\ud800-\\udfff), "
+        "which is not valid Unicode; write names and values as valid UTF-8"
+    )
+
+
+def _schema_reason(error: Any, shape: str) -> str:
+    """One sentence from a jsonschema error, naming the field path."""
+    path = list(error.absolute_path)
+    where = _field_path(path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    expect = schema.get("x-expect")
+    suffix = " (quantbot TypeScript-producer shape)" if shape == QUANTBOT_TS else ""
+    kind = error.validator
+    if kind == "required" and isinstance(error.instance, dict):
+        missing = [
+            _field_path([*path, k]) for k in error.validator_value if k not in error.instance
+        ]
+        hint = ""
+        if "schema_version" in missing:
+            hint = ' (this release understands contract v1: add "schema_version": 1)'
+        if len(missing) == 1:
+            return f"metadata.json: required field '{missing[0]}' is missing{hint}{suffix}"
+        names = ", ".join(f"'{m}'" for m in missing)
+        return f"metadata.json: required fields {names} are missing{hint}{suffix}"
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        place = f" in '{where}'" if where else ""
+        hint = "; put free-form values in 'params'" if not where else ""
+        first = _show(extra[0], 40) if extra else "?"
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        return (
+            f"metadata.json: unknown field {first}{more}{place}; "
+            f"allowed fields are {', '.join(allowed)}{hint}{suffix}"
+        )
+    if expect:
+        if not where:
+            return f"metadata.json must hold {expect}, got {_show(error.instance)}{suffix}"
+        return (
+            f"metadata.json: field '{where}' must be {expect}, got {_show(error.instance)}{suffix}"
+        )
+    target = f"field '{where}'" if where else "the document"
+    return f"metadata.json: {target}: {error.message[:200]}{suffix}"
+
+
+def _first_schema_error(validator: Any, doc: Any, shape: str) -> str | None:
+    errors = []
+    seen_required: set[tuple[Any, ...]] = set()
+    for error in validator.iter_errors(doc):
+        if error.validator == "required":  # one error per missing key: report them together
+            key = tuple(error.absolute_path)
+            if key in seen_required:
+                continue
+            seen_required.add(key)
+        errors.append(error)
+    if not errors:
+        return None
+    errors.sort(
+        key=lambda e: (
+            len(e.absolute_path),
+            [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path],
+            e.validator != "required",
+        )
+    )
+    reason = _schema_reason(errors[0], shape)
+    if len(errors) > 1:
+        reason += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return reason
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def _utc_timestamp(value: str, where: str) -> str:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Stop(
+            Invalid(
+                f"metadata.json: field '{where}' is not an ISO-8601 timestamp: {_show(value)}; "
+                'write e.g. "2024-05-01T12:00:00Z"'
+            )
+        ) from None
+    if dt.tzinfo is None or dt.utcoffset() != timedelta(0):
+        raise _Stop(
+            Invalid(
+                f"metadata.json: field '{where}' must be in UTC (end with Z or +00:00), "
+                f"got {_show(value)}"
+            )
+        )
+    dt = dt.astimezone(UTC)
+    text = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}"
+    return text + "Z"
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+@dataclass
+class _Declared:
+    index: int
+    name: str
+    file: str
+    rows: int | None
+    bytes: int | None
+    sha256: str | None
+
+    @property
+    def label(self) -> str:
+        return f"artifact {self.name!r} (file {_show(self.file)})"
+
+
+def _check_file_string(decl: _Declared) -> None:
+    f = decl.file
+    bad: str | None = None
+    if "\x00" in f:
+        bad = "contains a NUL character"
+    elif "\\" in f:
+        bad = "contains a backslash; use forward slashes"
+    elif f.startswith("/"):
+        bad = "is an absolute path; give the path relative to the run directory"
+    else:
+        parts = f.split("/")
+        if ".." in parts:
+            bad = "contains '..'; files must stay inside the run directory"
+        elif any(p == "" or p == "." for p in parts):
+            bad = "has an empty or '.' component; write a plain relative path like 'trades.parquet'"
+        elif any(p.startswith(".") for p in parts):
+            bad = "names a hidden file or directory (starting with '.'), which is never read"
+        elif any(p.endswith(IGNORED_SUFFIXES) for p in parts):
+            bad = "ends in .tmp/.partial, which marks unfinished files that are never read"
+        elif parts[-1] == METADATA_NAME and len(parts) == 1:
+            bad = "is metadata.json itself"
+    if bad:
+        raise _Stop(Invalid(f"metadata.json: {decl.label}: the file path {bad}"))
+
+
+@dataclass
+class _Located:
+    decl: _Declared
+    lexical: str  # absolute path inside the run dir (what the catalog records)
+    target: str  # resolved real path (inside the artifacts root)
+    size: int
+
+
+def _locate(decl: _Declared, run_abs: str, root_real: str) -> _Located:
+    """Cheap checks (stat only): the file exists, is a regular file inside the root and is not
+    shorter than declared. Raises _Stop(Incomplete | Invalid)."""
+    lexical = os.path.join(run_abs, decl.file)
+    target = os.path.realpath(lexical)
+    if not _within(target, root_real):
+        raise _Stop(
+            Invalid(
+                f"{decl.label} resolves to {_show_path(target)}, outside the artifacts root "
+                f"{_show_path(root_real)} (a symbolic link leaving the root); "
+                "copy the file into the run directory"
+            )
+        )
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        raise _Stop(
+            Incomplete(f"{decl.label} does not exist yet; waiting for the producer to write it")
+        ) from None
+    except NotADirectoryError:
+        raise _Stop(Invalid(f"{decl.label}: a component of the path is not a directory")) from None
+    except OSError as exc:
+        raise _Stop(Invalid(f"{decl.label} cannot be examined: {exc.strerror or exc}")) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _Stop(Invalid(f"{decl.label} is a symbolic link that does not resolve (a loop?)"))
+    if not stat.S_ISREG(st.st_mode):
+        raise _Stop(Invalid(f"{decl.label} is {_kind(st.st_mode)}, not a regular Parquet file"))
+    _check_size(decl, st.st_size)
+    return _Located(decl, lexical, target, st.st_size)
+
+
+def _locate_all(declared: list[_Declared], run_abs: str, root_real: str) -> list[_Located]:
+    """Stat every listed file. Any Invalid wins (reject now); otherwise the first Incomplete."""
+    located: list[_Located] = []
+    waiting: Incomplete | None = None
+    for decl in declared:
+        try:
+            located.append(_locate(decl, run_abs, root_real))
+        except _Stop as stop:
+            if isinstance(stop.result, Invalid):
+                raise
+            waiting = waiting or stop.result
+    if waiting is not None:
+        raise _Stop(waiting)
+    return located
+
+
+def _check_size(decl: _Declared, size: int) -> None:
+    """Shorter than declared: still being written (Incomplete); longer: Invalid."""
+    if decl.bytes is None:
+        return
+    if size < decl.bytes:
+        raise _Stop(
+            Incomplete(
+                f"{decl.label} has {size} of its {decl.bytes} declared bytes; "
+                "it is probably still being written"
+            )
+        )
+    if size > decl.bytes:
+        raise _Stop(
+            Invalid(
+                f"{decl.label} has {size} bytes but metadata.json declares "
+                f"{decl.bytes}; rewrite metadata.json with the real size"
+            )
+        )
+
+
+def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
+    """Parquet magic bytes + footer (never the data pages), rows, sha256."""
+    import pyarrow.parquet as pq
+
+    decl = loc.decl
+    try:
+        fd = _open_regular(loc.target)
+    except FileNotFoundError:
+        raise _Stop(Incomplete(f"{decl.label} disappeared while being read")) from None
+    except _NotRegular as exc:
+        raise _Stop(Invalid(f"{decl.label} is {exc}, not a regular Parquet file")) from None
+    except OSError as exc:
+        raise _Stop(Invalid(f"{decl.label} cannot be opened: {exc.strerror or exc}")) from None
+    try:
+        size = os.fstat(fd).st_size
+        _check_size(decl, size)  # it may have changed since the lstat
+        not_parquet = (
+            f"{decl.label} is not a Parquet file (it must start and end with the bytes PAR1)"
+        )
+        if size < 12:
+            raise _Stop(Invalid(f"{not_parquet}; it has only {size} bytes"))
+        head = os.pread(fd, 4, 0)
+        tail = os.pread(fd, 8, size - 8)
+        if head != _PAR1 or tail[4:] != _PAR1:
+            if decl.bytes is None:
+                hint = "; it may be truncated: write metadata.json only after the file is complete"
+            else:
+                hint = " although it has its full declared size"
+            raise _Stop(Invalid(not_parquet + hint))
+        footer_len = int.from_bytes(tail[:4], "little")
+        if footer_len == 0 or footer_len > size - 12:
+            raise _Stop(
+                Invalid(
+                    f"{decl.label}: the Parquet footer is damaged (footer length {footer_len} "
+                    f"does not fit in a file of {size} bytes)"
+                )
+            )
+        with os.fdopen(os.dup(fd), "rb") as fobj:
+            try:
+                md = pq.read_metadata(fobj)
+                num_rows = int(md.num_rows)
+                group_rows = sum(int(md.row_group(i).num_rows) for i in range(md.num_row_groups))
+                arrow_schema = md.schema.to_arrow_schema()
+                columns = [
+                    {"name": f.name, "type": str(f.type), "nullable": bool(f.nullable)}
+                    for f in arrow_schema
+                ]
+            except _Stop:
+                raise
+            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+                raise _Stop(
+                    Invalid(
+                        f"{decl.label}: the Parquet footer cannot be read "
+                        f"({type(exc).__name__}: {str(exc)[:300]})"
+                    )
+                ) from None
+        if num_rows < 0 or group_rows != num_rows:
+            raise _Stop(
+                Invalid(
+                    f"{decl.label}: the Parquet footer is inconsistent: it says {num_rows} rows "
+                    f"but its row groups hold {group_rows}"
+                )
+            )
+        if decl.rows is not None and decl.rows != num_rows:
+            raise _Stop(
+                Invalid(
+                    f"{decl.label} has {num_rows} rows in its Parquet footer but metadata.json "
+                    f"declares {decl.rows}; rewrite metadata.json with the real row count"
+                )
+            )
+        sha = decl.sha256.lower() if decl.sha256 else None
+        if verify_hashes:
+            actual = _sha256_fd(fd, size)
+            if sha is not None and sha != actual:
+                raise _Stop(
+                    Invalid(
+                        f"{decl.label} has sha256 {actual} but metadata.json declares {sha}; "
+                        "the file changed after metadata.json was written, or the hash is wrong"
+                    )
+                )
+            sha = actual
+        return ArtifactInfo(
+            name=decl.name,
+            file=decl.file,
+            path=Path(loc.lexical),
+            format="parquet",
+            rows=num_rows,
+            bytes=size,
+            sha256=sha,
+            arrow_schema=json.dumps(columns),
+        )
+    finally:
+        os.close(fd)
+
+
+def _sha256_fd(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- metadata.json
+
+
+@dataclass
+class _Metadata:
+    text: str
+    mtime_ns: int
+
+
+def _read_metadata(run_abs: str, root_real: str) -> _Metadata:
+    path = os.path.join(run_abs, METADATA_NAME)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise _Stop(
+            Incomplete(
+                "no metadata.json yet: the run is not finished (metadata.json is written last)"
+            )
+        ) from None
+    except NotADirectoryError:
+        raise _Stop(Invalid("the run directory is not a directory")) from None
+    target = path
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(path)
+        if not _within(target, root_real):
+            raise _Stop(
+                Invalid(
+                    "metadata.json is a symbolic link leading outside the artifacts root "
+                    f"(to {_show_path(target)}); write a real metadata.json into the run directory"
+                )
+            )
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            raise _Stop(Incomplete("metadata.json is a symbolic link to a missing file")) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _Stop(
+            Invalid("metadata.json is a directory; it must be a JSON file written by the producer")
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise _Stop(Invalid(f"metadata.json is {_kind(st.st_mode)}, not a regular file"))
+    if st.st_size > MAX_METADATA_BYTES:
+        raise _Stop(
+            Invalid(
+                f"metadata.json is {st.st_size} bytes, over the {MAX_METADATA_BYTES} byte "
+                "(8 MiB) limit; keep large data in Parquet artifacts, not in metadata.json"
+            )
+        )
+    try:
+        fd = _open_regular(target)
+    except FileNotFoundError:
+        raise _Stop(Incomplete("metadata.json disappeared while being read")) from None
+    except _NotRegular as exc:
+        raise _Stop(Invalid(f"metadata.json is {exc}, not a regular file")) from None
+    except OSError as exc:
+        raise _Stop(Invalid(f"metadata.json cannot be opened: {exc.strerror or exc}")) from None
+    try:
+        fst = os.fstat(fd)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= MAX_METADATA_BYTES:
+            chunk = os.read(fd, min(1024 * 1024, MAX_METADATA_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > MAX_METADATA_BYTES:
+        raise _Stop(Invalid(f"metadata.json grew over the {MAX_METADATA_BYTES} byte (8 MiB) limit"))
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Stop(
+            Invalid(f"metadata.json is not UTF-8 text (invalid byte at offset {exc.start})")
+        ) from None
+    return _Metadata(text, fst.st_mtime_ns)
+
+
+def _parse(text: str) -> Any:
+    if not text.strip():
+        raise _Stop(
+            Invalid(
+                "metadata.json is empty; write it to a temporary file and rename it into place "
+                "only once it is complete"
+            )
+        )
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise _Stop(
+            Invalid(f"metadata.json: the key {_show(exc.key, 40)} appears twice in one object")
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise _Stop(
+            Invalid(
+                f"metadata.json is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}"
+            )
+        ) from None
+    except RecursionError:
+        raise _Stop(
+            Invalid(f"metadata.json is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more than 4300 digits
+        raise _Stop(Invalid(f"metadata.json cannot be parsed: {str(exc)[:200]}")) from None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class _Normalised:
+    run_id: str
+    run_type: str
+    producer: str
+    producer_version: str | None
+    status: str
+    created_at: str
+    started_at: str
+    finished_at: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    git_commit: str | None
+    git_branch: str | None
+    git_dirty: bool | None
+    host: str | None
+    error: str | None
+    declared: list[_Declared]
+    shape: str
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _normalise_v1(doc: dict[str, Any]) -> _Normalised:
+    version = doc.get("schema_version")
+    if (
+        isinstance(version, int | float)
+        and not isinstance(version, bool)
+        and math.isfinite(version)
+        and version > SCHEMA_VERSION
+    ):
+        shown = int(version) if float(version).is_integer() else version
+        raise _Stop(
+            Invalid(
+                f"metadata.json was written for contract v{shown}, this release understands "
+                f"v{SCHEMA_VERSION}; upgrade quantbot-bus"
+            )
+        )
+    v1, _ = _validators()
+    problem = _first_schema_error(v1, doc, "v1")
+    if problem:
+        raise _Stop(Invalid(problem))
+    metrics: dict[str, float] = {}
+    for key, value in doc.get("metrics", {}).items():
+        try:
+            metrics[key] = float(value)
+        except OverflowError:
+            raise _Stop(
+                Invalid(f"metadata.json: metric {_show(key, 40)} is too large for a 64-bit float")
+            ) from None
+    git = doc.get("git") or {}
+    producer = doc["producer"]
+    declared = [
+        _Declared(
+            index=i,
+            name=a["name"],
+            file=a["file"],
+            rows=_count(a.get("rows")),
+            bytes=_count(a.get("bytes")),
+            sha256=a.get("sha256"),
+        )
+        for i, a in enumerate(doc["artifacts"])
+    ]
+    return _Normalised(
+        run_id=doc["run_id"],
+        run_type=doc["run_type"],
+        producer=producer["name"],
+        producer_version=producer.get("version"),
+        status=doc["status"],
+        created_at=_utc_timestamp(doc["created_at"], "created_at"),
+        started_at=_utc_timestamp(doc["started_at"], "started_at"),
+        finished_at=_utc_timestamp(doc["finished_at"], "finished_at"),
+        params=doc["params"],
+        metrics=metrics,
+        git_commit=git.get("commit"),
+        git_branch=git.get("branch"),
+        git_dirty=git.get("dirty"),
+        host=doc.get("host"),
+        error=doc.get("error"),
+        declared=declared,
+        shape="v1",
+    )
+
+
+def _normalise_ts(doc: dict[str, Any]) -> _Normalised:
+    _, ts = _validators()
+    problem = _first_schema_error(ts, doc, QUANTBOT_TS)
+    if problem:
+        raise _Stop(Invalid(problem))
+    created = _utc_timestamp(doc["created_at_utc"], "created_at_utc")
+    params: dict[str, Any] = {"backtest_type": doc["backtest_type"]}
+    params.update((k, v) for k, v in doc.items() if k not in _TS_FIELDS)
+    return _Normalised(
+        run_id=doc["run_id"],
+        run_type="backtest",
+        producer=QUANTBOT_TS,
+        producer_version=None,
+        status="success",
+        created_at=created,
+        started_at=created,
+        finished_at=created,
+        params=params,
+        metrics={},
+        git_commit=None,
+        git_branch=None,
+        git_dirty=None,
+        host=None,
+        error=None,
+        declared=[
+            _Declared(
+                index=0,
+                name=doc["table_name"],
+                file=doc["parquet_file"],
+                rows=int(doc["rows"]),
+                bytes=None,
+                sha256=None,
+            )
+        ],
+        shape=QUANTBOT_TS,
+    )
+
+
+def _check_semantics(norm: _Normalised, dir_name: str) -> None:
+    if not RUN_ID_RE.fullmatch(norm.run_id):
+        raise _Stop(
+            Invalid(
+                f"metadata.json: field 'run_id' must be 1-128 characters from A-Z a-z 0-9 . _ - "
+                f"starting with a letter or digit, got {_show(norm.run_id)}"
+            )
+        )
+    if norm.run_id != dir_name:
+        raise _Stop(
+            Invalid(
+                f"run_id {_show(norm.run_id)} in metadata.json does not match the directory name "
+                f"{_show(dir_name)}; name the directory after the run_id",
+                run_id=norm.run_id,
+            )
+        )
+    if norm.status == "failed" and not (isinstance(norm.error, str) and norm.error.strip()):
+        raise _Stop(
+            Invalid(
+                "metadata.json: status is 'failed' but there is no 'error'; "
+                "say what went wrong in the 'error' field",
+                run_id=norm.run_id,
+            )
+        )
+    if norm.status == "success" and not norm.declared:
+        raise _Stop(
+            Invalid(
+                "metadata.json: status is 'success' but 'artifacts' is empty; a successful run "
+                "must list at least one Parquet file",
+                run_id=norm.run_id,
+            )
+        )
+    seen_names: dict[str, _Declared] = {}
+    seen_files: dict[str, _Declared] = {}
+    for decl in norm.declared:
+        key = decl.name.lower()
+        if key in seen_names:
+            raise _Stop(
+                Invalid(
+                    f"metadata.json: artifact name {decl.name!r} is used twice (artifacts "
+                    f"[{seen_names[key].index}] and [{decl.index}]; table names are "
+                    "case-insensitive); give each table its own name",
+                    run_id=norm.run_id,
+                )
+            )
+        seen_names[key] = decl
+        _check_file_string(decl)
+        if decl.file in seen_files:
+            raise _Stop(
+                Invalid(
+                    f"metadata.json: {decl.label} uses the same file as artifact "
+                    f"{seen_files[decl.file].name!r}",
+                    run_id=norm.run_id,
+                )
+            )
+        seen_files[decl.file] = decl
+
+
+def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResult:
+    root_real = os.path.realpath(os.fspath(root))
+    run_abs = os.path.abspath(os.fspath(run_dir))
+    run_real = os.path.realpath(run_abs)
+    if not _within(run_real, root_real) or run_real == root_real:
+        return Invalid(
+            f"{_show_path(run_abs)} is not a directory below the artifacts root "
+            f"{_show_path(root_real)}"
+        )
+    if not _is_unicode(run_abs):
+        return Invalid(
+            f"the run directory path {_show_path(run_abs)} is not valid UTF-8; rename it "
+            "(paths are stored in the catalog and read by DuckDB as UTF-8 text)"
+        )
+    try:
+        st = os.lstat(run_abs)
+    except FileNotFoundError:
+        return Incomplete("the run directory does not exist (it may have been moved or deleted)")
+    if stat.S_ISLNK(st.st_mode):
+        return Invalid(
+            "the run directory is a symbolic link; runs are read only from their real directory"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return Invalid(f"the run directory is {_kind(st.st_mode)}, not a directory")
+    fingerprint = quick_fingerprint(Path(run_abs))
+    if fingerprint is None:
+        return Incomplete(
+            "no metadata.json yet: the run is not finished (metadata.json is written last)"
+        )
+    meta = _read_metadata(run_abs, root_real)
+    doc = _parse(meta.text)
+    _check_tree(doc)
+    if not isinstance(doc, dict):
+        return Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}")
+    declared_id = doc.get("run_id")
+    try:
+        if "schema_version" not in doc and any(k in doc for k in _TS_KEYS):
+            norm = _normalise_ts(doc)
+        else:
+            norm = _normalise_v1(doc)
+        _check_semantics(norm, os.path.basename(run_abs))
+        located = _locate_all(norm.declared, run_abs, root_real)
+        artifacts = tuple(_read_artifact(loc, verify_hashes) for loc in located)
+    except _Stop as stop:
+        # name the run in the rejection whenever metadata.json gives a well-formed run_id
+        result = stop.result
+        if (
+            isinstance(result, Invalid)
+            and result.run_id is None
+            and isinstance(declared_id, str)
+            and RUN_ID_RE.fullmatch(declared_id)
+        ):
+            raise _Stop(Invalid(result.reason, run_id=declared_id)) from None
+        raise
+    return Valid(
+        RunInfo(
+            run_id=norm.run_id,
+            run_type=norm.run_type,
+            producer=norm.producer,
+            producer_version=norm.producer_version,
+            status=norm.status,
+            created_at=norm.created_at,
+            started_at=norm.started_at,
+            finished_at=norm.finished_at,
+            params=norm.params,
+            metrics=norm.metrics,
+            git_commit=norm.git_commit,
+            git_branch=norm.git_branch,
+            git_dirty=norm.git_dirty,
+            host=norm.host,
+            error=norm.error,
+            artifacts=artifacts,
+            run_dir=Path(run_abs),
+            metadata_json=meta.text,
+            metadata_mtime_ns=meta.mtime_ns,
+            fingerprint=fingerprint,
+            shape=norm.shape,
+        )
+    )
+
+
 def validate_run_dir(run_dir: Path, root: Path, *, verify_hashes: bool = True) -> ValidationResult:
-    raise NotImplementedError
+    """Check one run directory against the contract (docs/contract.md).
+
+    Returns :class:`Valid` (with a normalised :class:`RunInfo`), :class:`Incomplete` (no
+    metadata.json yet, or a listed file missing/shorter than declared: look again later) or
+    :class:`Invalid` (reject, with a reason naming the field or file). Never raises for any
+    input: an unexpected failure becomes ``Invalid`` naming the exception. Never opens anything
+    but regular files, never reads Parquet data pages, reads at most 8 MiB of metadata.json and
+    streams sha256 in 1 MiB chunks (only when ``verify_hashes``).
+    """
+    try:
+        result = _validate(run_dir, root, verify_hashes)
+    except _Stop as stop:
+        result = stop.result
+    except RecursionError:
+        result = Invalid(f"metadata.json is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
+    except MemoryError:
+        result = Invalid("validation ran out of memory; the run directory is too large or hostile")
+    except Exception as exc:  # never raise: one poison run must not stop the others
+        result = Invalid(
+            f"unexpected error while validating this run: {type(exc).__name__}: {str(exc)[:300]}"
+        )
+    if isinstance(result, Incomplete):
+        return Incomplete(_clean(result.reason))
+    if isinstance(result, Invalid):
+        return Invalid(_clean(result.reason), run_id=result.run_id)
+    return result
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def _listed_files(path: str) -> list[str]:
+    """The file names metadata.json lists, parsed loosely (any problem: none)."""
+    try:
+        fd = _open_regular(path)
+    except (OSError, _NotRegular):
+        return []
+    try:
+        raw = os.read(fd, MAX_METADATA_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_METADATA_BYTES:
+        return []
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    files: list[str] = []
+    artifacts = doc.get("artifacts")
+    if isinstance(artifacts, list):
+        for item in artifacts:
+            if isinstance(item, dict) and isinstance(item.get("file"), str):
+                files.append(item["file"])
+    elif isinstance(doc.get("parquet_file"), str):
+        files.append(doc["parquet_file"])
+    return files
 
 
 def quick_fingerprint(run_dir: Path) -> str | None:
-    raise NotImplementedError
+    """Cheap fingerprint of a run directory: blake2b over (name, size, mtime_ns) of
+    metadata.json and of each file it lists (stat only, contents are never hashed).
+    ``None`` if there is no metadata.json. Never raises."""
+    base = os.fspath(run_dir)
+    meta = os.path.join(base, METADATA_NAME)
+    try:
+        st = os.lstat(meta)
+    except (OSError, ValueError):
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+
+    def add(name: str, s: os.stat_result | None) -> None:
+        if s is None:
+            line = f"{name}\x00missing"
+        else:
+            line = f"{name}\x00{s.st_size}\x00{s.st_mtime_ns}\x00{stat.S_IFMT(s.st_mode)}"
+        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+
+    try:
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(meta)
+            except OSError:
+                pass
+        add(METADATA_NAME, st)
+        readable = stat.S_ISREG(st.st_mode) and st.st_size <= MAX_METADATA_BYTES
+        files = _listed_files(meta) if readable else []
+        for name in files:
+            try:
+                fst: os.stat_result | None = os.stat(os.path.join(base, name))
+            except (OSError, ValueError):
+                fst = None
+            add(name, fst)
+    except Exception:  # a hostile listing must not break the scan; stat-only fallback
+        digest = hashlib.blake2b(digest_size=16)
+        add(METADATA_NAME, st)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def _skip_name(name: str) -> bool:
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:
-    raise NotImplementedError
+    """Every run directory below ``root`` (absolute paths, sorted per directory).
+
+    A directory holding ``metadata.json`` (of any file type: the validator reports broken ones)
+    is a run directory and is not descended into. Hidden names and names ending in
+    ``.tmp``/``.partial`` are skipped; symlinked directories are never followed. The root itself
+    is never a run directory. Directories that cannot be listed are skipped (logged as
+    ``scan.dir_unreadable``). One ``lstat`` per candidate plus one ``scandir`` per plain directory.
+    """
+    top = os.path.abspath(os.fspath(root))
+    stack: list[str] = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                subdirs = []
+                for entry in it:
+                    if _skip_name(entry.name):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(entry.name)
+                    except OSError:
+                        continue
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            from .log import get_logger
+
+            get_logger(__name__).warning(
+                "scan.dir_unreadable", path=current, error=exc.strerror or str(exc)
+            )
+            continue
+        subdirs.sort()
+        descend: list[str] = []
+        for name in subdirs:
+            path = os.path.join(current, name)
+            try:
+                os.lstat(os.path.join(path, METADATA_NAME))
+            except FileNotFoundError:
+                descend.append(path)
+                continue
+            except OSError:
+                descend.append(path)
+                continue
+            yield Path(path)
+        stack.extend(reversed(descend))
 
 
 def is_ignored(root: Path, path: Path) -> bool:
-    raise NotImplementedError
+    """True if any component of ``path`` below ``root`` starts with ``.`` or ends with
+    ``.tmp``/``.partial``, or if ``path`` is not below ``root`` at all. ``root`` itself is not
+    ignored. Compared lexically first, then with symlinks resolved."""
+    root_s = os.path.abspath(os.fspath(root))
+    path_s = os.path.abspath(os.fspath(path))
+    if not _within(path_s, root_s):
+        root_s = os.path.realpath(root_s)
+        path_s = os.path.realpath(path_s)
+        if not _within(path_s, root_s):
+            return True
+    rel = os.path.relpath(path_s, root_s)
+    if rel == ".":
+        return False
+    return any(_skip_name(part) for part in rel.split(os.sep))
