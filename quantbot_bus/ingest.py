@@ -12,4 +12,320 @@ INTERFACE (used by watch and cli):
 - ``sync(config) -> BatchResult``: one-shot: open the working catalog, full_scan, apply_batch,
   publish the snapshot, refresh exports, close. Used by ``quantbot-bus sync`` and cron/timers.
 - ``rebuild(config) -> BatchResult``: recreate the catalog from the artifacts on disk.
+
+Details:
+
+- Cheap on an unchanged tree: a known run (or an open rejection) whose stat-only
+  ``quick_fingerprint`` is unchanged is not validated again; ``ScanOutcome.skipped`` counts them.
+- ``gone`` holds live run dirs and open-rejection dirs that no longer hold a ``metadata.json``
+  (deleted, renamed away, or renamed to a hidden name); apply_batch soft-deletes the runs and
+  closes the rejections. A valid run whose run_id is registered from another directory that no
+  longer holds a run is a move: that directory goes to ``gone`` in the same batch.
+- ``examine``/``full_scan`` do not log (the daemon logs ``run.pending`` and ``rescan.done``
+  itself); ``sync``/``rebuild`` log ``run.pending`` and ``rescan.done`` (runs, ms);
+  :meth:`Catalog.apply_batch` logs ``run.registered``/``run.updated``/``run.deleted``/
+  ``run.rejected``/``batch.committed``.
+- ``sync`` rejects a run that is still incomplete when its metadata.json is older than
+  ``pending_timeout_s`` (as the daemon does after watching it that long); younger ones are left
+  for the next sync and reported in ``BatchResult.pending``.
+- A failing export never fails ``sync``/``rebuild``: it is logged as ``export.failed``.
 """
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from . import exports
+from .catalog import Batch, BatchResult, Catalog, KnownRun, Rejection
+from .config import Config
+from .contract import (
+    METADATA_NAME,
+    Incomplete,
+    Invalid,
+    Valid,
+    is_ignored,
+    iter_run_dirs,
+    quick_fingerprint,
+    validate_run_dir,
+)
+from .errors import CatalogError, ConfigError
+from .log import get_logger
+
+log = get_logger("quantbot_bus.ingest")
+
+
+@dataclass
+class ScanOutcome:
+    batch: Batch = field(default_factory=Batch)
+    pending: dict[str, str] = field(default_factory=dict)
+    # Added: how many run dirs were looked at, how many were skipped as unchanged (registered
+    # or rejected with the same fingerprint), and the run_ids of the registered ones skipped.
+    seen: int = 0
+    skipped: int = 0
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _has_metadata(run_dir: str) -> bool:
+    return os.path.lexists(os.path.join(run_dir, METADATA_NAME))
+
+
+def _root(config: Config) -> str:
+    return os.path.abspath(os.fspath(config.root))
+
+
+class _Scan:
+    """One examination: the catalog's view (loaded once) against candidate directories."""
+
+    def __init__(self, config: Config, catalog: Catalog, paths: list[str] | None = None) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.root = _root(config)
+        # Only what the catalog knows at, below or above ``paths`` (everything when None).
+        self.known: dict[str, KnownRun] = catalog.known_runs(paths)
+        self.rejected: dict[str, str | None] = catalog.known_rejections(paths)
+        # Directories the catalog tracks (live runs and open rejections), sorted for prefix search.
+        self.tracked = sorted(
+            {d for d, k in self.known.items() if not k.deleted} | set(self.rejected)
+        )
+        self.outcome = ScanOutcome()
+        self._gone: dict[str, None] = {}
+
+    def tracked_under(self, path: str) -> list[str]:
+        """Tracked directories equal to ``path`` or below it."""
+        out = []
+        i = bisect.bisect_left(self.tracked, path)
+        prefix = path.rstrip(os.sep) + os.sep
+        while i < len(self.tracked):
+            d = self.tracked[i]
+            if d == path or d.startswith(prefix):
+                out.append(d)
+            elif d > prefix:
+                break
+            i += 1
+        return out
+
+    def mark_gone(self, run_dir: str) -> None:
+        if run_dir in self.rejected or (run_dir in self.known and not self.known[run_dir].deleted):
+            self._gone[run_dir] = None
+
+    def candidates_for(self, path: str) -> list[str]:
+        """Map one event path to the run directories to look at (and note what is gone)."""
+        if path != self.root and is_ignored(Path(self.root), Path(path)):
+            return []
+        try:
+            is_dir = os.path.isdir(path) and not os.path.islink(path)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if path != self.root and _has_metadata(path):
+                return [path]
+            found = [str(p) for p in iter_run_dirs(Path(path))]
+            present = set(found)
+            for d in self.tracked_under(path):
+                if d not in present and not _has_metadata(d):
+                    self.mark_gone(d)
+            return found
+        # A file, or a path that no longer exists: whatever was tracked there is gone, and the
+        # nearest existing ancestor may be a run dir whose contents changed.
+        for d in self.tracked_under(path):
+            if not _has_metadata(d):
+                self.mark_gone(d)
+        parent = os.path.dirname(path)
+        while parent != self.root and parent.startswith(self.root + os.sep):
+            if os.path.isdir(parent):
+                if _has_metadata(parent):
+                    return [parent]
+                self.mark_gone(parent)  # e.g. its metadata.json was just deleted
+                return []
+            parent = os.path.dirname(parent)
+        return []
+
+    def look_at(self, run_dir: str) -> None:
+        """Validate ``run_dir`` unless its fingerprint says nothing changed."""
+        self.outcome.seen += 1
+        fingerprint = quick_fingerprint(Path(run_dir))
+        if fingerprint is None:  # metadata.json vanished meanwhile
+            self.mark_gone(run_dir)
+            return
+        known = self.known.get(run_dir)
+        if known is not None and not known.deleted and known.fingerprint == fingerprint:
+            self.outcome.skipped += 1
+            self.outcome.unchanged.append(known.run_id)
+            return
+        if run_dir in self.rejected and self.rejected[run_dir] == fingerprint:
+            self.outcome.skipped += 1
+            return
+        result = validate_run_dir(
+            Path(run_dir), Path(self.root), verify_hashes=self.config.verify_hashes
+        )
+        if isinstance(result, Valid):
+            self.outcome.batch.valid.append(result.run)
+        elif isinstance(result, Incomplete):
+            self.outcome.pending[run_dir] = result.reason
+        elif isinstance(result, Invalid):
+            self.outcome.batch.rejected.append(
+                Rejection(run_dir, result.run_id, result.reason, fingerprint)
+            )
+
+    def finish(self) -> ScanOutcome:
+        # Moves: a valid run whose id is registered from a directory that no longer holds a run.
+        live_dir_by_id = self.catalog.live_run_dirs(r.run_id for r in self.outcome.batch.valid)
+        for run in self.outcome.batch.valid:
+            old = live_dir_by_id.get(run.run_id)
+            if old is not None and old != str(run.run_dir) and not _has_metadata(old):
+                self._gone[old] = None  # live (just looked up), maybe outside the loaded paths
+        valid_dirs = {str(r.run_dir) for r in self.outcome.batch.valid}
+        self.outcome.batch.gone = [d for d in self._gone if d not in valid_dirs]
+        return self.outcome
+
+
+def examine(
+    config: Config, catalog: Catalog, dirs: Iterable[str | os.PathLike[str]]
+) -> ScanOutcome:
+    """Look at candidate directories from filesystem events; see the module docstring."""
+    root = _root(config)
+    if not os.path.isdir(root):
+        return ScanOutcome()  # never read a vanished root as "all runs deleted"; full_scan says why
+    paths = list(
+        dict.fromkeys(
+            p
+            for p in (os.path.abspath(os.fspath(raw)) for raw in dirs)
+            if p == root or p.startswith(root + os.sep)  # ignore paths outside the root
+        )
+    )
+    scan = _Scan(config, catalog, paths)
+    todo: dict[str, None] = {}
+    for path in paths:
+        for run_dir in scan.candidates_for(path):
+            todo[run_dir] = None
+    for run_dir in todo:
+        scan.look_at(run_dir)
+    return scan.finish()
+
+
+def full_scan(config: Config, catalog: Catalog) -> ScanOutcome:
+    """The whole artifacts root against the whole catalog."""
+    scan = _Scan(config, catalog)
+    if not os.path.isdir(scan.root):
+        # Never read a missing root as "every run was deleted" (an unmounted disk, a typo).
+        raise ConfigError(
+            f"the artifacts root {scan.root} does not exist or is not a directory; create it "
+            "or set 'root' (QUANTBOT_BUS_ROOT, --root)"
+        )
+    on_disk = [str(p) for p in iter_run_dirs(Path(scan.root))]
+    for run_dir in on_disk:
+        scan.look_at(run_dir)
+    present = set(on_disk)
+    for run_dir in scan.tracked:
+        if run_dir not in present:
+            scan.mark_gone(run_dir)
+    return scan.finish()
+
+
+def _expire_pending(config: Config, outcome: ScanOutcome) -> dict[str, str]:
+    """Sync has no timer: reject runs incomplete for longer than pending_timeout_s."""
+    still: dict[str, str] = {}
+    now = time.time()
+    for run_dir, reason in outcome.pending.items():
+        try:
+            age = now - os.stat(os.path.join(run_dir, METADATA_NAME)).st_mtime
+        except OSError:
+            continue
+        if age >= config.pending_timeout_s:
+            outcome.batch.rejected.append(
+                Rejection(
+                    run_dir=run_dir,
+                    run_id=None,
+                    reason=f"{reason} (still incomplete {age:.0f} s after metadata.json appeared)",
+                    fingerprint=quick_fingerprint(Path(run_dir)),
+                )
+            )
+        else:
+            still[run_dir] = reason
+            log.info("run.pending", run_dir=run_dir, reason=reason)
+    return still
+
+
+def _refresh_exports(config: Config, catalog: Catalog) -> None:
+    try:
+        cursor = catalog.cursor()
+        try:
+            exports.refresh(config, cursor)
+        finally:
+            cursor.close()
+    except Exception as exc:  # an export never fails registration
+        log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
+    t0 = time.perf_counter()
+    outcome = full_scan(config, catalog)
+    pending = _expire_pending(config, outcome)
+    result = catalog.apply_batch(outcome.batch)
+    result.unchanged = outcome.unchanged + result.unchanged
+    result.pending = pending
+    catalog.publish_snapshot(config.snapshot_path)
+    log.info(
+        "rescan.done",
+        runs=outcome.seen,
+        skipped=outcome.skipped,
+        pending=len(pending),
+        ms=round((time.perf_counter() - t0) * 1000, 1),
+    )
+    _refresh_exports(config, catalog)
+    return result
+
+
+def sync(config: Config) -> BatchResult:
+    """One-shot reconcile of the whole root, then publish the snapshot and refresh exports."""
+    with Catalog.open(config.catalog_path) as catalog:
+        return _reconcile(config, catalog)
+
+
+def _check_not_in_use(path: Path) -> None:
+    """Refuse to move a catalog another process has open (the daemon, a sync)."""
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise CatalogError(
+                f"the catalog {path} is in use by another process ({exc}); stop the daemon "
+                "before `rebuild`"
+            ) from exc
+        return  # unreadable for another reason: exactly what rebuild is for
+    except duckdb.Error:
+        return
+    con.close()
+
+
+def rebuild(config: Config) -> BatchResult:
+    """Move the working catalog aside (``<name>.bak``), build a fresh one from disk, publish."""
+    path = Path(config.catalog_path).absolute()
+    root = _root(config)
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"the artifacts root {root} does not exist or is not a directory; "
+            "refusing to rebuild the catalog from nothing"
+        )
+    backup = path.with_name(path.name + ".bak")
+    if path.exists():
+        _check_not_in_use(path)
+        try:
+            os.replace(path, backup)
+            wal = path.with_name(path.name + ".wal")
+            if wal.exists():
+                os.replace(wal, backup.with_name(backup.name + ".wal"))
+            else:
+                backup.with_name(backup.name + ".wal").unlink(missing_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
+        log.info("catalog.backup", path=str(path), backup=str(backup))
+    with Catalog.open(path) as catalog:
+        return _reconcile(config, catalog)

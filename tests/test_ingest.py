@@ -1,0 +1,356 @@
+"""The reconcile scan (examine / full_scan) and the one-shot sync / rebuild, on real directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runs import make_run, sample_table, write_metadata
+from structlog.testing import capture_logs
+
+from quantbot_bus import ingest
+from quantbot_bus.catalog import Catalog, open_reader
+from quantbot_bus.config import Config
+from quantbot_bus.errors import CatalogError, ConfigError
+
+BAD_PARQUET = "is not a Parquet file"
+
+
+def corrupt(path: Path) -> None:
+    """Overwrite a Parquet file with junk of the same size (keeps its declared size)."""
+    path.write_bytes(b"x" * path.stat().st_size)
+
+
+@pytest.fixture
+def cat(bus: Config):
+    with Catalog.open(bus.catalog_path) as c:
+        yield c
+
+
+def apply(cat: Catalog, outcome: ingest.ScanOutcome):
+    return cat.apply_batch(outcome.batch)
+
+
+def test_full_scan_sorts_runs_into_valid_rejected_pending(bus: Config, cat: Catalog) -> None:
+    for i in range(3):
+        make_run(bus.root, "path-only", f"ok{i}")
+    bad = make_run(bus.root, "policy", "bad")
+    corrupt(bad / "results.parquet")
+    waiting = make_run(bus.root, "policy", "waiting")
+    (waiting / "results.parquet").unlink()
+    make_run(bus.root / ".hidden", "policy", "h1")  # hidden subtree: never read
+    make_run(bus.root, "policy.partial", "p1")  # .partial name: never read
+    (bus.root / "notes").mkdir()  # a plain directory without runs
+
+    out = ingest.full_scan(bus, cat)
+    assert sorted(r.run_id for r in out.batch.valid) == ["ok0", "ok1", "ok2"]
+    assert [(r.run_dir, r.run_id) for r in out.batch.rejected] == [(str(bad), "bad")]
+    assert BAD_PARQUET in out.batch.rejected[0].reason
+    assert list(out.pending) == [str(waiting)]
+    assert "does not exist yet" in out.pending[str(waiting)]
+    assert out.batch.gone == []
+    assert out.seen == 5 and out.skipped == 0
+
+    res = apply(cat, out)
+    assert sorted(res.registered) == ["ok0", "ok1", "ok2"]
+    assert cat.counts() == {"runs": 3, "deleted": 0, "artifacts": 3, "rejections": 1}
+
+
+def test_unchanged_tree_is_not_validated_again(bus: Config, cat: Catalog) -> None:
+    good = make_run(bus.root, "path-only", "good")
+    bad = make_run(bus.root, "path-only", "bad")
+    corrupt(bad / "results.parquet")
+    apply(cat, ingest.full_scan(bus, cat))
+    assert cat.counts()["rejections"] == 1
+
+    # Corrupt the registered run's file but keep its size and mtime: the stat-only fingerprint
+    # is unchanged, so the scan must skip it (validating would reject it: hashes are on).
+    parquet = good / "results.parquet"
+    st = parquet.stat()
+    corrupt(parquet)
+    os.utime(parquet, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    out = ingest.full_scan(bus, cat)
+    assert len(out.batch) == 0 and out.pending == {}
+    assert out.seen == 2 and out.skipped == 2 and out.unchanged == ["good"]
+    res = apply(cat, out)
+    assert res.registered == res.rejected == []
+    assert cat.counts() == {"runs": 1, "deleted": 0, "artifacts": 1, "rejections": 1}
+    (attempts,) = cat.con.execute("SELECT attempts FROM catalog.rejections_f").fetchone()
+    assert attempts == 1  # the known rejection was not retried
+
+    # touching the file changes the fingerprint: now it is validated (and rejected)
+    os.utime(parquet, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    out = ingest.full_scan(bus, cat)
+    assert [r.run_id for r in out.batch.rejected] == ["good"]
+    res = apply(cat, out)
+    assert res.deleted == ["good"]
+
+
+def test_changed_and_deleted_runs(bus: Config, cat: Catalog) -> None:
+    a = make_run(bus.root, "path-only", "a")
+    b = make_run(bus.root, "path-only", "b")
+    bad = make_run(bus.root, "path-only", "bad")
+    corrupt(bad / "results.parquet")
+    apply(cat, ingest.full_scan(bus, cat))
+
+    time.sleep(0.01)
+    make_run(
+        bus.root, "path-only", "a", tables={"results": sample_table(5), "extra": sample_table(1)}
+    )
+    shutil.rmtree(b)
+    shutil.rmtree(bad)
+    out = ingest.full_scan(bus, cat)
+    assert [r.run_id for r in out.batch.valid] == ["a"]
+    assert sorted(out.batch.gone) == sorted([str(b), str(bad)])
+    res = apply(cat, out)
+    assert res.updated == ["a"] and res.deleted == ["b"]
+    assert cat.counts() == {"runs": 1, "deleted": 1, "artifacts": 2, "rejections": 0}
+    assert a.is_dir()
+
+    # b comes back
+    make_run(bus.root, "path-only", "b")
+    res = apply(cat, ingest.full_scan(bus, cat))
+    assert res.registered == ["b"]
+    assert cat.counts() == {"runs": 2, "deleted": 0, "artifacts": 3, "rejections": 0}
+
+
+def test_examine_maps_event_paths_to_run_dirs(bus: Config, cat: Catalog) -> None:
+    r1 = make_run(bus.root, "path-only", "r1")
+    apply(cat, ingest.full_scan(bus, cat))
+
+    # a subtree renamed in: the parent directory is given
+    staging = bus.root.parent / "staging"
+    make_run(staging, "policy", "p1")
+    make_run(staging, "policy", "p2")
+    os.rename(staging / "policy", bus.root / "policy")
+    out = ingest.examine(bus, cat, [bus.root / "policy"])
+    assert sorted(r.run_id for r in out.batch.valid) == ["p1", "p2"]
+    apply(cat, out)
+
+    # a run dir itself, a file inside it, outside-root and hidden paths
+    make_run(bus.root, "opt", "o1")
+    make_run(bus.root / ".staging", "opt", "o2")
+    out = ingest.examine(
+        bus,
+        cat,
+        [
+            bus.root / "opt" / "o1" / "metadata.json",
+            bus.root / "opt" / "o1",
+            bus.root / ".staging" / "opt" / "o2",
+            bus.root.parent / "elsewhere",
+            r1,  # unchanged: skipped
+        ],
+    )
+    assert [r.run_id for r in out.batch.valid] == ["o1"]
+    assert out.skipped == 1 and out.batch.gone == []
+
+    # a deleted run dir, by its own path or by a parent that is gone
+    shutil.rmtree(bus.root / "policy")
+    out = ingest.examine(bus, cat, [bus.root / "policy"])
+    assert sorted(out.batch.gone) == [
+        str(bus.root / "policy" / "p1"),
+        str(bus.root / "policy" / "p2"),
+    ]
+    (r1 / "metadata.json").unlink()  # no metadata.json: no longer a run
+    out = ingest.examine(bus, cat, [r1 / "metadata.json"])
+    assert out.batch.gone == [str(r1)]
+
+
+def test_a_moved_run_is_an_update_not_a_conflict(bus: Config, cat: Catalog) -> None:
+    old = make_run(bus.root, "path-only", "m1")
+    apply(cat, ingest.full_scan(bus, cat))
+    (bus.root / "policy").mkdir()
+    new = bus.root / "policy" / "m1"
+    os.rename(old, new)
+    out = ingest.examine(bus, cat, [new])  # only the destination event arrived
+    assert out.batch.gone == [str(old)]
+    res = apply(cat, out)
+    assert res.updated == ["m1"] and res.rejected == [] and res.deleted == []
+    assert cat.known_runs()[str(new)].run_id == "m1"
+
+
+def test_the_same_run_id_under_two_run_types_is_rejected(bus: Config, cat: Catalog) -> None:
+    first = make_run(bus.root, "path-only", "same")
+    apply(cat, ingest.full_scan(bus, cat))
+    second = make_run(bus.root, "policy", "same")
+    res = apply(cat, ingest.full_scan(bus, cat))
+    assert [r.reason for r in res.rejected] == [
+        f"run_id same is already registered from {first}; run ids must be unique across run types"
+    ]
+    assert cat.known_rejections() == {str(second): res.rejected[0].fingerprint}
+    # unchanged: not retried on the next scan
+    assert len(ingest.full_scan(bus, cat).batch) == 0
+
+
+def test_a_missing_root_deletes_nothing(bus: Config, cat: Catalog) -> None:
+    make_run(bus.root, "path-only", "r1")
+    apply(cat, ingest.full_scan(bus, cat))
+    shutil.rmtree(bus.root)
+    with pytest.raises(ConfigError, match="does not exist or is not a directory"):
+        ingest.full_scan(bus, cat)
+    assert len(ingest.examine(bus, cat, [bus.root, bus.root / "path-only"]).batch) == 0
+    assert cat.counts()["runs"] == 1
+
+
+def ts_run(root: Path, run_id: str) -> Path:
+    """A run exactly as the quantbot TypeScript producer writes it."""
+    import pyarrow.parquet as pq
+
+    run_dir = root / "backtest" / run_id
+    run_dir.mkdir(parents=True)
+    pq.write_table(sample_table(4), run_dir / "results.parquet")
+    write_metadata(
+        run_dir,
+        {
+            "run_id": run_id,
+            "backtest_type": "path-only",
+            "table_name": "backtest_call_path_metrics",
+            "rows": 4,
+            "created_at_utc": "2024-06-01T10:00:00.000Z",
+            "parquet_file": "results.parquet",
+            "parquet_path": str(run_dir / "results.parquet"),
+            "interval": "1m",
+            "callsProcessed": 4,
+        },
+    )
+    return run_dir
+
+
+def test_sync_registers_publishes_and_reports(bus: Config) -> None:
+    make_run(bus.root, "path-only", "v1run")
+    ts_run(bus.root, "tsrun")
+    young = make_run(bus.root, "policy", "young")
+    (young / "results.parquet").unlink()
+    old = make_run(bus.root, "policy", "old")
+    (old / "results.parquet").unlink()
+    hour_ago = time.time() - 3600
+    os.utime(old / "metadata.json", (hour_ago, hour_ago))
+
+    with capture_logs() as logs:
+        res = ingest.sync(bus)
+    assert sorted(res.registered) == ["tsrun", "v1run"]
+    assert list(res.pending) == [str(young)]
+    assert [r.run_dir for r in res.rejected] == [str(old)]
+    assert "does not exist yet" in res.rejected[0].reason
+    assert "still incomplete" in res.rejected[0].reason
+    events = [e["event"] for e in logs]
+    assert events.count("run.registered") == 2
+    assert "run.pending" in events and "run.rejected" in events
+    done = next(e for e in logs if e["event"] == "rescan.done")
+    assert done["runs"] == 4 and done["ms"] >= 0
+
+    # the snapshot is what readers see; the working catalog is closed again
+    with open_reader(bus.snapshot_path) as con:
+        got = con.execute(
+            "SELECT run_id, run_type, producer, shape, params->>'$.callsProcessed' "
+            "FROM catalog.runs_d ORDER BY run_id"
+        ).fetchall()
+    assert got == [
+        ("tsrun", "backtest", "quantbot-ts", "quantbot-ts", "4"),
+        ("v1run", "path-only", "tests", "v1", None),
+    ]
+    with Catalog.open(bus.catalog_path) as c:
+        assert c.counts() == {"runs": 2, "deleted": 0, "artifacts": 2, "rejections": 1}
+
+    res = ingest.sync(bus)  # nothing changed
+    assert res.registered == res.updated == res.deleted == [] and res.rejected == []
+    assert sorted(res.unchanged) == ["tsrun", "v1run"]
+
+
+def test_a_failing_export_never_fails_sync(bus: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(config: Config, con: object) -> dict[str, object]:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest.exports, "refresh", broken)
+    make_run(bus.root, "path-only", "r1")
+    with capture_logs() as logs:
+        res = ingest.sync(bus)
+    assert res.registered == ["r1"]
+    assert {
+        "event": "export.failed",
+        "error": "RuntimeError: disk full",
+        "log_level": "error",
+    } in logs
+    assert bus.snapshot_path.is_file()
+
+
+def test_sync_gets_exports_a_working_cursor(bus: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    def probe(config: Config, con: object) -> dict[str, object]:
+        seen.append(con.execute("SELECT count(*) FROM catalog.runs_d").fetchone()[0])  # type: ignore[attr-defined]
+        return {}
+
+    monkeypatch.setattr(ingest.exports, "refresh", probe)
+    make_run(bus.root, "path-only", "r1")
+    ingest.sync(bus)
+    assert seen == [1]
+
+
+def test_rebuild_keeps_a_backup_and_recreates_from_disk(bus: Config) -> None:
+    make_run(bus.root, "path-only", "r1")
+    make_run(bus.root, "path-only", "r2")
+    ingest.sync(bus)
+    shutil.rmtree(bus.root / "path-only" / "r2")
+    ingest.sync(bus)  # r2 soft-deleted in the catalog
+    with Catalog.open(bus.catalog_path) as c:
+        assert c.counts()["deleted"] == 1
+
+    with capture_logs() as logs:
+        res = ingest.rebuild(bus)
+    assert res.registered == ["r1"]
+    backup = bus.catalog_path.with_name("catalog.duckdb.bak")
+    assert any(e["event"] == "catalog.backup" and e["backup"] == str(backup) for e in logs)
+    with Catalog.open(backup) as old:
+        assert old.counts() == {"runs": 1, "deleted": 1, "artifacts": 1, "rejections": 0}
+    with Catalog.open(bus.catalog_path) as new:
+        assert new.counts() == {"runs": 1, "deleted": 0, "artifacts": 1, "rejections": 0}
+    with open_reader(bus.snapshot_path) as con:
+        assert con.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
+
+
+def test_rebuild_replaces_a_damaged_catalog(bus: Config) -> None:
+    make_run(bus.root, "path-only", "r1")
+    bus.catalog_path.write_bytes(b"this is not a duckdb file" * 100)
+    with pytest.raises(CatalogError):
+        ingest.sync(bus)
+    res = ingest.rebuild(bus)
+    assert res.registered == ["r1"]
+
+
+def test_rebuild_and_sync_refuse_while_the_catalog_is_in_use(bus: Config) -> None:
+    make_run(bus.root, "path-only", "r1")
+    ingest.sync(bus)
+    holder = (
+        "import sys, time\nfrom quantbot_bus.catalog import Catalog\n"
+        "c = Catalog.open(sys.argv[1])\nprint('HELD', flush=True)\nsys.stdin.readline()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", holder, str(bus.catalog_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "HELD"
+            with pytest.raises(CatalogError, match="in use by another process"):
+                ingest.rebuild(bus)
+            with pytest.raises(CatalogError, match="in use by another process"):
+                ingest.sync(bus)
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert not bus.catalog_path.with_name("catalog.duckdb.bak").exists()
+    assert json.loads(json.dumps(dataclasses.asdict(ingest.sync(bus))))["registered"] == []
