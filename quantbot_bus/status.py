@@ -1,0 +1,135 @@
+"""The daemon's status file (``Config.status_path``): written atomically, read by ``status``.
+
+The daemon rewrites it (temp file in the same directory, fsync, ``os.replace``) after every batch
+and every few seconds while idle, so a reader never sees a half-written file. Fields (JSON object):
+
+==========================  ==================================================================
+``pid``                     the daemon's process id
+``started_at``              ISO-8601 UTC, when the daemon started
+``updated_at``              ISO-8601 UTC, when this file was written
+``ready``                   true once the startup reconcile is done (false again after stop)
+``stopped_at``              ISO-8601 UTC of a clean stop, else null
+``observer``                ``inotify`` or ``polling``
+``root``                    the artifacts root being watched
+``last_batch_at``           ISO-8601 UTC of the last committed batch, or null
+``last_batch_n``            items (valid + gone + rejected) in that batch
+``last_batch_ms``           milliseconds it took (examine + commit + publish)
+``registered``              live runs in the catalog
+``rejected``                open rejections
+``pending``                 runs whose metadata.json exists but whose files are not complete
+``deleted``                 soft-deleted runs
+``oldest_pending_lag_s``    seconds since the oldest pending run was first seen, or null
+``snapshot_published_at``   ISO-8601 UTC of the last reader-side snapshot, or null
+==========================  ==================================================================
+
+:func:`read_status` adds ``pid_alive`` (is that process still there), ``age_s`` (seconds since
+``updated_at``) and ``state``: ``running`` (pid alive and file fresh), ``starting`` (alive, not
+ready yet), ``stale`` (alive but not written for :data:`STALE_AFTER_S`), ``stopped`` (clean stop)
+or ``dead`` (the process is gone without a clean stop).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import CatalogMissingError
+
+#: A running daemon rewrites the file at least this often (seconds).
+WRITE_INTERVAL_S = 5.0
+#: Older than this while the pid is alive: reported as ``stale``.
+STALE_AFTER_S = 30.0
+
+
+class StatusMissingError(CatalogMissingError):
+    """There is no status file: the daemon has never run with this state directory."""
+
+
+def utc_now() -> str:
+    """Now as ISO-8601 UTC with a ``Z``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_status(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temp + fsync + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (signal 0)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Read the status file and add ``pid_alive``, ``age_s`` and ``state`` (see module doc).
+
+    Raises :class:`StatusMissingError` when the file does not exist.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StatusMissingError(
+            f"no status file at {path}: the daemon has never run with this state dir "
+            f"(start it with `quantbot-bus daemon`, or pass the right --state-dir/--config)"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StatusMissingError(f"status file {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise StatusMissingError(f"status file {path} does not hold a JSON object")
+    now = dt.datetime.now(dt.UTC) if now is None else now
+    updated = _parse_time(data.get("updated_at"))
+    age = None if updated is None else max(0.0, (now - updated).total_seconds())
+    pid = data.get("pid")
+    alive = isinstance(pid, int) and pid_alive(pid)
+    if data.get("stopped_at"):
+        state = "stopped"
+    elif not alive:
+        state = "dead"
+    elif age is None or age > STALE_AFTER_S:
+        state = "stale"
+    elif not data.get("ready"):
+        state = "starting"
+    else:
+        state = "running"
+    data["pid_alive"] = alive
+    data["age_s"] = None if age is None else round(age, 3)
+    data["state"] = state
+    return data

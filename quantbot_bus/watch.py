@@ -1,0 +1,753 @@
+"""The daemon: reconcile the artifacts root, then watch it and register runs by group commit.
+
+Threads (see docs/ARCHITECTURE.md):
+
+- **observer** (watchdog; inotify, or polling with ``--polling``): its handler only maps each event
+  to a directory, adds it to a de-duplicated dirty set and wakes the worker. It never raises (an
+  exception in a handler silently kills watchdog's dispatch thread).
+- **worker**: waits for dirty directories; when woken it settles ``settle_ms``, takes *all* dirty
+  directories (up to ``max_batch``), examines them (:func:`quantbot_bus.ingest.examine`), commits
+  them in one catalog transaction and publishes the reader-side snapshot. Directories that become
+  dirty meanwhile form the next batch (group commit, not a fixed debounce window). It also runs the
+  periodic full rescan (``rescan_interval_s``, or at once after an inotify queue overflow) and
+  re-examines pending runs every ``pending_recheck_s``.
+- **publisher**: refreshes the export views (:func:`quantbot_bus.exports.refresh`) on its own
+  cursor, at most once per ``export_interval_s``; a failing refresh is logged (``export.failed``)
+  and never stops registration.
+- the **supervisor** (the thread that calls :meth:`Daemon.run`): checks that the observer and the
+  worker are alive, pings the systemd watchdog while the worker makes progress, rewrites the status
+  file every few seconds, and waits for ``stop_event``.
+
+Startup order: lock the state dir (one daemon per state dir) → open the working catalog → start the
+observer (so nothing created during the reconcile is missed) → reconcile (full scan, one batch,
+publish) → process the events that arrived meanwhile → ``READY=1`` and ``daemon.ready``.
+
+Stop (``stop_event`` set, e.g. by the first SIGTERM/SIGINT): ``STOPPING=1``, the worker finishes the
+batch in hand and publishes, the exports get a last refresh if due, the catalog is closed, the status
+file says ``stopped``; nothing is removed. A second signal exits at once (see
+:func:`install_signal_handlers`).
+
+Observer death: the first time the observer (or one of its emitters) is found dead it is restarted
+and a full rescan is scheduled (``watch.restarted``); if it dies again within
+:data:`OBSERVER_RESTART_WINDOW_S`, :meth:`Daemon.run` raises :class:`DaemonError` so the process
+exits non-zero and systemd (``Restart=on-failure``) starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from . import contract, exports, ingest
+from .catalog import Batch, Catalog, Rejection
+from .config import Config
+from .errors import BusError, DaemonError
+from .log import get_logger
+from .notify import Notifier
+from .status import WRITE_INTERVAL_S, utc_now, write_status
+
+log = get_logger("quantbot_bus.watch")
+
+#: The event types the observer asks for. Explicit on purpose: with watchdog's default mask a
+#: tree of ~5,000 directories falls into an endless inotify queue-overflow loop.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    DirCreatedEvent,
+    FileCreatedEvent,
+    DirMovedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirDeletedEvent,
+    FileDeletedEvent,
+]
+#: watchdog reports an inotify queue overflow only as a WARNING from this logger.
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+#: A second observer death within this many seconds of a restart ends the daemon (exit non-zero).
+OBSERVER_RESTART_WINDOW_S = 600.0
+#: The worker loop wakes at least this often (heartbeat, timers) even when idle.
+IDLE_TICK_S = 1.0
+
+
+@dataclass
+class _Pending:
+    first_seen: float  # time.monotonic()
+    first_seen_wall: float  # time.time()
+    reason: str
+
+
+class _EventHandler(FileSystemEventHandler):
+    """Maps every event to directories and hands them to the daemon. Never raises."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            paths = [event.src_path]
+            if event.dest_path:
+                paths.append(event.dest_path)
+            dirs: list[Path] = []
+            for raw in paths:
+                path = Path(os.fsdecode(raw))
+                if not raw or contract.is_ignored(self._daemon.root, path):
+                    continue  # hidden names, *.tmp, *.partial: never read, never a trigger
+                dirs.append(path if event.is_directory else path.parent)
+            if dirs:
+                self._daemon.mark_dirty(dirs)
+        except Exception:  # noqa: BLE001 - a raising handler kills watchdog's dispatch thread
+            with contextlib.suppress(Exception):
+                log.exception("watch.handler_error", event=repr(event))
+
+
+class _OverflowHandler(logging.Handler):
+    """Turns watchdog's queue-overflow WARNING into a rescan request."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(level=logging.WARNING)
+        self._daemon = daemon
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                self._daemon.request_rescan("overflow")
+        except Exception:  # noqa: BLE001 - a logging handler must never raise
+            self.handleError(record)
+
+
+class Daemon:
+    """The long-running watcher. ``run()`` blocks until ``stop_event`` is set.
+
+    ``stop_event`` lets tests (and signal handlers) stop it; ``notifier`` defaults to
+    :meth:`Notifier.from_env`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        stop_event: threading.Event | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        #: Set once the startup reconcile is done and READY=1 was sent.
+        self.ready = threading.Event()
+        self.observer_kind = "polling" if config.polling else "inotify"
+        self.batches = 0  # committed batches (for tests and status)
+        self.rescans = 0  # full scans done, the startup reconcile included
+
+        self._root = Path(config.root)
+        self.root = self._root
+        self._dirty: set[Path] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._rescan_reason: str | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()  # held while the catalog connection is used
+        self._observer: BaseObserver | None = None
+        self._observer_restarted_at: float | None = None
+        self._overflow_handler: _OverflowHandler | None = None
+        self._lock_fd: int | None = None
+        self._worker: threading.Thread | None = None
+        self._publisher: threading.Thread | None = None
+        self._publisher_stop = threading.Event()
+        self._export_wake = threading.Event()
+        self._exports_dirty = False
+        self._last_export = 0.0
+        self._heartbeat = time.monotonic()
+        self._next_rescan = 0.0
+        self._next_recheck = 0.0
+        self._snapshot_dirty = False
+        self._catalog_broken = False
+        self._backoff = 0.0
+        self._status_lock = threading.Lock()
+        self._status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "started_at": utc_now(),
+            "ready": False,
+            "stopped_at": None,
+            "observer": self.observer_kind,
+            "root": str(self._root),
+            "last_batch_at": None,
+            "last_batch_n": 0,
+            "last_batch_ms": None,
+            "registered": 0,
+            "rejected": 0,
+            "pending": 0,
+            "deleted": 0,
+            "oldest_pending_lag_s": None,
+            "snapshot_published_at": None,
+        }
+
+    # ------------------------------------------------------------------ inputs (any thread)
+
+    def mark_dirty(self, dirs: Iterable[Path]) -> None:
+        """Queue directories for examination and wake the worker (called by the observer)."""
+        keep = [d for d in dirs if not contract.is_ignored(self._root, d)]
+        if not keep:
+            return
+        with self._dirty_lock:
+            self._dirty.update(keep)
+        self._wake.set()
+
+    def request_rescan(self, reason: str) -> None:
+        """Ask the worker for a full rescan as soon as possible (overflow, observer restart)."""
+        if reason == "overflow":
+            log.warning("watch.overflow", root=str(self._root))
+        self._rescan_reason = reason
+        self._wake.set()
+
+    @property
+    def pending(self) -> dict[str, str]:
+        """Pending run dirs and why (a copy)."""
+        return {k: v.reason for k, v in list(self._pending.items())}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        """Start, reconcile, watch until ``stop_event`` is set, then stop cleanly."""
+        cfg = self.config
+        for d in (cfg.root, cfg.state_dir, cfg.exports_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            self._catalog = Catalog.open(cfg.catalog_path)
+            self._start_observer()
+            self._overflow_handler = _OverflowHandler(self)
+            wd_logger = logging.getLogger(OVERFLOW_LOGGER)
+            wd_logger.addHandler(self._overflow_handler)
+            if not wd_logger.isEnabledFor(logging.WARNING):
+                wd_logger.setLevel(logging.WARNING)
+            # Reconcile the whole root, then whatever the observer saw meanwhile.
+            self._rescan_reason = "startup"
+            self._snapshot_dirty = True  # readers get a snapshot even if nothing changed
+            self._tick()
+            self._tick()
+            if self._snapshot_dirty and not self._catalog_broken:
+                self._publish()
+            self._refresh_counts()
+            self._exports_dirty = True
+            self._worker = threading.Thread(
+                target=self._worker_main, name="quantbot-bus-worker", daemon=True
+            )
+            self._publisher = threading.Thread(
+                target=self._publisher_main, name="quantbot-bus-publisher", daemon=True
+            )
+            self._worker.start()
+            self._publisher.start()
+            with self._status_lock:
+                self._status["ready"] = True
+            self._write_status()
+            self.notifier.send("READY=1\nSTATUS=" + self._status_line())
+            self.ready.set()
+            log.info(
+                "daemon.ready",
+                root=str(cfg.root),
+                observer=self.observer_kind,
+                registered=self._status["registered"],
+                pending=self._status["pending"],
+            )
+            self._supervise()
+        finally:
+            self._shutdown()
+
+    def _supervise(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        tick = IDLE_TICK_S if interval is None else min(IDLE_TICK_S, interval / 2)
+        heartbeat_limit = max(IDLE_TICK_S * 3, 2 * interval) if interval else None
+        next_ping = time.monotonic()
+        last_status = time.monotonic()
+        while not self.stop_event.wait(tick):
+            self._check_observer()
+            worker = self._worker
+            if worker is None or not worker.is_alive():
+                raise DaemonError("the worker thread died; see the log (worker.crashed)")
+            now = time.monotonic()
+            if interval is not None and heartbeat_limit is not None and now >= next_ping:
+                if now - self._heartbeat <= heartbeat_limit and self._observer_alive():
+                    self.notifier.send("WATCHDOG=1\nSTATUS=" + self._status_line())
+                else:
+                    log.warning(
+                        "daemon.unhealthy",
+                        worker_idle_s=round(now - self._heartbeat, 1),
+                        observer_alive=self._observer_alive(),
+                    )
+                next_ping = now + interval
+            self.notifier.retry()
+            if now - last_status >= WRITE_INTERVAL_S:
+                self._write_status()
+                last_status = now
+
+    def _shutdown(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+        if self.ready.is_set():
+            log.info("daemon.stopping")
+        self.notifier.send("STOPPING=1\nSTATUS=stopping")
+        if self._worker is not None:
+            self._worker.join()
+        if self._publisher is not None:
+            self._publisher_stop.set()
+            self._export_wake.set()
+            self._publisher.join()
+        self._stop_observer()
+        if self._overflow_handler is not None:
+            logging.getLogger(OVERFLOW_LOGGER).removeHandler(self._overflow_handler)
+        if self._catalog is not None:
+            if self._snapshot_dirty and not self._catalog_broken:
+                with contextlib.suppress(Exception):
+                    self._publish()
+            with contextlib.suppress(Exception):
+                self._catalog.close()
+            self._catalog = None
+        if self._lock_fd is not None:
+            self._status["ready"] = False
+            self._status["stopped_at"] = utc_now()
+            with contextlib.suppress(OSError):
+                self._write_status()
+            os.close(self._lock_fd)  # releases the flock; the file itself stays
+            self._lock_fd = None
+        self.notifier.close()
+        log.info("daemon.stopped")
+
+    # ------------------------------------------------------------------ lock
+
+    def _acquire_lock(self) -> None:
+        path = self.config.lock_path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DaemonError(
+                f"another quantbot-bus daemon (pid {holder}) is already running with state dir "
+                f"{self.config.state_dir} (lock {path}); stop it first or use another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # ------------------------------------------------------------------ observer
+
+    def _new_observer(self, polling: bool) -> BaseObserver:
+        if polling:
+            return PollingObserver(timeout=self.config.poll_interval_s)
+        return Observer()
+
+    def _start_observer(self) -> None:
+        # watchdog warns when `mkdir -p a/b` races its recursive watch setup (the callback is
+        # re-added to the same watch: harmless). Under an "error" warnings filter that warning
+        # would kill its inotify reader thread, so it is silenced here, and only it.
+        warnings.filterwarnings(
+            "ignore", message=r"Callback with id .* already exists", category=RuntimeWarning
+        )
+        polling = self.config.polling
+        try:
+            observer = self._new_observer(polling)
+            observer.schedule(
+                _EventHandler(self), str(self._root), recursive=True, event_filter=EVENT_FILTER
+            )
+            observer.start()
+        except OSError as exc:
+            if polling or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise DaemonError(f"cannot watch {self._root}: {exc}") from exc
+            log.error(
+                "watch.limit",
+                error=str(exc),
+                advice="raise fs.inotify.max_user_watches / max_user_instances "
+                "(sysctl), or run with --polling; falling back to polling now",
+            )
+            polling = True
+            observer = self._new_observer(True)
+            observer.schedule(
+                _EventHandler(self), str(self._root), recursive=True, event_filter=EVENT_FILTER
+            )
+            observer.start()
+        self.observer_kind = "polling" if polling else "inotify"
+        self._status["observer"] = self.observer_kind
+        self._observer = observer
+
+    def _observer_alive(self) -> bool:
+        """The observer thread, its emitters and (inotify) the shared reader thread are alive."""
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        reader = getattr(observer, "_inotify_fd", None)  # watchdog 7: one reader thread per fd
+        if isinstance(reader, threading.Thread) and not reader.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in list(observer.emitters))
+
+    def _check_observer(self) -> None:
+        if self._observer_alive() or self.stop_event.is_set():
+            return
+        now = time.monotonic()
+        recent = self._observer_restarted_at
+        if recent is not None and now - recent < OBSERVER_RESTART_WINDOW_S:
+            raise DaemonError(
+                "the filesystem observer died twice within "
+                f"{OBSERVER_RESTART_WINDOW_S:.0f} s; exiting so the service manager restarts us"
+            )
+        log.error("watch.observer_died", observer=self.observer_kind, action="restart")
+        self._stop_observer()
+        self._start_observer()
+        self._observer_restarted_at = now
+        log.warning("watch.restarted", observer=self.observer_kind)
+        self.request_rescan("observer_restart")
+
+    def _stop_observer(self) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        with contextlib.suppress(Exception):
+            observer.stop()
+        with contextlib.suppress(Exception):
+            if observer.is_alive():
+                observer.join(timeout=10)
+        self._observer = None
+
+    # ------------------------------------------------------------------ worker
+
+    def _worker_main(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self._heartbeat = time.monotonic()
+                woke = self._wake.wait(self._next_timeout())
+                if self.stop_event.is_set():
+                    break
+                if woke and self.config.settle_ms > 0:
+                    time.sleep(self.config.settle_ms / 1000)
+                self._wake.clear()
+                self._tick()
+                if self._backoff:  # failing (e.g. disk full): wait, still alive for the watchdog
+                    until = time.monotonic() + self._backoff
+                    while not self.stop_event.wait(min(IDLE_TICK_S, until - time.monotonic())):
+                        self._heartbeat = time.monotonic()
+                        if time.monotonic() >= until:
+                            break
+        except Exception:
+            log.exception("worker.crashed")
+            raise
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        timeout = min(IDLE_TICK_S, max(0.0, self._next_rescan - now))
+        if self._pending:
+            timeout = min(timeout, max(0.0, self._next_recheck - now))
+        return timeout
+
+    def _take_dirty(self) -> set[Path]:
+        with self._dirty_lock:
+            if len(self._dirty) <= self.config.max_batch:
+                taken, self._dirty = self._dirty, set()
+            else:
+                taken = set()
+                for _ in range(self.config.max_batch):
+                    taken.add(self._dirty.pop())
+                self._wake.set()  # the rest forms the next batch
+        return taken
+
+    def _run_dir_for(self, path: Path) -> Path:
+        """The run directory a changed path belongs to: itself, or its nearest run-dir ancestor."""
+        meta = contract.METADATA_NAME
+        if (path / meta).exists():
+            return path
+        for parent in path.parents:
+            if parent == self._root or self._root not in parent.parents:
+                break
+            if (parent / meta).is_file():
+                return parent
+        return path
+
+    def _tick(self) -> None:
+        """One round of work: a full scan, or the dirty dirs (+ due pending rechecks)."""
+        try:
+            if self._catalog_broken:
+                self._reopen_catalog()
+            now = time.monotonic()
+            reason = self._rescan_reason
+            if reason is None and now >= self._next_rescan and self._next_rescan > 0:
+                reason = "timer"
+            if reason is not None:
+                self._rescan_reason = None
+                with self._dirty_lock:
+                    self._dirty.clear()  # the scan covers them; later events stay queued
+                self._full_scan(reason)
+            else:
+                dirs = {self._run_dir_for(d) for d in self._take_dirty()}
+                if self._pending and now >= self._next_recheck:
+                    dirs.update(Path(p) for p in self._pending)
+                    self._next_recheck = now + self.config.pending_recheck_s
+                if dirs:
+                    self._examine(dirs)
+            if self._snapshot_dirty:  # e.g. the export views changed, or a publish failed
+                self._publish()
+            self._backoff = 0.0
+        except Exception as exc:  # noqa: BLE001 - log, keep the items, retry with back-off
+            self._backoff = min(30.0, max(0.5, self._backoff * 2))
+            log.error(
+                "batch.failed",
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=self._backoff,
+                exc_info=not isinstance(exc, BusError),  # a traceback for the unexpected
+            )
+            self._catalog_broken = True
+            self._rescan_reason = self._rescan_reason or "retry"
+
+    def _reopen_catalog(self) -> None:
+        with self._catalog_lock:
+            if self._catalog is not None:
+                with contextlib.suppress(Exception):
+                    self._catalog.close()
+                self._catalog = None
+            self._catalog = Catalog.open(self.config.catalog_path)
+            self._catalog_broken = False
+        log.info("catalog.reopened", path=str(self.config.catalog_path))
+
+    def _full_scan(self, reason: str) -> None:
+        assert self._catalog is not None
+        t0 = time.monotonic()
+        with self._catalog_lock:
+            outcome = ingest.full_scan(self.config, self._catalog)
+        self._heartbeat = time.monotonic()
+        self._pending_forget(None, outcome.pending)
+        n = self._commit(outcome.batch, outcome.pending, t0)
+        self.rescans += 1
+        self._next_rescan = time.monotonic() + self.config.rescan_interval_s
+        log.info(
+            "rescan.done",
+            reason=reason,
+            n=n,
+            pending=len(self._pending),
+            ms=round((time.monotonic() - t0) * 1000, 1),
+        )
+
+    def _examine(self, dirs: set[Path]) -> None:
+        assert self._catalog is not None
+        t0 = time.monotonic()
+        with self._catalog_lock:
+            outcome = ingest.examine(self.config, self._catalog, sorted(dirs))
+        self._heartbeat = time.monotonic()
+        self._pending_forget(dirs, outcome.pending)
+        self._commit(outcome.batch, outcome.pending, t0)
+
+    def _pending_forget(self, covered: set[Path] | None, still: dict[str, str]) -> None:
+        """Drop pending entries the examination covered that are no longer incomplete."""
+        covered_keys = None if covered is None else {str(d) for d in covered}
+        for key in list(self._pending):
+            if key in still:
+                continue
+            if covered_keys is None or key in covered_keys:
+                del self._pending[key]
+                continue
+            for parent in Path(key).parents:
+                if str(parent) in covered_keys:
+                    del self._pending[key]
+                    break
+                if parent == self._root:
+                    break
+
+    def _commit(self, batch: Batch, pending: dict[str, str], t0: float) -> int:
+        """Apply pending bookkeeping and one batch; publish; log. Returns the batch size."""
+        assert self._catalog is not None
+        now = time.monotonic()
+        timeout = self.config.pending_timeout_s
+        for run_dir, why in pending.items():
+            entry = self._pending.get(run_dir)
+            if entry is None:
+                self._pending[run_dir] = _Pending(now, time.time(), why)
+                log.info("run.pending", run_dir=run_dir, reason=why)
+                if len(self._pending) == 1:
+                    self._next_recheck = now + self.config.pending_recheck_s
+                continue
+            entry.reason = why
+            age = now - entry.first_seen
+            if age >= timeout:
+                del self._pending[run_dir]
+                batch.rejected.append(
+                    Rejection(
+                        run_dir=run_dir,
+                        run_id=None,
+                        reason=f"{why} (still incomplete after {age:.0f} s)",
+                        fingerprint=contract.quick_fingerprint(Path(run_dir)),
+                    )
+                )
+        if len(batch) == 0:
+            self._update_pending_status()
+            return 0
+        with self._catalog_lock:
+            # apply_batch logs run.registered/updated/deleted/rejected and batch.committed.
+            result = self._catalog.apply_batch(batch)
+            self._heartbeat = time.monotonic()
+            counts = self._catalog.counts()
+        changed = bool(result.registered or result.updated or result.deleted or result.rejected)
+        if changed:
+            self._snapshot_dirty = True
+            self._publish()
+            self._exports_dirty = True
+            self._export_wake.set()
+        ms = (time.monotonic() - t0) * 1000
+        self.batches += 1
+        log.debug(
+            "batch.published",
+            n=len(batch),
+            ms=round(ms, 1),
+            changed=changed,
+            pending=len(self._pending),
+        )
+        with self._status_lock:
+            self._status.update(
+                last_batch_at=utc_now(),
+                last_batch_n=len(batch),
+                last_batch_ms=round(ms, 1),
+                registered=counts.get("runs", 0),
+                rejected=counts.get("rejections", 0),
+                deleted=counts.get("deleted", 0),
+            )
+        self._update_pending_status()
+        self._write_status()
+        if changed:
+            self.notifier.send("STATUS=" + self._status_line())
+        return len(batch)
+
+    def _publish(self) -> None:
+        assert self._catalog is not None
+        with self._catalog_lock:
+            ms = self._catalog.publish_snapshot(self.config.snapshot_path)
+        self._snapshot_dirty = False
+        with self._status_lock:
+            self._status["snapshot_published_at"] = utc_now()
+        log.debug("snapshot.published", ms=round(ms, 1), path=str(self.config.snapshot_path))
+
+    def _refresh_counts(self) -> None:
+        with self._catalog_lock:
+            if self._catalog is None or self._catalog_broken:
+                return
+            counts = self._catalog.counts()
+        with self._status_lock:
+            self._status.update(
+                registered=counts.get("runs", 0),
+                rejected=counts.get("rejections", 0),
+                deleted=counts.get("deleted", 0),
+            )
+        self._update_pending_status()
+
+    def _update_pending_status(self) -> None:
+        now = time.monotonic()
+        oldest = min((p.first_seen for p in list(self._pending.values())), default=None)
+        with self._status_lock:
+            self._status["pending"] = len(self._pending)
+            self._status["oldest_pending_lag_s"] = (
+                None if oldest is None else round(now - oldest, 3)
+            )
+
+    # ------------------------------------------------------------------ exports
+
+    def _publisher_main(self) -> None:
+        interval = self.config.export_interval_s
+        while True:
+            self._export_wake.wait(IDLE_TICK_S)
+            self._export_wake.clear()
+            if self._exports_dirty:
+                wait = self._last_export + interval - time.monotonic()
+                if wait > 0 and not self.stop_event.is_set():
+                    self.stop_event.wait(wait)  # coalesce a burst into one refresh
+                self._exports_dirty = False
+                self._refresh_exports()
+            if self._publisher_stop.is_set() and not self._exports_dirty:
+                return
+
+    def _refresh_exports(self) -> None:
+        self._last_export = time.monotonic()
+        t0 = time.monotonic()
+        try:
+            with self._catalog_lock:
+                catalog = self._catalog
+                if catalog is None or self._catalog_broken:
+                    raise RuntimeError("the catalog is not open")
+                cursor = catalog.cursor()
+            try:
+                views_before = _view_definitions(cursor)
+                exports.refresh(self.config, cursor)
+                if _view_definitions(cursor) != views_before:
+                    # New export views live in the working catalog: readers get them with the
+                    # next snapshot, published by the worker now rather than after the next batch.
+                    self._snapshot_dirty = True
+                    self._wake.set()
+            finally:
+                cursor.close()
+        except Exception as exc:  # noqa: BLE001 - exports never stop registration
+            log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        log.debug("export.refreshed", ms=round((time.monotonic() - t0) * 1000, 1))
+
+    # ------------------------------------------------------------------ status
+
+    def _status_line(self) -> str:
+        s = self._status
+        return f"registered {s['registered']}, rejected {s['rejected']}, pending {s['pending']}"
+
+    def _write_status(self) -> None:
+        with self._status_lock:
+            self._status["updated_at"] = utc_now()
+            data = dict(self._status)
+            try:
+                write_status(self.config.status_path, data)
+            except OSError as exc:
+                log.warning("status.failed", error=str(exc), path=str(self.config.status_path))
+
+
+def _view_definitions(cursor: Any) -> list[tuple[Any, ...]]:
+    """Every user view of the working catalog (schema, name, SQL), to notice a change."""
+    rows: list[tuple[Any, ...]] = cursor.execute(
+        "SELECT schema_name, view_name, sql FROM duckdb_views() "
+        "WHERE NOT internal AND database_name = current_database() ORDER BY ALL"
+    ).fetchall()
+    return rows
+
+
+def install_signal_handlers(stop_event: threading.Event) -> None:
+    """First SIGTERM/SIGINT: set ``stop_event`` (graceful stop). Second: exit at once (status 1)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop_event.is_set():
+            os._exit(1)
+        log.info("daemon.signal", signal=signal.Signals(signum).name, action="stopping")
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_daemon(config: Config) -> None:
+    """Run the daemon in the foreground with signal handlers (what ``quantbot-bus daemon`` does)."""
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    Daemon(config, stop_event=stop).run()

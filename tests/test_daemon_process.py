@@ -1,0 +1,484 @@
+"""The daemon as a real subprocess: real inotify, real DuckDB, real SIGTERM/SIGKILL, real sockets.
+
+Each test starts ``python -m quantbot_bus.cli daemon`` and watches it from the outside only: the
+reader-side snapshot (fresh read-only connections), the status file, its JSON log lines, its exit
+code. Deadlines are generous (30 s); nothing asserts speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_watch import (
+    DEADLINE_S,
+    RunFactory,
+    live_run_ids,
+    rejection_reason,
+    sha256_of,
+    snapshot_query,
+    wait_for,
+    write_metadata,
+    write_parquet,
+    write_run,
+)
+
+from quantbot_bus.catalog import open_reader
+from quantbot_bus.config import Config
+from quantbot_bus.status import read_status
+
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("QUANTBOT_BUS_", "NOTIFY_SOCKET", "WATCHDOG_"))
+}
+
+
+class DaemonProcess:
+    """``quantbot-bus daemon`` in a subprocess, its stderr (JSON log lines) in a file."""
+
+    def __init__(
+        self,
+        config: Config,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        path_flags: bool = True,
+        prefix: list[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.log_path = config.state_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+        flags = (
+            [
+                "--root",
+                str(config.root),
+                "--state-dir",
+                str(config.state_dir),
+                "--exports-dir",
+                str(config.exports_dir),
+            ]
+            if path_flags
+            else []
+        )
+        cmd = [
+            *(prefix or []),
+            sys.executable,
+            "-m",
+            "quantbot_bus.cli",
+            "daemon",
+            "--log-format",
+            "json",
+            *flags,
+            *args,
+        ]
+        full_env = {**CLEAN_ENV, "QUANTBOT_BUS_PENDING_RECHECK_S": "0.2", **(env or {})}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd or config.state_dir.parent,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        self.pid = self.proc.pid
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict) and (name is None or item.get("event") == name):
+                out.append(item)
+        return out
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.config.status_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode}:\n{self.log_path.read_text()}"
+                )
+            status = self.status()
+            return bool(status and status.get("pid") == self.pid and status.get("ready"))
+
+        wait_for(ready, "daemon ready", every=0.1)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = DEADLINE_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the whole process (all threads) from /proc/<pid>/stat."""
+        raw = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def ensure_dead(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(DEADLINE_S)
+        self._log.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[DaemonProcess]]:
+    """Daemons started by a test; any still running at the end are killed."""
+    started: list[DaemonProcess] = []
+    yield started
+    for p in started:
+        p.ensure_dead()
+
+
+def start(procs: list[DaemonProcess], config: Config, *args: str, **kw: Any) -> DaemonProcess:
+    p = DaemonProcess(config, *args, **kw)
+    procs.append(p)
+    p.wait_ready()
+    return p
+
+
+def run_counts(config: Config) -> tuple[int, int]:
+    [(rows, distinct)] = snapshot_query(
+        config, "SELECT count(*), count(DISTINCT run_id) FROM catalog.runs_d"
+    )
+    return rows, distinct
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_lifecycle_on_default_paths(tmp_path: Path, procs: list[DaemonProcess]) -> None:
+    """`make run`: no flags, defaults ./artifacts ./state ./exports; stop, restart, no dupes."""
+    cfg = Config(
+        root=tmp_path / "artifacts", state_dir=tmp_path / "state", exports_dir=tmp_path / "exports"
+    )
+    for i in range(3):
+        write_run(cfg.root, "backtest", f"before-{i}")
+    assert not cfg.state_dir.exists() and not cfg.exports_dir.exists()
+    d = start(procs, cfg, path_flags=False, cwd=tmp_path)
+    assert live_run_ids(cfg) == {"before-0", "before-1", "before-2"}  # reconciled before READY
+
+    write_run(cfg.root, "backtest", "while-running")
+    wait_for(lambda: "while-running" in live_run_ids(cfg), "run dropped while running")
+
+    status = subprocess.run(
+        [sys.executable, "-m", "quantbot_bus.cli", "status", "--format", "json"],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)
+    assert row["state"] == "running" and row["pid"] == d.pid and row["pid_alive"] is True
+
+    second = subprocess.run(
+        [sys.executable, "-m", "quantbot_bus.cli", "daemon"],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert second.returncode == 7
+    assert f"pid {d.pid}" in second.stderr
+
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    names = [e["event"] for e in d.events()]
+    assert "daemon.ready" in names and names[-1] == "daemon.stopped"
+    assert json.loads(cfg.status_path.read_text())["stopped_at"] is not None
+
+    for i in range(2):
+        write_run(cfg.root, "policy", f"while-stopped-{i}")
+    d2 = start(procs, cfg, path_flags=False, cwd=tmp_path)
+    assert {"while-stopped-0", "while-stopped-1"} <= live_run_ids(cfg)
+    assert run_counts(cfg) == (6, 6)
+    registered = [e["run_id"] for e in d2.events("run.registered")]
+    assert sorted(registered) == ["while-stopped-0", "while-stopped-1"]
+    d2.signal(signal.SIGINT)
+    assert d2.wait() == 0
+
+
+def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
+    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+) -> None:
+    n = 2000
+    factory = RunFactory(tmp_path / "tpl")
+    staging = bus.root / "backtest" / ".staging"
+    ids = [f"k-{i:05d}" for i in range(n)]
+    for run_id in ids:
+        factory.make(staging, run_id)
+    d = start(procs, bus)
+    for run_id in ids:  # the burst: each run appears by one atomic rename
+        os.rename(staging / run_id, bus.root / "backtest" / run_id)
+    wait_for(lambda: live_run_ids(bus), "the first batch of the burst")
+    d.signal(signal.SIGKILL)
+    assert d.wait() == -signal.SIGKILL
+    seen_before_kill = len(live_run_ids(bus))
+    assert read_status(bus.status_path)["state"] == "dead"
+
+    d2 = start(procs, bus)
+    wait_for(lambda: len(live_run_ids(bus)) == n, f"all {n} runs after the restart")
+    assert run_counts(bus) == (n, n)
+    [(artifacts,)] = snapshot_query(bus, "SELECT count(*) FROM catalog.artifacts_f")
+    assert artifacts == n
+    d2.signal(signal.SIGTERM)
+    assert d2.wait() == 0
+    assert 0 < seen_before_kill <= n
+
+
+def test_a_second_signal_exits_at_once(
+    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+) -> None:
+    factory = RunFactory(tmp_path / "tpl")
+    for i in range(2000):
+        factory.make(bus.root / "backtest", f"s-{i:05d}")
+    d = DaemonProcess(bus)
+    procs.append(d)
+    # The handlers are installed before the catalog is opened; the reconcile of 2,000 runs
+    # that follows keeps the daemon busy while both signals arrive.
+    wait_for(lambda: d.events("catalog.migrated"), "the daemon opened its catalog")
+    d.signal(signal.SIGTERM)
+    wait_for(lambda: d.events("daemon.signal"), "the first signal handled")
+    d.signal(signal.SIGTERM)  # (two signals sent back to back would be delivered as one)
+    assert d.wait() == 1
+    assert not d.events("daemon.stopped")
+
+
+def test_a_reader_holding_the_snapshot_blocks_nothing(
+    bus: Config, procs: list[DaemonProcess]
+) -> None:
+    write_run(bus.root, "backtest", "first")
+    d = start(procs, bus)
+    held = open_reader(bus.snapshot_path)  # held for the whole test, in another process
+    try:
+        for wave in range(5):
+            for i in range(10):
+                write_run(bus.root, "backtest", f"w{wave}-{i}")
+            # New readers see the new runs; none ever fails with a lock error.
+            wait_for(
+                lambda w=wave: {f"w{w}-{i}" for i in range(10)} <= live_run_ids(bus),
+                f"wave {wave}",
+            )
+            # The held connection keeps its consistent (old) view and keeps answering.
+            assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
+    finally:
+        held.close()
+    assert len(live_run_ids(bus)) == 51
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert not d.events("batch.failed")
+    assert not [e for e in d.events() if "lock" in json.dumps(e).lower()]
+
+
+def test_pending_rejected_deleted_and_typescript_runs(
+    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+) -> None:
+    d = start(procs, bus)
+
+    # metadata.json before its Parquet is complete: pending, then registered.
+    full = tmp_path / "full.parquet"
+    write_parquet(full, rows=2000)
+    content = full.read_bytes()
+    slow = bus.root / "backtest" / "slow-1"
+    slow.mkdir(parents=True)
+    data = slow / "backtest_call_path_metrics.parquet"
+    data.write_bytes(content[:1000])
+    write_metadata(
+        slow,
+        {
+            "schema_version": 1,
+            "run_id": "slow-1",
+            "run_type": "backtest",
+            "producer": {"name": "p", "version": "1"},
+            "status": "success",
+            "created_at": "2024-05-01T12:00:00Z",
+            "started_at": "2024-05-01T12:00:00Z",
+            "finished_at": "2024-05-01T12:00:01Z",
+            "params": {},
+            "artifacts": [
+                {
+                    "name": "backtest_call_path_metrics",
+                    "file": data.name,
+                    "format": "parquet",
+                    "rows": 2000,
+                    "bytes": len(content),
+                    "sha256": sha256_of(full),
+                }
+            ],
+        },
+    )
+    wait_for(lambda: (d.status() or {}).get("pending") == 1, "pending in the status file")
+    assert d.events("run.pending")[0]["run_dir"] == str(slow)
+    with open(data, "ab") as fh:
+        fh.write(content[1000:])
+    wait_for(lambda: "slow-1" in live_run_ids(bus), "slow-1 registered once complete")
+
+    # A corrupt Parquet file: rejected with a reason; the daemon carries on.
+    staged = write_run(bus.root / ".staging", "backtest", "bad-1")  # hidden: never read
+    parquet = staged / "backtest_call_path_metrics.parquet"
+    raw = bytearray(parquet.read_bytes())
+    raw[-8:-4] = b"\xff\xff\xff\x7f"  # the footer length points outside the file
+    parquet.write_bytes(bytes(raw))
+    meta = json.loads((staged / "metadata.json").read_text())
+    meta["artifacts"][0].update(bytes=len(raw), sha256=sha256_of(parquet))
+    write_metadata(staged, meta)
+    bad = bus.root / "backtest" / "bad-1"
+    os.rename(staged, bad)
+    reason = wait_for(lambda: rejection_reason(bus, bad), "bad-1 rejected")
+    assert "parquet" in reason.lower()
+    write_run(bus.root, "backtest", "good-after-bad")
+    wait_for(lambda: "good-after-bad" in live_run_ids(bus), "good run after the bad one")
+
+    # A deleted run directory: soft-deleted, the row stays.
+    shutil.rmtree(slow)
+    wait_for(lambda: "slow-1" not in live_run_ids(bus), "slow-1 soft-deleted")
+    assert snapshot_query(
+        bus, "SELECT deleted_at IS NOT NULL FROM catalog.runs_d WHERE run_id = 'slow-1'"
+    ) == [(True,)]
+
+    # Exactly as the quantbot TypeScript producer writes a run.
+    ts_dir = bus.root / "backtest" / "ts-path-only-20240501"
+    ts_dir.mkdir(parents=True)
+    table_file = ts_dir / "backtest_call_path_metrics.parquet"
+    write_parquet(table_file, rows=7)
+    write_metadata(
+        ts_dir,
+        {
+            "run_id": "ts-path-only-20240501",
+            "backtest_type": "path-only",
+            "table_name": "backtest_call_path_metrics",
+            "rows": 7,
+            "created_at_utc": "2024-05-01T12:00:00.000Z",
+            "parquet_file": table_file.name,
+            "parquet_path": str(table_file),
+            "interval": "5m",
+            "callsProcessed": 7,
+            "rowsWritten": 7,
+        },
+    )
+    wait_for(lambda: "ts-path-only-20240501" in live_run_ids(bus), "TypeScript-shaped run")
+    [(run_type, params)] = snapshot_query(
+        bus,
+        "SELECT run_type, params FROM catalog.runs_d WHERE run_id = 'ts-path-only-20240501'",
+    )
+    assert run_type == "backtest"
+    assert json.loads(params)["callsProcessed"] == 7
+
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert [e["run_dir"] for e in d.events("run.rejected")] == [str(bad)]
+
+
+def test_6000_run_dirs_new_runs_detected_and_idle_cpu(
+    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+) -> None:
+    n = 6000
+    factory = RunFactory(tmp_path / "tpl")
+    for i in range(n):
+        factory.make(bus.root / f"type-{i % 3}", f"many-{i:05d}")
+    d = start(procs, bus)
+    assert len(live_run_ids(bus)) == n
+    write_run(bus.root, "type-1", "one-more")
+    wait_for(lambda: "one-more" in live_run_ids(bus), "a new run among 6,000 directories")
+
+    # Idle: nothing arrives; the daemon must not spin (a resource check, not a speed target).
+    # First let the export refresh of the 6,001 runs finish (real work, not idling): it is done
+    # when exports/_export_status.json has not changed for a few export intervals.
+    export_status = bus.exports_dir / "_export_status.json"
+
+    def exports_settled() -> bool:
+        return export_status.exists() and time.time() - export_status.stat().st_mtime > 3.0
+
+    wait_for(exports_settled, "the export refresh to finish", every=0.2)
+    cpu0 = d.cpu_seconds()
+    time.sleep(3.0)
+    idle_cpu = d.cpu_seconds() - cpu0
+    assert idle_cpu < 0.3, f"daemon used {idle_cpu:.2f} s of CPU in 3 s of idleness"
+
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert not d.events("watch.overflow")
+
+
+def test_polling_mode(bus: Config, procs: list[DaemonProcess]) -> None:
+    d = start(procs, bus, "--polling", env={"QUANTBOT_BUS_POLL_INTERVAL_S": "0.2"})
+    assert (d.status() or {}).get("observer") == "polling"
+    write_run(bus.root, "backtest", "polled-1")
+    wait_for(lambda: "polled-1" in live_run_ids(bus), "run seen by the polling observer")
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+
+
+def _recv(sock: socket.socket) -> tuple[str, int | None, float]:
+    size = struct.calcsize("3i")
+    data, ancdata, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(size))
+    pid = None
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("3i", payload[:size])[0]
+    return data.decode(), pid, time.monotonic()
+
+
+def test_notify_ready_watchdog_stopping_with_the_daemon_pid(
+    bus: Config, procs: list[DaemonProcess]
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="qbn-") as short:  # AF_UNIX path length limit
+        path = Path(short) / "notify.sock"
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        server.bind(str(path))
+        server.settimeout(DEADLINE_S)
+        write_run(bus.root, "backtest", "n-1")
+        # WATCHDOG_PID must be the daemon's own pid, as systemd sets it: exec keeps the shell's.
+        d = DaemonProcess(
+            bus,
+            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"},
+            prefix=["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"'],
+        )
+        procs.append(d)
+        messages = [_recv(server)]
+        while sum("WATCHDOG=1" in m for m, _, _ in messages) < 3:
+            messages.append(_recv(server))
+        d.signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m, _, _ in messages):
+            messages.append(_recv(server))
+        assert d.wait() == 0
+        server.close()
+
+    kinds = [m.split("\n")[0] for m, _, _ in messages]
+    ready = kinds.index("READY=1")
+    assert messages[ready][0] == "READY=1\nSTATUS=registered 1, rejected 0, pending 0"
+    assert kinds.index("WATCHDOG=1") > ready  # no watchdog ping before READY
+    assert {p for _, p, _ in messages} == {d.pid}
+    pings = [t for m, _, t in messages if "WATCHDOG=1" in m]
+    gaps = sorted(b - a for a, b in zip(pings, pings[1:], strict=False))
+    # Half of WATCHDOG_USEC (1 s); generous bounds, this is not a timing test.
+    assert 0.5 <= gaps[len(gaps) // 2] <= 2.0, gaps
