@@ -799,7 +799,9 @@ class Catalog:
         """Copy every table (data only) and view of the working catalog into ``alias``.
 
         All schemas: ``catalog`` and whatever else lives in the working catalog (the exports
-        module keeps its ``exports`` views there). ``CREATE TABLE AS`` per table rather than
+        module keeps its ``exports`` views there), except private ones named ``*_state`` (the
+        exports module's per-run partials): readers never need them, and copying them would make
+        every publish grow with history. ``CREATE TABLE AS`` per table rather than
         ``COPY FROM DATABASE``: readers need neither keys nor indexes, and skipping them makes the
         copy ~1.5x faster and the file ~3x smaller (measured at 30,000 runs). Schema and table
         names come from the catalog itself, not from input, and are quoted.
@@ -810,14 +812,15 @@ class Catalog:
         self.con.execute("BEGIN")
         schemas = self.con.execute(
             "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal "
-            "ORDER BY oid",
+            "AND NOT suffix(schema_name, '_state') ORDER BY oid",
             [DB_ALIAS],
         ).fetchall()
         for (schema,) in schemas:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {alias}.{_ident(schema)}")
         tables = self.con.execute(
             "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? "
-            "AND NOT internal AND NOT temporary ORDER BY schema_name, table_name",
+            "AND NOT internal AND NOT temporary AND NOT suffix(schema_name, '_state') "
+            "ORDER BY schema_name, table_name",
             [DB_ALIAS],
         ).fetchall()
         for schema, table in tables:
@@ -828,7 +831,8 @@ class Catalog:
         self.con.execute("COMMIT")
         views = self.con.execute(
             "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = ? "
-            "AND NOT internal AND NOT temporary ORDER BY view_oid",
+            "AND NOT internal AND NOT temporary AND NOT suffix(schema_name, '_state') "
+            "ORDER BY view_oid",
             [DB_ALIAS],
         ).fetchall()
         # The stored view SQL names only the schema, and the tables inside it unqualified, so it

@@ -531,6 +531,8 @@ def test_snapshot_carries_other_schemas_and_views_over_views(tmp_path: Path, cat
     cur = cat.cursor()
     cur.execute("CREATE SCHEMA exports")
     cur.execute('CREATE TABLE exports."odd ""name""" AS SELECT 42 AS x')
+    cur.execute("CREATE SCHEMA exports_state")  # private (*_state): never published
+    cur.execute("CREATE TABLE exports_state.partials AS SELECT 1 AS p")
     cur.execute("CREATE VIEW exports.base AS SELECT run_id FROM catalog.runs_d")
     cur.execute("CREATE VIEW exports.n AS SELECT count(*) AS n FROM exports.base")
     cur.execute(
@@ -543,6 +545,9 @@ def test_snapshot_carries_other_schemas_and_views_over_views(tmp_path: Path, cat
         assert r.execute("SELECT n FROM exports.n").fetchall() == [(1,)]
         assert r.execute('SELECT x FROM exports."odd ""name"""').fetchall() == [(42,)]
         assert r.execute("SELECT run_id FROM catalog.latest_artifacts_v").fetchall() == [("r2",)]
+        assert r.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'exports_state'"
+        ).fetchall() == [(0,)]
 
 
 def test_an_export_view_that_cannot_be_recreated_never_stops_publishing(

@@ -48,6 +48,16 @@ def exported_runs(cfg: Config) -> set[str]:
     return {r[0] for r in rows}
 
 
+def summary_runs(cfg: Config, name: str) -> set[str]:
+    try:
+        rows = duckdb.sql(
+            f"SELECT run_id FROM '{cfg.exports_dir / (name + '.parquet')}'"
+        ).fetchall()
+    except duckdb.Error:  # not written yet (or replaced mid-read: try again)
+        return set()
+    return {r[0] for r in rows}
+
+
 def run_example(exports_dir: Path) -> str:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(exports_dir)],
@@ -99,14 +109,9 @@ def test_example_script_against_a_running_daemon(bus: Config) -> None:
         drop_runs(bus)  # dropped while it runs: inotify
         expected = {"path-early", "path-0", "path-1", "path-2", "pol-0", "opt-0"}
         wait_for(lambda: exported_runs(bus) == expected, "exports of every run", proc)
-        wait_for(
-            lambda: (
-                (bus.exports_dir / "policy_comparison.parquet").exists()
-                and (bus.exports_dir / "caller_leaderboard.parquet").exists()
-            ),
-            "the summaries",
-            proc,
-        )
+        # One refresh replaces the files one after another (each atomically): wait until the
+        # summaries written after runs.parquet in that refresh carry the policy run too.
+        wait_for(lambda: "pol-0" in summary_runs(bus, "policy_comparison"), "the summaries", proc)
         check_output(run_example(bus.exports_dir))
         status = json.loads((bus.exports_dir / "_export_status.json").read_text())
         assert all(entry["ok"] for entry in status["exports"].values()), status
