@@ -15,11 +15,10 @@ or a one-shot ``sync``/``rebuild``. Readers never open it; they open the snapsho
   upserts rejections, resolves rejections of runs that became valid. Idempotent: an unchanged
   run (same fingerprint, not deleted) is a no-op; a run_id already registered from another
   live run_dir is a conflict (recorded as a rejection with a clear reason, never overwrites).
-- ``Catalog.publish_snapshot(dest: Path) -> float`` writes a consistent read-only copy of the
-  catalog (schema ``catalog`` tables + views) to a temp file next to ``dest``, fsyncs it and
-  ``os.replace``s it over ``dest``; returns milliseconds taken. (Every other schema of the
-  working catalog is copied too, e.g. the ``exports`` views; a view outside ``catalog`` that
-  cannot be recreated is skipped and logged as ``snapshot.view_skipped``.)
+- ``Catalog.publish_snapshot(dest: Path) -> float`` checkpoints the working catalog and copies its
+  bytes to a temp file next to ``dest``, fsyncs it and ``os.replace``s it over ``dest``; returns
+  milliseconds taken. Every schema travels (``catalog``, the ``exports`` views, the exports
+  module's private ``exports_state``).
 - ``Catalog.known_rejections() -> dict[str, str | None]``: open rejections, run_dir -> fingerprint.
 - ``Catalog.counts() -> dict[str, int]``: runs (live), deleted, artifacts, rejections (open).
 - ``open_reader(snapshot_path) -> duckdb.DuckDBPyConnection``: read-only connection to the snapshot
@@ -39,6 +38,10 @@ Additions (backwards compatible):
 - ``BatchResult.pending`` (run_dir -> reason), filled by ``ingest.sync``; ``MIGRATIONS``.
 - ``known_runs(paths=None)`` / ``known_rejections(paths=None)``: optionally only the rows at,
   below or above the given paths; ``live_run_dirs(run_ids) -> {run_id: run_dir}``.
+- :func:`db_text`/:func:`fs_text`: a path whose name is not UTF-8 (surrogate escapes in Python)
+  is stored with its bad bytes as ``\\xNN`` text and mapped back on read (``known_runs``,
+  ``known_rejections``, ``live_run_dirs``), so such a directory is rejected like any other
+  instead of failing the whole batch.
 
 Registration rules beyond the interface: a deleted run that reappears (same or another dir) is
 undeleted and counted as registered; a run whose id leaves one dir (in ``gone``) and appears in
@@ -63,6 +66,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -286,6 +291,29 @@ ON CONFLICT (run_dir) DO UPDATE SET
 """
 
 
+# Paths are stored as UTF-8 text. A name that is not UTF-8 reaches Python with surrogate escapes
+# ('\udcff' for the byte 0xff), which DuckDB cannot store; such a byte is stored as the text
+# ``\xff`` instead and mapped back when read, so the row still matches the directory on disk.
+# (A UTF-8 name that literally contains ``\x8`` .. ``\xff`` text would be mapped too: accepted.)
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def db_text(value: str) -> str:
+    """A path (or any str from the filesystem) as storable UTF-8 text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(value).decode("utf-8", "backslashreplace")
+    return value
+
+
+def fs_text(value: str) -> str:
+    """The inverse of :func:`db_text` for text read back from the catalog."""
+    if "\\x" not in value:
+        return value
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), value)
+
+
 def _utcnow() -> dt.datetime:
     """Now, as a naive UTC datetime (the catalog stores TIMESTAMP in UTC)."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -337,15 +365,24 @@ class Catalog:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Catalog:
-        """Open (creating if needed) the working catalog at ``path`` and migrate it."""
+    def open(cls, path: Path, *, memory_limit: str | None = None) -> Catalog:
+        """Open (creating if needed) the working catalog at ``path`` and migrate it.
+
+        ``memory_limit`` (e.g. ``"1GB"``) caps DuckDB's memory (its default is 80% of RAM);
+        beyond it DuckDB spills to a temp directory next to the catalog.
+        """
         path = Path(path).absolute()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CatalogError(f"cannot create the catalog directory {path.parent}: {exc}") from exc
-        con = duckdb.connect()
+        settings: dict[str, str | bool | int | float | list[str]] = (
+            {} if memory_limit is None else {"memory_limit": memory_limit}
+        )
+        con = duckdb.connect(config=settings)
         try:
+            if memory_limit is not None:
+                con.execute("SET temp_directory = ?", [str(path.parent / ".duckdb-spill")])
             con.execute(f"ATTACH ? AS {DB_ALIAS}", [str(path)])
             con.execute(f"USE {DB_ALIAS}")
         except duckdb.IOException as exc:
@@ -462,7 +499,9 @@ class Catalog:
             paths,
         )
         return {
-            run_dir: KnownRun(run_id=run_id, run_dir=run_dir, fingerprint=fp, deleted=bool(deleted))
+            fs_text(run_dir): KnownRun(
+                run_id=run_id, run_dir=fs_text(run_dir), fingerprint=fp, deleted=bool(deleted)
+            )
             for run_id, run_dir, fp, deleted in rows
         }
 
@@ -478,7 +517,7 @@ class Catalog:
             "OR starts_with(r.run_dir, p.path || '/') OR starts_with(p.path, r.run_dir || '/')))",
             paths,
         )
-        return {run_dir: fp for run_dir, fp in rows}
+        return {fs_text(run_dir): fp for run_dir, fp in rows}
 
     def live_run_dirs(self, run_ids: Iterable[str]) -> dict[str, str]:
         """run_id -> run_dir of the live runs among ``run_ids``."""
@@ -490,12 +529,12 @@ class Catalog:
             "AND list_contains(?::VARCHAR[], run_id)",
             [ids],
         ).fetchall()
-        return dict(rows)
+        return {run_id: fs_text(run_dir) for run_id, run_dir in rows}
 
     def _query_with_paths(self, sql: str, paths: Iterable[str] | None) -> list[tuple[Any, ...]]:
         """Run ``sql`` whose filter matches a row at, below or above one of ``paths``; its two
         parameters are "no filter" and the list of paths."""
-        values = [] if paths is None else [p.rstrip("/") or "/" for p in paths]
+        values = [] if paths is None else [db_text(p.rstrip("/") or "/") for p in paths]
         return self.con.execute(sql, [paths is None, values]).fetchall()
 
     def counts(self) -> dict[str, int]:
@@ -551,6 +590,9 @@ class Catalog:
         for rej in batch.rejected:
             if rej.run_dir not in valid_by_dir:
                 rejections[rej.run_dir] = rej
+        # Valid runs never have such names (the contract rejects them); gone dirs and
+        # rejections may: they are stored as db_text.
+        gone_db = [db_text(d) for d in gone]
 
         registered_runs: list[RunInfo] = []
         updated_runs: list[RunInfo] = []
@@ -559,7 +601,7 @@ class Catalog:
             self.con.execute("BEGIN")
             # 1. run dirs that are gone: soft-delete their runs, close their rejections.
             if gone:
-                self._register_column("_qb_gone", "run_dir", gone)
+                self._register_column("_qb_gone", "run_dir", gone_db)
                 deleted_now += [
                     r[0]
                     for r in self.con.execute(
@@ -641,7 +683,7 @@ class Catalog:
 
             # 3. a live run whose dir is now rejected, or holds another run id, is not live.
             if rejections:
-                self._register_column("_qb_rejdirs", "run_dir", list(rejections))
+                self._register_column("_qb_rejdirs", "run_dir", [db_text(d) for d in rejections])
                 deleted_now += [
                     r[0]
                     for r in self.con.execute(
@@ -690,9 +732,9 @@ class Catalog:
                     _arrow(
                         [
                             {
-                                "run_dir": r.run_dir,
-                                "run_id": r.run_id,
-                                "reason": r.reason,
+                                "run_dir": db_text(r.run_dir),
+                                "run_id": None if r.run_id is None else db_text(r.run_id),
+                                "reason": db_text(r.reason),
                                 "fingerprint": r.fingerprint,
                             }
                             for r in rejections.values()
@@ -759,105 +801,37 @@ class Catalog:
     def publish_snapshot(self, dest: Path) -> float:
         """Write a consistent copy of the catalog to ``dest`` atomically; returns ms taken.
 
-        The copy is made in ``.<dest name>.<pid>.tmp`` next to ``dest`` (hidden: nothing else
-        reads it), detached (so it is checkpointed and has no WAL), fsynced, ``os.replace``d over
-        ``dest`` and the directory fsynced. A reader holding the old file keeps its old view.
+        ``CHECKPOINT`` folds the WAL into the working file, which then holds exactly the
+        committed catalog; its bytes are copied to ``.<dest name>.<pid>.tmp`` next to ``dest``
+        (hidden: nothing else reads it), fsynced, ``os.replace``d over ``dest`` and the directory
+        fsynced. A reader holding the old file keeps its old view.
+
+        A byte copy rather than ``CREATE TABLE AS`` per table: measured at 10,000 runs, 15-25 ms
+        against 255-300 ms, because the cost is a sequential copy of a compressed file rather
+        than re-encoding every row (it still grows with the catalog, at ~1 ms per MB). The
+        caller must make sure no other cursor of this catalog writes meanwhile (the daemon holds
+        its catalog lock around every write and around this call).
         """
         t0 = time.perf_counter()
         dest = Path(dest).absolute()
         tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-        alias = "qb_snapshot"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-                leftover.unlink(missing_ok=True)
-            self.con.execute(f"ATTACH ? AS {alias}", [str(tmp)])
+            self.con.execute(f"CHECKPOINT {DB_ALIAS}")
             try:
-                self._copy_into(alias)
-            except BaseException:
+                shutil.copyfile(self.path, tmp)
+                fd = os.open(tmp, os.O_RDONLY)
                 try:
-                    self.con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                raise
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, dest)
             finally:
-                self.con.execute(f"USE {DB_ALIAS}")
-                self.con.execute(f"DETACH {alias}")
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, dest)
+                tmp.unlink(missing_ok=True)
             _fsync_dir(dest.parent)
         except (OSError, duckdb.Error) as exc:
-            tmp.unlink(missing_ok=True)
             raise CatalogError(f"could not publish the catalog snapshot to {dest}: {exc}") from exc
         return (time.perf_counter() - t0) * 1000.0
-
-    def _copy_into(self, alias: str) -> None:
-        """Copy every table (data only) and view of the working catalog into ``alias``.
-
-        All schemas: ``catalog`` and whatever else lives in the working catalog (the exports
-        module keeps its ``exports`` views there), except private ones named ``*_state`` (the
-        exports module's per-run partials): readers never need them, and copying them would make
-        every publish grow with history. ``CREATE TABLE AS`` per table rather than
-        ``COPY FROM DATABASE``: readers need neither keys nor indexes, and skipping them makes the
-        copy ~1.5x faster and the file ~3x smaller (measured at 30,000 runs). Schema and table
-        names come from the catalog itself, not from input, and are quoted.
-        """
-        # The data in one transaction: one consistent view of the catalog even if another
-        # cursor committed meanwhile. Views (definitions only) after it, each on its own, since
-        # a failed statement would abort the transaction.
-        self.con.execute("BEGIN")
-        schemas = self.con.execute(
-            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal "
-            "AND NOT suffix(schema_name, '_state') ORDER BY oid",
-            [DB_ALIAS],
-        ).fetchall()
-        for (schema,) in schemas:
-            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {alias}.{_ident(schema)}")
-        tables = self.con.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? "
-            "AND NOT internal AND NOT temporary AND NOT suffix(schema_name, '_state') "
-            "ORDER BY schema_name, table_name",
-            [DB_ALIAS],
-        ).fetchall()
-        for schema, table in tables:
-            self.con.execute(
-                f"CREATE TABLE {alias}.{_ident(schema)}.{_ident(table)} AS "  # noqa: S608
-                f"SELECT * FROM {DB_ALIAS}.{_ident(schema)}.{_ident(table)}"
-            )
-        self.con.execute("COMMIT")
-        views = self.con.execute(
-            "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = ? "
-            "AND NOT internal AND NOT temporary AND NOT suffix(schema_name, '_state') "
-            "ORDER BY view_oid",
-            [DB_ALIAS],
-        ).fetchall()
-        # The stored view SQL names only the schema, and the tables inside it unqualified, so it
-        # recreates the view in whichever database is in use. A view over a later view is
-        # retried once the others exist. A view outside schema ``catalog`` that cannot be
-        # recreated (e.g. an export view over files that are gone) is left out with a warning:
-        # it must never stop the catalog from being published.
-        self.con.execute(f"USE {alias}")
-        errors: dict[tuple[str, str], duckdb.Error] = {}
-        while views:
-            failed = []
-            for schema, name, sql in views:
-                try:
-                    self.con.execute(sql)
-                except duckdb.Error as exc:
-                    failed.append((schema, name, sql))
-                    errors[(schema, name)] = exc
-            if len(failed) == len(views):
-                break
-            views = failed
-        for schema, name, _ in views:
-            error = errors[(schema, name)]
-            if schema == "catalog":
-                raise error
-            log.warning("snapshot.view_skipped", view=f"{schema}.{name}", error=str(error))
 
 
 def _ident(name: str) -> str:

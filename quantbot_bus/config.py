@@ -25,6 +25,7 @@ export_interval_s      QUANTBOT_BUS_EXPORT_INTERVAL_S      1.0
 polling                QUANTBOT_BUS_POLLING                false
 poll_interval_s        QUANTBOT_BUS_POLL_INTERVAL_S        1.0
 verify_hashes          QUANTBOT_BUS_VERIFY_HASHES          true
+memory_limit           QUANTBOT_BUS_MEMORY_LIMIT           1GB (DuckDB memory cap of the catalog)
 log_level              QUANTBOT_BUS_LOG_LEVEL              info
 log_format             QUANTBOT_BUS_LOG_FORMAT             auto (json|console|auto)
 [[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
@@ -76,6 +77,7 @@ class Config:
     polling: bool = False
     poll_interval_s: float = 1.0
     verify_hashes: bool = True
+    memory_limit: str = "1GB"
     log_level: str = "info"
     log_format: str = "auto"
     exports: tuple[UserExport, ...] = field(default_factory=tuple)
@@ -127,6 +129,11 @@ class Config:
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"config field 'log_level' must be one of debug, info, warning, error; got {self.log_level!r}"
+            )
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.memory_limit):
+            raise ConfigError(
+                "config field 'memory_limit' must be a size such as 512MB or 2GB, "
+                f"got {self.memory_limit!r}"
             )
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(

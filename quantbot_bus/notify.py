@@ -79,8 +79,11 @@ class Notifier:
             message = "\n".join(lines)
             try:
                 if self._sock is None:
+                    # Non-blocking: a receiver that stops reading (a full socket buffer) must
+                    # never hang the worker; the send fails with EAGAIN and is retried later.
                     self._sock = socket.socket(
-                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                        socket.AF_UNIX,
+                        socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
                     )
                 self._sock.sendto(message.encode(), self._address())
             except OSError as exc:

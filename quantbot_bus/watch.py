@@ -238,7 +238,7 @@ class Daemon:
             Path(d).mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
-            self._catalog = Catalog.open(cfg.catalog_path)
+            self._catalog = Catalog.open(cfg.catalog_path, memory_limit=cfg.memory_limit)
             self._start_observer()
             self._overflow_handler = _OverflowHandler(self)
             wd_logger = logging.getLogger(OVERFLOW_LOGGER)
@@ -527,7 +527,9 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     self._catalog.close()
                 self._catalog = None
-            self._catalog = Catalog.open(self.config.catalog_path)
+            self._catalog = Catalog.open(
+                self.config.catalog_path, memory_limit=self.config.memory_limit
+            )
             self._catalog_broken = False
         log.info("catalog.reopened", path=str(self.config.catalog_path))
 
@@ -685,24 +687,33 @@ class Daemon:
                 return
 
     def _refresh_exports(self) -> None:
+        """Refresh the exports, holding the catalog lock: the snapshot is a byte copy of the
+        working file, so no write may land while the worker copies it. The exports module
+        bounds the work of one call (``more`` in its status asks for another), so registration
+        waits at most one bounded refresh."""
         self._last_export = time.monotonic()
         t0 = time.monotonic()
         try:
-            with self._catalog_lock:
-                catalog = self._catalog
-                if catalog is None or self._catalog_broken:
-                    raise RuntimeError("the catalog is not open")
-                cursor = catalog.cursor()
-            try:
-                views_before = _view_definitions(cursor)
-                exports.refresh(self.config, cursor)
-                if _view_definitions(cursor) != views_before:
-                    # New export views live in the working catalog: readers get them with the
-                    # next snapshot, published by the worker now rather than after the next batch.
+            while True:
+                with self._catalog_lock:
+                    catalog = self._catalog
+                    if catalog is None or self._catalog_broken:
+                        raise RuntimeError("the catalog is not open")
+                    cursor = catalog.cursor()
+                    try:
+                        views_before = _view_definitions(cursor)
+                        status = exports.refresh(self.config, cursor)
+                        views_changed = _view_definitions(cursor) != views_before
+                    finally:
+                        cursor.close()
+                more = bool(status.get("more"))
+                if views_changed:
+                    # Export views live in the working catalog: readers get them with the next
+                    # snapshot, published by the worker now rather than after the next batch.
                     self._snapshot_dirty = True
                     self._wake.set()
-            finally:
-                cursor.close()
+                if not more or self._publisher_stop.is_set():
+                    break
         except Exception as exc:  # noqa: BLE001 - exports never stop registration
             log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
             return

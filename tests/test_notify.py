@@ -129,3 +129,17 @@ def test_send_never_raises_on_a_bad_address() -> None:
     with capture_logs():
         assert n.send("READY=1") is False
     n.close()
+
+
+def test_a_receiver_that_never_reads_does_not_block_the_sender(short_tmp: Path) -> None:
+    """Once the receiver's queue is full, send() fails fast instead of hanging the daemon."""
+    path = short_tmp / "n.sock"
+    with bind_notify_socket(path) as server:
+        n = Notifier.from_env({"NOTIFY_SOCKET": str(path)})
+        with capture_logs() as logs:
+            results = [n.send(f"STATUS=message {i} " + "x" * 200) for i in range(5000)]
+        assert results[0] is True
+        assert results[-1] is False  # the queue filled up: dropped, not blocked
+        assert [e["event"] for e in logs] == ["notify.failed"]  # logged once
+        assert recv_with_pid(server)[0].startswith("STATUS=message 0 ")
+        n.close()
