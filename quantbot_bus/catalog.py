@@ -80,6 +80,7 @@ import pyarrow as pa
 
 from .contract import RunInfo
 from .errors import CatalogError, CatalogMissingError, NotFoundError
+from .fsutil import install
 from .log import get_logger
 
 SCHEMA_VERSION = 2
@@ -335,14 +336,6 @@ def parse_utc(value: str | None) -> dt.datetime | None:
 def _arrow(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, pa.DataType]]) -> pa.Table:
     schema = pa.schema([pa.field(name, kind) for name, kind in columns])
     return pa.Table.from_pylist(list(rows), schema=schema)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _lock_message(path: Path, exc: Exception) -> str:
@@ -817,21 +810,33 @@ class Catalog:
         tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_dead_temp_copies(dest)
             self.con.execute(f"CHECKPOINT {DB_ALIAS}")
             try:
                 shutil.copyfile(self.path, tmp)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, dest)
+                install(tmp, dest)  # fsync, rename, fsync dir
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(dest.parent)
         except (OSError, duckdb.Error) as exc:
             raise CatalogError(f"could not publish the catalog snapshot to {dest}: {exc}") from exc
         return (time.perf_counter() - t0) * 1000.0
+
+
+def _remove_dead_temp_copies(dest: Path) -> None:
+    """Remove ``.<dest name>.<pid>.tmp`` copies left by publishers that were killed (their pid
+    no longer exists); each is as large as the catalog."""
+    prefix = f".{dest.name}."
+    for leftover in dest.parent.glob(f"{prefix}*.tmp"):
+        pid = leftover.name[len(prefix) : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+            log.info("snapshot.leftover_removed", path=str(leftover))
+        except (PermissionError, OverflowError):
+            continue  # alive (another user's) or not a pid at all: leave it
 
 
 def _ident(name: str) -> str:

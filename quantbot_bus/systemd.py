@@ -32,7 +32,6 @@ import shlex
 import string
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from .config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config, load_config
 from .errors import ConfigError, InstallError
+from .fsutil import write_atomic
 
 DAEMON_UNIT = "quantbot-bus.service"
 SYNC_UNIT = "quantbot-bus-sync.service"
@@ -385,20 +385,7 @@ def _ours(path: Path) -> bool:
 
 
 def _write_atomic(path: Path, content: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, content, mode=0o644)
 
 
 def install(

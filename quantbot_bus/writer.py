@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from .contract import METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
 from .errors import ContractError
+from .fsutil import fsync_dir, write_atomic
 from .log import get_logger
 
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -105,15 +106,6 @@ def git_info(cwd: Path | None = None) -> dict[str, Any] | None:
     if status is not None:
         info["dirty"] = bool(status)
     return info
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that renames and creations inside it are durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -462,16 +454,7 @@ class RunWriter:
         self.status, self.error = status, error
         fsync_dir(self.run_dir)  # the data files' renames are durable before metadata appears
         text = json.dumps(self.metadata(status, error), indent=2, allow_nan=False) + "\n"
-        tmp = self.run_dir / f".{METADATA_NAME}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "x", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.run_dir / METADATA_NAME)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(self.run_dir)
+        write_atomic(self.run_dir / METADATA_NAME, text)  # temp, fsync, rename, fsync dir
         fsync_dir(self.run_dir.parent)
         self._log.info(
             "run.written",

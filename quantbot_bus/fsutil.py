@@ -1,0 +1,51 @@
+"""Durable, atomic file replacement: the one way every module publishes a file.
+
+A reader that opens ``dest`` sees either the old content or the new, never a half-written file:
+the new content goes to a hidden temp file in the same directory (same filesystem, so the rename
+is atomic), is fsynced, ``os.replace``d over ``dest``, and the directory is fsynced so the rename
+itself survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and creations inside it are durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(dest: Path) -> Path:
+    """A fresh hidden ``.tmp`` name next to ``dest`` (never read by the bus or its readers)."""
+    return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+
+
+def install(tmp: Path, dest: Path) -> None:
+    """fsync ``tmp``, rename it over ``dest`` and fsync the directory."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
+def write_atomic(dest: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace ``dest`` with ``text`` (UTF-8) atomically and durably; ``mode`` sets permissions."""
+    tmp = temp_path_for(dest)
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        install(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
