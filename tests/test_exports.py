@@ -682,7 +682,8 @@ def test_crash_leftovers_are_cleaned_and_lost_segments_rebuilt(mixed_bus: Config
     shutil.copy(next(iter(table_dir.glob("*.parquet"))), orphan)  # written, never committed
     leftover = cfg.exports_dir / f".runs.parquet{exports.TMP_MARK}0badf00d.tmp"
     leftover.write_bytes(b"half a file")
-    snapshot_tmp = cfg.exports_dir / ".catalog.duckdb.123.tmp"  # not ours: left alone
+    # not ours: left alone (a live pid: publish_snapshot removes those of dead processes)
+    snapshot_tmp = cfg.exports_dir / f".catalog.duckdb.{os.getppid()}.tmp"
     snapshot_tmp.write_bytes(b"x")
     lost = next(iter((cfg.exports_dir / "tables" / POLICY).glob("*.parquet")))
     lost.unlink()
