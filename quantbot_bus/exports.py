@@ -1,10 +1,18 @@
 """Export views under ``exports/``: consolidated tables, materialised summaries, user exports.
 
-INTERFACE: ``refresh(config, con) -> dict[str, Any]`` — ``con`` is a cursor on the daemon's working
-catalog (read-write, same process); writes every export atomically and returns the status written
-to ``exports/_export_status.json``. Never raises for a failing export (it is reported in the
-status and logged as ``export.failed``). The daemon calls it after publishing a batch's snapshot,
-at most once per ``config.export_interval_s``; :func:`quantbot_bus.ingest.sync` calls it too.
+INTERFACE: ``refresh(config, con, *, max_runs=500) -> dict[str, Any]`` — ``con`` is a cursor on the
+daemon's working catalog (read-write, same process); writes every export atomically and returns
+the status written to ``exports/_export_status.json``. Never raises for a failing export (it is
+reported in the status and logged as ``export.failed``). The daemon calls it after publishing a
+batch's snapshot, at most once per ``config.export_interval_s``; :func:`quantbot_bus.ingest.sync`
+calls it too.
+
+Bounded work per call (added): one call takes in at most ``max_runs`` new or updated runs (in
+run_id order; deleted runs are all taken out at once, they are cheap) in one transaction, reading
+their rows from the run Parquet files into temp tables of that chunk only, so memory and time per
+call stay bounded (a 10,000-run catch-up is 20 calls; works under a DuckDB ``memory_limit``).
+The status then has ``"more": true`` (always present): call again right away until it is false.
+Every call leaves consistent exports holding the runs taken in so far.
 
 What ``exports/`` holds (docs: examples/analysis.md):
 
@@ -41,7 +49,25 @@ middle of the bin holding the element DuckDB's ``quantile_disc`` picks (the ``ce
 smallest value). Relative error ≤ ``sqrt(1.01) - 1`` ≈ 0.499 %; the cost does not grow with history
 (a caller has at most a few thousand bins whatever the number of runs).
 
-Summary files are rewritten only when a run that feeds them changed (or the file is missing).
+Whole-catalog summaries without whole-catalog work: ``runs_flat`` (the rows of ``runs.parquet``),
+``artifacts_x`` (``artifacts.parquet``) and ``latest_x`` (``latest_artifacts.parquet``) are state
+tables updated with each call's runs (``run_kv`` keeps each run's params/metrics keys and types,
+merged with ``json_group_structure``); a refresh only COPYs them out. One is rebuilt from the
+catalog when its shape changes (a params/metrics key appears, disappears or widens its type; a
+catalog column is added). ``latest_x`` takes the incoming runs' artifacts against the current newest
+per (run_type, name) and recomputes from ``catalog.latest_artifacts_v`` only the groups whose
+newest run left. The state has a :data:`STATE_VERSION`; a state of another version is dropped and
+the exports rebuilt (a bounded catch-up).
+
+Summary files are rewritten only when a run that feeds them changed (``latest_artifacts``: when the
+newest artifacts changed) or the file is missing. Until a catch-up is done (``more``), the
+summaries hold the runs taken in so far.
+
+Unreadable files: the contract reads only Parquet footers, so a file with corrupt pages behind a
+valid footer is registered. If reading the incoming rows fails, each incoming file is read on its
+own; the ones that fail are logged (``export.file_unreadable``: run_id, table, path, error) and
+left out of ``tables/`` (the run stays in ``runs.parquet``) until the run changes, and the
+refresh is retried once without them, so one such run never keeps the others out.
 
 Atomicity: every file is written by DuckDB ``COPY`` to a hidden ``.<name>.qbexp-*.tmp`` in the same
 directory, fsynced, ``os.replace``d, and the directory fsynced; any single open of an export sees a
@@ -136,7 +162,13 @@ CREATE TABLE IF NOT EXISTS exports_state.frontier_p (
     run_id VARCHAR, caller_name VARCHAR, policy_params VARCHAR, meets_constraints BOOLEAN,
     objective_score DOUBLE, avg_return_bps DOUBLE, median_return_bps DOUBLE,
     stop_out_rate DOUBLE, rank BIGINT);
+CREATE TABLE IF NOT EXISTS exports_state.run_kv (
+    run_id VARCHAR, source VARCHAR, key VARCHAR, kind VARCHAR, sample VARCHAR);
 """
+#: Bumped when the state tables change incompatibly: an older state is dropped and rebuilt
+#: (a bounded catch-up, :func:`refresh` ``max_runs`` at a time).
+STATE_VERSION = "2"
+DEFAULT_MAX_RUNS = 500  #: changed runs one :func:`refresh` call takes in at most
 
 
 def _now() -> str:
@@ -249,10 +281,22 @@ class _Changes:
     removed: list[str] = field(default_factory=list)  # deleted or updated (old version out)
     added: list[str] = field(default_factory=list)  # new or updated (new version in)
     touched_flags: set[str] = field(default_factory=set)  # path_only / has_policy / has_frontier
+    more: bool = False  # changed runs beyond this call's max_runs remain
+    latest_changed: bool = False  # the latest-artifact set changed
 
 
-def refresh(config: Config, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Bring every export up to date with the working catalog; return the status written."""
+def refresh(
+    config: Config, con: duckdb.DuckDBPyConnection, *, max_runs: int = DEFAULT_MAX_RUNS
+) -> dict[str, Any]:
+    """Bring the exports up to date with the working catalog, ``max_runs`` changed runs at most.
+
+    Deleted runs are all taken out at once (cheap); new and updated runs are taken in in run_id
+    order, at most ``max_runs`` per call, in one transaction, so memory and time per call stay
+    bounded. The returned status has ``"more": True`` when changed runs remain: call again
+    (every call leaves consistent exports behind; it just does not hold every run yet).
+    """
+    if max_runs < 1:
+        raise ValueError(f"max_runs must be at least 1 (got {max_runs})")
     t_start = time.perf_counter()
     exports_dir = Path(config.exports_dir)
     (exports_dir / TABLES_DIR).mkdir(parents=True, exist_ok=True)
@@ -263,16 +307,31 @@ def refresh(config: Config, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     _clean_temp_files(exports_dir)
     _check_segment_files(con, exports_dir)
 
-    con.execute("BEGIN TRANSACTION")
-    try:
-        changes = _find_changes(con)
-        retired: list[Path] = []
-        if changes.removed or changes.added:
-            retired = _apply_changes(con, exports_dir, changes, entries)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    skip: set[str] = set()  # incoming Parquet files that cannot be read (see below)
+    changes = _Changes()
+    while True:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            changes = _find_changes(con, max_runs)
+            retired: list[Path] = []
+            if changes.removed or changes.added:
+                retired = _apply_changes(con, exports_dir, changes, entries, skip)
+            _update_summary_state(con, changes)
+            con.execute("COMMIT")
+            break
+        except duckdb.Error:
+            con.execute("ROLLBACK")
+            # One unreadable file (corrupt pages behind a valid footer: the contract reads only
+            # footers) must not keep every other run out of the exports: find such files, leave
+            # them out, and try once more. Anything else (disk full...) is raised as before.
+            if skip:
+                raise
+            skip = _unreadable_incoming_files(con, changes.added)
+            if not skip:
+                raise
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     for path in retired:
         path.unlink(missing_ok=True)
 
@@ -288,20 +347,45 @@ def refresh(config: Config, con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "refreshed_at": _now(),
         "ms": round((time.perf_counter() - t_start) * 1000, 1),
         "changed_runs": {"added": len(changes.added), "removed": len(changes.removed)},
+        "more": changes.more,
         "exports": entries,
     }
+    if changes.more:
+        log.info("export.catching_up", added=len(changes.added), max_runs=max_runs)
     _write_json(exports_dir / STATUS_NAME, status)
     return status
 
 
 def _ensure_state(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the state schema once (a cheap check on later refreshes)."""
+    """Create the state schema once (a cheap check on later refreshes); a state of another
+    :data:`STATE_VERSION` is dropped (its segment files become orphans, removed next) and the
+    exports are rebuilt from the catalog."""
     row = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'exports_state'"
     ).fetchone()
-    if not row or row[0] < _STATE_DDL.count("CREATE TABLE"):
+    n_tables = row[0] if row else 0
+    if n_tables:
+        version = None
+        if con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'exports_state' AND table_name = 'meta'"
+        ).fetchone() != (0,):
+            got = con.execute(
+                "SELECT value FROM exports_state.meta WHERE key = 'state_version'"
+            ).fetchone()
+            version = got[0] if got else None
+        if version != STATE_VERSION:
+            log.warning("export.state_reset", found=version, expected=STATE_VERSION)
+            con.execute("DROP SCHEMA exports_state CASCADE")
+            con.execute("DROP SCHEMA IF EXISTS exports CASCADE")
+            n_tables = 0
+    if n_tables < _STATE_DDL.count("CREATE TABLE"):
         con.execute(_STATE_DDL)
+        con.execute(
+            "INSERT OR REPLACE INTO exports_state.meta VALUES ('state_version', $v)",
+            {"v": STATE_VERSION},
+        )
 
 
 def _read_status(exports_dir: Path) -> dict[str, Any]:
@@ -354,7 +438,9 @@ def _check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> N
         )
 
 
-def _find_changes(con: duckdb.DuckDBPyConnection) -> _Changes:
+def _find_changes(con: duckdb.DuckDBPyConnection, max_runs: int) -> _Changes:
+    """Runs to take out (deleted: all) and in (new or updated: the first ``max_runs`` by run_id;
+    an updated run's old version goes out in the same call as its new version comes in)."""
     rows = con.execute(
         """
         SELECT coalesce(r.run_id, s.run_id) AS run_id,
@@ -369,12 +455,56 @@ def _find_changes(con: duckdb.DuckDBPyConnection) -> _Changes:
         """
     ).fetchall()
     changes = _Changes()
+    taken = 0
     for run_id, was_exported, is_live in rows:
+        if is_live:
+            if taken >= max_runs:
+                changes.more = True
+                continue
+            taken += 1
+            changes.added.append(run_id)
         if was_exported:
             changes.removed.append(run_id)
-        if is_live:
-            changes.added.append(run_id)
     return changes
+
+
+def _unreadable_incoming_files(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> set[str]:
+    """Parquet files of the runs to export (``run_ids``: this call's chunk) that DuckDB cannot
+    read, each logged once as ``export.file_unreadable``. Read one by one, outside any
+    transaction; only called after the refresh failed."""
+    rows = con.execute(
+        """
+        SELECT a.run_id, a.name,
+               CASE WHEN a.path LIKE '/%' THEN a.path ELSE r.run_dir || '/' || a.path END
+        FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
+        WHERE r.deleted_at IS NULL AND lower(a.format) = 'parquet'
+          AND a.run_id IN (SELECT unnest($ids::VARCHAR[]))
+        ORDER BY 1, 2
+        """,
+        {"ids": list(run_ids)},
+    ).fetchall()
+    bad: set[str] = set()
+    for run_id, name, path in rows:
+        if not os.path.exists(path):
+            continue
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _qb_probe AS SELECT * FROM read_parquet($f)",
+                {"f": path},
+            )
+        except duckdb.Error as exc:
+            bad.add(path)
+            log.warning(
+                "export.file_unreadable",
+                run_id=run_id,
+                table=name,
+                path=path,
+                error=f"{type(exc).__name__}: {str(exc)[:500]}",
+                action="left out of exports/tables until the run changes",
+            )
+        finally:
+            con.execute("DROP TABLE IF EXISTS _qb_probe")
+    return bad
 
 
 def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[str]) -> None:
@@ -442,7 +572,11 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
 
 
 def _apply_changes(
-    con: duckdb.DuckDBPyConnection, exports_dir: Path, changes: _Changes, entries: dict[str, Any]
+    con: duckdb.DuckDBPyConnection,
+    exports_dir: Path,
+    changes: _Changes,
+    entries: dict[str, Any],
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[Path]:
     """Segments and partials for the changed runs (inside the caller's transaction).
 
@@ -488,11 +622,10 @@ def _apply_changes(
         if not _TABLE_NAME.match(name):
             log.warning("export.table_skipped", table=name, reason="not a valid table name")
             continue
-        cols = _stage_new_rows(con, name) if name in new_tables else None
+        cols = _stage_new_rows(con, name, skip) if name in new_tables else None
         if cols is not None:
             in_tables[name] = cols
         retired += _write_segment(con, tables_dir / name, name, cols is not None)
-        con.execute("DROP TABLE IF EXISTS _qb_seg_in")
 
     _compute_partials(con, in_tables)
     for name in in_tables:
@@ -523,12 +656,18 @@ def _apply_changes(
     return retired
 
 
-def _stage_new_rows(con: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
-    """Load the rows of ``name`` of the incoming runs into a temp table, run_id first."""
+def _stage_new_rows(
+    con: duckdb.DuckDBPyConnection, name: str, skip: set[str] | frozenset[str] = frozenset()
+) -> list[str] | None:
+    """Load the rows of ``name`` of the incoming runs into a temp table, run_id first.
+
+    Files in ``skip`` (found unreadable) are left out."""
     files = []
     for (path,) in con.execute(
         "SELECT path FROM _qb_files WHERE name = $n ORDER BY run_id", {"n": name}
     ).fetchall():
+        if path in skip:
+            continue
         if os.path.exists(path):
             files.append(path)
         else:  # the run directory went away after registration: the next rescan deletes it
@@ -536,19 +675,18 @@ def _stage_new_rows(con: duckdb.DuckDBPyConnection, name: str) -> list[str] | No
     if not files:
         return None
     staged = _q("_qb_in_" + name)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _qb_raw AS SELECT * FROM read_parquet($files, "
-        "union_by_name = true, filename = '__qb_file')",
-        {"files": files},
+    # The columns (footers only), then ONE pass from the files into the chunk's temp table.
+    cur = con.execute(
+        "SELECT * FROM read_parquet($files, union_by_name = true) LIMIT 0", {"files": files}
     )
-    cols = [c for c in _columns(con, "_qb_raw") if c not in ("run_id", "__qb_file")]
+    cols = [d[0] for d in cur.description or () if d[0] not in ("run_id", "__qb_file")]
     select = ", ".join(["f.run_id", *(f"s.{_q(c)}" for c in cols)])
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT {select} FROM _qb_raw s "
+        f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT {select} "
+        "FROM read_parquet($files, union_by_name = true, filename = '__qb_file') s "
         "JOIN (SELECT run_id, path FROM _qb_files WHERE name = $n) f ON s.__qb_file = f.path",
-        {"n": name},
+        {"n": name, "files": files},
     )
-    con.execute("DROP TABLE _qb_raw")
     return ["run_id", *cols]
 
 
@@ -570,50 +708,66 @@ def _write_segment(
     merged = dirty + victims
     if not has_new and not merged:
         return []
-    parts: list[str] = []
-    params: dict[str, Any] = {}
-    if has_new:
-        parts.append(f"SELECT * FROM {_q('_qb_in_' + name)}")
-    if merged:
-        params["old"] = [str(table_dir / s) for s in merged]
-        parts.append(
-            "SELECT * FROM read_parquet($old, union_by_name = true) "
-            "WHERE run_id NOT IN (SELECT run_id FROM _qb_gone)"
-        )
-    query = " UNION ALL BY NAME ".join(parts)
-    # Materialise once: its rows per run feed both the file and the run -> segment map.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _qb_seg_in AS {query}", params)
-    total = con.execute("SELECT count(*) FROM _qb_seg_in").fetchone()
-    n_rows = int(total[0]) if total else 0
+    staged = _q("_qb_in_" + name)
+    # Rows per surviving run of the merged segments are known from the state: nothing is
+    # materialised, the new segment streams from the chunk's temp table and the old files.
     con.execute(
-        "DELETE FROM exports_state.run_segments WHERE table_name = $t AND (segment IN "
-        "(SELECT unnest($m::VARCHAR[])) OR run_id IN (SELECT run_id FROM _qb_gone))",
-        {"t": name, "m": merged},
+        "DELETE FROM exports_state.run_segments WHERE table_name = $t "
+        "AND run_id IN (SELECT run_id FROM _qb_gone)",
+        {"t": name},
     )
+    row = con.execute(
+        "SELECT coalesce(sum(rows), 0) FROM exports_state.run_segments WHERE table_name = $t "
+        "AND segment IN (SELECT unnest($m::VARCHAR[]))",
+        {"t": name, "m": merged},
+    ).fetchone()
+    kept_rows = int(row[0]) if row else 0
     con.execute(
         "DELETE FROM exports_state.segments WHERE table_name = $t AND segment IN "
         "(SELECT unnest($m::VARCHAR[]))",
         {"t": name, "m": merged},
     )
-    if has_new or n_rows > 0:
+    if has_new or kept_rows > 0:
+        parts: list[str] = []
+        params: dict[str, Any] = {}
+        if has_new:
+            parts.append(f"SELECT * FROM {staged}")
+        if merged and kept_rows > 0:
+            params["old"] = [str(table_dir / s) for s in merged]
+            parts.append(
+                "SELECT * FROM read_parquet($old, union_by_name = true) "
+                "WHERE run_id NOT IN (SELECT run_id FROM _qb_gone)"
+            )
         table_dir.mkdir(parents=True, exist_ok=True)
         segment = f"seg-{_next_seq(con):010d}-{secrets.token_hex(4)}.parquet"
         dest = table_dir / segment
-        _copy_to(con, "SELECT * FROM _qb_seg_in", {}, dest)
+        n_rows = _copy_to(con, " UNION ALL BY NAME ".join(parts), params, dest)
         con.execute(
             "INSERT INTO exports_state.segments VALUES ($t, $s, $r, $b, now())",
             {"t": name, "s": segment, "r": n_rows, "b": dest.stat().st_size},
         )
-        # Every run with rows in it, plus incoming runs with an empty artifact of this table.
         con.execute(
-            """
-            INSERT INTO exports_state.run_segments
-            SELECT $t, run_id, $s, sum(n) FROM (
-                SELECT run_id, count(*) AS n FROM _qb_seg_in GROUP BY run_id
-                UNION ALL
-                SELECT run_id, 0 FROM _qb_files WHERE name = $t AND $has_new) GROUP BY run_id
-            """,
-            {"t": name, "s": segment, "has_new": has_new},
+            "UPDATE exports_state.run_segments SET segment = $s WHERE table_name = $t "
+            "AND segment IN (SELECT unnest($m::VARCHAR[]))",
+            {"t": name, "s": segment, "m": merged},
+        )
+        if has_new:
+            # Every incoming run with rows, plus incoming runs with an empty artifact of it.
+            con.execute(
+                f"""
+                INSERT INTO exports_state.run_segments
+                SELECT $t, run_id, $s, sum(n) FROM (
+                    SELECT run_id, count(*) AS n FROM {staged} GROUP BY run_id
+                    UNION ALL
+                    SELECT run_id, 0 FROM _qb_files WHERE name = $t) GROUP BY run_id
+                """,
+                {"t": name, "s": segment},
+            )
+    else:  # nothing survives (only empty artifacts were left in the merged segments)
+        con.execute(
+            "DELETE FROM exports_state.run_segments WHERE table_name = $t "
+            "AND segment IN (SELECT unnest($m::VARCHAR[]))",
+            {"t": name, "m": merged},
         )
     if merged:
         log.debug("export.segments_merged", table=name, rewritten=len(dirty), merged=len(victims))
@@ -779,27 +933,115 @@ def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[
 # --------------------------------------------------------------------------- summaries
 
 
-def _runs_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any]]:
-    """runs.parquet: runs_d flattened; each params/metrics key becomes a column."""
+# The whole-catalog summaries (runs, artifacts, latest_artifacts) are kept as tables in the state,
+# updated with the runs of each call (delete the runs that left, insert those that came in), so a
+# refresh only COPYs them out: no JSON flattening, join or window over the history each time.
+# A table is rebuilt from the catalog when its shape changes (a new params/metrics key or type, a
+# catalog column added): the signature of its shape is kept in ``exports_state.meta``.
+
+_LATEST_COLS = (
+    "run_type", "name", "run_id", "path", "format", "rows", "bytes", "sha256",
+    "arrow_schema", "created_at", "registered_at",
+)  # fmt: skip
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM exports_state.meta WHERE key = $k", {"k": key}).fetchone()
+    return str(row[0]) if row else None
+
+
+def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)", {"k": key, "v": value})
+
+
+def _state_table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'exports_state' AND table_name = $n",
+        {"n": name},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _update_summary_state(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None:
+    """Bring ``runs_flat``, ``artifacts_x`` and ``latest_x`` up to date (caller's transaction)."""
+    changed = bool(changes.removed or changes.added)
+    if changed:
+        _register_ids(con, "_qb_gone", changes.removed)
+        _register_ids(con, "_qb_new", changes.added)
+        con.execute(
+            "DELETE FROM exports_state.run_kv WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        )
+        for source in ("params", "metrics"):
+            con.execute(
+                f"""
+                INSERT INTO exports_state.run_kv
+                SELECT r.run_id, $src, j.key, CAST(json_structure(j.value) AS VARCHAR),
+                       CAST(j.value AS VARCHAR)
+                FROM catalog.runs_d r, json_each(CAST(r.{source} AS JSON)) j
+                WHERE r.run_id IN (SELECT run_id FROM _qb_new)
+                  AND json_type(CAST(r.{source} AS JSON)) = 'OBJECT'
+                """,
+                {"src": source},
+            )
+    _update_runs_flat(con, changed)
+    _update_artifacts_x(con, changed)
+    changes.latest_changed = _update_latest_x(con, changed)
+
+
+def _update_runs_flat(con: duckdb.DuckDBPyConnection, changed: bool) -> None:
+    """runs_flat: the rows of runs.parquet (runs_d flattened; a params/metrics key -> a column)."""
+    exists = _state_table_exists(con, "runs_flat")
+    if exists and not changed:
+        return
+    select, params, signature = _runs_flat_select(con)
+    if exists and _meta(con, "runs_flat_sig") == signature:
+        con.execute(
+            "DELETE FROM exports_state.runs_flat WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        )
+        con.execute(
+            f"INSERT INTO exports_state.runs_flat SELECT {select} FROM catalog.runs_d r "
+            "WHERE r.run_id IN (SELECT run_id FROM _qb_new)",
+            params,
+        )
+        return
+    con.execute(
+        f"CREATE OR REPLACE TABLE exports_state.runs_flat AS SELECT {select} "
+        "FROM catalog.runs_d r WHERE r.run_id IN (SELECT run_id FROM exports_state.runs)",
+        params,
+    )
+    _set_meta(con, "runs_flat_sig", signature)
+    log.debug("export.summary_state_rebuilt", table="runs_flat")
+
+
+def _runs_flat_select(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any], str]:
+    """The SELECT list over ``catalog.runs_d r`` that flattens a run, its bound parameters and a
+    signature of the resulting columns. Key types are merged over every exported run by
+    ``json_group_structure`` over one sample value per distinct per-run type (``run_kv``)."""
     base = [
         c
         for c in _columns(con, "catalog.runs_d")
         if c not in ("params", "metrics", "metadata", "deleted_at")
     ]
+    structures: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}}
+    for source, key, structure in con.execute(
+        """
+        SELECT source, key, CAST(json_group_structure(CAST(sample AS JSON)) AS VARCHAR)
+        FROM (SELECT source, key, kind, any_value(sample) AS sample
+              FROM exports_state.run_kv GROUP BY source, key, kind)
+        GROUP BY source, key
+        """
+    ).fetchall():
+        try:
+            structures[source][key] = json.loads(structure)
+        except (ValueError, TypeError, KeyError):
+            structures.setdefault(source, {})[key] = "JSON"
     select = [f"r.{_q(c)}" for c in base]
     params: dict[str, Any] = {}
+    shape: list[Any] = [base]
     used = set(base)
     for source, prefix in (("params", "param_"), ("metrics", "metric_")):
-        row = con.execute(
-            f"SELECT CAST(json_group_structure(CAST({source} AS JSON)) AS VARCHAR) "
-            "FROM catalog.runs_d WHERE deleted_at IS NULL"
-        ).fetchone()
-        try:
-            structure = json.loads(row[0]) if row and row[0] else {}
-        except ValueError:
-            structure = {}
-        if not isinstance(structure, dict):
-            structure = {}
+        structure = structures[source]
         for i, key in enumerate(sorted(structure)):
             kind = structure[key]
             sql_type = {
@@ -824,12 +1066,107 @@ def _runs_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any]]:
             else:
                 expr = f"TRY_CAST({extract} AS {sql_type})"
             select.append(f"{expr} AS {_q(col)}")
+            shape.append([col, key, sql_type, isinstance(kind, str)])
         select.append(f"CAST(r.{source} AS VARCHAR) AS {source}")
-    sql = (
-        f"SELECT {', '.join(select)} FROM catalog.runs_d r WHERE r.deleted_at IS NULL "
-        "ORDER BY r.created_at, r.run_id"
+        shape.append(source)
+    return ", ".join(select), params, json.dumps(shape)
+
+
+_ARTIFACTS_X_SELECT = """
+    SELECT a.* EXCLUDE (arrow_schema), r.run_type
+    FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)"""
+
+
+def _update_artifacts_x(con: duckdb.DuckDBPyConnection, changed: bool) -> None:
+    """artifacts_x: the rows of artifacts.parquet (artifacts of the exported runs)."""
+    exists = _state_table_exists(con, "artifacts_x")
+    if exists and not changed:
+        return
+    signature = json.dumps(_columns(con, "catalog.artifacts_f"))
+    if exists and _meta(con, "artifacts_x_sig") == signature:
+        con.execute(
+            "DELETE FROM exports_state.artifacts_x WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        )
+        con.execute(
+            f"INSERT INTO exports_state.artifacts_x {_ARTIFACTS_X_SELECT} "
+            "WHERE a.run_id IN (SELECT run_id FROM _qb_new)"
+        )
+        return
+    con.execute(
+        f"CREATE OR REPLACE TABLE exports_state.artifacts_x AS {_ARTIFACTS_X_SELECT} "
+        "WHERE a.run_id IN (SELECT run_id FROM exports_state.runs)"
     )
-    return sql, params
+    _set_meta(con, "artifacts_x_sig", signature)
+    log.debug("export.summary_state_rebuilt", table="artifacts_x")
+
+
+_LATEST_FROM_VIEW = """
+    SELECT v.* EXCLUDE (arrow_schema), coalesce(r.created_at, r.registered_at) AS _qb_k
+    FROM catalog.latest_artifacts_v v JOIN catalog.runs_d r USING (run_id)"""
+
+
+def _update_latest_x(con: duckdb.DuckDBPyConnection, changed: bool) -> bool:
+    """latest_x: the rows of ``catalog.latest_artifacts_v`` (the newest artifact per run_type and
+    name), kept up to date by comparing the incoming runs' artifacts with the current newest; a
+    group whose newest run left is recomputed from the view. Returns whether it changed."""
+    exists = _state_table_exists(con, "latest_x")
+    if exists and not changed:
+        return False
+    view_cols = tuple(_columns(con, "catalog.latest_artifacts_v"))
+    incremental = view_cols == _LATEST_COLS  # else: the view changed shape, rebuild each time
+    if not exists or not incremental or _meta(con, "latest_x_sig") != json.dumps(view_cols):
+        con.execute(f"CREATE OR REPLACE TABLE exports_state.latest_x AS {_LATEST_FROM_VIEW}")
+        _set_meta(con, "latest_x_sig", json.dumps(view_cols))
+        return True
+    # 1. groups whose newest artifact belonged to a run that left: recompute them from the view.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _qb_lg AS SELECT DISTINCT run_type, name "
+        "FROM exports_state.latest_x WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+    )
+    lost = con.execute("SELECT count(*) FROM _qb_lg").fetchone()
+    n_lost = int(lost[0]) if lost else 0
+    if n_lost:
+        con.execute(
+            "DELETE FROM exports_state.latest_x l USING _qb_lg g "
+            "WHERE l.run_type = g.run_type AND l.name = g.name"
+        )
+        con.execute(
+            f"INSERT INTO exports_state.latest_x SELECT x.* FROM ({_LATEST_FROM_VIEW}) x "
+            "SEMI JOIN _qb_lg g ON x.run_type = g.run_type AND x.name = g.name"
+        )
+    # 2. incoming runs: their artifacts against the current newest of the same groups (the
+    # view's rule: live, successful runs; newest created_at else registration; ties: run_id).
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _qb_lc AS
+        WITH cand AS (
+            SELECT r.run_type, a.name, a.run_id, a.path, a.format, a.rows, a.bytes, a.sha256,
+                   r.created_at, a.registered_at, coalesce(r.created_at, r.registered_at) AS _qb_k
+            FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
+            WHERE a.run_id IN (SELECT run_id FROM _qb_new)
+              AND r.deleted_at IS NULL AND r.status = 'success')
+        SELECT * FROM (
+            SELECT * FROM cand
+            UNION ALL BY NAME
+            SELECT l.* FROM exports_state.latest_x l
+            SEMI JOIN cand c ON l.run_type = c.run_type AND l.name = c.name)
+        QUALIFY row_number() OVER (
+            PARTITION BY run_type, name ORDER BY _qb_k DESC, run_id DESC) = 1
+        """
+    )
+    won = con.execute(
+        "SELECT count(*) FROM _qb_lc WHERE run_id IN (SELECT run_id FROM _qb_new)"
+    ).fetchone()
+    n_won = int(won[0]) if won else 0
+    if n_won:
+        con.execute(
+            "DELETE FROM exports_state.latest_x l USING _qb_lc c "
+            "WHERE l.run_type = c.run_type AND l.name = c.name"
+        )
+        con.execute("INSERT INTO exports_state.latest_x SELECT * FROM _qb_lc")
+    con.execute("DROP TABLE IF EXISTS _qb_lc")
+    con.execute("DROP TABLE IF EXISTS _qb_lg")
+    return bool(n_lost or n_won)
 
 
 _LEADERBOARD_SQL = f"""
@@ -860,11 +1197,10 @@ ORDER BY hit_2x_rate DESC, t.calls DESC, t.caller_name
 """
 
 _SUMMARY_SQL: dict[str, str] = {
-    "artifacts": """
-        SELECT a.* EXCLUDE (arrow_schema), r.run_type
-        FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
-        WHERE r.deleted_at IS NULL ORDER BY a.run_id, a.name""",
-    "latest_artifacts": "SELECT * EXCLUDE (arrow_schema) FROM catalog.latest_artifacts_v",
+    "runs": "SELECT * FROM exports_state.runs_flat ORDER BY created_at, run_id",
+    "artifacts": "SELECT * FROM exports_state.artifacts_x ORDER BY run_id, name",
+    "latest_artifacts": """
+        SELECT * EXCLUDE (_qb_k) FROM exports_state.latest_x ORDER BY run_type, name""",
     "run_summaries": """
         SELECT p.run_id, s.run_type, p.total_trades, p.total_pnl_usd, p.total_pnl_pct,
                p.avg_return_bps, p.win_rate, p.max_drawdown_bps, p.median_drawdown_bps,
@@ -901,21 +1237,16 @@ def _write_summaries(
     for name in SUMMARIES:
         dest = exports_dir / f"{name}.parquet"
         feed = _SUMMARY_FEEDS.get(name)
-        due = (
-            not dest.exists()
-            or name not in entries
-            or not entries[name].get("ok")
-            or (changed_any if feed is None else feed in changes.touched_flags)
-        )
+        if name == "latest_artifacts":
+            fed = changes.latest_changed
+        else:
+            fed = changed_any if feed is None else feed in changes.touched_flags
+        due = not dest.exists() or name not in entries or not entries[name].get("ok") or fed
         if not due:
             continue
         t0 = time.perf_counter()
         try:
-            if name == "runs":
-                sql, params = _runs_sql(con)
-            else:
-                sql, params = _SUMMARY_SQL[name], {}
-            rows = _copy_to(con, sql, params, dest)
+            rows = _copy_to(con, _SUMMARY_SQL[name], {}, dest)
             entries[name] = _entry("summary", t0, rows=rows)
         except (duckdb.Error, OSError) as exc:
             entries[name] = _entry("summary", t0, error=f"{type(exc).__name__}: {exc}")

@@ -178,6 +178,7 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._publisher: threading.Thread | None = None
         self._publisher_stop = threading.Event()
+        self._watch_short = False
         self._export_wake = threading.Event()
         self._exports_dirty = False
         self._last_export = 0.0
@@ -543,6 +544,7 @@ class Daemon:
         n = self._commit(outcome.batch, outcome.pending, t0)
         self.rescans += 1
         self._next_rescan = time.monotonic() + self.config.rescan_interval_s
+        self._check_watch_coverage()
         log.info(
             "rescan.done",
             reason=reason,
@@ -550,6 +552,28 @@ class Daemon:
             pending=len(self._pending),
             ms=round((time.monotonic() - t0) * 1000, 1),
         )
+
+    def _check_watch_coverage(self) -> None:
+        """Log ``watch.limit`` when inotify holds fewer watches than there are run directories.
+
+        watchdog 7.1 ignores ENOSPC when it adds a watch below the root, so reaching the watch
+        limit after startup is otherwise silent; those directories are then only seen by the
+        timed rescans. Logged once per episode (again after coverage came back)."""
+        if self.observer_kind != "inotify":
+            return
+        held = _inotify_watches_held()
+        runs = int(self._status.get("registered") or 0)
+        short = held is not None and held < runs + 1  # the root and every run dir need one
+        if short and not self._watch_short:
+            log.warning(
+                "watch.limit",
+                watches_held=held,
+                run_dirs=runs,
+                advice="inotify watch limit reached: new runs below unwatched directories are "
+                f"found only by the rescan every {self.config.rescan_interval_s:g} s; raise "
+                "fs.inotify.max_user_watches (sysctl) or run with --polling",
+            )
+        self._watch_short = short
 
     def _examine(self, dirs: set[Path]) -> None:
         assert self._catalog is not None
@@ -611,10 +635,12 @@ class Daemon:
             counts = self._catalog.counts()
         changed = bool(result.registered or result.updated or result.deleted or result.rejected)
         if changed:
-            self._snapshot_dirty = True
-            self._publish()
+            # Exports first: if the publish below fails (disk full), the retry finds the runs
+            # unchanged, and the exports must still catch up.
             self._exports_dirty = True
             self._export_wake.set()
+            self._snapshot_dirty = True
+            self._publish()
         ms = (time.monotonic() - t0) * 1000
         self.batches += 1
         log.debug(
@@ -677,13 +703,14 @@ class Daemon:
         while True:
             self._export_wake.wait(IDLE_TICK_S)
             self._export_wake.clear()
+            stopping = self._publisher_stop.is_set()
             if self._exports_dirty:
                 wait = self._last_export + interval - time.monotonic()
                 if wait > 0 and not self.stop_event.is_set():
                     self.stop_event.wait(wait)  # coalesce a burst into one refresh
                 self._exports_dirty = False
                 self._refresh_exports()
-            if self._publisher_stop.is_set() and not self._exports_dirty:
+            if stopping:  # the final flush was tried once (a failed one is not retried)
                 return
 
     def _refresh_exports(self) -> None:
@@ -715,6 +742,8 @@ class Daemon:
                 if not more or self._publisher_stop.is_set():
                     break
         except Exception as exc:  # noqa: BLE001 - exports never stop registration
+            # e.g. disk full: try again after the next interval, even if no run changes.
+            self._exports_dirty = True
             log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
             return
         log.debug("export.refreshed", ms=round((time.monotonic() - t0) * 1000, 1))
@@ -733,6 +762,21 @@ class Daemon:
                 write_status(self.config.status_path, data)
             except OSError as exc:
                 log.warning("status.failed", error=str(exc), path=str(self.config.status_path))
+
+
+def _inotify_watches_held() -> int | None:
+    """inotify watches this process holds (``inotify wd:`` lines in /proc/self/fdinfo)."""
+    total = 0
+    try:
+        entries = list(Path("/proc/self/fdinfo").iterdir())
+    except OSError:
+        return None
+    for info in entries:
+        try:
+            total += info.read_text().count("inotify wd:")
+        except OSError:
+            continue
+    return total
 
 
 def _view_definitions(cursor: Any) -> list[tuple[Any, ...]]:

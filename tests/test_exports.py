@@ -794,3 +794,177 @@ def test_bin_value_resolution() -> None:
         assert abs(b - v) <= REL_TOL * abs(v) and math.copysign(1, b) == math.copysign(1, v)
     assert exports.bin_value(0.0) == 0.0
     assert os.path.basename(exports.STATUS_NAME) == "_export_status.json"
+
+
+# --------------------------------------------------------------------------- bounded catch-up
+
+
+def register_only(cfg: Config) -> None:
+    """Register what is on disk (scan + one batch + snapshot) without refreshing the exports."""
+    with Catalog.open(cfg.catalog_path) as cat:
+        cat.apply_batch(ingest.full_scan(cfg, cat).batch)
+        cat.publish_snapshot(cfg.snapshot_path)
+
+
+def refresh_until_done(cfg: Config, max_runs: int) -> list[dict[str, Any]]:
+    statuses = []
+    with Catalog.open(cfg.catalog_path) as cat:
+        cur = cat.cursor()
+        while True:
+            statuses.append(exports.refresh(cfg, cur, max_runs=max_runs))
+            if not statuses[-1]["more"]:
+                return statuses
+            assert len(statuses) < 50, "the catch-up does not converge"
+
+
+def check_catalog_summaries(cfg: Config) -> None:
+    """runs/artifacts/latest_artifacts hold exactly what the catalog says (every live run)."""
+    with Catalog.open(cfg.catalog_path) as cat:
+        cur = cat.cursor()
+        d = cfg.exports_dir
+
+        def same(file_sql: str, catalog_sql: str) -> None:
+            got = sorted(cur.execute(file_sql).fetchall(), key=repr)
+            want = sorted(cur.execute(catalog_sql).fetchall(), key=repr)
+            assert got == want
+
+        same(
+            f"SELECT run_id, run_type, status, created_at, run_dir, fingerprint, params, metrics "
+            f"FROM '{d / 'runs.parquet'}'",
+            "SELECT run_id, run_type, status, created_at, run_dir, fingerprint, "
+            "CAST(params AS VARCHAR), CAST(metrics AS VARCHAR) "
+            "FROM catalog.runs_d WHERE deleted_at IS NULL",
+        )
+        same(
+            f"SELECT * FROM '{d / 'artifacts.parquet'}'",
+            "SELECT a.* EXCLUDE (arrow_schema), r.run_type FROM catalog.artifacts_f a "
+            "JOIN catalog.runs_d r USING (run_id) WHERE r.deleted_at IS NULL",
+        )
+        same(
+            f"SELECT * FROM '{d / 'latest_artifacts.parquet'}'",
+            "SELECT * EXCLUDE (arrow_schema) FROM catalog.latest_artifacts_v",
+        )
+        order = cur.execute(f"SELECT run_id FROM '{d / 'runs.parquet'}'").fetchall()
+        by_created = cur.execute(
+            "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL ORDER BY created_at, run_id"
+        ).fetchall()
+        assert order == by_created
+
+
+def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(
+    bus: Config, con: Any
+) -> None:
+    for i in range(3):
+        add_path_run(bus, f"path-{i}", n=30, seed=i, created_at=f"2024-05-0{i + 1}T00:00:00Z")
+    add_policy_run(bus, "policy-0", seed=10)
+    add_optimize_run(bus, "opt-0", seed=20, created_at="2024-05-03T10:00:00Z")
+    register_only(bus)
+
+    order = ["opt-0", "path-0", "path-1", "path-2", "policy-0"]  # taken in by run_id
+    statuses = []
+    with Catalog.open(bus.catalog_path) as cat:
+        cur = cat.cursor()
+        for call in range(3):
+            statuses.append(exports.refresh(bus, cur, max_runs=2))
+            # Every call leaves consistent exports behind, holding the runs taken in so far.
+            got = rows(con, f"SELECT run_id FROM '{bus.exports_dir / 'runs.parquet'}' ORDER BY 1")
+            assert got == [(r,) for r in order[: 2 * (call + 1)]]
+            # policy-0, the only run with CALLS rows, comes in with the last call
+            assert (bus.exports_dir / "tables" / CALLS).is_dir() == (call == 2)
+    assert [s["changed_runs"]["added"] for s in statuses] == [2, 2, 1]
+    assert [s["more"] for s in statuses] == [True, True, False]
+    check_all(bus, con)
+    check_frontier_best(con, bus, "opt-0")
+    check_catalog_summaries(bus)
+    assert json.loads((bus.exports_dir / exports.STATUS_NAME).read_text())["more"] is False
+
+    # Deletions all at once, updates and additions max_runs at a time; contents equal after.
+    shutil.rmtree(bus.root / "backtest-path" / "path-0")
+    shutil.rmtree(bus.root / "backtest-optimize" / "opt-0")
+    shutil.rmtree(bus.root / "backtest-path" / "path-2")
+    add_path_run(bus, "path-2", n=11, seed=77, created_at="2024-04-01T00:00:00Z")  # updated
+    add_path_run(bus, "path-9", n=17, seed=9, extra=True)
+    add_policy_run(bus, "policy-1", seed=11, params={"seed": 11, "variant": "b"})
+    add_optimize_run(bus, "opt-1", seed=21, created_at="2024-05-04T10:00:00Z")
+    register_only(bus)
+    with Catalog.open(bus.catalog_path) as cat:
+        status = exports.refresh(bus, cat.cursor(), max_runs=1)
+        assert status["more"] is True
+        # both deletions, plus the one run taken in ("opt-1" comes first by run_id)
+        assert status["changed_runs"] == {"added": 1, "removed": 2}
+        got = rows(con, f"SELECT run_id FROM '{bus.exports_dir / 'runs.parquet'}' ORDER BY 1")
+        assert got == [("opt-1",), ("path-1",), ("path-2",), ("policy-0",)]
+        # path-2 is still its old version until its turn comes
+        n_old = rows(
+            con,
+            f"SELECT count(*) FROM read_parquet('{bus.exports_dir / 'tables' / PATH}/*.parquet',"
+            " union_by_name = true) WHERE run_id = 'path-2'",
+        )
+        assert n_old == [(30,)]
+    statuses = refresh_until_done(bus, max_runs=1)
+    assert [s["changed_runs"]["added"] for s in statuses] == [1, 1, 1]
+    assert statuses[0]["changed_runs"]["removed"] == 1  # path-2's old version, with its new one
+    check_all(bus, con)
+    check_frontier_best(con, bus, "opt-1")
+    check_catalog_summaries(bus)
+
+
+def test_refresh_rejects_a_max_runs_below_one(bus: Config) -> None:
+    with Catalog.open(bus.catalog_path) as cat, pytest.raises(ValueError, match="max_runs"):
+        exports.refresh(bus, cat.cursor(), max_runs=0)
+
+
+def test_catch_up_works_under_a_small_duckdb_memory_limit(bus: Config, con: Any) -> None:
+    for i in range(6):
+        add_path_run(bus, f"path-{i}", n=2_000, seed=i)
+    register_only(bus)
+    with Catalog.open(bus.catalog_path) as cat:
+        cat.con.execute("SET memory_limit = '64MB'")
+        cur = cat.cursor()
+        while exports.refresh(bus, cur, max_runs=2)["more"]:
+            pass
+    check_consolidated(con, bus, PATH)
+    check_leaderboard(con, bus)
+
+
+def test_runs_parquet_follows_new_keys_and_wider_types(bus: Config, con: Any) -> None:
+    add_path_run(bus, "a", params={"seed": 1, "lr": 1})
+    sync(bus)
+    runs = bus.exports_dir / "runs.parquet"
+    assert rows(con, f"SELECT param_lr, typeof(param_lr) FROM '{runs}'") == [(1, "BIGINT")]
+    # a later run widens lr to a float and brings a new key: the columns follow
+    add_path_run(bus, "b", params={"seed": 2, "lr": 0.5, "tag": "x"})
+    sync(bus)
+    got = rows(
+        con, f"SELECT run_id, param_lr, typeof(param_lr), param_tag FROM '{runs}' ORDER BY 1"
+    )
+    assert got == [("a", 1.0, "DOUBLE", None), ("b", 0.5, "DOUBLE", "x")]
+    # the run with the new key leaves: its column goes with it
+    shutil.rmtree(bus.root / "backtest-path" / "b")
+    sync(bus)
+    cols = [r[0] for r in rows(con, f"DESCRIBE SELECT * FROM '{runs}'")]
+    assert "param_tag" not in cols and "param_lr" in cols
+    assert rows(con, f"SELECT param_lr, typeof(param_lr) FROM '{runs}'") == [(1, "BIGINT")]
+    check_catalog_summaries(bus)
+
+
+def test_state_of_an_older_version_is_rebuilt(mixed_bus: Config, con: Any) -> None:
+    with Catalog.open(mixed_bus.catalog_path) as cat:
+        cat.cursor().execute("DELETE FROM exports_state.meta WHERE key = 'state_version'")
+    with structlog.testing.capture_logs() as logs:
+        statuses = refresh_until_done(mixed_bus, max_runs=3)
+    assert any(e["event"] == "export.state_reset" for e in logs)
+    assert sum(s["changed_runs"]["added"] for s in statuses) == 8
+    check_all(mixed_bus, con)
+    check_frontier_best(con, mixed_bus, "opt-new")
+    check_catalog_summaries(mixed_bus)
+    n_files = len(list((mixed_bus.exports_dir / "tables" / PATH).glob("*.parquet")))
+    with Catalog.open(mixed_bus.catalog_path) as cat:
+        n_segs = (
+            cat.cursor()
+            .execute(
+                "SELECT count(*) FROM exports_state.segments WHERE table_name = $t", {"t": PATH}
+            )
+            .fetchone()
+        )
+    assert n_segs == (n_files,)

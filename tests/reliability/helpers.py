@@ -1,0 +1,415 @@
+"""The daemon as a real subprocess, seen only from the outside, plus fast run builders.
+
+:class:`DaemonProcess` starts ``python -m quantbot_bus.cli daemon`` (JSON log lines on stderr, one
+log file per start), waits for readiness through the status file, sends real signals, restarts,
+and waits for N runs in the reader-side snapshot. Everything the tests assert is read the way a
+user would read it: the snapshot (fresh read-only DuckDB connections), the status file, the
+exports, the log lines, the exit code.
+
+:class:`RunFactory` makes thousands of complete v1 runs quickly: one Parquet file written once and
+hard-linked into each run directory, its sha256 computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+from runs import sample_table
+
+from quantbot_bus.catalog import open_reader
+from quantbot_bus.config import Config
+
+#: Deadline for anything that should happen "soon" (generous: 2 shared cores).
+DEADLINE_S = 60.0
+#: ``QUANTBOT_BUS_SOAK=1`` (``make soak``) turns up the counts of the slow tests.
+SOAK = os.environ.get("QUANTBOT_BUS_SOAK") == "1"
+
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("QUANTBOT_BUS_", "NOTIFY_SOCKET", "WATCHDOG_"))
+}
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, every: float = 0.1
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------------------- run builders
+
+
+def metadata_v1(run_id: str, run_type: str, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "run_type": run_type,
+        "producer": {"name": "reliability", "version": "1.0"},
+        "status": "success",
+        "created_at": "2024-05-01T12:00:00Z",
+        "started_at": "2024-05-01T12:00:00Z",
+        "finished_at": "2024-05-01T12:00:05Z",
+        "params": {"seed": 1},
+        "metrics": {"trades": 3},
+        "artifacts": artifacts,
+    }
+
+
+def write_metadata(run_dir: Path, meta: Any, *, fsync: bool = False) -> Path:
+    """metadata.json written last and atomically (hidden temp name, then rename)."""
+    tmp = run_dir / ".metadata.json.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, run_dir / "metadata.json")
+    return run_dir / "metadata.json"
+
+
+def artifact_entry(path: Path, name: str, file: str | None = None) -> dict[str, Any]:
+    data = path.read_bytes()
+    return {
+        "name": name,
+        "file": file or path.name,
+        "format": "parquet",
+        "rows": pq.read_metadata(path).num_rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+class RunFactory:
+    """Many complete runs, fast: one Parquet template hard-linked into every run directory."""
+
+    TABLE = "results"
+    #: A new template (same bytes) every this many links: ext4 allows 65,000 links per inode.
+    LINKS_PER_TEMPLATE = 30_000
+
+    def __init__(self, workdir: Path, rows: int = 20) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.template = workdir / "template.parquet"
+        pq.write_table(sample_table(rows), self.template)
+        self.entry = artifact_entry(self.template, self.TABLE, f"{self.TABLE}.parquet")
+        self.links = 0
+
+    def make(self, parent: Path, run_id: str, run_type: str = "backtest") -> Path:
+        """A complete run ``parent/run_id`` (parquet hard link, then metadata.json)."""
+        run_dir = parent / run_id
+        run_dir.mkdir(parents=True)
+        self.links += 1
+        if self.links % self.LINKS_PER_TEMPLATE == 0:
+            fresh = self.workdir / f"template-{self.links}.parquet"
+            fresh.write_bytes(self.template.read_bytes())
+            self.template = fresh
+        os.link(self.template, run_dir / self.entry["file"])
+        write_metadata(run_dir, metadata_v1(run_id, run_type, [dict(self.entry)]))
+        return run_dir
+
+    def stage(self, staging: Path, run_ids: Sequence[str], run_type: str = "backtest") -> None:
+        """Pre-build runs in ``staging`` (outside the root, same filesystem) for a burst."""
+        for run_id in run_ids:
+            self.make(staging, run_id, run_type)
+
+
+# ---------------------------------------------------------------------------- snapshot reads
+
+
+def snapshot_query(config: Config, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    """Query the reader-side snapshot on a fresh read-only connection; [] if not published."""
+    if not config.snapshot_path.exists():
+        return []
+    con = open_reader(config.snapshot_path)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def live_run_ids(config: Config) -> set[str]:
+    rows = snapshot_query(config, "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL")
+    return {r[0] for r in rows}
+
+
+def live_count(config: Config) -> int:
+    rows = snapshot_query(config, "SELECT count(*) FROM catalog.runs_d WHERE deleted_at IS NULL")
+    return int(rows[0][0]) if rows else 0
+
+
+def open_rejections(config: Config) -> dict[str, str]:
+    """run_dir -> reason of every open rejection in the snapshot."""
+    rows = snapshot_query(
+        config, "SELECT run_dir, reason FROM catalog.rejections_f WHERE resolved_at IS NULL"
+    )
+    return dict(rows)
+
+
+def working_catalog_runs(config: Config) -> int | None:
+    """Live runs in the daemon's *working* catalog, read while no daemon holds it (after a kill).
+
+    Opened read-only on a copy, so the test never replays the WAL into the real file itself.
+    """
+    if not config.catalog_path.exists():
+        return None
+    scratch = config.state_dir.parent / "post-mortem"
+    scratch.mkdir(exist_ok=True)
+    copy = scratch / "catalog.duckdb"
+    for leftover in (copy, copy.with_name("catalog.duckdb.wal")):
+        leftover.unlink(missing_ok=True)
+    copy.write_bytes(config.catalog_path.read_bytes())
+    wal = config.catalog_path.with_name(config.catalog_path.name + ".wal")
+    if wal.exists():
+        copy.with_name("catalog.duckdb.wal").write_bytes(wal.read_bytes())
+    con = duckdb.connect()
+    try:
+        con.execute("ATTACH ? AS pm", [str(copy)])
+        (n,) = con.execute(
+            "SELECT count(*) FROM pm.catalog.runs_d WHERE deleted_at IS NULL"
+        ).fetchall()[0]
+        return int(n)
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+class DaemonProcess:
+    """``quantbot-bus daemon`` as a real subprocess; start/kill/restart, logs per start.
+
+    ``env`` adds ``QUANTBOT_BUS_*`` settings; ``user``/``group`` run it as another user (Popen's
+    setuid/setgid, supplementary groups dropped); ``prefix`` wraps the command (e.g. ``unshare``);
+    ``log_dir`` is where its stderr goes (default: beside the state dir).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: dict[str, str] | None = None,
+        user: int | None = None,
+        group: int | None = None,
+        umask: int = 0o022,
+        prefix: Sequence[str] = (),
+        log_level: str = "info",
+        log_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.env = {
+            **CLEAN_ENV,
+            "QUANTBOT_BUS_PENDING_RECHECK_S": "0.2",
+            "QUANTBOT_BUS_LOG_LEVEL": log_level,
+            **(env or {}),
+        }
+        self.user = user
+        self.group = group
+        self.umask = umask
+        self.prefix = list(prefix)
+        self.log_dir = log_dir or config.state_dir.parent / "daemon-logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs: list[Path] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "quantbot_bus.cli",
+            "daemon",
+            "--root",
+            str(self.config.root),
+            "--exports-dir",
+            str(self.config.exports_dir),
+            "--state-dir",
+            str(self.config.state_dir),
+            "--log-format",
+            "json",
+        ]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.logs[-1]
+
+    def start(self, *, wait: bool = True, timeout: float = DEADLINE_S) -> DaemonProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        log_path = self.log_dir / f"daemon-{self.starts:03d}.log"
+        self.logs.append(log_path)
+        kwargs: dict[str, Any] = {}
+        if self.user is not None:
+            kwargs.update(user=self.user, group=self.group, extra_groups=[])
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=self.config.state_dir.parent,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                umask=self.umask,
+                **kwargs,
+            )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.config.status_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def wait_ready(self, timeout: float = DEADLINE_S) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
+            status = self.status()
+            return bool(status and status.get("pid") == self.pid and status.get("ready"))
+
+        wait_for(ready, "the daemon to report ready", timeout)
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> int:
+        """SIGKILL and reap; returns the exit status (-9)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(DEADLINE_S)
+
+    def stop(self, timeout: float = DEADLINE_S) -> int:
+        """SIGTERM (graceful stop) and reap; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def restart(self, *, wait: bool = True) -> DaemonProcess:
+        if self.alive():
+            self.kill()
+        return self.start(wait=wait)
+
+    def ensure_dead(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)  # also ends a SIGSTOPped daemon
+            self.proc.wait(DEADLINE_S)
+
+    def events(self, name: str | None = None, *, every_start: bool = True) -> list[dict[str, Any]]:
+        """Log records (JSON lines) of every start (or only the last), optionally one event."""
+        out: list[dict[str, Any]] = []
+        for path in self.logs if every_start else self.logs[-1:]:
+            if not path.exists():
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(item, dict) and (name is None or item.get("event") == name):
+                    out.append(item)
+        return out
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.logs or not self.logs[-1].exists():
+            return ""
+        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_live_runs(self, n: int, timeout: float = DEADLINE_S) -> int:
+        """Wait until the snapshot holds exactly ``n`` live runs (the daemon must stay alive)."""
+
+        def done() -> bool:
+            if not self.alive():
+                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
+            return live_count(self.config) == n
+
+        wait_for(done, f"{n} live runs in the snapshot", timeout, every=0.2)
+        return n
+
+    def wait_settled(self, timeout: float = DEADLINE_S) -> dict[str, Any]:
+        """Wait until the status file says nothing is pending and the daemon is idle."""
+
+        def settled() -> dict[str, Any] | None:
+            if not self.alive():
+                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
+            status = self.status()
+            if status and status.get("pid") == self.pid and status.get("pending") == 0:
+                return status
+            return None
+
+        result: dict[str, Any] = wait_for(settled, "status pending == 0", timeout)
+        return result
+
+    def cpu_seconds(self) -> float:
+        raw = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = raw[raw.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_consistent(config: Config, expected_ids: set[str]) -> None:
+    """Every expected run registered exactly once and live; exports/runs.parquet matches."""
+    rows = snapshot_query(
+        config,
+        "SELECT count(*), count(DISTINCT run_id) FROM catalog.runs_d WHERE deleted_at IS NULL",
+    )
+    (total, distinct) = rows[0]
+    live = live_run_ids(config)
+    assert total == distinct, f"{total - distinct} duplicated run_ids among {total} live rows"
+    missing = expected_ids - live
+    extra = live - expected_ids
+    assert not missing, f"{len(missing)} runs lost, e.g. {sorted(missing)[:5]}"
+    assert not extra, f"{len(extra)} unexpected runs registered, e.g. {sorted(extra)[:5]}"
+    [(artifacts,)] = snapshot_query(
+        config,
+        "SELECT count(*) FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id) "
+        "WHERE r.deleted_at IS NULL",
+    )
+    assert artifacts == len(expected_ids)
+
+
+def exported_run_ids(config: Config) -> set[str] | None:
+    """run_ids in exports/runs.parquet (None if the file is not there or mid-replacement)."""
+    path = config.exports_dir / "runs.parquet"
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path, columns=["run_id"])
+    except (OSError, ValueError):  # replaced while read: documented as safe to retry
+        return None
+    return set(table.column("run_id").to_pylist())
