@@ -3,7 +3,7 @@
 It polls what a user would read and records, for every run_id with the given prefix, the wall time
 (``time.time()``) at which it first became visible:
 
-- ``--mode snapshot``: the daemon's reader-side catalog (``exports/catalog.duckdb``), opened
+- ``--mode snapshot``: the daemon's reader-side catalog (``exports/bus.duckdb``), opened
   read-only with :func:`quantbot_bus.catalog.open_reader`;
 - ``--mode parquet``: the baseline's ``runs.parquet`` export (how the seed's users read it).
 

@@ -50,9 +50,9 @@ holds another run id) is soft-deleted; an open rejection whose dir is in ``gone`
 Within one batch, a dir listed as valid wins over the same dir in ``gone``/``rejected``.
 
 Why files are *attached* rather than connected to: a DuckDB database opened by path is named after
-the file's stem, and both catalog files are called ``catalog.duckdb``; a database named ``catalog``
-holding a schema named ``catalog`` makes ``catalog.runs_d`` ambiguous (a Binder Error). Attaching
-the file under the alias :data:`DB_ALIAS` and ``USE``-ing it avoids that. Attaching also bypasses
+the file's stem; a file called ``catalog.duckdb`` would make ``catalog.runs_d`` ambiguous (a
+Binder Error), which is why the default files are called ``bus.duckdb``, and attaching under the
+alias :data:`DB_ALIAS` keeps any other name working too. Attaching also bypasses
 DuckDB's per-process instance cache, which would otherwise hand a second ``connect(path)`` in the
 same process the *old* snapshot after it was replaced. Views are written with unqualified table
 names, which DuckDB resolves inside the view's own schema whatever the database is called.

@@ -394,7 +394,7 @@ def sync_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
 def rebuild_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
     """Recreate the catalog from the artifacts on disk (they are the source of truth).
 
-    The old working catalog is kept as catalog.duckdb.bak next to it; soft-deleted runs and
+    The old working catalog is kept as bus.duckdb.bak next to it; soft-deleted runs and
     resolved rejections are forgotten. Stop the daemon first. Prints the counts.
     """
     import time

@@ -86,12 +86,12 @@ class Config:
     @property
     def catalog_path(self) -> Path:
         """The daemon's private read-write catalog (only the daemon/sync ever opens it)."""
-        return self.state_dir / "catalog.duckdb"
+        return self.state_dir / "bus.duckdb"
 
     @property
     def snapshot_path(self) -> Path:
         """The reader-side catalog snapshot, replaced atomically after each batch."""
-        return self.exports_dir / "catalog.duckdb"
+        return self.exports_dir / "bus.duckdb"
 
     @property
     def status_path(self) -> Path:

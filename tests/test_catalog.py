@@ -27,6 +27,7 @@ from quantbot_bus.catalog import (
     Rejection,
     open_reader,
 )
+from quantbot_bus.config import Config
 from quantbot_bus.contract import ArtifactInfo, RunInfo
 from quantbot_bus.errors import CatalogError, CatalogMissingError
 
@@ -88,7 +89,7 @@ def run_info(
 
 @pytest.fixture
 def cat(tmp_path: Path):
-    with Catalog.open(tmp_path / "state" / "catalog.duckdb") as c:
+    with Catalog.open(tmp_path / "state" / "bus.duckdb") as c:
         yield c
 
 
@@ -104,7 +105,7 @@ def table_dump(c: Catalog) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_open_creates_schema_and_is_reopenable(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "state" / "catalog.duckdb"
+    path = tmp_path / "deep" / "state" / "bus.duckdb"
     with Catalog.open(path) as c:
         assert c.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
         tables = {
@@ -420,7 +421,7 @@ V1_DDL = [  # the catalog exactly as release 1 (schema version 1) created it
 
 
 def test_migrates_a_release_1_catalog(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.duckdb"
+    path = tmp_path / "bus.duckdb"
     con = duckdb.connect()
     con.execute("ATTACH ? AS old", [str(path)])
     con.execute("USE old")
@@ -459,7 +460,7 @@ def test_refuses_a_newer_or_foreign_file(tmp_path: Path) -> None:
 
 
 def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.duckdb"
+    path = tmp_path / "bus.duckdb"
     with Catalog.open(path):
         code = (
             "import sys\nfrom quantbot_bus.catalog import Catalog\n"
@@ -484,7 +485,7 @@ def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
     assert cat.counts() == {"runs": 10_000, "deleted": 0, "artifacts": 20_000, "rejections": 0}
     res = cat.apply_batch(Batch(valid=runs))
     assert len(res.unchanged) == 10_000
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     ms = cat.publish_snapshot(dest)
     print(f"10,000 runs: apply {res.ms:.0f} ms (unchanged pass), publish {ms:.0f} ms")
     with open_reader(dest) as r:
@@ -496,19 +497,19 @@ def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
 
 def test_open_reader_without_snapshot_gives_advice(tmp_path: Path) -> None:
     with pytest.raises(CatalogMissingError) as err:
-        open_reader(tmp_path / "exports" / "catalog.duckdb")
+        open_reader(tmp_path / "exports" / "bus.duckdb")
     assert str(err.value) == (
-        f"no catalog snapshot at {tmp_path / 'exports' / 'catalog.duckdb'} yet: start the daemon "
+        f"no catalog snapshot at {tmp_path / 'exports' / 'bus.duckdb'} yet: start the daemon "
         "(make run) or run `quantbot-bus sync`"
     )
 
 
 def test_publish_is_complete_atomic_and_leaves_no_temp_files(tmp_path: Path, cat: Catalog) -> None:
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", names=("a", "b"))]))
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     ms = cat.publish_snapshot(dest)
     assert ms > 0
-    assert sorted(os.listdir(dest.parent)) == ["catalog.duckdb"]  # no .wal, no temp file
+    assert sorted(os.listdir(dest.parent)) == ["bus.duckdb"]  # no .wal, no temp file
     with open_reader(dest) as r:
         assert r.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
         assert r.execute("SELECT count(*) FROM catalog.artifacts_f").fetchone() == (2,)
@@ -537,7 +538,7 @@ def test_snapshot_carries_other_schemas_and_views_over_views(tmp_path: Path, cat
         "CREATE OR REPLACE VIEW exports.base AS SELECT run_id FROM catalog.runs_d WHERE run_id = 'r1'"
     )
     cur.close()
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     cat.publish_snapshot(dest)
     with open_reader(dest) as r:
         assert r.execute("SELECT n FROM exports.n").fetchall() == [(1,)]
@@ -560,7 +561,7 @@ def test_an_export_view_over_vanished_files_never_stops_publishing(
         "CREATE VIEW exports.summary AS SELECT * FROM read_parquet(?)".replace("?", f"'{data}'")
     )
     cur.close()
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     cat.publish_snapshot(dest)
     with open_reader(dest) as r:
         assert r.execute("SELECT sum(x) FROM exports.summary").fetchall() == [(3,)]
@@ -576,7 +577,7 @@ def test_an_export_view_over_vanished_files_never_stops_publishing(
 def test_same_process_reader_sees_new_snapshot_while_holding_old(
     tmp_path: Path, cat: Catalog
 ) -> None:
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
     cat.publish_snapshot(dest)
     held = open_reader(dest)
@@ -597,17 +598,16 @@ READER = textwrap.dedent(
 
     snap = sys.argv[1]
     held = open_reader(snap)
-    # what a user script does: a plain read-only connect (the db is named after the file stem)
+    # what a user script does: a plain read-only connect to exports/bus.duckdb
     plain = duckdb.connect(snap, read_only=True)
-    q_plain = 'SELECT count(*) FROM "catalog"."catalog".runs_d'
     def count(con, q="SELECT count(*) FROM catalog.runs_d"):
         return con.execute(q).fetchone()[0]
-    print("READY", count(held), count(plain, q_plain), flush=True)
+    print("READY", count(held), count(plain), flush=True)
     for line in sys.stdin:
         if line.strip() == "quit":
             break
         fresh = open_reader(snap)
-        print("CHECK", count(held), count(plain, q_plain), count(fresh), flush=True)
+        print("CHECK", count(held), count(plain), count(fresh), flush=True)
         fresh.close()
     """
 )
@@ -616,7 +616,7 @@ READER = textwrap.dedent(
 def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
     tmp_path: Path, cat: Catalog
 ) -> None:
-    dest = tmp_path / "exports" / "catalog.duckdb"
+    dest = tmp_path / "exports" / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, f"a{i}") for i in range(5)]))
     cat.publish_snapshot(dest)
     with subprocess.Popen(
@@ -644,3 +644,17 @@ def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_plain_duckdb_connect_to_the_default_snapshot_resolves_catalog_names(
+    tmp_path: Path, bus: Config
+) -> None:
+    """What a user types: duckdb.connect(exports/bus.duckdb) then catalog.runs_d, unqualified."""
+    with Catalog.open(bus.catalog_path) as c:
+        c.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
+        c.publish_snapshot(bus.snapshot_path)
+    con = duckdb.connect(str(bus.snapshot_path), read_only=True)
+    try:
+        assert con.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
+    finally:
+        con.close()

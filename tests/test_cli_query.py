@@ -126,7 +126,7 @@ def test_rebuild_prints_counts_and_keeps_a_backup(synced: Config) -> None:
     assert result.exit_code == 0
     (row,) = json.loads(result.stdout)
     assert (row["registered"], row["rejected"], row["unchanged"]) == (3, 1, 0)
-    assert synced.catalog_path.with_name("catalog.duckdb.bak").is_file()
+    assert synced.catalog_path.with_name("bus.duckdb.bak").is_file()
 
 
 def test_runs_json_is_newest_first_with_every_documented_key(synced: Config) -> None:

@@ -15,8 +15,8 @@ def test_embedded_defaults_are_a_bus_in_the_current_directory(tmp_path: Path) ->
     assert cfg.root == tmp_path / "artifacts"
     assert cfg.exports_dir == tmp_path / "exports"
     assert cfg.state_dir == tmp_path / "state"
-    assert cfg.catalog_path == tmp_path / "state" / "catalog.duckdb"
-    assert cfg.snapshot_path == tmp_path / "exports" / "catalog.duckdb"
+    assert cfg.catalog_path == tmp_path / "state" / "bus.duckdb"
+    assert cfg.snapshot_path == tmp_path / "exports" / "bus.duckdb"
     assert cfg.exports == ()
 
 

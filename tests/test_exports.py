@@ -683,7 +683,7 @@ def test_crash_leftovers_are_cleaned_and_lost_segments_rebuilt(mixed_bus: Config
     leftover = cfg.exports_dir / f".runs.parquet{exports.TMP_MARK}0badf00d.tmp"
     leftover.write_bytes(b"half a file")
     # not ours: left alone (a live pid: publish_snapshot removes those of dead processes)
-    snapshot_tmp = cfg.exports_dir / f".catalog.duckdb.{os.getppid()}.tmp"
+    snapshot_tmp = cfg.exports_dir / f".bus.duckdb.{os.getppid()}.tmp"
     snapshot_tmp.write_bytes(b"x")
     lost = next(iter((cfg.exports_dir / "tables" / POLICY).glob("*.parquet")))
     lost.unlink()

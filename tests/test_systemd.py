@@ -691,8 +691,8 @@ def test_the_sync_units_command_runs_under_mdwe(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["registered"] == 0
-    assert ctx.state_dir.joinpath("catalog.duckdb").is_file()
-    assert ctx.exports_dir.joinpath("catalog.duckdb").is_file()
+    assert ctx.state_dir.joinpath("bus.duckdb").is_file()
+    assert ctx.exports_dir.joinpath("bus.duckdb").is_file()
 
 
 def test_the_daemon_units_command_starts_and_stops_under_mdwe(tmp_path: Path) -> None:

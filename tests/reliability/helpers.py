@@ -174,13 +174,13 @@ def working_catalog_runs(config: Config) -> int | None:
         return None
     scratch = config.state_dir.parent / "post-mortem"
     scratch.mkdir(exist_ok=True)
-    copy = scratch / "catalog.duckdb"
-    for leftover in (copy, copy.with_name("catalog.duckdb.wal")):
+    copy = scratch / "bus.duckdb"
+    for leftover in (copy, copy.with_name("bus.duckdb.wal")):
         leftover.unlink(missing_ok=True)
     copy.write_bytes(config.catalog_path.read_bytes())
     wal = config.catalog_path.with_name(config.catalog_path.name + ".wal")
     if wal.exists():
-        copy.with_name("catalog.duckdb.wal").write_bytes(wal.read_bytes())
+        copy.with_name("bus.duckdb.wal").write_bytes(wal.read_bytes())
     con = duckdb.connect()
     try:
         con.execute("ATTACH ? AS pm", [str(copy)])

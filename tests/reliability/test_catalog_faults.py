@@ -1,7 +1,7 @@
 """Catalog-level faults found by the kill cycles (in-process: real DuckDB files).
 
 A daemon SIGKILLed while publishing the reader snapshot leaves its hidden temp copy
-``exports/.catalog.duckdb.<pid>.tmp`` behind (as big as the catalog). The next daemon has another
+``exports/.bus.duckdb.<pid>.tmp`` behind (as big as the catalog). The next daemon has another
 pid, so before the fix it never removed it: every such kill leaked a catalog-sized file.
 ``publish_snapshot`` now removes the temp copies of processes that no longer exist.
 """

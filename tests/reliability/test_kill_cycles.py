@@ -9,10 +9,10 @@ Kill points (rotated over the cycles):
 
 - ``random``: a uniformly random delay after the burst starts (0 .. 1.2 x the last ingest time);
   mostly lands in validation, sometimes in a commit or a publish.
-- ``wal``: the moment the test sees ``state/catalog.duckdb.wal`` change size (polled every ms):
+- ``wal``: the moment the test sees ``state/bus.duckdb.wal`` change size (polled every ms):
   DuckDB writes the WAL at COMMIT, so the kill lands during that commit or within about a
   millisecond after it, before the batch's snapshot is published.
-- ``snapshot``: the moment the snapshot temp file ``exports/.catalog.duckdb.<pid>.tmp`` exists:
+- ``snapshot``: the moment the snapshot temp file ``exports/.bus.duckdb.<pid>.tmp`` exists:
   mid-publish.
 - ``export``: the moment an export temp file (``.*.qbexp-*.tmp``) exists: mid-export.
 - ``startup``: a random delay after the process starts, without waiting for ready: during the
