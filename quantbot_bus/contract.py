@@ -20,6 +20,13 @@ INTERFACE (shared by writer, catalog, watch, exports — do not change signature
 
 Additions (compatible): ``ARTIFACT_NAME_RE``, ``MAX_METADATA_BYTES``, ``MAX_JSON_DEPTH``,
 ``load_run_schema()`` (the JSON Schema of metadata.json v1, shipped as ``run_schema.json``).
+``fingerprint_of(run_dir, files) -> str | None``: the same fingerprint from a file list the caller
+already knows (e.g. the catalog's artifacts), by stat alone: ``quick_fingerprint(run_dir) ==
+fingerprint_of(run_dir, <the files metadata.json lists>)`` (the listed names are hashed sorted, so
+their order in metadata.json does not matter). ``iter_run_dir_paths(root) -> Iterator[str]``:
+:func:`iter_run_dirs` as plain strings (no ``Path`` objects, for large scans);
+``walk_run_dirs(root) -> Iterator[tuple[str, os.stat_result]]``: the same with the lstat of each
+metadata.json (pass it to ``fingerprint_of(..., metadata_lstat=...)``).
 Paths yielded by :func:`iter_run_dirs` are absolute; ``iter_run_dirs`` also skips names ending in
 ``.tmp``/``.partial`` (consistent with :func:`is_ignored`).
 """
@@ -32,10 +39,10 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +60,8 @@ MAX_METADATA_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 #: Hashes are computed streamed, in chunks of this size.
 HASH_CHUNK = 1024 * 1024
+#: A Parquet file up to this size that is hashed anyway is read in one piece (hash + footer).
+WHOLE_READ_MAX = 4 * 1024 * 1024
 #: The shape name of runs written by the quantbot TypeScript producer.
 QUANTBOT_TS = "quantbot-ts"
 
@@ -256,6 +265,7 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 @cache
 def _validators() -> tuple[Any, Any]:
+    """The full validators (jsonschema): slow, but they say exactly what is wrong."""
     from jsonschema import Draft202012Validator
 
     schema = load_run_schema()
@@ -264,6 +274,49 @@ def _validators() -> tuple[Any, Any]:
         Draft202012Validator(_inline_refs(schema, defs)),
         Draft202012Validator(_inline_refs(defs["quantbot_ts"], defs)),
     )
+
+
+def _fast_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema for fastjsonschema: references inlined, no ``$id``/``x-expect``, declared draft-07
+    (every keyword the run schema uses means the same in draft-07 and 2020-12)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "x-expect"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    out: dict[str, Any] = strip(node)
+    out.pop("$id", None)
+    out["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return out
+
+
+@cache
+def _fast_validators() -> tuple[Any, Any]:
+    """Compiled (fastjsonschema) validators: the fast path for documents that are valid. Only a
+    "valid" answer is trusted; on anything else the full validator decides and explains."""
+    import fastjsonschema
+
+    schema = load_run_schema()
+    defs = schema["$defs"]
+
+    def compile_(node: dict[str, Any]) -> Any:
+        return fastjsonschema.compile(_fast_schema(_inline_refs(node, defs)), use_default=False)
+
+    return compile_(schema), compile_(defs["quantbot_ts"])
+
+
+def _schema_problem(doc: Any, shape: str) -> str | None:
+    """None if ``doc`` matches the schema of ``shape``, else the reason (full validator)."""
+    index = 1 if shape == QUANTBOT_TS else 0
+    fast = _fast_validators()[index]  # compiled once; a failure to compile is a bug: raise
+    try:
+        fast(doc)
+    except Exception:  # JsonSchemaValueException, or anything odd: let the full validator decide
+        return _first_schema_error(_validators()[index], doc, shape)
+    return None
 
 
 # --------------------------------------------------------------------------- JSON
@@ -284,8 +337,16 @@ class _DuplicateKey(ValueError):
         self.key = key
 
 
-def _check_tree(doc: Any) -> None:
-    """Depth limit and valid Unicode everywhere (iterative, so hostile input cannot recurse)."""
+#: A JSON escape of a surrogate (\ud800-\udfff): the only way a decoded document can hold one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_tree(doc: Any, text: str | None = None) -> None:
+    """Depth limit and valid Unicode everywhere (iterative, so hostile input cannot recurse).
+
+    ``text``: the JSON text ``doc`` was parsed from; when it holds no surrogate escape, no string
+    can hold a lone surrogate and only the depth is checked."""
+    strings = text is None or _SURROGATE_ESCAPE.search(text) is not None
     stack: list[tuple[Any, int, tuple[Any, ...]]] = [(doc, 1, ())]
     while stack:
         value, depth, where = stack.pop()
@@ -297,6 +358,14 @@ def _check_tree(doc: Any) -> None:
                         f"(at '{_field_path(where[:8])}...'); flatten the structure"
                     )
                 )
+            if not strings:
+                pairs = value.items() if isinstance(value, dict) else enumerate(value)
+                stack.extend(
+                    (child, depth + 1, (*where, key))
+                    for key, child in pairs
+                    if isinstance(child, dict | list)
+                )
+                continue
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, child in items:
                 if isinstance(key, str) and not _is_unicode(key):
@@ -305,7 +374,7 @@ def _check_tree(doc: Any) -> None:
                     stack.append((child, depth + 1, (*where, key)))
                 elif isinstance(child, str) and not _is_unicode(child):
                     raise _Stop(Invalid(_surrogate_reason((*where, key))))
-        elif isinstance(value, str) and not _is_unicode(value):
+        elif strings and isinstance(value, str) and not _is_unicode(value):
             raise _Stop(Invalid(_surrogate_reason(where)))
 
 
@@ -469,10 +538,21 @@ class _Located:
     size: int
 
 
-def _locate(decl: _Declared, run_abs: str, root_real: str) -> _Located:
+def _locate(decl: _Declared, run_abs: str, run_real: str, root_real: str) -> _Located:
     """Cheap checks (stat only): the file exists, is a regular file inside the root and is not
     shorter than declared. Raises _Stop(Incomplete | Invalid)."""
     lexical = os.path.join(run_abs, decl.file)
+    if "/" not in decl.file:
+        # The common case, a plain file right in the (already resolved) run directory: one lstat
+        # instead of realpath's walk over every component. Anything else takes the full path.
+        try:
+            st = os.lstat(os.path.join(run_real, decl.file))
+        except OSError:
+            pass
+        else:
+            if stat.S_ISREG(st.st_mode):
+                _check_size(decl, st.st_size)
+                return _Located(decl, lexical, os.path.join(run_real, decl.file), st.st_size)
     target = os.path.realpath(lexical)
     if not _within(target, root_real):
         raise _Stop(
@@ -500,13 +580,15 @@ def _locate(decl: _Declared, run_abs: str, root_real: str) -> _Located:
     return _Located(decl, lexical, target, st.st_size)
 
 
-def _locate_all(declared: list[_Declared], run_abs: str, root_real: str) -> list[_Located]:
+def _locate_all(
+    declared: list[_Declared], run_abs: str, run_real: str, root_real: str
+) -> list[_Located]:
     """Stat every listed file. Any Invalid wins (reject now); otherwise the first Incomplete."""
     located: list[_Located] = []
     waiting: Incomplete | None = None
     for decl in declared:
         try:
-            located.append(_locate(decl, run_abs, root_real))
+            located.append(_locate(decl, run_abs, run_real, root_real))
         except _Stop as stop:
             if isinstance(stop.result, Invalid):
                 raise
@@ -538,6 +620,7 @@ def _check_size(decl: _Declared, size: int) -> None:
 
 def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
     """Parquet magic bytes + footer (never the data pages), rows, sha256."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     decl = loc.decl
@@ -557,8 +640,13 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
         )
         if size < 12:
             raise _Stop(Invalid(f"{not_parquet}; it has only {size} bytes"))
-        head = os.pread(fd, 4, 0)
-        tail = os.pread(fd, 8, size - 8)
+        # A small file that is hashed anyway is read once: hash, magic bytes and footer all come
+        # from that one read. Otherwise only the magic bytes and the footer are read.
+        whole = os.pread(fd, size, 0) if verify_hashes and size <= WHOLE_READ_MAX else None
+        if whole is not None and len(whole) != size:  # shrank while being read
+            raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
+        head = whole[:4] if whole is not None else os.pread(fd, 4, 0)
+        tail = whole[-8:] if whole is not None else os.pread(fd, 8, size - 8)
         if head != _PAR1 or tail[4:] != _PAR1:
             if decl.bytes is None:
                 hint = "; it may be truncated: write metadata.json only after the file is complete"
@@ -573,25 +661,27 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
                     f"does not fit in a file of {size} bytes)"
                 )
             )
-        with os.fdopen(os.dup(fd), "rb") as fobj:
-            try:
-                md = pq.read_metadata(fobj)
-                num_rows = int(md.num_rows)
-                group_rows = sum(int(md.row_group(i).num_rows) for i in range(md.num_row_groups))
-                arrow_schema = md.schema.to_arrow_schema()
-                columns = [
-                    {"name": f.name, "type": str(f.type), "nullable": bool(f.nullable)}
-                    for f in arrow_schema
-                ]
-            except _Stop:
-                raise
-            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-                raise _Stop(
-                    Invalid(
-                        f"{decl.label}: the Parquet footer cannot be read "
-                        f"({type(exc).__name__}: {str(exc)[:300]})"
-                    )
-                ) from None
+        start = size - 8 - footer_len
+        if whole is not None:
+            footer = whole[start:]
+        else:
+            footer = os.pread(fd, footer_len + 8, start)
+            if len(footer) != footer_len + 8:
+                raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
+        try:
+            # The footer alone, framed as a minimal Parquet file: pyarrow parses it from memory
+            # (no Python file object, no data pages).
+            md = pq.read_metadata(pa.BufferReader(_PAR1 + footer))
+            num_rows = int(md.num_rows)
+            group_rows = sum(int(md.row_group(i).num_rows) for i in range(md.num_row_groups))
+            schema_json = _schema_json(md.schema.to_arrow_schema())
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise _Stop(
+                Invalid(
+                    f"{decl.label}: the Parquet footer cannot be read "
+                    f"({type(exc).__name__}: {str(exc)[:300]})"
+                )
+            ) from None
         if num_rows < 0 or group_rows != num_rows:
             raise _Stop(
                 Invalid(
@@ -608,7 +698,9 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
             )
         sha = decl.sha256.lower() if decl.sha256 else None
         if verify_hashes:
-            actual = _sha256_fd(fd, size)
+            actual = (
+                hashlib.sha256(whole).hexdigest() if whole is not None else _sha256_fd(fd, size)
+            )
             if sha is not None and sha != actual:
                 raise _Stop(
                     Invalid(
@@ -625,10 +717,19 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
             rows=num_rows,
             bytes=size,
             sha256=sha,
-            arrow_schema=json.dumps(columns),
+            arrow_schema=schema_json,
         )
     finally:
         os.close(fd)
+
+
+@lru_cache(maxsize=256)
+def _schema_json(schema: Any) -> str:
+    """The Arrow schema (a ``pyarrow.Schema``) as the catalog's JSON column list; runs of one
+    producer share a handful of schemas, so this is cached (equal schemas, equal text)."""
+    return json.dumps(
+        [{"name": f.name, "type": str(f.type), "nullable": bool(f.nullable)} for f in schema]
+    )
 
 
 def _sha256_fd(fd: int, size: int) -> str:
@@ -650,6 +751,7 @@ def _sha256_fd(fd: int, size: int) -> str:
 class _Metadata:
     text: str
     mtime_ns: int
+    stat: os.stat_result  # of the file as opened
 
 
 def _read_metadata(run_abs: str, root_real: str) -> _Metadata:
@@ -720,7 +822,7 @@ def _read_metadata(run_abs: str, root_real: str) -> _Metadata:
         raise _Stop(
             Invalid(f"metadata.json is not UTF-8 text (invalid byte at offset {exc.start})")
         ) from None
-    return _Metadata(text, fst.st_mtime_ns)
+    return _Metadata(text, fst.st_mtime_ns, fst)
 
 
 def _parse(text: str) -> Any:
@@ -795,8 +897,7 @@ def _normalise_v1(doc: dict[str, Any]) -> _Normalised:
                 f"v{SCHEMA_VERSION}; upgrade quantbot-bus"
             )
         )
-    v1, _ = _validators()
-    problem = _first_schema_error(v1, doc, "v1")
+    problem = _schema_problem(doc, "v1")
     if problem:
         raise _Stop(Invalid(problem))
     metrics: dict[str, float] = {}
@@ -842,8 +943,7 @@ def _normalise_v1(doc: dict[str, Any]) -> _Normalised:
 
 
 def _normalise_ts(doc: dict[str, Any]) -> _Normalised:
-    _, ts = _validators()
-    problem = _first_schema_error(ts, doc, QUANTBOT_TS)
+    problem = _schema_problem(doc, QUANTBOT_TS)
     if problem:
         raise _Stop(Invalid(problem))
     created = _utc_timestamp(doc["created_at_utc"], "created_at_utc")
@@ -961,16 +1061,14 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
         )
     if not stat.S_ISDIR(st.st_mode):
         return Invalid(f"the run directory is {_kind(st.st_mode)}, not a directory")
-    fingerprint = quick_fingerprint(Path(run_abs))
-    if fingerprint is None:
-        return Incomplete(
-            "no metadata.json yet: the run is not finished (metadata.json is written last)"
-        )
-    meta = _read_metadata(run_abs, root_real)
+    meta = _read_metadata(run_abs, root_real)  # a missing metadata.json: Incomplete
     doc = _parse(meta.text)
-    _check_tree(doc)
+    _check_tree(doc, meta.text)
     if not isinstance(doc, dict):
         return Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}")
+    # == quick_fingerprint(run_abs): metadata.json as opened (before it was read) and the files it
+    # lists, statted before they are read, so a later change always shows as a new fingerprint.
+    fingerprint = _fingerprint(run_abs, meta.stat, _files_in(doc))
     declared_id = doc.get("run_id")
     try:
         if "schema_version" not in doc and any(k in doc for k in _TS_KEYS):
@@ -978,7 +1076,7 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
         else:
             norm = _normalise_v1(doc)
         _check_semantics(norm, os.path.basename(run_abs))
-        located = _locate_all(norm.declared, run_abs, root_real)
+        located = _locate_all(norm.declared, run_abs, run_real, root_real)
         artifacts = tuple(_read_artifact(loc, verify_hashes) for loc in located)
     except _Stop as stop:
         # name the run in the rejection whenever metadata.json gives a well-formed run_id
@@ -1050,6 +1148,21 @@ def validate_run_dir(run_dir: Path, root: Path, *, verify_hashes: bool = True) -
 # --------------------------------------------------------------------------- fingerprint
 
 
+def _files_in(doc: Any) -> list[str]:
+    """The file names a parsed metadata.json lists, read loosely (anything odd: none)."""
+    if not isinstance(doc, dict):
+        return []
+    files: list[str] = []
+    artifacts = doc.get("artifacts")
+    if isinstance(artifacts, list):
+        for item in artifacts:
+            if isinstance(item, dict) and isinstance(item.get("file"), str):
+                files.append(item["file"])
+    elif isinstance(doc.get("parquet_file"), str):
+        files.append(doc["parquet_file"])
+    return files
+
+
 def _listed_files(path: str) -> list[str]:
     """The file names metadata.json lists, parsed loosely (any problem: none)."""
     try:
@@ -1066,17 +1179,76 @@ def _listed_files(path: str) -> list[str]:
         doc = json.loads(raw.decode("utf-8-sig"))
     except (ValueError, RecursionError):
         return []
-    if not isinstance(doc, dict):
-        return []
-    files: list[str] = []
-    artifacts = doc.get("artifacts")
-    if isinstance(artifacts, list):
-        for item in artifacts:
-            if isinstance(item, dict) and isinstance(item.get("file"), str):
-                files.append(item["file"])
-    elif isinstance(doc.get("parquet_file"), str):
-        files.append(doc["parquet_file"])
-    return files
+    return _files_in(doc)
+
+
+def _fingerprint_line(name: str, s: os.stat_result | None) -> bytes:
+    if s is None:
+        text = f"{name}\x00missing"
+    else:
+        text = f"{name}\x00{s.st_size}\x00{s.st_mtime_ns}\x00{s.st_mode & _S_IFMT}"
+    return text.encode("utf-8", "surrogatepass") + b"\n"
+
+
+_S_IFMT = 0o170000  # stat.S_IFMT(mode) == mode & _S_IFMT, without a function call per file
+
+
+def _fingerprint(base: str, meta_st: os.stat_result, files: Iterable[str]) -> str:
+    """blake2b over (name, size, mtime_ns, file type) of metadata.json (``meta_st``, symlink
+    already followed) and of each listed file, in sorted order (stat only)."""
+    parts = [_fingerprint_line(METADATA_NAME, meta_st)]
+    prefix = base if base.endswith("/") else base + "/"
+    try:
+        for name in sorted(set(files)):
+            # os.path.join(base, name), without its cost: an absolute name replaces the base
+            path = name if name.startswith("/") else prefix + name
+            try:
+                fst: os.stat_result | None = os.stat(path)
+            except (OSError, ValueError):
+                fst = None
+            parts.append(_fingerprint_line(name, fst))
+    except Exception:  # a hostile listing must not break the scan; stat-only fallback
+        parts = parts[:1]
+    return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
+
+
+def _metadata_stat(base: str, lst: os.stat_result | None = None) -> os.stat_result | None:
+    """The stat of ``base/metadata.json`` (a symlink followed when it resolves), None if absent.
+    ``lst``: its lstat, when the caller just took it."""
+    meta = (base if base.endswith("/") else base + "/") + METADATA_NAME
+    if lst is not None:
+        st = lst
+    else:
+        try:
+            st = os.lstat(meta)
+        except (OSError, ValueError):
+            return None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(meta)
+        except (OSError, ValueError):
+            pass
+    return st
+
+
+def fingerprint_of(
+    run_dir: str | os.PathLike[str],
+    files: Iterable[str],
+    *,
+    metadata_lstat: os.stat_result | None = None,
+) -> str | None:
+    """:func:`quick_fingerprint` of ``run_dir`` for a file list the caller already knows (names
+    relative to the run directory, as metadata.json lists them; any order): metadata.json's own
+    stat and each file's stat, no parsing. Equal to ``quick_fingerprint(run_dir)`` when ``files``
+    are the files its metadata.json lists. ``None`` if there is no metadata.json. Never raises.
+
+    ``metadata_lstat``: ``os.lstat`` of the run's metadata.json if the caller just took it (as
+    :func:`walk_run_dirs` does), saving one system call per run."""
+    base = os.fspath(run_dir)
+    st = _metadata_stat(base, metadata_lstat)
+    if st is None:
+        return None
+    return _fingerprint(base, st, files)
 
 
 def quick_fingerprint(run_dir: Path) -> str | None:
@@ -1086,37 +1258,20 @@ def quick_fingerprint(run_dir: Path) -> str | None:
     base = os.fspath(run_dir)
     meta = os.path.join(base, METADATA_NAME)
     try:
-        st = os.lstat(meta)
+        lst = os.lstat(meta)
     except (OSError, ValueError):
         return None
-    digest = hashlib.blake2b(digest_size=16)
-
-    def add(name: str, s: os.stat_result | None) -> None:
-        if s is None:
-            line = f"{name}\x00missing"
-        else:
-            line = f"{name}\x00{s.st_size}\x00{s.st_mtime_ns}\x00{stat.S_IFMT(s.st_mode)}"
-        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
-
+    st = _metadata_stat(base, lst)
+    if st is None:  # pragma: no cover - _metadata_stat never fails once given the lstat
+        return None
     try:
-        if stat.S_ISLNK(st.st_mode):
-            try:
-                st = os.stat(meta)
-            except OSError:
-                pass
-        add(METADATA_NAME, st)
         readable = stat.S_ISREG(st.st_mode) and st.st_size <= MAX_METADATA_BYTES
-        files = _listed_files(meta) if readable else []
-        for name in files:
-            try:
-                fst: os.stat_result | None = os.stat(os.path.join(base, name))
-            except (OSError, ValueError):
-                fst = None
-            add(name, fst)
-    except Exception:  # a hostile listing must not break the scan; stat-only fallback
-        digest = hashlib.blake2b(digest_size=16)
-        add(METADATA_NAME, st)
-    return digest.hexdigest()
+        # a symlinked metadata.json is listed from its target, as the validator reads it
+        path = os.path.realpath(meta) if stat.S_ISLNK(lst.st_mode) else meta
+        files = _listed_files(path) if readable else []
+    except Exception:  # never raise: an odd listing counts as none
+        files = []
+    return _fingerprint(base, st, files)
 
 
 # --------------------------------------------------------------------------- scanning
@@ -1128,6 +1283,23 @@ def _skip_name(name: str) -> bool:
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:
     """Every run directory below ``root`` (absolute paths, sorted per directory).
+
+    See :func:`iter_run_dir_paths` (the same walk, yielding strings).
+    """
+    for path in iter_run_dir_paths(root):
+        yield Path(path)
+
+
+def iter_run_dir_paths(root: str | os.PathLike[str]) -> Iterator[str]:
+    """Every run directory below ``root`` (absolute paths as strings, sorted per directory);
+    see :func:`walk_run_dirs`."""
+    for path, _ in walk_run_dirs(root):
+        yield path
+
+
+def walk_run_dirs(root: str | os.PathLike[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Every run directory below ``root`` with the ``os.lstat`` of its metadata.json (absolute
+    paths as strings, sorted per directory).
 
     A directory holding ``metadata.json`` (of any file type: the validator reports broken ones)
     is a run directory and is not descended into. Hidden names and names ending in
@@ -1161,17 +1333,15 @@ def iter_run_dirs(root: Path) -> Iterator[Path]:
             continue
         subdirs.sort()
         descend: list[str] = []
+        prefix = current if current.endswith("/") else current + "/"  # os.path.join, cheaper
         for name in subdirs:
-            path = os.path.join(current, name)
+            path = prefix + name
             try:
-                os.lstat(os.path.join(path, METADATA_NAME))
-            except FileNotFoundError:
+                meta_st = os.lstat(path + "/" + METADATA_NAME)
+            except OSError:  # no metadata.json (or unreadable): a plain directory
                 descend.append(path)
                 continue
-            except OSError:
-                descend.append(path)
-                continue
-            yield Path(path)
+            yield path, meta_st
         stack.extend(reversed(descend))
 
 

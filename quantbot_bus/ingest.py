@@ -17,6 +17,12 @@ Details:
 
 - Cheap on an unchanged tree: a known run (or an open rejection) whose stat-only
   ``quick_fingerprint`` is unchanged is not validated again; ``ScanOutcome.skipped`` counts them.
+  ``full_scan`` does not even parse metadata.json for that: it loads every live run's artifact
+  files from the catalog in one query (:func:`known_files`) and compares
+  ``contract.fingerprint_of(run_dir, files)`` (stats only) with the stored fingerprint; only a
+  run whose stats differ is looked at with ``quick_fingerprint`` (and validated if that differs).
+- ``known_files(catalog) -> {run_dir: [file, ...]}`` (added): the artifact files of each live run,
+  relative to its run dir, from ``catalog.artifacts_f``.
 - ``gone`` holds live run dirs and open-rejection dirs that no longer hold a ``metadata.json``
   (deleted, renamed away, or renamed to a hidden name); apply_batch soft-deletes the runs and
   closes the rejections. A valid run whose run_id is registered from another directory that no
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,17 +50,19 @@ from pathlib import Path
 import duckdb
 
 from . import exports
-from .catalog import Batch, BatchResult, Catalog, KnownRun, Rejection
+from .catalog import Batch, BatchResult, Catalog, KnownRun, Rejection, fs_text
 from .config import Config
 from .contract import (
     METADATA_NAME,
     Incomplete,
     Invalid,
     Valid,
+    fingerprint_of,
     is_ignored,
     iter_run_dirs,
     quick_fingerprint,
     validate_run_dir,
+    walk_run_dirs,
 )
 from .errors import CatalogError, ConfigError
 from .log import get_logger
@@ -80,6 +89,40 @@ def _root(config: Config) -> str:
     return os.path.abspath(os.fspath(config.root))
 
 
+# Each live run's artifact paths relative to its run dir (stored as <run_dir>/<file>), in one
+# query; a path not below its run dir (never written so) yields NULL and is handled by the caller.
+_KNOWN_FILES_SQL = """
+SELECT r.run_dir,
+    list(CASE WHEN starts_with(a.path, r.run_dir || '/')
+              THEN substr(a.path, length(r.run_dir) + 2) END)
+        FILTER (WHERE a.path IS NOT NULL)
+FROM catalog.runs_d AS r LEFT JOIN catalog.artifacts_f AS a USING (run_id)
+WHERE r.deleted_at IS NULL
+GROUP BY r.run_dir
+"""
+
+
+def known_files(catalog: Catalog) -> dict[str, list[str]]:
+    """run_dir -> the artifact files of that live run, relative to the run dir (as metadata.json
+    lists them). A run whose stored paths cannot be mapped back is left out (the caller then
+    reads its metadata.json instead)."""
+    cursor = catalog.cursor()
+    try:
+        rows = cursor.execute(_KNOWN_FILES_SQL).fetchall()
+    finally:
+        cursor.close()
+    out: dict[str, list[str]] = {}
+    for run_dir, files in rows:
+        if not files:  # a run without artifacts (a failed run) aggregates to NULL
+            out[fs_text(run_dir)] = []
+        elif all(f is not None for f in files):
+            # interned: 100,000 runs share a handful of file names
+            out[fs_text(run_dir)] = [
+                fs_text(f) if "\\x" in f else f for f in map(sys.intern, files)
+            ]
+    return out
+
+
 class _Scan:
     """One examination: the catalog's view (loaded once) against candidate directories."""
 
@@ -96,6 +139,8 @@ class _Scan:
         )
         self.outcome = ScanOutcome()
         self._gone: dict[str, None] = {}
+        # run_dir -> artifact files, for the stat-only check of known runs (full scans only).
+        self.files: dict[str, list[str]] = {}
 
     def tracked_under(self, path: str) -> list[str]:
         """Tracked directories equal to ``path`` or below it."""
@@ -147,14 +192,23 @@ class _Scan:
             parent = os.path.dirname(parent)
         return []
 
-    def look_at(self, run_dir: str) -> None:
+    def look_at(self, run_dir: str, metadata_lstat: os.stat_result | None = None) -> None:
         """Validate ``run_dir`` unless its fingerprint says nothing changed."""
         self.outcome.seen += 1
+        known = self.known.get(run_dir)
+        files = self.files.get(run_dir)
+        if known is not None and not known.deleted and files is not None:
+            # Stats only: metadata.json's own stat is part of it, so a rewritten metadata.json
+            # (and with it a changed file list) never matches.
+            fingerprint = fingerprint_of(run_dir, files, metadata_lstat=metadata_lstat)
+            if fingerprint == known.fingerprint:
+                self.outcome.skipped += 1
+                self.outcome.unchanged.append(known.run_id)
+                return
         fingerprint = quick_fingerprint(Path(run_dir))
         if fingerprint is None:  # metadata.json vanished meanwhile
             self.mark_gone(run_dir)
             return
-        known = self.known.get(run_dir)
         if known is not None and not known.deleted and known.fingerprint == fingerprint:
             self.outcome.skipped += 1
             self.outcome.unchanged.append(known.run_id)
@@ -219,10 +273,11 @@ def full_scan(config: Config, catalog: Catalog) -> ScanOutcome:
             f"the artifacts root {scan.root} does not exist or is not a directory; create it "
             "or set 'root' (QUANTBOT_BUS_ROOT, --root)"
         )
-    on_disk = [str(p) for p in iter_run_dirs(Path(scan.root))]
-    for run_dir in on_disk:
-        scan.look_at(run_dir)
-    present = set(on_disk)
+    scan.files = known_files(catalog)
+    present: set[str] = set()
+    for run_dir, metadata_lstat in walk_run_dirs(scan.root):
+        present.add(run_dir)
+        scan.look_at(run_dir, metadata_lstat)
     for run_dir in scan.tracked:
         if run_dir not in present:
             scan.mark_gone(run_dir)
@@ -254,10 +309,12 @@ def _expire_pending(config: Config, outcome: ScanOutcome) -> dict[str, str]:
 
 
 def _refresh_exports(config: Config, catalog: Catalog) -> None:
+    """Bring the exports up to date: the exports module bounds one call and asks for more."""
     try:
         cursor = catalog.cursor()
         try:
-            exports.refresh(config, cursor)
+            while exports.refresh(config, cursor).get("more"):
+                pass
         finally:
             cursor.close()
     except Exception as exc:  # an export never fails registration
@@ -271,6 +328,8 @@ def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
     result = catalog.apply_batch(outcome.batch)
     result.unchanged = outcome.unchanged + result.unchanged
     result.pending = pending
+    # Exports before the snapshot, so the snapshot carries the export views they create.
+    _refresh_exports(config, catalog)
     catalog.publish_snapshot(config.snapshot_path)
     log.info(
         "rescan.done",
@@ -279,13 +338,12 @@ def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
         pending=len(pending),
         ms=round((time.perf_counter() - t0) * 1000, 1),
     )
-    _refresh_exports(config, catalog)
     return result
 
 
 def sync(config: Config) -> BatchResult:
     """One-shot reconcile of the whole root, then publish the snapshot and refresh exports."""
-    with Catalog.open(config.catalog_path) as catalog:
+    with Catalog.open(config.catalog_path, memory_limit=config.memory_limit) as catalog:
         return _reconcile(config, catalog)
 
 
@@ -327,5 +385,5 @@ def rebuild(config: Config) -> BatchResult:
         except OSError as exc:
             raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
         log.info("catalog.backup", path=str(path), backup=str(backup))
-    with Catalog.open(path) as catalog:
+    with Catalog.open(path, memory_limit=config.memory_limit) as catalog:
         return _reconcile(config, catalog)

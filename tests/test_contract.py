@@ -26,11 +26,14 @@ from quantbot_bus.contract import (
     Incomplete,
     Invalid,
     Valid,
+    fingerprint_of,
     is_ignored,
+    iter_run_dir_paths,
     iter_run_dirs,
     load_run_schema,
     quick_fingerprint,
     validate_run_dir,
+    walk_run_dirs,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -894,7 +897,164 @@ def test_fingerprint_of_metadata_directory(root: Path) -> None:
     assert quick_fingerprint(run_dir) is not None
 
 
+def test_fingerprint_of_equals_quick_fingerprint(root: Path) -> None:
+    def in_subdir(meta: dict[str, Any], run_dir: Path) -> None:
+        (run_dir / "data").mkdir()
+        data = write_parquet(run_dir / "data" / "calls.parquet", 2)
+        meta["artifacts"].append(artifact_entry("calls", "data/calls.parquet", data, 2))
+
+    # listed out of name order, one file in a subdirectory
+    run_dir = make_run(root, tables={"zeta": 3, "alpha": 1}, mutate=in_subdir)
+    files = ["zeta.parquet", "alpha.parquet", "data/calls.parquet"]
+    fp = quick_fingerprint(run_dir)
+    assert fp is not None
+    assert fingerprint_of(run_dir, files) == fp
+    assert fingerprint_of(str(run_dir), list(reversed(files))) == fp  # order does not matter
+    result = validate_run_dir(run_dir, root)
+    assert isinstance(result, Valid) and result.run.fingerprint == fp
+    # what the catalog knows (the artifacts' paths) gives the same fingerprint
+    known = [a.path.relative_to(run_dir).as_posix() for a in result.run.artifacts]
+    assert fingerprint_of(run_dir, known) == fp
+    # the lstat a directory walk already took gives the same answer
+    (walked,) = [st for path, st in walk_run_dirs(root) if path == str(run_dir)]
+    assert fingerprint_of(run_dir, files, metadata_lstat=walked) == fp
+
+    # another file list is another fingerprint (metadata.json's stat alone is not enough)
+    assert fingerprint_of(run_dir, files[:2]) != fp
+    assert fingerprint_of(run_dir, [*files, "other.parquet"]) != fp
+    # a listed file touched: both see it, and still agree
+    alpha = run_dir / "alpha.parquet"
+    st = alpha.stat()
+    os.utime(alpha, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    touched = quick_fingerprint(run_dir)
+    assert touched != fp and fingerprint_of(run_dir, files) == touched
+    alpha.unlink()  # a listed file deleted
+    gone = quick_fingerprint(run_dir)
+    assert gone not in (fp, touched) and fingerprint_of(run_dir, files) == gone
+    # metadata.json rewritten (same list): its own stat changes the fingerprint
+    meta = run_dir / METADATA_NAME
+    meta.write_text(meta.read_text() + " ")
+    assert fingerprint_of(run_dir, files) not in (fp, touched, gone)
+    assert fingerprint_of(run_dir, files) == quick_fingerprint(run_dir)
+    meta.unlink()
+    assert fingerprint_of(run_dir, files) is None and quick_fingerprint(run_dir) is None
+
+
+def test_fingerprint_of_typescript_failed_and_symlinked_metadata(root: Path) -> None:
+    ts = make_ts_run(root)
+    assert fingerprint_of(ts, ["results.parquet"]) == quick_fingerprint(ts)
+    assert fingerprint_of(ts, []) != quick_fingerprint(ts)
+
+    def failed(meta: dict[str, Any], _: Path) -> None:
+        meta.update(status="failed", error="out of memory", artifacts=[])
+
+    run_dir = make_run(root, "failed-1", tables={}, mutate=failed)
+    assert fingerprint_of(run_dir, []) == quick_fingerprint(run_dir)
+
+    # metadata.json a symlink (inside the root): both follow it
+    linked = make_run(root, "linked-1")
+    real = root / "elsewhere.json"
+    os.replace(linked / METADATA_NAME, real)
+    (linked / METADATA_NAME).symlink_to(real)
+    assert fingerprint_of(linked, ["trades.parquet"]) == quick_fingerprint(linked)
+    result = validate_run_dir(linked, root)
+    assert isinstance(result, Valid) and result.run.fingerprint == quick_fingerprint(linked)
+
+
+def test_validation_fingerprint_matches_for_odd_listings(root: Path) -> None:
+    """The fingerprint stored with a valid run equals quick_fingerprint even when the
+    TypeScript shape carries an extra "artifacts" field (read loosely by both)."""
+    run_dir = make_ts_run(root, "ts-odd", mutate=lambda m, _: m.update(artifacts=[]))
+    result = validate_run_dir(run_dir, root)
+    assert isinstance(result, Valid)
+    assert result.run.fingerprint == quick_fingerprint(run_dir)
+
+
+def test_fast_schema_path_never_accepts_what_the_full_validator_rejects(root: Path) -> None:
+    """The compiled (fastjsonschema) validator is trusted only when it says valid: for each
+    tricky value at each field, "valid" from it must mean valid for the jsonschema one."""
+    from quantbot_bus import contract
+
+    fast_v1, fast_ts = contract._fast_validators()
+    full_v1, full_ts = contract._validators()
+    values: list[Any] = [
+        True,
+        False,
+        None,
+        0,
+        1,
+        1.0,
+        -1,
+        2**70,
+        1.5,
+        float("nan"),
+        float("inf"),
+        "",
+        "x",
+        "1",
+        "a\n",
+        "x" * 300,
+        [],
+        [1],
+        {},
+        {"a": 1},
+        {"name": ""},
+        {"name": "n", "version": 1},
+    ]
+
+    def check(fast: Any, full: Any, doc: dict[str, Any]) -> None:
+        try:
+            fast(doc)
+        except Exception:
+            return  # the full validator decides: nothing to compare
+        assert not list(full.iter_errors(doc)), doc
+
+    data = write_parquet(root / "t.parquet", 3)
+    base = v1_metadata("r1", [artifact_entry("trades", "trades.parquet", data, 3)])
+    check(fast_v1, full_v1, base)
+    fast_v1(base)  # the valid document passes the fast path
+    for key in [*base, "metrics", "extra", "$schema"]:
+        for value in values:
+            doc = json.loads(json.dumps(base))
+            doc[key] = value
+            check(fast_v1, full_v1, doc)
+            for sub in ("producer", "git"):
+                if key in ("name", "version", "commit", "branch", "dirty"):
+                    doc = json.loads(json.dumps(base))
+                    doc[sub][key] = value
+                    check(fast_v1, full_v1, doc)
+            doc = json.loads(json.dumps(base))
+            doc["metrics"] = {"m": value}
+            check(fast_v1, full_v1, doc)
+    for key in ["name", "file", "format", "rows", "bytes", "sha256", "extra"]:
+        for value in values:
+            doc = json.loads(json.dumps(base))
+            doc["artifacts"][0][key] = value
+            check(fast_v1, full_v1, doc)
+    ts = {
+        "run_id": "r1",
+        "backtest_type": "policy",
+        "table_name": "t",
+        "rows": 3,
+        "created_at_utc": "2024-05-01T12:00:00Z",
+        "parquet_file": "t.parquet",
+    }
+    fast_ts(ts)
+    for key in [*ts, "parquet_path", "extra"]:
+        for value in values:
+            check(fast_ts, full_ts, {**ts, key: value})
+
+
 # --------------------------------------------------------------------------- iter_run_dirs
+
+
+def test_walk_run_dirs_gives_paths_and_metadata_lstat(root: Path) -> None:
+    made = [_meta(root / "backtest" / f"r{i}") for i in range(3)]
+    walked = list(walk_run_dirs(root))
+    assert [p for p, _ in walked] == [str(d) for d in made] == list(iter_run_dir_paths(root))
+    assert list(iter_run_dirs(root)) == made
+    for path, st in walked:
+        assert st == os.lstat(os.path.join(path, METADATA_NAME))
 
 
 def _meta(d: Path) -> Path:

@@ -507,7 +507,7 @@ def test_unexpected_failure_becomes_invalid(root: Path, monkeypatch: pytest.Monk
 
     run_dir = make_run(root)
 
-    def boom(doc: Any) -> None:
+    def boom(*args: Any) -> None:
         raise RuntimeError("injected fault")
 
     monkeypatch.setattr(contract, "_check_tree", boom)

@@ -94,6 +94,83 @@ def test_unchanged_tree_is_not_validated_again(bus: Config, cat: Catalog) -> Non
     assert res.deleted == ["good"]
 
 
+def _count_quick_fingerprints(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every run dir the scan had to read metadata.json for (the real function runs)."""
+    calls: list[str] = []
+    real = ingest.quick_fingerprint
+
+    def spy(run_dir: Path) -> str | None:
+        calls.append(str(run_dir))
+        return real(run_dir)
+
+    monkeypatch.setattr(ingest, "quick_fingerprint", spy)
+    return calls
+
+
+def test_full_scan_checks_known_runs_by_stat_alone(
+    bus: Config, cat: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # several files listed out of name order, one run without any file (failed)
+    multi = make_run(
+        bus.root,
+        "policy",
+        "multi",
+        tables={"zeta": sample_table(2), "alpha": sample_table(4), "mid": sample_table(1)},
+    )
+    make_run(bus.root, "path-only", "single")
+    make_run(bus.root, "path-only", "failed", tables={}, status="failed", error="boom")
+    res = apply(cat, ingest.full_scan(bus, cat))
+    assert sorted(res.registered) == ["failed", "multi", "single"]
+    files = {d: sorted(f) for d, f in ingest.known_files(cat).items()}
+    assert files == {
+        str(multi): ["alpha.parquet", "mid.parquet", "zeta.parquet"],
+        str(bus.root / "path-only" / "single"): ["results.parquet"],
+        str(bus.root / "path-only" / "failed"): [],
+    }
+
+    calls = _count_quick_fingerprints(monkeypatch)
+    out = ingest.full_scan(bus, cat)
+    assert len(out.batch) == 0 and out.seen == out.skipped == 3
+    assert sorted(out.unchanged) == ["failed", "multi", "single"]
+    assert calls == []  # no metadata.json was read: stats were enough
+
+
+def test_full_scan_detects_a_changed_file_of_a_known_run(
+    bus: Config, cat: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = make_run(bus.root, "policy", "run", tables={"b": sample_table(2), "a": sample_table(3)})
+    other = make_run(bus.root, "policy", "other")
+    apply(cat, ingest.full_scan(bus, cat))
+    calls = _count_quick_fingerprints(monkeypatch)
+
+    # same bytes written again: only the mtime differs, which the stat check sees
+    data = run / "a.parquet"
+    st = data.stat()
+    data.write_bytes(data.read_bytes())
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    out = ingest.full_scan(bus, cat)
+    assert calls == [str(run)]  # only the changed run fell back to reading metadata.json
+    assert [r.run_id for r in out.batch.valid] == ["run"] and out.skipped == 1
+    assert apply(cat, out).updated == ["run"]
+    assert len(ingest.full_scan(bus, cat).batch) == 0  # its new fingerprint is stored
+
+    # a file grown behind the catalog's back: validated again and rejected
+    with (run / "b.parquet").open("ab") as f:
+        f.write(b"junk")
+    out = ingest.full_scan(bus, cat)
+    assert [r.run_id for r in out.batch.rejected] == ["run"]
+    assert "bytes but metadata.json declares" in out.batch.rejected[0].reason
+    assert apply(cat, out).deleted == ["run"]
+
+    # metadata.json rewritten to list another file (same mtime second): its stat differs
+    make_run(bus.root, "policy", "other", tables={"results": sample_table(), "x": sample_table(1)})
+    out = ingest.full_scan(bus, cat)
+    assert [r.run_id for r in out.batch.valid] == ["other"]
+    assert {a.file for a in out.batch.valid[0].artifacts} == {"results.parquet", "x.parquet"}
+    apply(cat, out)
+    assert sorted(ingest.known_files(cat)[str(other)]) == ["results.parquet", "x.parquet"]
+
+
 def test_changed_and_deleted_runs(bus: Config, cat: Catalog) -> None:
     a = make_run(bus.root, "path-only", "a")
     b = make_run(bus.root, "path-only", "b")
@@ -307,7 +384,7 @@ def test_rebuild_keeps_a_backup_and_recreates_from_disk(bus: Config) -> None:
     with capture_logs() as logs:
         res = ingest.rebuild(bus)
     assert res.registered == ["r1"]
-    backup = bus.catalog_path.with_name("catalog.duckdb.bak")
+    backup = bus.catalog_path.with_name("bus.duckdb.bak")
     assert any(e["event"] == "catalog.backup" and e["backup"] == str(backup) for e in logs)
     with Catalog.open(backup) as old:
         assert old.counts() == {"runs": 1, "deleted": 1, "artifacts": 1, "rejections": 0}
@@ -352,5 +429,5 @@ def test_rebuild_and_sync_refuse_while_the_catalog_is_in_use(bus: Config) -> Non
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert not bus.catalog_path.with_name("catalog.duckdb.bak").exists()
+    assert not bus.catalog_path.with_name("bus.duckdb.bak").exists()
     assert json.loads(json.dumps(dataclasses.asdict(ingest.sync(bus))))["registered"] == []
