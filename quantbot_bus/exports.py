@@ -100,6 +100,7 @@ from typing import Any
 import duckdb
 
 from .config import Config, UserExport
+from .fsutil import install
 from .log import get_logger
 
 log = get_logger("quantbot_bus.exports")
@@ -215,26 +216,9 @@ def bin_value(value: float) -> float:
 # --------------------------------------------------------------------------- file writing
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _tmp_for(dest: Path) -> Path:
+    """Our temp names carry TMP_MARK, so crash leftovers are recognised and cleaned up."""
     return dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(4)}.tmp")
-
-
-def _install(tmp: Path, dest: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
 
 
 def _copy_to(
@@ -251,7 +235,7 @@ def _copy_to(
         row = con.execute(
             f"COPY ({sql}) TO $qb_dest ({options})", {**params, "qb_dest": str(tmp)}
         ).fetchone()
-        _install(tmp, dest)
+        install(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -264,10 +248,7 @@ def _write_json(dest: Path, data: Any) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        install(tmp, dest)  # fsync, rename, fsync dir
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
