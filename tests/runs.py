@@ -13,11 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from quantbot_bus.catalog import open_reader
+from quantbot_bus.config import Config
 
 DROP: Any = object()  # an override value that removes the key from metadata.json
 
@@ -94,3 +99,33 @@ def make_run(
             metadata[key] = value
     write_metadata(run_dir, metadata)
     return run_dir
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str, timeout: float = 30.0, every: float = 0.05
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def snapshot_query(config: Config, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    """Query the reader-side snapshot on a fresh read-only connection; [] if not published."""
+    if not config.snapshot_path.exists():
+        return []
+    con = open_reader(config.snapshot_path)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def live_run_ids(config: Config) -> set[str]:
+    rows = snapshot_query(config, "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL")
+    return {r[0] for r in rows}

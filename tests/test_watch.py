@@ -16,7 +16,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from runs import make_run, sample_table
+from runs import live_run_ids, make_run, sample_table, snapshot_query, wait_for
 from structlog.testing import capture_logs
 
 from quantbot_bus import exports
-from quantbot_bus.catalog import Catalog, open_reader
+from quantbot_bus.catalog import Catalog
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.errors import DaemonError
@@ -124,35 +124,6 @@ class RunFactory:
 
 
 # ---------------------------------------------------------------------------- snapshot reads
-
-
-def snapshot_query(config: Config, sql: str, params: list[Any] | None = None) -> list[tuple]:
-    """Query the reader-side snapshot (a fresh read-only connection); [] if not published."""
-    if not config.snapshot_path.exists():
-        return []
-    con = open_reader(config.snapshot_path)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
-
-def live_run_ids(config: Config) -> set[str]:
-    rows = snapshot_query(config, "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL")
-    return {r[0] for r in rows}
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, every: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def rejection_reason(config: Config, run_dir: Path) -> str | None:

@@ -18,16 +18,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-from runs import sample_table
+import runs
+from runs import live_run_ids, sample_table, snapshot_query
 
-from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
 
 #: Deadline for anything that should happen "soon" (generous: 2 shared cores).
@@ -45,15 +44,8 @@ CLEAN_ENV = {
 def wait_for(
     condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, every: float = 0.1
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    """:func:`runs.wait_for` with this suite's longer default deadline."""
+    return runs.wait_for(condition, what, timeout, every)
 
 
 # ---------------------------------------------------------------------------- run builders
@@ -134,22 +126,6 @@ class RunFactory:
 
 
 # ---------------------------------------------------------------------------- snapshot reads
-
-
-def snapshot_query(config: Config, sql: str, params: list[Any] | None = None) -> list[tuple]:
-    """Query the reader-side snapshot on a fresh read-only connection; [] if not published."""
-    if not config.snapshot_path.exists():
-        return []
-    con = open_reader(config.snapshot_path)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
-
-def live_run_ids(config: Config) -> set[str]:
-    rows = snapshot_query(config, "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL")
-    return {r[0] for r in rows}
 
 
 def live_count(config: Config) -> int:
