@@ -146,6 +146,11 @@ class Config:
                 raise ConfigError(
                     f"config field '{where}.name' must match {_EXPORT_NAME.pattern}, got {exp.name!r}"
                 )
+            if exp.name in SUMMARY_NAMES:
+                raise ConfigError(
+                    f"config field '{where}.name' is {exp.name!r}, the name of a built-in "
+                    f"summary export; pick another (reserved: {', '.join(SUMMARY_NAMES)})"
+                )
             if exp.name in seen:
                 raise ConfigError(
                     f"config field '{where}.name' repeats the export name {exp.name!r}"
@@ -162,6 +167,18 @@ class Config:
                 raise ConfigError(f"config field {name!r} must not be empty")
         return self
 
+
+#: The built-in summary exports (``exports/<name>.parquet``, views ``exports.<name>``); a user
+#: export may not take one of these names.
+SUMMARY_NAMES = (
+    "runs",
+    "artifacts",
+    "latest_artifacts",
+    "run_summaries",
+    "caller_leaderboard",
+    "policy_comparison",
+    "frontier_best",
+)
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}

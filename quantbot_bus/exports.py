@@ -1,11 +1,16 @@
 """Export views under ``exports/``: consolidated tables, materialised summaries, user exports.
 
 INTERFACE: ``refresh(config, con, *, max_runs=500) -> dict[str, Any]`` — ``con`` is a cursor on the
-daemon's working catalog (read-write, same process); writes every export atomically and returns
-the status written to ``exports/_export_status.json``. Never raises for a failing export (it is
-reported in the status and logged as ``export.failed``). The daemon calls it after publishing a
-batch's snapshot, at most once per ``config.export_interval_s``; :func:`quantbot_bus.ingest.sync`
-calls it too.
+daemon's working catalog (read-write, same process); brings the export state, the consolidated
+table segments and the ``exports.*`` views up to date in one transaction and returns the status
+written to ``exports/_export_status.json``. Its work grows with the runs that changed, not with
+history. ``write_files(config, con=None, *, force=False)`` then writes the whole-file exports
+(the summary ``<name>.parquet`` files and the ``[[exports]]`` of the config) from the published
+snapshot, each at most once per :data:`FILE_WRITE_SPACING` x its own write time unless forced.
+Neither raises for a failing export (it is reported in the status and logged as
+``export.failed``). The daemon calls ``refresh`` after a batch (at most once per
+``config.export_interval_s``) holding the catalog lock, publishes the snapshot, then calls
+``write_files`` without the lock; :func:`quantbot_bus.ingest.sync` does the same, forced.
 
 Bounded work per call (added): one call takes in at most ``max_runs`` new or updated runs (in
 run_id order; deleted runs are all taken out at once, they are cheap) in one transaction, reading
@@ -33,8 +38,9 @@ Incremental design. State lives in schema ``exports_state`` of the working catal
 - ``segments`` and ``run_segments`` (run → segment): a refresh writes at most ONE new segment per
   table, holding the rows of the runs that changed in it; segments that contain a deleted or
   updated run are rewritten (their surviving rows go into that new segment); when a table would
-  have more than :data:`MAX_SEGMENTS` segments, the :data:`MERGE_FAN` smallest are merged into it
-  too (smallest first: each row is rewritten O(log n) times, the segment count stays bounded).
+  have more than :data:`MAX_SEGMENTS` segments, up to :data:`MERGE_FAN` of the smallest are merged
+  into it too, only segments of like size (see :func:`_merge_victims`: each row is rewritten
+  O(log n) times, the segment count stays bounded, one new run never drags big segments along).
   Segment names are never reused; retired files are removed only after the new file is in place.
 - per-run partials, computed once from a run's own rows when it is exported: ``run_summary_p``
   (exact per-run medians), ``policy_p`` (per run × policy, exact medians), ``caller_p`` and
@@ -59,9 +65,15 @@ per (run_type, name) and recomputes from ``catalog.latest_artifacts_v`` only the
 newest run left. The state has a :data:`STATE_VERSION`; a state of another version is dropped and
 the exports rebuilt (a bounded catch-up).
 
-Summary files are rewritten only when a run that feeds them changed (``latest_artifacts``: when the
-newest artifacts changed) or the file is missing. Until a catch-up is done (``more``), the
-summaries hold the runs taken in so far.
+Summaries: the views ``exports.<summary>`` are SELECTs over the state tables above, so they live
+in the catalog snapshot itself: a reader of the snapshot (``quantbot-bus query``, ``exports.*``)
+sees summaries exactly as fresh as the catalog, never a file being replaced. The files
+``<summary>.parquet`` hold the same rows for direct readers (Polars, pandas, a glob); a file is
+rewritten when a refresh fed it (``file_gen:<name>`` in the meta counts them), but at most once
+per :data:`FILE_WRITE_SPACING` x the time its last write took, so the whole-file rewrites take a
+bounded share of the time at any history size; the daemon comes back for a held-back file when
+it is due, and a stop or ``sync`` writes every pending file. Until a catch-up is done
+(``more``), the summaries hold the runs taken in so far.
 
 Unreadable files: the contract reads only Parquet footers, so a file with corrupt pages behind a
 valid footer is registered. If reading the incoming rows fails, each incoming file is read on its
@@ -71,12 +83,14 @@ refresh is retried once without them, so one such run never keeps the others out
 
 Atomicity: every file is written by DuckDB ``COPY`` to a hidden ``.<name>.qbexp-*.tmp`` in the same
 directory, fsynced, ``os.replace``d, and the directory fsynced; any single open of an export sees a
-whole file. Caveat (measured with duckdb 2.0, pyarrow 26, polars 2.1): those readers open a Parquet
-file more than once per query (footer, then pages), so a read that overlaps the replacement of
-that very file (or the removal of a retired segment) can fail with an I/O or decode error; such a
-read is safe to retry. Crash safety: a segment written but not committed in the state is an orphan
-and is removed by the next refresh; a segment in the state but missing on disk makes its runs be
-exported again.
+whole file. The views of the artifact tables list their committed segment files (not a glob), so
+a snapshot reader never sees a segment of an uncommitted refresh nor a retired one twice. Caveat
+(measured with duckdb 2.0, pyarrow 26, polars 2.1): those readers open a Parquet file more than
+once per query (footer, then pages), so a direct read of ``<summary>.parquet`` that overlaps its
+replacement, or a read of a segment retired by a compaction meanwhile, can fail with an I/O or
+decode error; such a read is safe to retry, and the summary views never have it. Crash safety: a
+segment written but not committed in the state is an orphan and is removed by the next refresh;
+a segment in the state but missing on disk makes its runs be exported again.
 """
 
 # ruff: noqa: S608 - SQL text here is assembled only from this module's constants and from
@@ -99,12 +113,13 @@ from typing import Any
 
 import duckdb
 
-from .config import Config, UserExport
+from .config import SUMMARY_NAMES, Config, UserExport
 from .fsutil import install
 from .log import get_logger
 
 log = get_logger("quantbot_bus.exports")
 
+FILE_WRITE_SPACING = 10.0  #: a whole file is rewritten at most once per this × its last write time
 MAX_SEGMENTS = 24  #: compaction starts when a table would have more segments than this
 MERGE_FAN = 8  #: how many of the smallest segments one compaction merges
 BIN_BASE = 1.01  #: histogram bin width factor (relative error ≤ sqrt(BIN_BASE) - 1)
@@ -112,15 +127,7 @@ _BIN_OFFSET = 100_000  # keeps bins of positive values > 0 and of negative value
 TMP_MARK = ".qbexp-"
 STATUS_NAME = "_export_status.json"
 TABLES_DIR = "tables"
-SUMMARIES = (
-    "runs",
-    "artifacts",
-    "latest_artifacts",
-    "run_summaries",
-    "caller_leaderboard",
-    "policy_comparison",
-    "frontier_best",
-)
+SUMMARIES = SUMMARY_NAMES
 PATH_TABLE = "backtest_call_path_metrics"
 POLICY_TABLE = "backtest_policy_results"
 CALL_RESULTS_TABLE = "backtest_call_results"
@@ -281,9 +288,6 @@ def refresh(
     t_start = time.perf_counter()
     exports_dir = Path(config.exports_dir)
     (exports_dir / TABLES_DIR).mkdir(parents=True, exist_ok=True)
-    status = _read_status(exports_dir)
-    entries: dict[str, Any] = status.get("exports", {})
-
     _ensure_state(con)
     _clean_temp_files(exports_dir)
     _check_segment_files(con, exports_dir)
@@ -296,8 +300,10 @@ def refresh(
             changes = _find_changes(con, max_runs)
             retired: list[Path] = []
             if changes.removed or changes.added:
-                retired = _apply_changes(con, exports_dir, changes, entries, skip)
+                retired = _apply_changes(con, exports_dir, changes, skip)
             _update_summary_state(con, changes)
+            _bump_generations(con, changes)
+            views_changed = _sync_views(con, exports_dir, config.exports)
             con.execute("COMMIT")
             break
         except duckdb.Error:
@@ -316,21 +322,15 @@ def refresh(
     for path in retired:
         path.unlink(missing_ok=True)
 
-    changed_any = bool(changes.removed or changes.added)
-    _write_summaries(con, exports_dir, changes, changed_any, entries)
-    _sync_views(con, exports_dir, config.exports)
-    _run_user_exports(con, exports_dir, config.exports, entries)
-    for name in list(entries):
-        if entries[name].get("kind") == "user" and name not in {e.name for e in config.exports}:
-            del entries[name]
-
-    status = {
-        "refreshed_at": _now(),
-        "ms": round((time.perf_counter() - t_start) * 1000, 1),
-        "changed_runs": {"added": len(changes.added), "removed": len(changes.removed)},
-        "more": changes.more,
-        "exports": entries,
-    }
+    status = _read_status(exports_dir)
+    status.update(
+        refreshed_at=_now(),
+        ms=round((time.perf_counter() - t_start) * 1000, 1),
+        changed_runs={"added": len(changes.added), "removed": len(changes.removed)},
+        more=changes.more,
+        views_changed=views_changed,
+    )
+    status.setdefault("exports", {})
     if changes.more:
         log.info("export.catching_up", added=len(changes.added), max_runs=max_runs)
     _write_json(exports_dir / STATUS_NAME, status)
@@ -556,7 +556,6 @@ def _apply_changes(
     con: duckdb.DuckDBPyConnection,
     exports_dir: Path,
     changes: _Changes,
-    entries: dict[str, Any],
     skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[Path]:
     """Segments and partials for the changed runs (inside the caller's transaction).
@@ -685,7 +684,7 @@ def _write_segment(
     clean = [s for s, _rows, d in segs if not d]
     victims: list[str] = []
     if len(clean) + (1 if (has_new or dirty) else 0) > MAX_SEGMENTS:
-        victims = clean[:MERGE_FAN]  # the smallest (ordered by rows)
+        victims = _merge_victims([(seg, n) for seg, n, d in segs if not d])
     merged = dirty + victims
     if not has_new and not merged:
         return []
@@ -753,6 +752,24 @@ def _write_segment(
     if merged:
         log.debug("export.segments_merged", table=name, rewritten=len(dirty), merged=len(victims))
     return [table_dir / s for s in merged]
+
+
+def _merge_victims(clean: Sequence[tuple[str, int]]) -> list[str]:
+    """The clean segments (``(name, rows)``, smallest first) one compaction merges: a run of the
+    smallest in which each next one holds at most twice as many rows as all before it together
+    (size tiers, like a binary counter: a row is rewritten O(log n) times and a refresh never
+    merges a few tiny segments into a huge one), at most :data:`MERGE_FAN`. When no two segments are
+    alike (only past 2 x :data:`MAX_SEGMENTS`), the smallest :data:`MERGE_FAN` are merged."""
+    picked: list[str] = []
+    total = 0
+    for seg, n in clean[:MERGE_FAN]:
+        if picked and n > 2 * max(total, 1):
+            break
+        picked.append(seg)
+        total += n
+    if len(picked) >= 2 or len(clean) <= 2 * MAX_SEGMENTS:
+        return picked if len(picked) >= 2 else []
+    return [seg for seg, _n in clean[:MERGE_FAN]]
 
 
 def _col(cols: Iterable[str], name: str, sql_type: str) -> str:
@@ -1208,30 +1225,30 @@ _SUMMARY_FEEDS = {  # which runs feed a summary (besides "any run" for the catal
 }
 
 
-def _write_summaries(
-    con: duckdb.DuckDBPyConnection,
-    exports_dir: Path,
-    changes: _Changes,
-    changed_any: bool,
-    entries: dict[str, Any],
-) -> None:
+_USER_GEN = "_user"  # the generation key of the user exports (any run change feeds them)
+
+
+def _bump_generations(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None:
+    """Count, per export file, the state changes that feed it (``file_gen:<name>`` in the meta;
+    caller's transaction). :func:`write_files` rewrites a file whose generation moved on."""
+    changed_any = bool(changes.removed or changes.added)
+    fed = []
     for name in SUMMARIES:
-        dest = exports_dir / f"{name}.parquet"
         feed = _SUMMARY_FEEDS.get(name)
         if name == "latest_artifacts":
-            fed = changes.latest_changed
+            hit = changes.latest_changed
         else:
-            fed = changed_any if feed is None else feed in changes.touched_flags
-        due = not dest.exists() or name not in entries or not entries[name].get("ok") or fed
-        if not due:
-            continue
-        t0 = time.perf_counter()
-        try:
-            rows = _copy_to(con, _SUMMARY_SQL[name], {}, dest)
-            entries[name] = _entry("summary", t0, rows=rows)
-        except (duckdb.Error, OSError) as exc:
-            entries[name] = _entry("summary", t0, error=f"{type(exc).__name__}: {exc}")
-            log.error("export.failed", export=name, error=entries[name]["error"])
+            hit = changed_any if feed is None else feed in changes.touched_flags
+        if hit:
+            fed.append(name)
+    if changed_any:
+        fed.append(_USER_GEN)
+    for name in fed:
+        con.execute(
+            "INSERT INTO exports_state.meta VALUES ($k, '1') ON CONFLICT (key) DO UPDATE "
+            "SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR)",
+            {"k": "file_gen:" + name},
+        )
 
 
 def _entry(
@@ -1247,44 +1264,176 @@ def _entry(
     }
 
 
+def _age_s(entry: dict[str, Any]) -> float:
+    try:
+        then = dt.datetime.fromisoformat(str(entry["last_run_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return float("inf")
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
+
+
+def write_files(
+    config: Config, con: duckdb.DuckDBPyConnection | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Write the export files whose contents changed: the summary ``<name>.parquet`` files and
+    the user exports of ``[[exports]]``; record them in ``_export_status.json``.
+
+    ``con`` is a connection whose ``exports.*`` views and ``exports_state`` tables to read;
+    ``None`` (the daemon, ``sync``) opens the reader-side snapshot, so the files are exactly what
+    the published catalog says and no catalog lock is needed; user export SQL runs there too.
+
+    A file is rewritten when the refreshes since its last write fed it (a per-file generation
+    counted by :func:`refresh`), when it is missing, or when its last write failed; but, unless
+    ``force``, at most once per :data:`FILE_WRITE_SPACING` times the duration of its last write
+    (a 30 ms file at most every 0.3 s, a 300 ms one every 3 s), so rewriting whole files takes at
+    most about a tenth of the time however large the history grows. The returned dict has
+    ``written`` (names), ``next_due_in_s`` (seconds until a held-back file is due, or None) and
+    ``views_missing`` (user exports now on disk that the snapshot has no view for yet: the next
+    :func:`refresh` creates them).
+    A failing file is reported (``export.failed``, ``ok: false`` in the status) and the others
+    are still written.
+    """
+    exports_dir = Path(config.exports_dir)
+    own = con is None
+    if con is None:
+        try:
+            con = open_query_connection(config)
+        except Exception as exc:  # noqa: BLE001 - no snapshot yet: nothing to write from
+            log.debug("export.files_skipped", reason=str(exc))
+            return {"written": [], "next_due_in_s": None}
+    try:
+        if not _has_summary_views(con):
+            return {"written": [], "next_due_in_s": None}
+        gens = dict(
+            con.execute(
+                "SELECT substr(key, 10), value FROM exports_state.meta WHERE key LIKE 'file_gen:%'"
+            ).fetchall()
+        )
+        status = _read_status(exports_dir)
+        entries: dict[str, Any] = status.setdefault("exports", {})
+        jobs: list[tuple[str, str, str, Path, str]] = []  # name, kind, sql, dest, format
+        for name in SUMMARIES:
+            sql = f"SELECT * FROM exports.{_q(name)}"
+            jobs.append((name, "summary", sql, exports_dir / f"{name}.parquet", "parquet"))
+        for exp in config.exports:
+            sql = exp.sql.strip().rstrip(";").strip()
+            jobs.append(
+                (exp.name, "user", sql, exports_dir / f"{exp.name}.{exp.format}", exp.format)
+            )
+        written: list[str] = []
+        next_due: float | None = None
+        for name, kind, sql, dest, fmt in jobs:
+            gen = str(gens.get(_USER_GEN if kind == "user" else name, "0"))
+            entry = entries.get(name) or {}
+            stale = (
+                not dest.exists()
+                or not entry.get("ok")
+                or entry.get("kind") != kind
+                or entry.get("gen") != gen
+                or (kind == "user" and entry.get("sql") != sql)
+            )
+            if not stale:
+                continue
+            wait = FILE_WRITE_SPACING * float(entry.get("ms") or 0) / 1000 - _age_s(entry)
+            if not force and entry.get("ok") and dest.exists() and wait > 0:
+                next_due = wait if next_due is None else min(next_due, wait)
+                continue
+            t0 = time.perf_counter()
+            try:
+                rows = _copy_to(con, sql, {}, dest, fmt)
+                entries[name] = _entry(kind, t0, rows=rows)
+            except (duckdb.Error, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}".strip()
+                entries[name] = _entry(kind, t0, error=error)
+                log.error("export.failed", export=name, error=error)
+            entries[name]["gen"] = gen
+            if kind == "user":
+                entries[name]["sql"] = sql
+            written.append(name)
+        users = {e.name for e in config.exports}
+        for name in [n for n, e in entries.items() if e.get("kind") == "user" and n not in users]:
+            del entries[name]
+        if written or len(entries) != len(status["exports"]):
+            _write_json(exports_dir / STATUS_NAME, status)
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+                "AND schema_name = 'exports'"
+            ).fetchall()
+        }
+        missing = [
+            e.name
+            for e in config.exports
+            if e.name not in views and (exports_dir / f"{e.name}.{e.format}").exists()
+        ]
+        return {"written": written, "next_due_in_s": next_due, "views_missing": missing}
+    finally:
+        if own:
+            con.close()
+
+
+def _has_summary_views(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'exports_state' AND table_name = 'meta'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _summary_views(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The summary views (name -> SELECT over the state tables) and the key that says when one
+    must be re-created: the state table behind it was rebuilt with another shape."""
+    shape = "|".join(
+        str(_meta(con, k)) for k in ("runs_flat_sig", "artifacts_x_sig", "latest_x_sig")
+    )
+    return {name: _SUMMARY_SQL[name] for name in SUMMARIES} | {"": shape}
+
+
 def _sync_views(
     con: duckdb.DuckDBPyConnection, exports_dir: Path, user: Sequence[UserExport]
-) -> None:
-    """Views in schema ``exports`` of the working catalog (published to readers by the snapshot)."""
-    wanted = _file_views(exports_dir, user)
+) -> bool:
+    """Views in schema ``exports`` of the working catalog, published to readers with the snapshot
+    (caller's transaction): the summaries over the state tables, the artifact tables over their
+    segment files, the user exports over their files."""
+    summary = _summary_views(con)
+    shape = summary.pop("")
+    wanted = {name: f"{sql}\n-- {shape}" for name, sql in summary.items()}
+    for name, sql in _file_views(exports_dir, user, summaries=False, tables=False).items():
+        wanted.setdefault(name, sql)
+    # The artifact tables: their committed segments, listed (a glob would also match a segment
+    # being written, or a retired one not yet removed).
+    segments: dict[str, list[str]] = {}
+    for table, segment in con.execute(
+        "SELECT table_name, segment FROM exports_state.segments ORDER BY ALL"
+    ).fetchall():
+        segments.setdefault(table, []).append(segment)
+    base = exports_dir.resolve() / TABLES_DIR
+    for table, segs in segments.items():
+        if _TABLE_NAME.match(table):
+            files = ", ".join(_lit(str(base / table / seg)) for seg in segs)
+            view = table if table not in wanted and table not in SUMMARIES else f"table_{table}"
+            wanted[view] = f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
     existing = dict(
         con.execute(
             "SELECT substr(key, 6), value FROM exports_state.meta WHERE key LIKE 'view:%'"
         ).fetchall()
     )
-    for name, sql in wanted.items():
-        if existing.get(name) != sql:
+    changed = False
+    for name, key in wanted.items():
+        if existing.get(name) != key:
+            changed = True
+            sql = summary.get(name, key)
             con.execute(f"CREATE OR REPLACE VIEW exports.{_q(name)} AS {sql}")
             con.execute(
                 "INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)",
-                {"k": "view:" + name, "v": sql},
+                {"k": "view:" + name, "v": key},
             )
     for name in set(existing) - set(wanted):
+        changed = True
         con.execute(f"DROP VIEW IF EXISTS exports.{_q(name)}")
         con.execute("DELETE FROM exports_state.meta WHERE key = $k", {"k": "view:" + name})
-
-
-def _run_user_exports(
-    con: duckdb.DuckDBPyConnection,
-    exports_dir: Path,
-    user: Sequence[UserExport],
-    entries: dict[str, Any],
-) -> None:
-    for exp in user:
-        t0 = time.perf_counter()
-        sql = exp.sql.strip().rstrip(";").strip()
-        try:
-            rows = _copy_to(con, sql, {}, exports_dir / f"{exp.name}.{exp.format}", exp.format)
-            entries[exp.name] = _entry("user", t0, rows=rows)
-        except (duckdb.Error, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}".strip()
-            entries[exp.name] = _entry("user", t0, error=error)
-            log.error("export.failed", export=exp.name, error=error)
+    return changed
 
 
 # --------------------------------------------------------------------------- the query path
@@ -1322,24 +1471,34 @@ def open_query_connection(config: Config) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _file_views(exports_dir: Path, user: Sequence[UserExport]) -> dict[str, str]:
-    """The export views as they follow from the files on disk (name -> SELECT)."""
+def _file_views(
+    exports_dir: Path,
+    user: Sequence[UserExport],
+    *,
+    summaries: bool = True,
+    tables: bool = True,
+) -> dict[str, str]:
+    """The export views over files (name -> SELECT): the summary files (unless ``summaries`` is
+    false: the refresh defines those over the state tables), the user exports that exist (a view
+    cannot be created over a missing file; :func:`write_files` asks for a refresh when it writes
+    one first) and the artifact tables' segments by glob (unless ``tables`` is false: the refresh lists them)."""
     base = exports_dir.resolve()
     views: dict[str, str] = {}
     for name in SUMMARIES:
         path = base / f"{name}.parquet"
-        if path.exists():
+        if summaries and path.exists():
             views[name] = f"SELECT * FROM read_parquet({_lit(str(path))})"
     for exp in user:
         path = base / f"{exp.name}.{exp.format}"
-        if path.exists() and exp.name not in views:
+        if path.exists() and exp.name not in views and exp.name not in SUMMARIES:
             reader = "read_parquet" if exp.format == "parquet" else "read_csv_auto"
             views[exp.name] = f"SELECT * FROM {reader}({_lit(str(path))})"
-    tables = base / TABLES_DIR
-    if tables.is_dir():
-        for d in sorted(tables.iterdir()):
+    tables_dir = base / TABLES_DIR
+    taken = set(views) | set(SUMMARIES)
+    if tables and tables_dir.is_dir():
+        for d in sorted(tables_dir.iterdir()):
             if d.is_dir() and _TABLE_NAME.match(d.name) and any(d.glob("*.parquet")):
-                view = d.name if d.name not in views else f"table_{d.name}"
+                view = d.name if d.name not in taken else f"table_{d.name}"
                 glob = str(d / "*.parquet")
                 views[view] = f"SELECT * FROM read_parquet({_lit(glob)}, union_by_name = true)"
     return views

@@ -46,6 +46,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -321,6 +322,16 @@ def _refresh_exports(config: Config, catalog: Catalog) -> None:
         log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
 
 
+def write_export_files(config: Config, *, force: bool = False) -> dict[str, Any]:
+    """Write the export files from the published snapshot (:func:`exports.write_files`);
+    a failure is logged, never raised (an export never fails registration)."""
+    try:
+        return exports.write_files(config, force=force)
+    except Exception as exc:  # noqa: BLE001
+        log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
+        return {"written": [], "next_due_in_s": None}
+
+
 def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
     t0 = time.perf_counter()
     outcome = full_scan(config, catalog)
@@ -331,6 +342,9 @@ def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
     # Exports before the snapshot, so the snapshot carries the export views they create.
     _refresh_exports(config, catalog)
     catalog.publish_snapshot(config.snapshot_path)
+    if write_export_files(config, force=True).get("views_missing"):
+        _refresh_exports(config, catalog)  # a user export written for the first time: its view
+        catalog.publish_snapshot(config.snapshot_path)
     log.info(
         "rescan.done",
         runs=outcome.seen,

@@ -700,24 +700,40 @@ class Daemon:
 
     def _publisher_main(self) -> None:
         interval = self.config.export_interval_s
+        files_due_at: float | None = None  # when held-back export files become due
         while True:
-            self._export_wake.wait(IDLE_TICK_S)
+            timeout = IDLE_TICK_S
+            if files_due_at is not None:
+                timeout = min(timeout, max(0.0, files_due_at - time.monotonic()))
+            self._export_wake.wait(timeout)
             self._export_wake.clear()
             stopping = self._publisher_stop.is_set()
+            refreshed = False
             if self._exports_dirty:
                 wait = self._last_export + interval - time.monotonic()
                 if wait > 0 and not self.stop_event.is_set():
                     self.stop_event.wait(wait)  # coalesce a burst into one refresh
                 self._exports_dirty = False
-                self._refresh_exports()
+                refreshed = self._refresh_exports()
+            due = files_due_at is not None and time.monotonic() >= files_due_at
+            if refreshed or due or stopping:
+                # The files come from the snapshot the refresh just published, without the
+                # catalog lock: registration goes on while they are written.
+                files = ingest.write_export_files(self.config, force=stopping)
+                nxt = files.get("next_due_in_s")
+                files_due_at = None if nxt is None else time.monotonic() + float(nxt)
+                if files.get("views_missing") and not stopping:
+                    self._exports_dirty = True  # a user export's first file: define its view
+                    self._export_wake.set()
             if stopping:  # the final flush was tried once (a failed one is not retried)
                 return
 
-    def _refresh_exports(self) -> None:
-        """Refresh the exports, holding the catalog lock: the snapshot is a byte copy of the
-        working file, so no write may land while the worker copies it. The exports module
-        bounds the work of one call (``more`` in its status asks for another), so registration
-        waits at most one bounded refresh."""
+    def _refresh_exports(self) -> bool:
+        """Refresh the export state and views, holding the catalog lock (the snapshot is a byte
+        copy of the working file, so no write may land while it is copied), then publish the
+        snapshot that carries them. The exports module bounds the work of one call (``more``
+        in its status asks for another), so registration waits at most one bounded refresh.
+        Returns whether a refresh went through and was published."""
         self._last_export = time.monotonic()
         t0 = time.monotonic()
         try:
@@ -728,25 +744,24 @@ class Daemon:
                         raise RuntimeError("the catalog is not open")
                     cursor = catalog.cursor()
                     try:
-                        views_before = _view_definitions(cursor)
                         status = exports.refresh(self.config, cursor)
-                        views_changed = _view_definitions(cursor) != views_before
                     finally:
                         cursor.close()
                 more = bool(status.get("more"))
-                if views_changed:
-                    # Export views live in the working catalog: readers get them with the next
-                    # snapshot, published by the worker now rather than after the next batch.
+                changed = status.get("changed_runs", {})
+                if changed.get("added") or changed.get("removed") or status.get("views_changed"):
+                    # Readers (and write_files) see the new export state with this snapshot.
                     self._snapshot_dirty = True
-                    self._wake.set()
+                    self._publish()
                 if not more or self._publisher_stop.is_set():
                     break
         except Exception as exc:  # noqa: BLE001 - exports never stop registration
             # e.g. disk full: try again after the next interval, even if no run changes.
             self._exports_dirty = True
             log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
-            return
+            return False
         log.debug("export.refreshed", ms=round((time.monotonic() - t0) * 1000, 1))
+        return True
 
     # ------------------------------------------------------------------ status
 
@@ -777,15 +792,6 @@ def _inotify_watches_held() -> int | None:
         except OSError:
             continue
     return total
-
-
-def _view_definitions(cursor: Any) -> list[tuple[Any, ...]]:
-    """Every user view of the working catalog (schema, name, SQL), to notice a change."""
-    rows: list[tuple[Any, ...]] = cursor.execute(
-        "SELECT schema_name, view_name, sql FROM duckdb_views() "
-        "WHERE NOT internal AND database_name = current_database() ORDER BY ALL"
-    ).fetchall()
-    return rows
 
 
 def install_signal_handlers(stop_event: threading.Event) -> None:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -499,8 +500,14 @@ def test_views_are_created_in_the_working_catalog(mixed_bus: Config) -> None:
             ).fetchall()
         )
         assert set(exports.SUMMARIES) | {PATH, POLICY, CALLS, FRONTIER, "summary"} == set(views)
-        glob = str(mixed_bus.exports_dir.resolve() / "tables" / PATH / "*.parquet")
-        assert glob in views[PATH]
+        # A table's view lists its committed segment files (every one on disk, nothing else);
+        # the summaries' views read the state tables that travel with the snapshot.
+        on_disk = sorted((mixed_bus.exports_dir.resolve() / "tables" / PATH).glob("*.parquet"))
+        assert on_disk and re.findall(r"'([^']+\.parquet)'", views[PATH]) == [
+            str(p) for p in on_disk
+        ]
+        assert "exports_state.runs_flat" in views["runs"]
+        assert "read_parquet" not in views["runs"] + views["caller_leaderboard"]
         n = cur.execute(f"SELECT count(*) FROM exports.{PATH}").fetchone()
         assert n == (4 * 60,)
         lb = cur.execute("SELECT count(*) FROM exports.caller_leaderboard").fetchone()
@@ -813,6 +820,7 @@ def refresh_until_done(cfg: Config, max_runs: int) -> list[dict[str, Any]]:
         while True:
             statuses.append(exports.refresh(cfg, cur, max_runs=max_runs))
             if not statuses[-1]["more"]:
+                exports.write_files(cfg, cur, force=True)
                 return statuses
             assert len(statuses) < 50, "the catch-up does not converge"
 
@@ -867,10 +875,11 @@ def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(
         for call in range(3):
             statuses.append(exports.refresh(bus, cur, max_runs=2))
             # Every call leaves consistent exports behind, holding the runs taken in so far.
-            got = rows(con, f"SELECT run_id FROM '{bus.exports_dir / 'runs.parquet'}' ORDER BY 1")
+            got = cur.execute("SELECT run_id FROM exports.runs ORDER BY 1").fetchall()
             assert got == [(r,) for r in order[: 2 * (call + 1)]]
             # policy-0, the only run with CALLS rows, comes in with the last call
             assert (bus.exports_dir / "tables" / CALLS).is_dir() == (call == 2)
+        exports.write_files(bus, cur, force=True)
     assert [s["changed_runs"]["added"] for s in statuses] == [2, 2, 1]
     assert [s["more"] for s in statuses] == [True, True, False]
     check_all(bus, con)
@@ -888,11 +897,12 @@ def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(
     add_optimize_run(bus, "opt-1", seed=21, created_at="2024-05-04T10:00:00Z")
     register_only(bus)
     with Catalog.open(bus.catalog_path) as cat:
-        status = exports.refresh(bus, cat.cursor(), max_runs=1)
+        cur = cat.cursor()
+        status = exports.refresh(bus, cur, max_runs=1)
         assert status["more"] is True
         # both deletions, plus the one run taken in ("opt-1" comes first by run_id)
         assert status["changed_runs"] == {"added": 1, "removed": 2}
-        got = rows(con, f"SELECT run_id FROM '{bus.exports_dir / 'runs.parquet'}' ORDER BY 1")
+        got = cur.execute("SELECT run_id FROM exports.runs ORDER BY 1").fetchall()
         assert got == [("opt-1",), ("path-1",), ("path-2",), ("policy-0",)]
         # path-2 is still its old version until its turn comes
         n_old = rows(
@@ -923,6 +933,7 @@ def test_catch_up_works_under_a_small_duckdb_memory_limit(bus: Config, con: Any)
         cur = cat.cursor()
         while exports.refresh(bus, cur, max_runs=2)["more"]:
             pass
+        exports.write_files(bus, cur, force=True)
     check_consolidated(con, bus, PATH)
     check_leaderboard(con, bus)
 
@@ -968,3 +979,17 @@ def test_state_of_an_older_version_is_rebuilt(mixed_bus: Config, con: Any) -> No
             .fetchone()
         )
     assert n_segs == (n_files,)
+
+
+def test_compaction_merges_like_sized_segments_only() -> None:
+    """One new run never drags big segments into a merge (size tiers, not just 'smallest')."""
+    small = [(f"s{i}", 1_000) for i in range(5)]
+    big = [(f"b{i}", 500_000) for i in range(20)]
+    assert exports._merge_victims(small + big) == [s for s, _ in small]
+    assert exports._merge_victims(big) == [s for s, _ in big[: exports.MERGE_FAN]]
+    # sizes that grow by more than 3x each time: nothing alike to merge (yet)
+    tiers = [(f"t{i}", 4**i) for i in range(12)]
+    assert exports._merge_victims(tiers) == []
+    # ... until the count doubles the bound: then the smallest are merged anyway
+    many = [(f"m{i}", 4**i) for i in range(2 * exports.MAX_SEGMENTS + 1)]
+    assert exports._merge_victims(many) == [s for s, _ in many[: exports.MERGE_FAN]]
