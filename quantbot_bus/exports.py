@@ -105,6 +105,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -297,17 +298,22 @@ def refresh(
     while True:
         con.execute("BEGIN TRANSACTION")
         try:
+            _tx.begin(con)
             changes = _find_changes(con, max_runs)
+            _register_ids(con, "_qb_gone", changes.removed)
+            _register_ids(con, "_qb_new", changes.added)
             retired: list[Path] = []
             if changes.removed or changes.added:
                 retired = _apply_changes(con, exports_dir, changes, skip)
             _update_summary_state(con, changes)
             _bump_generations(con, changes)
             views_changed = _sync_views(con, exports_dir, config.exports)
+            _tx.flush(con)
             con.execute("COMMIT")
             break
         except duckdb.Error:
             con.execute("ROLLBACK")
+            _tx.end()
             # One unreadable file (corrupt pages behind a valid footer: the contract reads only
             # footers) must not keep every other run out of the exports: find such files, leave
             # them out, and try once more. Anything else (disk full...) is raised as before.
@@ -319,6 +325,8 @@ def refresh(
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        finally:
+            _tx.end()
     for path in retired:
         path.unlink(missing_ok=True)
 
@@ -499,9 +507,8 @@ def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[str])
 def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
     """Forget runs: subtract their partials from the totals and drop their state rows.
 
-    Their rows in segments are removed by :func:`_write_segment`.
+    Their rows in segments are removed by :func:`_write_segment`. ``_qb_gone`` holds them.
     """
-    _register_ids(con, "_qb_gone", run_ids)
     con.execute(
         """
         UPDATE exports_state.caller_tot AS t
@@ -540,11 +547,8 @@ def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None
 
 
 def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT value FROM exports_state.meta WHERE key = 'segment_seq'").fetchone()
-    seq = int(row[0]) + 1 if row else 1
-    con.execute(
-        "INSERT OR REPLACE INTO exports_state.meta VALUES ('segment_seq', $v)", {"v": str(seq)}
-    )
+    seq = int(_meta(con, "segment_seq") or 0) + 1
+    _set_meta(con, "segment_seq", str(seq))
     return seq
 
 
@@ -565,17 +569,8 @@ def _apply_changes(
     tables_dir = exports_dir / TABLES_DIR
     # Flags of the removed runs (which summaries they fed) before their state rows go.
     if changes.removed:
-        _register_ids(con, "_qb_gone", changes.removed)
-        for col in ("path_only", "has_policy", "has_frontier"):
-            row = con.execute(
-                f"SELECT bool_or({col}) FROM exports_state.runs "
-                "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
-            ).fetchone()
-            if row and row[0]:
-                changes.touched_flags.add(col)
+        _take_flags(con, "_qb_gone", changes)
         _remove_runs(con, changes.removed)
-    _register_ids(con, "_qb_gone", changes.removed)
-    _register_ids(con, "_qb_new", changes.added)
 
     # The artifacts of the runs that come in (Parquet files only; path absolute).
     con.execute(
@@ -605,7 +600,9 @@ def _apply_changes(
         cols = _stage_new_rows(con, name, skip) if name in new_tables else None
         if cols is not None:
             in_tables[name] = cols
-        retired += _write_segment(con, tables_dir / name, name, cols is not None)
+        retired += _write_segment(
+            con, tables_dir / name, name, cols is not None, bool(changes.removed)
+        )
 
     _compute_partials(con, in_tables)
     for name in in_tables:
@@ -625,15 +622,21 @@ def _apply_changes(
         """,
         {"path": PATH_TABLE, "policy": POLICY_TABLE, "frontier": FRONTIER_TABLE},
     )
-    for col in ("path_only", "has_policy", "has_frontier"):
-        row = con.execute(
-            f"SELECT coalesce(bool_or({col}), false) FROM exports_state.runs "
-            "WHERE run_id IN (SELECT run_id FROM _qb_new)"
-        ).fetchone()
-        if row and row[0]:
-            changes.touched_flags.add(col)
-    con.execute("DROP TABLE IF EXISTS _qb_files")
+    _take_flags(con, "_qb_new", changes)
+
     return retired
+
+
+_FLAGS = ("path_only", "has_policy", "has_frontier")
+
+
+def _take_flags(con: duckdb.DuckDBPyConnection, ids: str, changes: _Changes) -> None:
+    """Add to ``changes.touched_flags`` the summaries the runs in temp table ``ids`` feed."""
+    row = con.execute(
+        f"SELECT {', '.join(f'coalesce(bool_or({c}), false)' for c in _FLAGS)} "
+        f"FROM exports_state.runs WHERE run_id IN (SELECT run_id FROM {ids})"
+    ).fetchone()
+    changes.touched_flags.update(c for c, hit in zip(_FLAGS, row or (), strict=False) if hit)
 
 
 def _stage_new_rows(
@@ -671,12 +674,18 @@ def _stage_new_rows(
 
 
 def _write_segment(
-    con: duckdb.DuckDBPyConnection, table_dir: Path, name: str, has_new: bool
+    con: duckdb.DuckDBPyConnection, table_dir: Path, name: str, has_new: bool, has_gone: bool
 ) -> list[Path]:
-    """Write this refresh's one segment of ``name``; return the segment files it retires."""
+    """Write this refresh's one segment of ``name``; return the segment files it retires.
+    (``has_gone``: runs leave in this refresh; statements with nothing to do are skipped.)"""
+    dirty_sql = (
+        "segment IN (SELECT segment FROM exports_state.run_segments "
+        "WHERE table_name = $t AND run_id IN (SELECT run_id FROM _qb_gone))"
+        if has_gone
+        else "false"
+    )
     segs = con.execute(
-        "SELECT segment, rows, segment IN (SELECT segment FROM exports_state.run_segments "
-        "  WHERE table_name = $t AND run_id IN (SELECT run_id FROM _qb_gone)) AS dirty "
+        f"SELECT segment, rows, {dirty_sql} AS dirty "
         "FROM exports_state.segments WHERE table_name = $t ORDER BY rows, segment",
         {"t": name},
     ).fetchall()
@@ -691,22 +700,25 @@ def _write_segment(
     staged = _q("_qb_in_" + name)
     # Rows per surviving run of the merged segments are known from the state: nothing is
     # materialised, the new segment streams from the chunk's temp table and the old files.
-    con.execute(
-        "DELETE FROM exports_state.run_segments WHERE table_name = $t "
-        "AND run_id IN (SELECT run_id FROM _qb_gone)",
-        {"t": name},
-    )
-    row = con.execute(
-        "SELECT coalesce(sum(rows), 0) FROM exports_state.run_segments WHERE table_name = $t "
-        "AND segment IN (SELECT unnest($m::VARCHAR[]))",
-        {"t": name, "m": merged},
-    ).fetchone()
-    kept_rows = int(row[0]) if row else 0
-    con.execute(
-        "DELETE FROM exports_state.segments WHERE table_name = $t AND segment IN "
-        "(SELECT unnest($m::VARCHAR[]))",
-        {"t": name, "m": merged},
-    )
+    if has_gone:
+        con.execute(
+            "DELETE FROM exports_state.run_segments WHERE table_name = $t "
+            "AND run_id IN (SELECT run_id FROM _qb_gone)",
+            {"t": name},
+        )
+    kept_rows = 0
+    if merged:
+        row = con.execute(
+            "SELECT coalesce(sum(rows), 0) FROM exports_state.run_segments "
+            "WHERE table_name = $t AND segment IN (SELECT unnest($m::VARCHAR[]))",
+            {"t": name, "m": merged},
+        ).fetchone()
+        kept_rows = int(row[0]) if row else 0
+        con.execute(
+            "DELETE FROM exports_state.segments WHERE table_name = $t AND segment IN "
+            "(SELECT unnest($m::VARCHAR[]))",
+            {"t": name, "m": merged},
+        )
     if has_new or kept_rows > 0:
         parts: list[str] = []
         params: dict[str, Any] = {}
@@ -726,11 +738,12 @@ def _write_segment(
             "INSERT INTO exports_state.segments VALUES ($t, $s, $r, $b, now())",
             {"t": name, "s": segment, "r": n_rows, "b": dest.stat().st_size},
         )
-        con.execute(
-            "UPDATE exports_state.run_segments SET segment = $s WHERE table_name = $t "
-            "AND segment IN (SELECT unnest($m::VARCHAR[]))",
-            {"t": name, "s": segment, "m": merged},
-        )
+        if merged:
+            con.execute(
+                "UPDATE exports_state.run_segments SET segment = $s WHERE table_name = $t "
+                "AND segment IN (SELECT unnest($m::VARCHAR[]))",
+                {"t": name, "s": segment, "m": merged},
+            )
         if has_new:
             # Every incoming run with rows, plus incoming runs with an empty artifact of it.
             con.execute(
@@ -903,8 +916,6 @@ def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[
             ON CONFLICT (caller_name, metric, bin) DO UPDATE SET n = n + EXCLUDED.n
             """
         )
-        con.execute("DROP TABLE _qb_cp")
-        con.execute("DROP TABLE _qb_ch")
 
     # ---- frontier_p: per run x caller, the best policy that meets the constraints
     if fr:
@@ -943,16 +954,76 @@ _LATEST_COLS = (
 )  # fmt: skip
 
 
+class _TxCache(threading.local):
+    """Inside a refresh transaction: ``exports_state.meta`` and the state table names, read once
+    at BEGIN; meta writes are kept here and flushed in one statement before COMMIT (a refresh
+    reads and writes a dozen keys: one statement each was a fifth of its fixed cost)."""
+
+    meta: dict[str, str] | None = None
+    dirty: set[str]
+    tables: set[str]
+
+    def begin(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.meta = dict(con.execute("SELECT key, value FROM exports_state.meta").fetchall())
+        self.dirty = set()
+        self.tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'exports_state'"
+            ).fetchall()
+        }
+
+    def flush(self, con: duckdb.DuckDBPyConnection) -> None:
+        assert self.meta is not None
+        gone = [k for k in self.dirty if k not in self.meta]
+        kept = sorted(k for k in self.dirty if k in self.meta)
+        if gone:
+            con.execute(
+                "DELETE FROM exports_state.meta WHERE key IN (SELECT unnest($k::VARCHAR[]))",
+                {"k": gone},
+            )
+        if kept:
+            con.execute(
+                "INSERT OR REPLACE INTO exports_state.meta "
+                "SELECT unnest($k::VARCHAR[]), unnest($v::VARCHAR[])",
+                {"k": kept, "v": [self.meta[k] for k in kept]},
+            )
+        self.dirty = set()
+
+    def end(self) -> None:
+        self.meta = None
+
+
+_tx = _TxCache()
+
+
 def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    if _tx.meta is not None:
+        return _tx.meta.get(key)
     row = con.execute("SELECT value FROM exports_state.meta WHERE key = $k", {"k": key}).fetchone()
     return str(row[0]) if row else None
 
 
-def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-    con.execute("INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)", {"k": key, "v": value})
+def _set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str | None) -> None:
+    """Set (or, with ``None``, delete) a meta key."""
+    if _tx.meta is not None:
+        if value is None:
+            _tx.meta.pop(key, None)
+        else:
+            _tx.meta[key] = value
+        _tx.dirty.add(key)
+    elif value is None:
+        con.execute("DELETE FROM exports_state.meta WHERE key = $k", {"k": key})
+    else:
+        con.execute(
+            "INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)", {"k": key, "v": value}
+        )
 
 
 def _state_table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    if _tx.meta is not None:
+        return name in _tx.tables
     row = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'exports_state' AND table_name = $n",
@@ -964,39 +1035,64 @@ def _state_table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 def _update_summary_state(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None:
     """Bring ``runs_flat``, ``artifacts_x`` and ``latest_x`` up to date (caller's transaction)."""
     changed = bool(changes.removed or changes.added)
+    same_kinds = False  # every incoming params/metrics key and type is known already
     if changed:
-        _register_ids(con, "_qb_gone", changes.removed)
-        _register_ids(con, "_qb_new", changes.added)
-        con.execute(
-            "DELETE FROM exports_state.run_kv WHERE run_id IN (SELECT run_id FROM _qb_gone)"
-        )
-        for source in ("params", "metrics"):
+        if changes.removed:
             con.execute(
-                f"""
-                INSERT INTO exports_state.run_kv
-                SELECT r.run_id, $src, j.key, CAST(json_structure(j.value) AS VARCHAR),
-                       CAST(j.value AS VARCHAR)
-                FROM catalog.runs_d r, json_each(CAST(r.{source} AS JSON)) j
-                WHERE r.run_id IN (SELECT run_id FROM _qb_new)
-                  AND json_type(CAST(r.{source} AS JSON)) = 'OBJECT'
-                """,
-                {"src": source},
+                "DELETE FROM exports_state.run_kv WHERE run_id IN (SELECT run_id FROM _qb_gone)"
             )
-    _update_runs_flat(con, changed)
-    _update_artifacts_x(con, changed)
-    changes.latest_changed = _update_latest_x(con, changed)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _qb_kv AS "
+            + " UNION ALL ".join(
+                f"""
+                SELECT r.run_id, '{source}' AS source, j.key,
+                       CAST(json_structure(j.value) AS VARCHAR) AS kind,
+                       CAST(j.value AS VARCHAR) AS sample
+                FROM (SELECT run_id, CAST({source} AS JSON) AS doc FROM catalog.runs_d
+                      WHERE run_id IN (SELECT run_id FROM _qb_new)) r, json_each(r.doc) j
+                WHERE json_type(r.doc) = 'OBJECT'"""
+                for source in ("params", "metrics")
+            )
+        )
+        con.execute("INSERT INTO exports_state.run_kv SELECT * FROM _qb_kv")
+        incoming = {
+            tuple(r)
+            for r in con.execute("SELECT DISTINCT source, key, kind FROM _qb_kv").fetchall()
+        }
+        known = {tuple(k) for k in json.loads(_meta(con, "run_kv_kinds") or "[]")}
+        same_kinds = not changes.removed and incoming <= known
+    gone = bool(changes.removed)
+    _update_runs_flat(con, changed, same_kinds, gone)
+    _update_artifacts_x(con, changed, gone)
+    changes.latest_changed = _update_latest_x(con, changed, gone)
 
 
-def _update_runs_flat(con: duckdb.DuckDBPyConnection, changed: bool) -> None:
-    """runs_flat: the rows of runs.parquet (runs_d flattened; a params/metrics key -> a column)."""
+def _update_runs_flat(
+    con: duckdb.DuckDBPyConnection, changed: bool, same_kinds: bool, gone: bool
+) -> None:
+    """runs_flat: the rows of runs.parquet (runs_d flattened; a params/metrics key -> a column).
+
+    ``same_kinds``: no run left and the incoming runs bring no params/metrics key or type that is
+    not known: the flattening SELECT of the last refresh is reused (kept in the meta), without
+    merging the key structures of the whole history again."""
     exists = _state_table_exists(con, "runs_flat")
     if exists and not changed:
         return
-    select, params, signature = _runs_flat_select(con)
+    cached = json.loads(_meta(con, "runs_flat_select") or "null")
+    base = _columns(con, "catalog.runs_d")
+    if same_kinds and cached and cached["base"] == base:
+        select, params, signature = cached["select"], cached["params"], cached["sig"]
+    else:
+        select, params, signature = _runs_flat_select(con)
+        cache = {"base": base, "select": select, "params": params, "sig": signature}
+        _set_meta(con, "runs_flat_select", json.dumps(cache))
+        kinds = con.execute("SELECT DISTINCT source, key, kind FROM exports_state.run_kv")
+        _set_meta(con, "run_kv_kinds", json.dumps(sorted(kinds.fetchall(), key=str)))
     if exists and _meta(con, "runs_flat_sig") == signature:
-        con.execute(
-            "DELETE FROM exports_state.runs_flat WHERE run_id IN (SELECT run_id FROM _qb_gone)"
-        )
+        if gone:
+            con.execute(
+                "DELETE FROM exports_state.runs_flat WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+            )
         con.execute(
             f"INSERT INTO exports_state.runs_flat SELECT {select} FROM catalog.runs_d r "
             "WHERE r.run_id IN (SELECT run_id FROM _qb_new)",
@@ -1075,16 +1171,18 @@ _ARTIFACTS_X_SELECT = """
     FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)"""
 
 
-def _update_artifacts_x(con: duckdb.DuckDBPyConnection, changed: bool) -> None:
+def _update_artifacts_x(con: duckdb.DuckDBPyConnection, changed: bool, gone: bool) -> None:
     """artifacts_x: the rows of artifacts.parquet (artifacts of the exported runs)."""
     exists = _state_table_exists(con, "artifacts_x")
     if exists and not changed:
         return
     signature = json.dumps(_columns(con, "catalog.artifacts_f"))
     if exists and _meta(con, "artifacts_x_sig") == signature:
-        con.execute(
-            "DELETE FROM exports_state.artifacts_x WHERE run_id IN (SELECT run_id FROM _qb_gone)"
-        )
+        if gone:
+            con.execute(
+                "DELETE FROM exports_state.artifacts_x "
+                "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+            )
         con.execute(
             f"INSERT INTO exports_state.artifacts_x {_ARTIFACTS_X_SELECT} "
             "WHERE a.run_id IN (SELECT run_id FROM _qb_new)"
@@ -1103,7 +1201,7 @@ _LATEST_FROM_VIEW = """
     FROM catalog.latest_artifacts_v v JOIN catalog.runs_d r USING (run_id)"""
 
 
-def _update_latest_x(con: duckdb.DuckDBPyConnection, changed: bool) -> bool:
+def _update_latest_x(con: duckdb.DuckDBPyConnection, changed: bool, gone: bool) -> bool:
     """latest_x: the rows of ``catalog.latest_artifacts_v`` (the newest artifact per run_type and
     name), kept up to date by comparing the incoming runs' artifacts with the current newest; a
     group whose newest run left is recomputed from the view. Returns whether it changed."""
@@ -1117,21 +1215,23 @@ def _update_latest_x(con: duckdb.DuckDBPyConnection, changed: bool) -> bool:
         _set_meta(con, "latest_x_sig", json.dumps(view_cols))
         return True
     # 1. groups whose newest artifact belonged to a run that left: recompute them from the view.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _qb_lg AS SELECT DISTINCT run_type, name "
-        "FROM exports_state.latest_x WHERE run_id IN (SELECT run_id FROM _qb_gone)"
-    )
-    lost = con.execute("SELECT count(*) FROM _qb_lg").fetchone()
-    n_lost = int(lost[0]) if lost else 0
-    if n_lost:
+    n_lost = 0
+    if gone:
         con.execute(
-            "DELETE FROM exports_state.latest_x l USING _qb_lg g "
-            "WHERE l.run_type = g.run_type AND l.name = g.name"
+            "CREATE OR REPLACE TEMP TABLE _qb_lg AS SELECT DISTINCT run_type, name "
+            "FROM exports_state.latest_x WHERE run_id IN (SELECT run_id FROM _qb_gone)"
         )
-        con.execute(
-            f"INSERT INTO exports_state.latest_x SELECT x.* FROM ({_LATEST_FROM_VIEW}) x "
-            "SEMI JOIN _qb_lg g ON x.run_type = g.run_type AND x.name = g.name"
-        )
+        lost = con.execute("SELECT count(*) FROM _qb_lg").fetchone()
+        n_lost = int(lost[0]) if lost else 0
+        if n_lost:
+            con.execute(
+                "DELETE FROM exports_state.latest_x l USING _qb_lg g "
+                "WHERE l.run_type = g.run_type AND l.name = g.name"
+            )
+            con.execute(
+                f"INSERT INTO exports_state.latest_x SELECT x.* FROM ({_LATEST_FROM_VIEW}) x "
+                "SEMI JOIN _qb_lg g ON x.run_type = g.run_type AND x.name = g.name"
+            )
     # 2. incoming runs: their artifacts against the current newest of the same groups (the
     # view's rule: live, successful runs; newest created_at else registration; ties: run_id).
     con.execute(
@@ -1162,8 +1262,7 @@ def _update_latest_x(con: duckdb.DuckDBPyConnection, changed: bool) -> bool:
             "WHERE l.run_type = c.run_type AND l.name = c.name"
         )
         con.execute("INSERT INTO exports_state.latest_x SELECT * FROM _qb_lc")
-    con.execute("DROP TABLE IF EXISTS _qb_lc")
-    con.execute("DROP TABLE IF EXISTS _qb_lg")
+    # (the small temp tables _qb_lc, _qb_lg, _qb_cp, _qb_ch, _qb_files stay until replaced)
     return bool(n_lost or n_won)
 
 
@@ -1244,11 +1343,8 @@ def _bump_generations(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None
     if changed_any:
         fed.append(_USER_GEN)
     for name in fed:
-        con.execute(
-            "INSERT INTO exports_state.meta VALUES ($k, '1') ON CONFLICT (key) DO UPDATE "
-            "SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR)",
-            {"k": "file_gen:" + name},
-        )
+        key = "file_gen:" + name
+        _set_meta(con, key, str(int(_meta(con, key) or 0) + 1))
 
 
 def _entry(
@@ -1414,25 +1510,19 @@ def _sync_views(
             files = ", ".join(_lit(str(base / table / seg)) for seg in segs)
             view = table if table not in wanted and table not in SUMMARIES else f"table_{table}"
             wanted[view] = f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
-    existing = dict(
-        con.execute(
-            "SELECT substr(key, 6), value FROM exports_state.meta WHERE key LIKE 'view:%'"
-        ).fetchall()
-    )
+    assert _tx.meta is not None, "views are synced inside a refresh transaction"
+    existing = {k[5:]: v for k, v in _tx.meta.items() if k.startswith("view:")}
     changed = False
     for name, key in wanted.items():
         if existing.get(name) != key:
             changed = True
             sql = summary.get(name, key)
             con.execute(f"CREATE OR REPLACE VIEW exports.{_q(name)} AS {sql}")
-            con.execute(
-                "INSERT OR REPLACE INTO exports_state.meta VALUES ($k, $v)",
-                {"k": "view:" + name, "v": key},
-            )
+            _set_meta(con, "view:" + name, key)
     for name in set(existing) - set(wanted):
         changed = True
         con.execute(f"DROP VIEW IF EXISTS exports.{_q(name)}")
-        con.execute("DELETE FROM exports_state.meta WHERE key = $k", {"k": "view:" + name})
+        _set_meta(con, "view:" + name, None)
     return changed
 
 
