@@ -100,6 +100,7 @@ a segment in the state but missing on disk makes its runs be exported again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -126,6 +127,8 @@ MERGE_FAN = 8  #: how many of the smallest segments one compaction merges
 BIN_BASE = 1.01  #: histogram bin width factor (relative error ≤ sqrt(BIN_BASE) - 1)
 _BIN_OFFSET = 100_000  # keeps bins of positive values > 0 and of negative values < 0
 TMP_MARK = ".qbexp-"
+PIN_DIR = ".v"  #: per table dir: hard links to the segments, the paths the views list
+PIN_GRACE_S = 300.0  #: a retired segment stays readable this long through its pinned link
 STATUS_NAME = "_export_status.json"
 TABLES_DIR = "tables"
 SUMMARIES = SUMMARY_NAMES
@@ -393,8 +396,33 @@ def _clean_temp_files(exports_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _pin(segment: Path) -> None:
+    """Hard-link a segment into its table's :data:`PIN_DIR`: the views list these links, so a
+    reader of an older snapshot still finds a segment that a compaction has retired from the
+    glob's directory meanwhile (same inode, no copy)."""
+    pin = segment.parent / PIN_DIR / segment.name
+    pin.parent.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.link(segment, pin)
+
+
+def _clean_pins(table_dir: Path, live: set[str], now: float) -> None:
+    """Remove pinned links of segments that left the table dir more than PIN_GRACE_S ago
+    (unlinking the segment's other name set the inode's ctime: the moment it was retired)."""
+    pin_dir = table_dir / PIN_DIR
+    if not pin_dir.is_dir():
+        return
+    for pin in pin_dir.glob("*.parquet"):
+        if pin.name in live:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if now - pin.stat().st_ctime > PIN_GRACE_S:
+                pin.unlink()
+
+
 def _check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> None:
-    """Remove orphan segment files; runs whose segment file went missing get exported again."""
+    """Remove orphan segment files; runs whose segment file went missing get exported again;
+    every live segment has its pinned link; pins retired long enough are removed."""
     known: dict[str, set[str]] = {}
     for table_name, segment in con.execute(
         "SELECT table_name, segment FROM exports_state.segments"
@@ -409,6 +437,11 @@ def _check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> N
             (tables_dir / name / orphan).unlink(missing_ok=True)
             log.info("export.orphan_removed", table=name, segment=orphan)
         missing += [(name, seg) for seg in known.get(name, set()) - on_disk]
+        live = known.get(name, set()) & on_disk
+        for seg in live:
+            if not (tables_dir / name / PIN_DIR / seg).exists():
+                _pin(tables_dir / name / seg)  # written by a version without pins, or a crash
+        _clean_pins(tables_dir / name, live, time.time())
     for name, seg in missing:
         log.warning("export.segment_missing", table=name, segment=seg)
         # A NULL fingerprint makes _find_changes see these runs as updated: out, then in again.
@@ -734,6 +767,7 @@ def _write_segment(
         segment = f"seg-{_next_seq(con):010d}-{secrets.token_hex(4)}.parquet"
         dest = table_dir / segment
         n_rows = _copy_to(con, " UNION ALL BY NAME ".join(parts), params, dest)
+        _pin(dest)
         con.execute(
             "INSERT INTO exports_state.segments VALUES ($t, $s, $r, $b, now())",
             {"t": name, "s": segment, "r": n_rows, "b": dest.stat().st_size},
@@ -1507,7 +1541,7 @@ def _sync_views(
     base = exports_dir.resolve() / TABLES_DIR
     for table, segs in segments.items():
         if _TABLE_NAME.match(table):
-            files = ", ".join(_lit(str(base / table / seg)) for seg in segs)
+            files = ", ".join(_lit(str(base / table / PIN_DIR / seg)) for seg in segs)
             view = table if table not in wanted and table not in SUMMARIES else f"table_{table}"
             wanted[view] = f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
     assert _tx.meta is not None, "views are synced inside a refresh transaction"
