@@ -92,6 +92,7 @@ OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 OBSERVER_RESTART_WINDOW_S = 600.0
 #: The worker loop wakes at least this often (heartbeat, timers) even when idle.
 IDLE_TICK_S = 1.0
+PUBLISH_WAIT_S = 5.0  #: how long the publisher waits for the worker to publish a refresh
 
 
 @dataclass
@@ -186,6 +187,8 @@ class Daemon:
         self._next_rescan = 0.0
         self._next_recheck = 0.0
         self._snapshot_dirty = False
+        self._published = threading.Condition()  # notified after each snapshot publish
+        self._publish_count = 0
         self._catalog_broken = False
         self._backoff = 0.0
         self._status_lock = threading.Lock()
@@ -670,6 +673,9 @@ class Daemon:
         with self._catalog_lock:
             ms = self._catalog.publish_snapshot(self.config.snapshot_path)
         self._snapshot_dirty = False
+        with self._published:
+            self._publish_count += 1
+            self._published.notify_all()
         with self._status_lock:
             self._status["snapshot_published_at"] = utc_now()
         log.debug("snapshot.published", ms=round(ms, 1), path=str(self.config.snapshot_path))
@@ -733,10 +739,16 @@ class Daemon:
         copy of the working file, so no write may land while it is copied), then publish the
         snapshot that carries them. The exports module bounds the work of one call (``more``
         in its status asks for another), so registration waits at most one bounded refresh.
-        Returns whether a refresh went through and was published."""
+        Returns whether a refresh went through and was published.
+
+        The publish is the worker's (woken with the snapshot marked dirty; under load it
+        publishes after its next batch anyway, so a refresh costs no extra publish); the
+        publisher waits for it, and publishes itself only once the worker is gone (the final
+        flush) or has not published within :data:`PUBLISH_WAIT_S`."""
         self._last_export = time.monotonic()
         t0 = time.monotonic()
         try:
+            publish = False
             while True:
                 with self._catalog_lock:
                     catalog = self._catalog
@@ -747,14 +759,26 @@ class Daemon:
                         status = exports.refresh(self.config, cursor)
                     finally:
                         cursor.close()
+                    seen = self._publish_count  # a publish counted later includes this refresh
                 more = bool(status.get("more"))
                 changed = status.get("changed_runs", {})
                 if changed.get("added") or changed.get("removed") or status.get("views_changed"):
-                    # Readers (and write_files) see the new export state with this snapshot.
-                    self._snapshot_dirty = True
-                    self._publish()
+                    publish = True  # readers (and write_files) see the new export state with it
                 if not more or self._publisher_stop.is_set():
                     break
+            if publish:
+                self._snapshot_dirty = True
+                self._wake.set()
+                worker = self._worker
+                with self._published:
+                    if worker is not None and worker.is_alive():
+                        self._published.wait_for(
+                            lambda: self._publish_count > seen or not worker.is_alive(),
+                            PUBLISH_WAIT_S,
+                        )
+                    done = self._publish_count > seen
+                if not done:
+                    self._publish()
         except Exception as exc:  # noqa: BLE001 - exports never stop registration
             # e.g. disk full: try again after the next interval, even if no run changes.
             self._exports_dirty = True
