@@ -725,7 +725,9 @@ def _write_segment(
     dirty = [s for s, _rows, d in segs if d]
     clean = [s for s, _rows, d in segs if not d]
     victims: list[str] = []
-    if len(clean) + (1 if (has_new or dirty) else 0) > MAX_SEGMENTS:
+    if len(clean) + (1 if (has_new or dirty) else 0) > 2 * MAX_SEGMENTS:
+        # Compaction is :func:`compact`'s job, off the catalog lock; this only keeps the count
+        # bounded for a caller that never runs it.
         victims = _merge_victims([(seg, n) for seg, n, d in segs if not d])
     merged = dirty + victims
     if not has_new and not merged:
@@ -799,6 +801,133 @@ def _write_segment(
     if merged:
         log.debug("export.segments_merged", table=name, rewritten=len(dirty), merged=len(victims))
     return [table_dir / s for s in merged]
+
+
+@dataclass
+class Merge:
+    """One planned compaction of table ``table``: ``victims`` (``rows`` in all) into one new
+    segment (``segment``, once :func:`write_compaction` has written it)."""
+
+    table: str
+    victims: list[str]
+    rows: int
+    segment: str | None = None
+
+
+def plan_compaction(con: duckdb.DuckDBPyConnection) -> list[Merge]:
+    """The merges due now: per table with more than :data:`MAX_SEGMENTS` segments, the
+    like-sized smallest (:func:`_merge_victims`). Reads the state only (quick; under the lock)."""
+    if not _state_table_exists(con, "segments"):
+        return []
+    by_table: dict[str, list[tuple[str, int]]] = {}
+    for table, segment, rows in con.execute(
+        "SELECT table_name, segment, rows FROM exports_state.segments ORDER BY ALL"
+    ).fetchall():
+        by_table.setdefault(table, []).append((segment, int(rows)))
+    plans = []
+    for table, segs in sorted(by_table.items()):
+        if len(segs) > MAX_SEGMENTS and _TABLE_NAME.match(table):
+            segs.sort(key=lambda item: (item[1], item[0]))
+            victims = _merge_victims(segs)
+            if victims:
+                sizes = dict(segs)
+                plans.append(Merge(table, victims, sum(sizes[v] for v in victims)))
+    return plans
+
+
+def write_compaction(config: Config, plans: Sequence[Merge]) -> list[Merge]:
+    """Write each planned merged segment from the victims' files, on a connection of its own
+    (one thread, the daemon's ``memory_limit``): no catalog, no lock; registration goes on.
+    Returns the merges whose file was written (a failure is logged as ``export.failed``)."""
+    if not plans:
+        return []
+    tables_dir = Path(config.exports_dir) / TABLES_DIR
+    done: list[Merge] = []
+    con = duckdb.connect(config={"threads": 1, "memory_limit": config.memory_limit})
+    try:
+        for m in plans:
+            table_dir = tables_dir / m.table
+            segment = f"seg-c{time.time_ns():019d}-{secrets.token_hex(4)}.parquet"
+            old = [str(table_dir / v) for v in m.victims]
+            try:
+                rows = _copy_to(
+                    con,
+                    "SELECT * FROM read_parquet($old, union_by_name = true)",
+                    {"old": old},
+                    table_dir / segment,
+                )
+            except (duckdb.Error, OSError) as exc:
+                log.error("export.failed", export=f"compaction of {m.table}", error=str(exc))
+                continue
+            if rows != m.rows:  # a victim changed under us: not ours to commit
+                (table_dir / segment).unlink(missing_ok=True)
+                continue
+            _pin(table_dir / segment)
+            m.segment = segment
+            done.append(m)
+    finally:
+        con.close()
+    return done
+
+
+def commit_compaction(
+    config: Config, con: duckdb.DuckDBPyConnection, merges: Sequence[Merge]
+) -> int:
+    """Swap written merges into the state (one transaction; under the lock), re-point the views,
+    then remove the victims' files. A merge whose victims are no longer all there unchanged
+    (a refresh rewrote one meanwhile) is dropped with its file. Returns the merges applied."""
+    exports_dir = Path(config.exports_dir)
+    tables_dir = exports_dir / TABLES_DIR
+    applied: list[Merge] = []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _tx.begin(con)
+        for m in merges:
+            assert m.segment is not None
+            row = con.execute(
+                "SELECT count(*), coalesce(sum(rows), 0) FROM exports_state.segments "
+                "WHERE table_name = $t AND segment IN (SELECT unnest($v::VARCHAR[]))",
+                {"t": m.table, "v": m.victims},
+            ).fetchone()
+            if row != (len(m.victims), m.rows):
+                (tables_dir / m.table / m.segment).unlink(missing_ok=True)
+                continue
+            dest = tables_dir / m.table / m.segment
+            con.execute(
+                "DELETE FROM exports_state.segments WHERE table_name = $t "
+                "AND segment IN (SELECT unnest($v::VARCHAR[]))",
+                {"t": m.table, "v": m.victims},
+            )
+            con.execute(
+                "INSERT INTO exports_state.segments VALUES ($t, $s, $r, $b, now())",
+                {"t": m.table, "s": m.segment, "r": m.rows, "b": dest.stat().st_size},
+            )
+            con.execute(
+                "UPDATE exports_state.run_segments SET segment = $s WHERE table_name = $t "
+                "AND segment IN (SELECT unnest($v::VARCHAR[]))",
+                {"t": m.table, "s": m.segment, "v": m.victims},
+            )
+            applied.append(m)
+        if applied:
+            _sync_views(con, exports_dir, config.exports)
+        _tx.flush(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        _tx.end()
+    for m in applied:
+        for v in m.victims:
+            (tables_dir / m.table / v).unlink(missing_ok=True)
+        log.debug("export.segments_merged", table=m.table, merged=len(m.victims), rows=m.rows)
+    return len(applied)
+
+
+def compact(config: Config, con: duckdb.DuckDBPyConnection) -> int:
+    """Plan, write and commit the due compactions in one go (``sync``, tests); the daemon runs
+    the three steps itself, holding the catalog lock only for the first and the last."""
+    return commit_compaction(config, con, write_compaction(config, plan_compaction(con)))
 
 
 def _merge_victims(clean: Sequence[tuple[str, int]]) -> list[str]:

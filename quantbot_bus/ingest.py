@@ -316,6 +316,7 @@ def _refresh_exports(config: Config, catalog: Catalog) -> None:
         try:
             while exports.refresh(config, cursor).get("more"):
                 pass
+            exports.compact(config, cursor)
         finally:
             cursor.close()
     except Exception as exc:  # an export never fails registration

@@ -731,8 +731,39 @@ class Daemon:
                 if files.get("views_missing") and not stopping:
                     self._exports_dirty = True  # a user export's first file: define its view
                     self._export_wake.set()
+            if refreshed and not stopping:
+                self._compact_exports()
             if stopping:  # the final flush was tried once (a failed one is not retried)
                 return
+
+    def _compact_exports(self) -> None:
+        """Merge small segments in the background: plan and commit hold the catalog lock (state
+        reads and one short transaction), the merged files are written without it."""
+        try:
+            with self._catalog_lock:
+                if self._catalog is None or self._catalog_broken:
+                    return
+                cursor = self._catalog.cursor()
+                try:
+                    plans = exports.plan_compaction(cursor)
+                finally:
+                    cursor.close()
+            written = exports.write_compaction(self.config, plans)
+            if not written:
+                return
+            with self._catalog_lock:
+                if self._catalog is None or self._catalog_broken:
+                    return
+                cursor = self._catalog.cursor()
+                try:
+                    applied = exports.commit_compaction(self.config, cursor, written)
+                finally:
+                    cursor.close()
+            if applied:
+                self._snapshot_dirty = True  # the views list the merged segment
+                self._wake.set()
+        except Exception as exc:  # noqa: BLE001 - compaction never stops registration
+            log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
 
     def _refresh_exports(self) -> bool:
         """Refresh the export state and views, holding the catalog lock (the snapshot is a byte

@@ -1126,3 +1126,47 @@ def test_view_readers_never_fail_while_refreshes_replace_files(
     assert result["errors"] == 0, err
     assert result["reads"] > 20
     assert set(result["seen"]) <= set(range(1, 14))
+
+
+def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
+    bus: Config, con: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon writes a merged segment without the catalog lock; if a refresh rewrote one of
+    its victims meanwhile (a run in it was deleted), the commit drops the merge and its file,
+    and the exports stay exact. An unchanged plan commits, and retires the victims."""
+    monkeypatch.setattr(exports, "MAX_SEGMENTS", 3)
+    for i in range(4):
+        add_path_run(bus, f"r{i}", n=10 + i, seed=i)
+        register_only(bus)
+        with Catalog.open(bus.catalog_path) as cat:
+            exports.refresh(bus, cat.cursor())  # one segment per run, no compaction
+    assert len(segment_files(bus, PATH)) == 4
+    with Catalog.open(bus.catalog_path) as cat:
+        cur = cat.cursor()
+        plans = [m for m in exports.plan_compaction(cur) if m.table == PATH]
+        assert len(plans) == 1 and len(plans[0].victims) >= 2
+        written = exports.write_compaction(bus, plans)
+        merged_file = bus.exports_dir / "tables" / PATH / written[0].segment
+        assert merged_file.exists()
+        # meanwhile: a run of the smallest victim is deleted and the refresh rewrites it
+        victim_run = cur.execute(
+            "SELECT run_id FROM exports_state.run_segments WHERE table_name = $t AND segment = $s",
+            {"t": PATH, "s": plans[0].victims[0]},
+        ).fetchone()[0]
+    shutil.rmtree(bus.root / "backtest-path" / victim_run)
+    add_path_run(bus, "r9", n=9, seed=9)  # and a new run: 4 segments again after the refresh
+    register_only(bus)
+    with Catalog.open(bus.catalog_path) as cat:
+        cur = cat.cursor()
+        exports.refresh(bus, cur)
+        assert exports.commit_compaction(bus, cur, written) == 0
+        assert not merged_file.exists()
+        # a fresh plan goes through
+        assert exports.compact(bus, cur) == 1
+        exports.write_files(bus, cur, force=True)
+        views = cur.execute(f"SELECT count(*) FROM exports.{PATH}").fetchone()
+    assert len(segment_files(bus, PATH)) <= 3
+    check_consolidated(con, bus, PATH)
+    check_leaderboard(con, bus)
+    direct = con.execute(f"SELECT count(*) FROM read_parquet('{raw_glob(bus, PATH)}')").fetchone()
+    assert views == direct
