@@ -37,14 +37,16 @@ Incremental design. State lives in schema ``exports_state`` of the working catal
   updated (fingerprint changed) and deleted runs; nothing else of the history is read.
 - ``segments`` and ``run_segments`` (run → segment): a refresh writes at most ONE new segment per
   table, holding the rows of the runs that changed in it; segments that contain a deleted or
-  updated run are rewritten (their surviving rows go into that new segment); when a table would
-  have more than :data:`MAX_SEGMENTS` segments, up to :data:`MERGE_FAN` of the smallest are merged
-  into it too, only segments of like size (see :func:`_merge_victims`: each row is rewritten
-  O(log n) times, the segment count stays bounded, one new run never drags big segments along).
+  updated run are rewritten (their surviving rows go into that new segment). When a table has
+  more than :data:`MAX_SEGMENTS` segments, :func:`compact` (the daemon runs it in the background,
+  off the catalog lock) merges up to :data:`MERGE_FAN` of the smallest, only segments of like size
+  (see :func:`_merge_victims`: each row is rewritten O(log n) times, the segment count stays
+  bounded, one new run never drags big segments along).
   Segment names are never reused; retired files are removed only after the new file is in place.
 - per-run partials, computed once from a run's own rows when it is exported: ``run_summary_p``
-  (exact per-run medians), ``policy_p`` (per run × policy, exact medians), ``caller_p`` and
-  ``caller_hist_p`` (per run × caller counts and histograms), ``frontier_p`` (per run × caller best
+  (exact per-run medians), ``policy_p`` (per run × policy, exact medians), ``caller_p``
+  (per run × caller counts; a leaving run's histograms are computed again from its rows in the
+  segments, see :func:`_remove_histograms`), ``frontier_p`` (per run × caller best
   constrained policy). ``caller_tot`` and ``caller_hist_tot`` hold their running totals, updated
   by adding an exported run's partials and subtracting a removed run's (integers: exact).
 
@@ -162,8 +164,6 @@ CREATE TABLE IF NOT EXISTS exports_state.policy_p (
 CREATE TABLE IF NOT EXISTS exports_state.caller_p (
     run_id VARCHAR, caller_name VARCHAR, calls BIGINT, hit_2x BIGINT, hit_3x BIGINT,
     hit_4x BIGINT);
-CREATE TABLE IF NOT EXISTS exports_state.caller_hist_p (
-    run_id VARCHAR, caller_name VARCHAR, metric VARCHAR, bin INTEGER, n BIGINT);
 CREATE TABLE IF NOT EXISTS exports_state.caller_tot (
     caller_name VARCHAR PRIMARY KEY, calls BIGINT, hit_2x BIGINT, hit_3x BIGINT, hit_4x BIGINT,
     runs_seen BIGINT);
@@ -179,7 +179,7 @@ CREATE TABLE IF NOT EXISTS exports_state.run_kv (
 """
 #: Bumped when the state tables change incompatibly: an older state is dropped and rebuilt
 #: (a bounded catch-up, :func:`refresh` ``max_runs`` at a time).
-STATE_VERSION = "2"
+STATE_VERSION = "3"
 DEFAULT_MAX_RUNS = 500  #: changed runs one :func:`refresh` call takes in at most
 
 
@@ -537,7 +537,79 @@ def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[str])
         )
 
 
-def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None:
+def _remove_histograms(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> None:
+    """Subtract the leaving runs' histograms from ``caller_hist_tot``, computed again from their
+    rows in the path-metrics segments (still on disk: retired files go after the commit).
+    Per-run histograms are not stored: they were as many rows as the raw data (47 of the 67 MB
+    of a 10,000-run catalog, copied by every snapshot publish). If a leaving run's rows are not
+    in the segments (a segment file went missing), the totals are rebuilt from every segment."""
+    row = con.execute(
+        "SELECT count(DISTINCT run_id) FROM exports_state.caller_p "
+        "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+    ).fetchone()
+    n_fed = int(row[0]) if row else 0
+    if not n_fed:
+        return
+    table_dir = exports_dir.resolve() / TABLES_DIR / PATH_TABLE
+    segs = [
+        str(table_dir / r[0])
+        for r in con.execute(
+            "SELECT DISTINCT segment FROM exports_state.run_segments WHERE table_name = $t "
+            "AND rows > 0 AND run_id IN (SELECT run_id FROM exports_state.caller_p "
+            "WHERE run_id IN (SELECT run_id FROM _qb_gone))",
+            {"t": PATH_TABLE},
+        ).fetchall()
+    ]
+    row = con.execute(
+        "SELECT count(DISTINCT run_id) FROM exports_state.run_segments WHERE table_name = $t "
+        "AND rows > 0 AND run_id IN (SELECT run_id FROM exports_state.caller_p "
+        "WHERE run_id IN (SELECT run_id FROM _qb_gone))",
+        {"t": PATH_TABLE},
+    ).fetchone()
+    if (int(row[0]) if row else 0) == n_fed and all(os.path.exists(p) for p in segs):
+        fed = "run_id IN (SELECT run_id FROM exports_state.caller_p WHERE run_id IN (SELECT run_id FROM _qb_gone))"
+        rel = "read_parquet($segs, union_by_name = true)"
+        cols = [
+            d[0]
+            for d in con.execute(f"SELECT * FROM {rel} LIMIT 0", {"segs": segs}).description or ()
+        ]
+        con.execute(
+            f"""
+            UPDATE exports_state.caller_hist_tot AS t SET n = t.n - d.n
+            FROM ({_hist_sql(rel, cols, fed)}) AS d
+            WHERE t.caller_name IS NOT DISTINCT FROM d.caller_name AND t.metric = d.metric
+              AND t.bin = d.bin
+            """,
+            {"segs": segs},
+        )
+        con.execute("DELETE FROM exports_state.caller_hist_tot WHERE n <= 0")
+        return
+    log.warning("export.histograms_rebuilt", reason="a leaving run's rows are not in the segments")
+    con.execute("DELETE FROM exports_state.caller_hist_tot")
+    live = [
+        str(table_dir / r[0])
+        for r in con.execute(
+            "SELECT segment FROM exports_state.segments WHERE table_name = $t", {"t": PATH_TABLE}
+        ).fetchall()
+        if os.path.exists(table_dir / r[0])
+    ]
+    if live:
+        kept = (
+            "run_id IN (SELECT run_id FROM exports_state.caller_p) "
+            "AND run_id NOT IN (SELECT run_id FROM _qb_gone)"
+        )
+        rel = "read_parquet($segs, union_by_name = true)"
+        cols = [
+            d[0]
+            for d in con.execute(f"SELECT * FROM {rel} LIMIT 0", {"segs": live}).description or ()
+        ]
+        con.execute(
+            f"INSERT INTO exports_state.caller_hist_tot {_hist_sql(rel, cols, kept)}",
+            {"segs": live},
+        )
+
+
+def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], exports_dir: Path) -> None:
     """Forget runs: subtract their partials from the totals and drop their state rows.
 
     Their rows in segments are removed by :func:`_write_segment`. ``_qb_gone`` holds them.
@@ -556,21 +628,11 @@ def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> None
         """
     )
     con.execute("DELETE FROM exports_state.caller_tot WHERE runs_seen <= 0")
-    con.execute(
-        """
-        UPDATE exports_state.caller_hist_tot AS t SET n = t.n - d.n
-        FROM (SELECT caller_name, metric, bin, sum(n) AS n FROM exports_state.caller_hist_p
-              WHERE run_id IN (SELECT run_id FROM _qb_gone) GROUP BY ALL) AS d
-        WHERE t.caller_name IS NOT DISTINCT FROM d.caller_name AND t.metric = d.metric
-          AND t.bin = d.bin
-        """
-    )
-    con.execute("DELETE FROM exports_state.caller_hist_tot WHERE n <= 0")
+    _remove_histograms(con, exports_dir)
     for table in (
         "run_summary_p",
         "policy_p",
         "caller_p",
-        "caller_hist_p",
         "frontier_p",
         "runs",
     ):
@@ -603,7 +665,7 @@ def _apply_changes(
     # Flags of the removed runs (which summaries they fed) before their state rows go.
     if changes.removed:
         _take_flags(con, "_qb_gone", changes)
-        _remove_runs(con, changes.removed)
+        _remove_runs(con, changes.removed, exports_dir)
 
     # The artifacts of the runs that come in (Parquet files only; path absolute).
     con.execute(
@@ -952,6 +1014,22 @@ def _col(cols: Iterable[str], name: str, sql_type: str) -> str:
     return _q(name) if name in set(cols) else f"CAST(NULL AS {sql_type})"
 
 
+def _hist_sql(rel: str, cols: Iterable[str], where: str) -> str:
+    """(caller_name, metric, bin, n) of the rows of ``rel`` (columns ``cols``) matching ``where``:
+    the caller leaderboard's log-bin histograms, summed over the runs in it."""
+    caller = f"CAST({_col(cols, 'caller_name', 'VARCHAR')} AS VARCHAR)"
+    union = " UNION ALL ".join(
+        f"SELECT {caller} AS caller_name, '{m}' AS metric, "
+        f"{_bin_sql(_col(cols, m, 'DOUBLE'))} AS bin FROM {rel} "
+        f"WHERE ({where}) AND {caller} IS NOT NULL"
+        for m in ("peak_multiple", "dd_bps", "t_2x_ms")
+    )
+    return (
+        f"SELECT caller_name, metric, bin, count(*) AS n FROM ({union}) "
+        "WHERE bin IS NOT NULL GROUP BY ALL"
+    )
+
+
 def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[str]]) -> None:
     """Per-run partials of the incoming runs, each from that run's own rows."""
 
@@ -1042,25 +1120,8 @@ def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[
             FROM {pm} WHERE {path_only} AND {caller} IS NOT NULL GROUP BY ALL
             """
         )
-        metrics = {
-            "peak_multiple": _col(c, "peak_multiple", "DOUBLE"),
-            "dd_bps": _col(c, "dd_bps", "DOUBLE"),
-            "t_2x_ms": _col(c, "t_2x_ms", "DOUBLE"),
-        }
-        union = " UNION ALL ".join(
-            f"SELECT run_id, {caller} AS caller_name, '{m}' AS metric, {_bin_sql(expr)} AS bin "
-            f"FROM {pm} WHERE {path_only} AND {caller} IS NOT NULL"
-            for m, expr in metrics.items()
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _qb_ch AS
-            SELECT run_id, caller_name, metric, bin, count(*) AS n FROM ({union})
-            WHERE bin IS NOT NULL GROUP BY ALL
-            """
-        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _qb_ch AS {_hist_sql(pm, c, path_only)}")
         con.execute("INSERT INTO exports_state.caller_p SELECT * FROM _qb_cp")
-        con.execute("INSERT INTO exports_state.caller_hist_p SELECT * FROM _qb_ch")
         con.execute(
             """
             INSERT INTO exports_state.caller_tot
@@ -1074,8 +1135,7 @@ def _compute_partials(con: duckdb.DuckDBPyConnection, in_tables: dict[str, list[
         )
         con.execute(
             """
-            INSERT INTO exports_state.caller_hist_tot
-            SELECT caller_name, metric, bin, sum(n) FROM _qb_ch GROUP BY ALL
+            INSERT INTO exports_state.caller_hist_tot SELECT * FROM _qb_ch
             ON CONFLICT (caller_name, metric, bin) DO UPDATE SET n = n + EXCLUDED.n
             """
         )

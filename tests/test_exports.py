@@ -1170,3 +1170,31 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
     check_leaderboard(con, bus)
     direct = con.execute(f"SELECT count(*) FROM read_parquet('{raw_glob(bus, PATH)}')").fetchone()
     assert views == direct
+
+
+def test_lost_path_segment_rebuilds_the_leaderboard_histograms(mixed_bus: Config, con: Any) -> None:
+    """Per-run histograms are not stored: a leaving run's are read back from its segment. When
+    that segment file is gone, the totals are rebuilt from the segments, and stay exact."""
+    cfg = mixed_bus
+    check_leaderboard(con, cfg)
+    lost = next(iter((cfg.exports_dir / "tables" / PATH).glob("*.parquet")))
+    lost.unlink()
+    shutil.rmtree(cfg.root / "backtest-path" / "path-2")  # and a run leaves in the same refresh
+    with structlog.testing.capture_logs() as logs:
+        sync(cfg)
+    assert "export.histograms_rebuilt" in {e["event"] for e in logs}
+    check_all(cfg, con)
+    # the ordinary path (rows read back from the segment) after that
+    shutil.rmtree(cfg.root / "backtest-path" / "path-1")
+    with structlog.testing.capture_logs() as logs:
+        sync(cfg)
+    assert "export.histograms_rebuilt" not in {e["event"] for e in logs}
+    check_all(cfg, con)
+    with Catalog.open(cfg.catalog_path) as cat:
+        tables = {
+            r[0]
+            for r in cat.cursor()
+            .execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'exports_state'")
+            .fetchall()
+        }
+    assert "caller_hist_p" not in tables
