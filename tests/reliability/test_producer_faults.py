@@ -242,14 +242,15 @@ def test_parquet_truncated_or_overwritten_after_registration(
     other = bytearray(originals["overwritten"])
     other[len(other) // 2] ^= 0xFF
     (runs["overwritten"] / "results.parquet").write_bytes(bytes(other))
-    # 3. overwritten by a new table AND a matching metadata.json: an update.
+    # 3. overwritten by a new table AND a matching metadata.json: an update. Both renames come
+    # right after each other (the entry is computed first): in between, the run is briefly a
+    # mismatch, and a worker that looked then would reject it before seeing the new metadata.
     new_path = runs["rewritten"] / "results.parquet"
     _big_parquet(tmp_path / "new.parquet", 5000, seed=7)
+    entry = artifact_entry(tmp_path / "new.parquet", "results", file="results.parquet")
+    new_meta = metadata_v1("rewritten", "backtest", [entry])
     os.replace(tmp_path / "new.parquet", new_path)
-    write_metadata(
-        runs["rewritten"],
-        metadata_v1("rewritten", "backtest", [artifact_entry(new_path, "results")]),
-    )
+    write_metadata(runs["rewritten"], new_meta)
 
     reasons = wait_for(
         lambda: (
