@@ -182,6 +182,7 @@ class Daemon:
         self._watch_short = False
         self._export_wake = threading.Event()
         self._exports_dirty = False
+        self._export_more = False  # the last refresh left changed runs for the next one
         self._last_export = 0.0
         self._heartbeat = time.monotonic()
         self._next_rescan = 0.0
@@ -717,10 +718,15 @@ class Daemon:
             refreshed = False
             if self._exports_dirty:
                 wait = self._last_export + interval - time.monotonic()
-                if wait > 0 and not self.stop_event.is_set():
+                if wait > 0 and not self.stop_event.is_set() and not self._export_more:
                     self.stop_event.wait(wait)  # coalesce a burst into one refresh
                 self._exports_dirty = False
                 refreshed = self._refresh_exports()
+                if self._export_more and not stopping:
+                    # A catch-up: one bounded chunk per round, each published and its files
+                    # written (on their cadence), so readers see it advance; next chunk at once.
+                    self._exports_dirty = True
+                    self._export_wake.set()
             due = files_due_at is not None and time.monotonic() >= files_due_at
             if refreshed or due or stopping:
                 # The files come from the snapshot the refresh just published, without the
@@ -766,11 +772,11 @@ class Daemon:
             log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
 
     def _refresh_exports(self) -> bool:
-        """Refresh the export state and views, holding the catalog lock (the snapshot is a byte
-        copy of the working file, so no write may land while it is copied), then publish the
-        snapshot that carries them. The exports module bounds the work of one call (``more``
-        in its status asks for another), so registration waits at most one bounded refresh.
-        Returns whether a refresh went through and was published.
+        """One bounded refresh of the export state and views, holding the catalog lock (the
+        snapshot is a byte copy of the working file, so no write may land while it is copied),
+        then publish the snapshot that carries them. The exports module bounds the work of one
+        call; ``more`` in its status (kept in ``_export_more``) asks the publisher for another
+        round. Returns whether the refresh went through and was published.
 
         The publish is the worker's (woken with the snapshot marked dirty; under load it
         publishes after its next batch anyway, so a refresh costs no extra publish); the
@@ -779,24 +785,21 @@ class Daemon:
         self._last_export = time.monotonic()
         t0 = time.monotonic()
         try:
-            publish = False
-            while True:
-                with self._catalog_lock:
-                    catalog = self._catalog
-                    if catalog is None or self._catalog_broken:
-                        raise RuntimeError("the catalog is not open")
-                    cursor = catalog.cursor()
-                    try:
-                        status = exports.refresh(self.config, cursor)
-                    finally:
-                        cursor.close()
-                    seen = self._publish_count  # a publish counted later includes this refresh
-                more = bool(status.get("more"))
-                changed = status.get("changed_runs", {})
-                if changed.get("added") or changed.get("removed") or status.get("views_changed"):
-                    publish = True  # readers (and write_files) see the new export state with it
-                if not more or self._publisher_stop.is_set():
-                    break
+            self._export_more = False
+            with self._catalog_lock:
+                catalog = self._catalog
+                if catalog is None or self._catalog_broken:
+                    raise RuntimeError("the catalog is not open")
+                cursor = catalog.cursor()
+                try:
+                    status = exports.refresh(self.config, cursor)
+                finally:
+                    cursor.close()
+                seen = self._publish_count  # a publish counted later includes this refresh
+            self._export_more = bool(status.get("more"))
+            changed = status.get("changed_runs", {})
+            # readers (and write_files) see the new export state with the next snapshot
+            publish = changed.get("added") or changed.get("removed") or status.get("views_changed")
             if publish:
                 self._snapshot_dirty = True
                 self._wake.set()
