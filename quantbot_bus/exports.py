@@ -1621,7 +1621,7 @@ def write_files(
             log.debug("export.files_skipped", reason=str(exc))
             return {"written": [], "next_due_in_s": None}
     try:
-        if not _has_summary_views(con):
+        if not _state_table_exists(con, "meta"):  # no refresh yet: nothing to write
             return {"written": [], "next_due_in_s": None}
         gens = dict(
             con.execute(
@@ -1692,31 +1692,18 @@ def write_files(
             con.close()
 
 
-def _has_summary_views(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'exports_state' AND table_name = 'meta'"
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _summary_views(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """The summary views (name -> SELECT over the state tables) and the key that says when one
-    must be re-created: the state table behind it was rebuilt with another shape."""
-    shape = "|".join(
-        str(_meta(con, k)) for k in ("runs_flat_sig", "artifacts_x_sig", "latest_x_sig")
-    )
-    return {name: _SUMMARY_SQL[name] for name in SUMMARIES} | {"": shape}
-
-
 def _sync_views(
     con: duckdb.DuckDBPyConnection, exports_dir: Path, user: Sequence[UserExport]
 ) -> bool:
     """Views in schema ``exports`` of the working catalog, published to readers with the snapshot
     (caller's transaction): the summaries over the state tables, the artifact tables over their
     segment files, the user exports over their files."""
-    summary = _summary_views(con)
-    shape = summary.pop("")
+    # A summary view is re-created when the state table behind it was rebuilt with another
+    # shape (a view keeps the column list it was bound with): its key carries the signatures.
+    shape = "|".join(
+        str(_meta(con, k)) for k in ("runs_flat_sig", "artifacts_x_sig", "latest_x_sig")
+    )
+    summary = {name: _SUMMARY_SQL[name] for name in SUMMARIES}
     wanted = {name: f"{sql}\n-- {shape}" for name, sql in summary.items()}
     for name, sql in _file_views(exports_dir, user, summaries=False, tables=False).items():
         wanted.setdefault(name, sql)
