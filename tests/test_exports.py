@@ -766,27 +766,39 @@ def test_concurrent_reader_never_sees_a_partial_export(
     stop = tmp_path / "stop"
     script = tmp_path / "reader.py"
     script.write_text(READER % (list(exports.SUMMARIES), PATH))
+    args = [str(script), str(bus.exports_dir), str(stop)]
+    result = churn_while_reading(bus, args, stop, runs=15, delete_every=5)
+    assert result["reads"] > 50
+    # Every runs.parquet the reader saw was one a refresh wrote (1..16 runs, minus deletions).
+    assert set(result["runs_rows"]) <= set(range(1, 17))
+
+
+def churn_while_reading(
+    cfg: Config, args: list[str], stop: Path, *, runs: int, delete_every: int
+) -> dict[str, Any]:
+    """Run a reader script (``python args...``) while syncs add ``runs`` runs, deleting an older
+    one every ``delete_every``; stop it through the ``stop`` file; it must exit 0 and report no
+    error. Returns the JSON it printed last."""
     reader = subprocess.Popen(
-        [sys.executable, str(script), str(bus.exports_dir), str(stop)],
+        [sys.executable, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
     )
     try:
-        for i in range(1, 16):
-            add_path_run(bus, f"r{i:03d}", n=200, seed=i)
-            if i % 5 == 0:
-                shutil.rmtree(bus.root / "backtest-path" / f"r{i - 3:03d}")
-            sync(bus)
+        for i in range(1, runs + 1):
+            add_path_run(cfg, f"r{i:03d}", n=200, seed=i)
+            if i % delete_every == 0:
+                shutil.rmtree(cfg.root / "backtest-path" / f"r{i - delete_every + 2:03d}")
+            sync(cfg)
     finally:
         stop.write_text("stop")
         out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["errors"] == 0, err
-    assert result["reads"] > 50
-    # Every runs.parquet the reader saw was one a refresh wrote (1..16 runs, minus deletions).
-    assert set(result["runs_rows"]) <= set(range(1, 17))
+    return result
 
 
 def test_refresh_without_changes_is_cheap_and_idempotent(mixed_bus: Config) -> None:
@@ -1098,32 +1110,8 @@ def test_view_readers_never_fail_while_refreshes_replace_files(
         )
         % (True,)
     )
-    reader = subprocess.Popen(
-        [
-            sys.executable,
-            str(script),
-            str(bus.root),
-            str(bus.exports_dir),
-            str(bus.state_dir),
-            str(stop),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(Path(__file__).resolve().parents[1]),
-    )
-    try:
-        for i in range(1, 13):
-            add_path_run(bus, f"r{i:03d}", n=200, seed=i)
-            if i % 4 == 0:
-                shutil.rmtree(bus.root / "backtest-path" / f"r{i - 2:03d}")
-            sync(bus)
-    finally:
-        stop.write_text("stop")
-        out, err = reader.communicate(timeout=60)
-    assert reader.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["errors"] == 0, err
+    args = [str(script), str(bus.root), str(bus.exports_dir), str(bus.state_dir), str(stop)]
+    result = churn_while_reading(bus, args, stop, runs=12, delete_every=4)
     assert result["reads"] > 20
     assert set(result["seen"]) <= set(range(1, 14))
 
