@@ -11,9 +11,12 @@ Threads (see docs/ARCHITECTURE.md):
   dirty meanwhile form the next batch (group commit, not a fixed debounce window). It also runs the
   periodic full rescan (``rescan_interval_s``, or at once after an inotify queue overflow) and
   re-examines pending runs every ``pending_recheck_s``.
-- **publisher**: refreshes the export views (:func:`quantbot_bus.exports.refresh`) on its own
-  cursor, at most once per ``export_interval_s``; a failing refresh is logged (``export.failed``)
-  and never stops registration.
+- **publisher**: at most once per ``export_interval_s`` (a catch-up: one bounded chunk per round,
+  back to back), refreshes the export state and views (:func:`quantbot_bus.exports.refresh`) on
+  its own cursor holding the catalog lock, has the worker publish them, writes the due export
+  files from that snapshot without the lock (:func:`quantbot_bus.exports.write_files`) and runs
+  the background compaction (lock only to plan and to commit). A failing step is logged
+  (``export.failed``) and never stops registration.
 - the **supervisor** (the thread that calls :meth:`Daemon.run`): checks that the observer and the
   worker are alive, pings the systemd watchdog while the worker makes progress, rewrites the status
   file every few seconds, and waits for ``stop_event``.
@@ -23,7 +26,8 @@ observer (so nothing created during the reconcile is missed) → reconcile (full
 publish) → process the events that arrived meanwhile → ``READY=1`` and ``daemon.ready``.
 
 Stop (``stop_event`` set, e.g. by the first SIGTERM/SIGINT): ``STOPPING=1``, the worker finishes the
-batch in hand and publishes, the exports get a last refresh if due, the catalog is closed, the status
+batch in hand and publishes, the exports get a last refresh if due (published by the publisher
+itself, the worker being gone) and every pending export file is written, the catalog is closed, the status
 file says ``stopped``; nothing is removed. A second signal exits at once (see
 :func:`install_signal_handlers`).
 
