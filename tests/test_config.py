@@ -71,6 +71,10 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
             '[[exports]]\nname = "a"\nsql = "SELECT 1"\n[[exports]]\nname = "a"\nsql = "SELECT 2"',
             "config field 'exports[1].name' repeats the export name 'a'",
         ),
+        (
+            '[[exports]]\nname = "runs"\nsql = "SELECT 1"',
+            "config field 'exports[0].name' is 'runs', the name of a built-in summary export",
+        ),
         ("root = [", "is not valid TOML"),
     ],
 )
