@@ -676,11 +676,17 @@ class Daemon:
     def _publish(self) -> None:
         assert self._catalog is not None
         with self._catalog_lock:
-            ms = self._catalog.publish_snapshot(self.config.snapshot_path)
-        self._snapshot_dirty = False
-        with self._published:
-            self._publish_count += 1
-            self._published.notify_all()
+            # Cleared before the copy, under the lock: a refresh marks the snapshot dirty only
+            # after it released the lock, so that mark is never lost to this publish.
+            self._snapshot_dirty = False
+            try:
+                ms = self._catalog.publish_snapshot(self.config.snapshot_path)
+            except BaseException:
+                self._snapshot_dirty = True
+                raise
+            with self._published:  # counted under the catalog lock: see _refresh_exports
+                self._publish_count += 1
+                self._published.notify_all()
         with self._status_lock:
             self._status["snapshot_published_at"] = utc_now()
         log.debug("snapshot.published", ms=round(ms, 1), path=str(self.config.snapshot_path))
@@ -799,7 +805,9 @@ class Daemon:
                     status = exports.refresh(self.config, cursor)
                 finally:
                     cursor.close()
-                seen = self._publish_count  # a publish counted later includes this refresh
+                # Publishes are counted under the catalog lock too: one counted after this
+                # line started after this refresh, so it carries it.
+                seen = self._publish_count
             self._export_more = bool(status.get("more"))
             changed = status.get("changed_runs", {})
             # readers (and write_files) see the new export state with the next snapshot
