@@ -1670,9 +1670,10 @@ def write_files(
                 entries[name]["sql"] = sql
             written.append(name)
         users = {e.name for e in config.exports}
-        for name in [n for n, e in entries.items() if e.get("kind") == "user" and n not in users]:
+        dropped = [n for n, e in entries.items() if e.get("kind") == "user" and n not in users]
+        for name in dropped:  # an [[exports]] entry removed from the config
             del entries[name]
-        if written or len(entries) != len(status["exports"]):
+        if written or dropped:
             _write_json(exports_dir / STATUS_NAME, status)
         views = {
             r[0]

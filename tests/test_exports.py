@@ -1186,3 +1186,14 @@ def test_lost_path_segment_rebuilds_the_leaderboard_histograms(mixed_bus: Config
             .fetchall()
         }
     assert "caller_hist_p" not in tables
+
+
+def test_a_user_export_removed_from_the_config_leaves_the_status(bus: Config) -> None:
+    with_export = dataclasses.replace(
+        bus, exports=(UserExport("run_ids", "SELECT run_id FROM catalog.runs_d"),)
+    ).validate()
+    add_path_run(bus, "p0", seed=1)
+    assert "run_ids" in sync(with_export)["exports"]
+    status = sync(bus)  # nothing changed but the config
+    assert "run_ids" not in status["exports"]
+    assert "runs" in status["exports"]
