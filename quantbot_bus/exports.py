@@ -567,16 +567,14 @@ def _remove_histograms(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> Non
         {"t": PATH_TABLE},
     ).fetchone()
     if (int(row[0]) if row else 0) == n_fed and all(os.path.exists(p) for p in segs):
-        fed = "run_id IN (SELECT run_id FROM exports_state.caller_p WHERE run_id IN (SELECT run_id FROM _qb_gone))"
-        rel = "read_parquet($segs, union_by_name = true)"
-        cols = [
-            d[0]
-            for d in con.execute(f"SELECT * FROM {rel} LIMIT 0", {"segs": segs}).description or ()
-        ]
+        fed = (
+            "run_id IN (SELECT run_id FROM exports_state.caller_p "
+            "WHERE run_id IN (SELECT run_id FROM _qb_gone))"
+        )
         con.execute(
             f"""
             UPDATE exports_state.caller_hist_tot AS t SET n = t.n - d.n
-            FROM ({_hist_sql(rel, cols, fed)}) AS d
+            FROM ({_segment_hist_sql(con, segs, fed)}) AS d
             WHERE t.caller_name IS NOT DISTINCT FROM d.caller_name AND t.metric = d.metric
               AND t.bin = d.bin
             """,
@@ -598,15 +596,17 @@ def _remove_histograms(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> Non
             "run_id IN (SELECT run_id FROM exports_state.caller_p) "
             "AND run_id NOT IN (SELECT run_id FROM _qb_gone)"
         )
-        rel = "read_parquet($segs, union_by_name = true)"
-        cols = [
-            d[0]
-            for d in con.execute(f"SELECT * FROM {rel} LIMIT 0", {"segs": live}).description or ()
-        ]
         con.execute(
-            f"INSERT INTO exports_state.caller_hist_tot {_hist_sql(rel, cols, kept)}",
+            f"INSERT INTO exports_state.caller_hist_tot {_segment_hist_sql(con, live, kept)}",
             {"segs": live},
         )
+
+
+def _segment_hist_sql(con: duckdb.DuckDBPyConnection, segs: list[str], where: str) -> str:
+    """:func:`_hist_sql` over the segment files ``segs`` (bound as ``$segs``)."""
+    rel = "read_parquet($segs, union_by_name = true)"
+    cur = con.execute(f"SELECT * FROM {rel} LIMIT 0", {"segs": segs})
+    return _hist_sql(rel, [d[0] for d in cur.description or ()], where)
 
 
 def _remove_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], exports_dir: Path) -> None:
