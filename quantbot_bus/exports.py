@@ -543,34 +543,24 @@ def _remove_histograms(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> Non
     Per-run histograms are not stored: they were as many rows as the raw data (47 of the 67 MB
     of a 10,000-run catalog, copied by every snapshot publish). If a leaving run's rows are not
     in the segments (a segment file went missing), the totals are rebuilt from every segment."""
+    fed = (  # the leaving runs that fed the leaderboard
+        "run_id IN (SELECT run_id FROM exports_state.caller_p "
+        "WHERE run_id IN (SELECT run_id FROM _qb_gone))"
+    )
     row = con.execute(
-        "SELECT count(DISTINCT run_id) FROM exports_state.caller_p "
-        "WHERE run_id IN (SELECT run_id FROM _qb_gone)"
+        f"SELECT count(DISTINCT run_id) FROM exports_state.caller_p WHERE {fed}"
     ).fetchone()
     n_fed = int(row[0]) if row else 0
     if not n_fed:
         return
     table_dir = exports_dir.resolve() / TABLES_DIR / PATH_TABLE
-    segs = [
-        str(table_dir / r[0])
-        for r in con.execute(
-            "SELECT DISTINCT segment FROM exports_state.run_segments WHERE table_name = $t "
-            "AND rows > 0 AND run_id IN (SELECT run_id FROM exports_state.caller_p "
-            "WHERE run_id IN (SELECT run_id FROM _qb_gone))",
-            {"t": PATH_TABLE},
-        ).fetchall()
-    ]
-    row = con.execute(
-        "SELECT count(DISTINCT run_id) FROM exports_state.run_segments WHERE table_name = $t "
-        "AND rows > 0 AND run_id IN (SELECT run_id FROM exports_state.caller_p "
-        "WHERE run_id IN (SELECT run_id FROM _qb_gone))",
+    placed = con.execute(
+        "SELECT run_id, segment FROM exports_state.run_segments "
+        f"WHERE table_name = $t AND rows > 0 AND {fed}",
         {"t": PATH_TABLE},
-    ).fetchone()
-    if (int(row[0]) if row else 0) == n_fed and all(os.path.exists(p) for p in segs):
-        fed = (
-            "run_id IN (SELECT run_id FROM exports_state.caller_p "
-            "WHERE run_id IN (SELECT run_id FROM _qb_gone))"
-        )
+    ).fetchall()
+    segs = sorted({str(table_dir / seg) for _run, seg in placed})
+    if len({run for run, _seg in placed}) == n_fed and all(os.path.exists(p) for p in segs):
         con.execute(
             f"""
             UPDATE exports_state.caller_hist_tot AS t SET n = t.n - d.n
