@@ -1,47 +1,31 @@
-"""The DuckDB catalog: schema, migrations, batch registration, and the reader-side snapshot.
+"""The working DuckDB catalog: schema, migrations, batch registration, reader-side queries.
 
-INTERFACE (used by watch, cli, exports — keep signatures):
+Only one process ever opens the working catalog (``Config.catalog_path``): the process holding
+the state-dir lock (:class:`quantbot_bus.pipeline.Bus`: the daemon, or a one-shot
+``sync``/``rebuild``). Readers never open it; they open the publication
+(:mod:`quantbot_bus.publication`), whose views have the same ``catalog.*`` tables.
 
-Only one process ever opens the working catalog (``Config.catalog_path``) read-write: the daemon
-or a one-shot ``sync``/``rebuild``. Readers never open it; they open the snapshot that
-:meth:`Catalog.publish_snapshot` writes atomically to ``Config.snapshot_path``.
-
-- ``Catalog.open(path) -> Catalog`` (creates parent dir, connects, migrates to SCHEMA_VERSION)
-- ``Catalog.close()``; context manager.
-- ``Catalog.known_runs() -> dict[str, KnownRun]`` keyed by run_dir (str, absolute): run_id,
-  fingerprint, deleted (bool). Used by the reconcile scan.
-- ``Catalog.apply_batch(batch: Batch) -> BatchResult``: ONE transaction that
-  inserts/updates the valid runs (Arrow inserts, not row by row), soft-deletes ``gone`` run dirs,
-  upserts rejections, resolves rejections of runs that became valid. Idempotent: an unchanged
-  run (same fingerprint, not deleted) is a no-op; a run_id already registered from another
-  live run_dir is a conflict (recorded as a rejection with a clear reason, never overwrites).
-- ``Catalog.publish_snapshot(dest: Path) -> float`` checkpoints the working catalog and copies its
-  bytes to a temp file next to ``dest``, fsyncs it and ``os.replace``s it over ``dest``; returns
-  milliseconds taken. Every schema travels (``catalog``, the ``exports`` views, the exports
-  module's private ``exports_state``).
-- ``Catalog.known_rejections() -> dict[str, str | None]``: open rejections, run_dir -> fingerprint.
-- ``Catalog.counts() -> dict[str, int]``: runs (live), deleted, artifacts, rejections (open).
-- ``open_reader(snapshot_path) -> duckdb.DuckDBPyConnection``: read-only connection to the snapshot
-  (raises CatalogMissingError with advice when it does not exist yet).
-
-Additions (backwards compatible):
-
-- ``Catalog.cursor()``: a new cursor on the working catalog with ``USE`` already set, so
-  ``catalog.runs_d`` resolves (hand this to ``exports.refresh``); ``Catalog.con`` is the connection.
-- ``apply_batch`` logs, after COMMIT, the stable events ``run.registered`` (run_id, run_type,
-  latency_ms from metadata.json mtime to commit), ``run.updated``, ``run.deleted``,
-  ``run.rejected`` (run_dir, run_id, reason) and ``batch.committed`` (n, ms, counts). Callers
-  must not log these again.
-- Reader-side queries used by the CLI (each takes a connection from :func:`open_reader` and
-  returns plain dicts): :func:`list_runs`, :func:`get_run`, :func:`list_artifacts`,
-  :func:`run_stats`, :func:`list_rejections`.
-- ``BatchResult.pending`` (run_dir -> reason), filled by ``ingest.sync``; ``MIGRATIONS``.
-- ``known_runs(paths=None)`` / ``known_rejections(paths=None)``: optionally only the rows at,
-  below or above the given paths; ``live_run_dirs(run_ids) -> {run_id: run_dir}``.
+- ``Catalog.open(path) -> Catalog`` creates the parent dir, connects, migrates to
+  :data:`SCHEMA_VERSION`; ``close()``; context manager; ``cursor()`` is a new cursor with
+  ``catalog.*`` resolvable.
+- ``known_runs(paths=None)`` / ``known_rejections(paths=None)`` / ``live_run_dirs(run_ids)``:
+  what the scans compare the disk with (optionally only rows at, below or above ``paths``).
+- ``apply_batch(batch) -> BatchResult``: ONE transaction that inserts/updates the valid runs
+  (Arrow inserts), soft-deletes ``gone`` run dirs, upserts rejections and resolves rejections of
+  runs that became valid. Idempotent: an unchanged run (same fingerprint, not deleted) is a no-op;
+  a run_id already registered from another live run_dir is a conflict (a rejection with a clear
+  reason, never an overwrite). After COMMIT it logs ``run.registered`` (run_id, run_type,
+  latency_ms from the metadata.json mtime), ``run.updated``, ``run.deleted``, ``run.rejected``
+  and ``batch.committed``.
+- Every batch has a sequence number (``Catalog.seq`` after it commits); each row it writes
+  carries it in ``_seq`` (a run also in ``_aseq``: the batch that wrote its artifact rows), so
+  the publication copies exactly the rows newer than what it published, in O(batch).
+- ``counts()``; reader-side queries for the CLI (:func:`list_runs`, :func:`get_run`,
+  :func:`list_artifacts`, :func:`run_stats`, :func:`list_rejections`) over a connection from
+  :func:`open_reader`.
 - :func:`db_text`/:func:`fs_text`: a path whose name is not UTF-8 (surrogate escapes in Python)
-  is stored with its bad bytes as ``\\xNN`` text and mapped back on read (``known_runs``,
-  ``known_rejections``, ``live_run_dirs``), so such a directory is rejected like any other
-  instead of failing the whole batch.
+  is stored with its bad bytes as ``\\xNN`` text and mapped back on read, so such a directory
+  is rejected like any other instead of failing the whole batch.
 
 Registration rules beyond the interface: a deleted run that reappears (same or another dir) is
 undeleted and counted as registered; a run whose id leaves one dir (in ``gone``) and appears in
@@ -67,7 +51,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -80,10 +63,9 @@ import pyarrow as pa
 
 from .contract import RunInfo
 from .errors import CatalogError, CatalogMissingError, NotFoundError
-from .fsutil import install
 from .log import get_logger
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_ALIAS = "bus"  # the alias the working catalog / snapshot is attached under
 
 log = get_logger("quantbot_bus.catalog")
@@ -209,8 +191,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE catalog.runs_d ADD COLUMN shape VARCHAR",
         _LATEST_VIEW,
     ),
+    # 2 -> 3: every row carries the batch sequence that last wrote it (``_seq``; a run also the
+    # sequence of its artifact rows, ``_aseq``), so publication copies only rows newer than the
+    # last published sequence; ``catalog.meta`` holds the catalog's identity.
+    (
+        "ALTER TABLE catalog.runs_d ADD COLUMN _seq BIGINT DEFAULT 0",
+        "ALTER TABLE catalog.runs_d ADD COLUMN _aseq BIGINT DEFAULT 0",
+        "ALTER TABLE catalog.artifacts_f ADD COLUMN _seq BIGINT DEFAULT 0",
+        "ALTER TABLE catalog.rejections_f ADD COLUMN _seq BIGINT DEFAULT 0",
+        "CREATE TABLE catalog.meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        "INSERT INTO catalog.meta VALUES ('catalog_id', CAST(uuid() AS VARCHAR))",
+        _LATEST_VIEW,
+    ),
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
+#: Bookkeeping columns of the working catalog that readers never see.
+SEQ_COLUMNS = ("_seq", "_aseq")
 
 _RUN_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("run_id", pa.string()),
@@ -238,6 +234,8 @@ _RUN_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("host", pa.string()),
     ("error", pa.string()),
     ("shape", pa.string()),
+    ("_seq", pa.int64()),
+    ("_aseq", pa.int64()),
 )
 _ARTIFACT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("run_id", pa.string()),
@@ -249,6 +247,7 @@ _ARTIFACT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("sha256", pa.string()),
     ("arrow_schema", pa.string()),
     ("registered_at", pa.timestamp("us")),
+    ("_seq", pa.int64()),
 )
 _REJECTION_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("run_dir", pa.string()),
@@ -261,26 +260,27 @@ _INSERT_RUNS = """
 INSERT INTO catalog.runs_d (run_id, run_type, producer, producer_version, status, created_at,
     started_at, finished_at, git_commit, git_branch, git_dirty, params, metrics, metadata, run_dir,
     artifact_count, total_rows, total_bytes, fingerprint, first_registered_at, registered_at,
-    deleted_at, host, error, shape)
+    deleted_at, host, error, shape, _seq, _aseq)
 SELECT run_id, run_type, producer, producer_version, status, created_at, started_at, finished_at,
     git_commit, git_branch, git_dirty, params::JSON, metrics::JSON, metadata::JSON, run_dir,
     artifact_count, total_rows, total_bytes, fingerprint, first_registered_at, registered_at,
-    deleted_at, host, error, shape
+    deleted_at, host, error, shape, _seq, _aseq
 FROM _qb_runs
 """
 _INSERT_ARTIFACTS = """
 INSERT INTO catalog.artifacts_f (run_id, name, path, format, rows, bytes, sha256, arrow_schema,
-    registered_at)
-SELECT run_id, name, path, format, rows, bytes, sha256, arrow_schema::JSON, registered_at
+    registered_at, _seq)
+SELECT run_id, name, path, format, rows, bytes, sha256, arrow_schema::JSON, registered_at, _seq
 FROM _qb_artifacts
 """
 # A rejection is one row per run_dir: seen again -> attempts + 1; reopened after being resolved
 # -> first_seen_at restarts.
 _UPSERT_REJECTIONS = """
 INSERT INTO catalog.rejections_f
-    (run_dir, run_id, reason, fingerprint, first_seen_at, last_seen_at, attempts, resolved_at)
-SELECT run_dir, run_id, reason, fingerprint, ?, ?, 1, NULL FROM _qb_rejections
+    (run_dir, run_id, reason, fingerprint, first_seen_at, last_seen_at, attempts, resolved_at, _seq)
+SELECT run_dir, run_id, reason, fingerprint, ?, ?, 1, NULL, ? FROM _qb_rejections
 ON CONFLICT (run_dir) DO UPDATE SET
+    _seq = excluded._seq,
     run_id = excluded.run_id,
     reason = excluded.reason,
     fingerprint = excluded.fingerprint,
@@ -354,6 +354,9 @@ class Catalog:
         self.path = path
         self._closed = False
         self._registered: list[str] = []
+        #: The sequence number of the last committed batch (every row carries the one that
+        #: last wrote it; publication copies the rows newer than what it published).
+        self.seq = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -392,6 +395,7 @@ class Catalog:
         catalog = cls(con, path)
         try:
             catalog._migrate()
+            catalog.seq = catalog._max_seq()
         except BaseException:
             catalog.close()
             raise
@@ -473,6 +477,14 @@ class Catalog:
                     f"{version + 1}: {exc}; move the file aside and run `quantbot-bus rebuild`"
                 ) from exc
             log.info("catalog.migrated", path=str(self.path), version=version + 1)
+
+    def _max_seq(self) -> int:
+        row = self.con.execute(
+            "SELECT greatest((SELECT max(_seq) FROM catalog.runs_d), "
+            "(SELECT max(_seq) FROM catalog.artifacts_f), "
+            "(SELECT max(_seq) FROM catalog.rejections_f))"
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -573,6 +585,7 @@ class Catalog:
         if len(batch) == 0:
             return result
         now = _utcnow()
+        seq = self.seq + 1  # every row this batch writes carries it (see SEQ_COLUMNS)
         self._registered = []
 
         valid_by_dir: dict[str, RunInfo] = {}
@@ -598,15 +611,15 @@ class Catalog:
                 deleted_now += [
                     r[0]
                     for r in self.con.execute(
-                        "UPDATE catalog.runs_d SET deleted_at = ? WHERE deleted_at IS NULL "
+                        "UPDATE catalog.runs_d SET deleted_at = ?, _seq = ? WHERE deleted_at IS NULL "
                         "AND run_dir IN (SELECT run_dir FROM _qb_gone) RETURNING run_id",
-                        [now],
+                        [now, seq],
                     ).fetchall()
                 ]
                 self.con.execute(
-                    "UPDATE catalog.rejections_f SET resolved_at = ? WHERE resolved_at IS NULL "
+                    "UPDATE catalog.rejections_f SET resolved_at = ?, _seq = ? WHERE resolved_at IS NULL "
                     "AND run_dir IN (SELECT run_dir FROM _qb_gone)",
-                    [now],
+                    [now, seq],
                 )
 
             # 2. classify the valid runs against what the catalog knows of their ids and dirs.
@@ -671,8 +684,8 @@ class Catalog:
                     other = live_id_by_dir.get(run_dir)
                     if other is not None and other != run.run_id:
                         displaced.append(other)  # this dir now holds a different run id
-                    run_rows.append(_run_row(run, first_registered, now))
-                    artifact_rows.extend(_artifact_rows(run, now))
+                    run_rows.append(_run_row(run, first_registered, now, seq))
+                    artifact_rows.extend(_artifact_rows(run, now, seq))
 
             # 3. a live run whose dir is now rejected, or holds another run id, is not live.
             if rejections:
@@ -680,17 +693,17 @@ class Catalog:
                 deleted_now += [
                     r[0]
                     for r in self.con.execute(
-                        "UPDATE catalog.runs_d SET deleted_at = ? WHERE deleted_at IS NULL "
+                        "UPDATE catalog.runs_d SET deleted_at = ?, _seq = ? WHERE deleted_at IS NULL "
                         "AND run_dir IN (SELECT run_dir FROM _qb_rejdirs) RETURNING run_id",
-                        [now],
+                        [now, seq],
                     ).fetchall()
                 ]
             if displaced:
                 self._register_column("_qb_displaced", "run_id", displaced)
                 self.con.execute(
-                    "UPDATE catalog.runs_d SET deleted_at = ? WHERE deleted_at IS NULL "
+                    "UPDATE catalog.runs_d SET deleted_at = ?, _seq = ? WHERE deleted_at IS NULL "
                     "AND run_id IN (SELECT run_id FROM _qb_displaced)",
-                    [now],
+                    [now, seq],
                 )
                 deleted_now += displaced
 
@@ -715,9 +728,9 @@ class Catalog:
             if ok_dirs:
                 self._register_column("_qb_ok", "run_dir", ok_dirs)
                 self.con.execute(
-                    "UPDATE catalog.rejections_f SET resolved_at = ? WHERE resolved_at IS NULL "
+                    "UPDATE catalog.rejections_f SET resolved_at = ?, _seq = ? WHERE resolved_at IS NULL "
                     "AND run_dir IN (SELECT run_dir FROM _qb_ok)",
-                    [now],
+                    [now, seq],
                 )
             if rejections:
                 self._register(
@@ -735,8 +748,9 @@ class Catalog:
                         _REJECTION_COLUMNS,
                     ),
                 )
-                self.con.execute(_UPSERT_REJECTIONS, [now, now])
+                self.con.execute(_UPSERT_REJECTIONS, [now, now, seq])
             self.con.execute("COMMIT")
+            self.seq = seq
         except BaseException as exc:
             try:
                 self.con.execute("ROLLBACK")
@@ -789,54 +803,13 @@ class Catalog:
         )
         return result
 
-    # --- the reader-side snapshot ------------------------------------------------------------
+    # --- publication ----------------------------------------------------------------------
 
-    def publish_snapshot(self, dest: Path) -> float:
-        """Write a consistent copy of the catalog to ``dest`` atomically; returns ms taken.
-
-        ``CHECKPOINT`` folds the WAL into the working file, which then holds exactly the
-        committed catalog; its bytes are copied to ``.<dest name>.<pid>.tmp`` next to ``dest``
-        (hidden: nothing else reads it), fsynced, ``os.replace``d over ``dest`` and the directory
-        fsynced. A reader holding the old file keeps its old view.
-
-        A byte copy rather than ``CREATE TABLE AS`` per table: measured at 10,000 runs, 15-25 ms
-        against 255-300 ms, because the cost is a sequential copy of a compressed file rather
-        than re-encoding every row (it still grows with the catalog, at ~1 ms per MB). The
-        caller must make sure no other cursor of this catalog writes meanwhile (the daemon holds
-        its catalog lock around every write and around this call).
-        """
-        t0 = time.perf_counter()
-        dest = Path(dest).absolute()
-        tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _remove_dead_temp_copies(dest)
-            self.con.execute(f"CHECKPOINT {DB_ALIAS}")
-            try:
-                shutil.copyfile(self.path, tmp)
-                install(tmp, dest)  # fsync, rename, fsync dir
-            finally:
-                tmp.unlink(missing_ok=True)
-        except (OSError, duckdb.Error) as exc:
-            raise CatalogError(f"could not publish the catalog snapshot to {dest}: {exc}") from exc
-        return (time.perf_counter() - t0) * 1000.0
-
-
-def _remove_dead_temp_copies(dest: Path) -> None:
-    """Remove ``.<dest name>.<pid>.tmp`` copies left by publishers that were killed (their pid
-    no longer exists); each is as large as the catalog."""
-    prefix = f".{dest.name}."
-    for leftover in dest.parent.glob(f"{prefix}*.tmp"):
-        pid = leftover.name[len(prefix) : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            leftover.unlink(missing_ok=True)
-            log.info("snapshot.leftover_removed", path=str(leftover))
-        except (PermissionError, OverflowError):
-            continue  # alive (another user's) or not a pid at all: leave it
+    def catalog_id(self) -> str:
+        """This catalog's identity (a UUID made when it was created): a publication made from
+        another catalog (after ``rebuild``) is not continued but replaced."""
+        row = self.con.execute("SELECT value FROM catalog.meta WHERE key = 'catalog_id'").fetchone()
+        return str(row[0]) if row else ""
 
 
 def _ident(name: str) -> str:
@@ -848,7 +821,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _run_row(run: RunInfo, first_registered: dt.datetime, now: dt.datetime) -> dict[str, Any]:
+def _run_row(
+    run: RunInfo, first_registered: dt.datetime, now: dt.datetime, seq: int
+) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "run_type": run.run_type,
@@ -875,10 +850,12 @@ def _run_row(run: RunInfo, first_registered: dt.datetime, now: dt.datetime) -> d
         "host": run.host,
         "error": run.error,
         "shape": run.shape,
+        "_seq": seq,
+        "_aseq": seq,
     }
 
 
-def _artifact_rows(run: RunInfo, now: dt.datetime) -> Iterator[dict[str, Any]]:
+def _artifact_rows(run: RunInfo, now: dt.datetime, seq: int) -> Iterator[dict[str, Any]]:
     for art in run.artifacts:
         yield {
             "run_id": run.run_id,
@@ -890,6 +867,7 @@ def _artifact_rows(run: RunInfo, now: dt.datetime) -> Iterator[dict[str, Any]]:
             "sha256": art.sha256,
             "arrow_schema": art.arrow_schema,
             "registered_at": now,
+            "_seq": seq,
         }
 
 

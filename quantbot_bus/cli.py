@@ -375,11 +375,11 @@ def sync_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
     New runs are registered, changed ones updated, vanished ones soft-deleted, broken ones
     rejected (see `quantbot-bus rejected`); runs still being written are counted as pending and
     left for the next sync. For cron, or a host without the daemon; while the daemon runs it
-    already does this (and sync fails with "in use by another process"). Prints the counts.
+    already does this, and sync refuses to run beside it (naming its pid). Prints the counts.
     """
     import time
 
-    from .ingest import sync
+    from .pipeline import sync
 
     _one_shot_logging(config, verbose)
     t0 = time.perf_counter()
@@ -395,11 +395,12 @@ def rebuild_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
     """Recreate the catalog from the artifacts on disk (they are the source of truth).
 
     The old working catalog is kept as bus.duckdb.bak next to it; soft-deleted runs and
-    resolved rejections are forgotten. Stop the daemon first. Prints the counts.
+    resolved rejections are forgotten. Refuses while the daemon runs: stop it first. Prints
+    the counts.
     """
     import time
 
-    from .ingest import rebuild
+    from .pipeline import rebuild
 
     _one_shot_logging(config, verbose)
     t0 = time.perf_counter()

@@ -55,6 +55,12 @@ class DaemonError(BusError):
     exit_code = 7
 
 
+class BusyError(BusError):
+    """The catalog is held by another quantbot-bus process (a daemon, a sync, a rebuild)."""
+
+    exit_code = 10
+
+
 class InstallError(BusError):
     """Installing or removing systemd units failed."""
 
@@ -79,6 +85,7 @@ EXIT_CODES: dict[type[BusError], int] = {
         NotFoundError,
         QueryError,
         DaemonError,
+        BusyError,
         InstallError,
         DoctorFailed,
     )

@@ -132,7 +132,8 @@ TMP_MARK = ".qbexp-"
 PIN_DIR = ".v"  #: per table dir: hard links to the segments, the paths the views list
 PIN_GRACE_S = 300.0  #: a retired segment stays readable this long through its pinned link
 STATUS_NAME = "_export_status.json"
-TABLES_DIR = "tables"
+FILES_DIR = ".store/files"  #: the export files' one real name (``<name>.<token>.<ext>``)
+TABLES_DIR = ".store/tables"  #: the segments' one real name (readers use the generations)
 SUMMARIES = SUMMARY_NAMES
 PATH_TABLE = "backtest_call_path_metrics"
 POLICY_TABLE = "backtest_policy_results"
@@ -179,7 +180,7 @@ CREATE TABLE IF NOT EXISTS exports_state.run_kv (
 """
 #: Bumped when the state tables change incompatibly: an older state is dropped and rebuilt
 #: (a bounded catch-up, :func:`refresh` ``max_runs`` at a time).
-STATE_VERSION = "3"
+STATE_VERSION = "4"
 DEFAULT_MAX_RUNS = 500  #: changed runs one :func:`refresh` call takes in at most
 
 
@@ -390,7 +391,8 @@ def _read_status(exports_dir: Path) -> dict[str, Any]:
 
 def _clean_temp_files(exports_dir: Path) -> None:
     """Remove temp files a crashed refresh left (only ours: ``.<name>.qbexp-*.tmp``)."""
-    dirs = [exports_dir, *(p for p in (exports_dir / TABLES_DIR).iterdir() if p.is_dir())]
+    files_dir = exports_dir / FILES_DIR
+    dirs = [exports_dir, files_dir, *(p for p in (exports_dir / TABLES_DIR).iterdir() if p.is_dir())]
     for d in dirs:
         for p in d.glob(f".*{TMP_MARK}*.tmp"):
             p.unlink(missing_ok=True)
@@ -1581,106 +1583,120 @@ def _age_s(entry: dict[str, Any]) -> float:
     return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
+def file_generations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Per export file, how many refreshes fed it so far (``file_gen:<name>`` in the state of
+    the working catalog ``con``); empty before the first refresh."""
+    if not _state_table_exists(con, "meta"):
+        return {}
+    return {
+        str(k): str(v)
+        for k, v in con.execute(
+            "SELECT substr(key, 10), value FROM exports_state.meta WHERE key LIKE 'file_gen:%'"
+        ).fetchall()
+    }
+
+
 def write_files(
-    config: Config, con: duckdb.DuckDBPyConnection | None = None, *, force: bool = False
+    config: Config,
+    con: duckdb.DuckDBPyConnection,
+    gens: dict[str, str],
+    *,
+    kind: str,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Write the export files whose contents changed: the summary ``<name>.parquet`` files and
-    the user exports of ``[[exports]]``; record them in ``_export_status.json``.
+    """Write the export files of one ``kind`` whose contents changed, each to a new name under
+    :data:`FILES_DIR` (the publication links them into its next generation); record them in
+    ``_export_status.json``.
 
-    ``con`` is a connection whose ``exports.*`` views and ``exports_state`` tables to read;
-    ``None`` (the daemon, ``sync``) opens the reader-side snapshot, so the files are exactly what
-    the published catalog says and no catalog lock is needed; user export SQL runs there too.
+    ``kind`` ``"summary"``: the summary ``<name>.parquet`` files, from the ``exports.*`` views of
+    the working catalog ``con`` (over its state tables). ``kind`` ``"user"``: the ``[[exports]]``
+    of the config, their SQL run on ``con``, a read-only connection to the publication (the
+    reader-side catalog the docs promise them). ``gens`` is :func:`file_generations`.
 
-    A file is rewritten when the refreshes since its last write fed it (a per-file generation
-    counted by :func:`refresh`), when it is missing, or when its last write failed; but, unless
-    ``force``, at most once per :data:`FILE_WRITE_SPACING` times the duration of its last write
-    (a 30 ms file at most every 0.3 s, a 300 ms one every 3 s), so rewriting whole files takes at
-    most about a tenth of the time however large the history grows. The returned dict has
-    ``written`` (names), ``next_due_in_s`` (seconds until a held-back file is due, or None) and
-    ``views_missing`` (user exports now on disk that the snapshot has no view for yet: the next
-    :func:`refresh` creates them).
-    A failing file is reported (``export.failed``, ``ok: false`` in the status) and the others
-    are still written.
+    A file is rewritten when the refreshes since its last write fed it, when it is missing, or
+    when its last write failed; but, unless ``force``, at most once per
+    :data:`FILE_WRITE_SPACING` times the duration of its last write (a 30 ms file at most every
+    0.3 s, a 300 ms one every 3 s), so rewriting whole files takes at most about a tenth of the
+    time however large the history grows. Returns ``written`` (names), ``files`` (name -> the
+    current file of every export of this kind that has one) and ``next_due_in_s`` (seconds until
+    a held-back file is due, or None). A failing file is reported (``export.failed``,
+    ``ok: false`` in the status) and the others are still written.
     """
     exports_dir = Path(config.exports_dir)
-    own = con is None
-    if con is None:
-        try:
-            con = open_query_connection(config)
-        except Exception as exc:  # noqa: BLE001 - no snapshot yet: nothing to write from
-            log.debug("export.files_skipped", reason=str(exc))
-            return {"written": [], "next_due_in_s": None}
-    try:
-        if not _state_table_exists(con, "meta"):  # no refresh yet: nothing to write
-            return {"written": [], "next_due_in_s": None}
-        gens = dict(
-            con.execute(
-                "SELECT substr(key, 10), value FROM exports_state.meta WHERE key LIKE 'file_gen:%'"
-            ).fetchall()
+    store = exports_dir / FILES_DIR
+    store.mkdir(parents=True, exist_ok=True)
+    status = _read_status(exports_dir)
+    entries: dict[str, Any] = status.setdefault("exports", {})
+    jobs: list[tuple[str, str, str]] = []  # name, sql, format
+    if kind == "summary":
+        jobs = [(name, f"SELECT * FROM exports.{_q(name)}", "parquet") for name in SUMMARIES]
+        if not gens:  # no refresh yet: nothing to write
+            return {"written": [], "files": {}, "next_due_in_s": None}
+    else:
+        jobs = [(e.name, e.sql.strip().rstrip(";").strip(), e.format) for e in config.exports]
+    written: list[str] = []
+    files: dict[str, Path] = {}
+    next_due: float | None = None
+    for name, sql, fmt in jobs:
+        gen = str(gens.get(_USER_GEN if kind == "user" else name, "0"))
+        entry = entries.get(name) or {}
+        current = store / str(entry.get("file") or "-")
+        stale = (
+            not current.exists()
+            or not entry.get("ok")
+            or entry.get("kind") != kind
+            or entry.get("gen") != gen
+            or (kind == "user" and entry.get("sql") != sql)
         )
-        status = _read_status(exports_dir)
-        entries: dict[str, Any] = status.setdefault("exports", {})
-        jobs: list[tuple[str, str, str, Path, str]] = []  # name, kind, sql, dest, format
-        for name in SUMMARIES:
-            sql = f"SELECT * FROM exports.{_q(name)}"
-            jobs.append((name, "summary", sql, exports_dir / f"{name}.parquet", "parquet"))
-        for exp in config.exports:
-            sql = exp.sql.strip().rstrip(";").strip()
-            jobs.append(
-                (exp.name, "user", sql, exports_dir / f"{exp.name}.{exp.format}", exp.format)
-            )
-        written: list[str] = []
-        next_due: float | None = None
-        for name, kind, sql, dest, fmt in jobs:
-            gen = str(gens.get(_USER_GEN if kind == "user" else name, "0"))
-            entry = entries.get(name) or {}
-            stale = (
-                not dest.exists()
-                or not entry.get("ok")
-                or entry.get("kind") != kind
-                or entry.get("gen") != gen
-                or (kind == "user" and entry.get("sql") != sql)
-            )
-            if not stale:
-                continue
-            wait = FILE_WRITE_SPACING * float(entry.get("ms") or 0) / 1000 - _age_s(entry)
-            if not force and entry.get("ok") and dest.exists() and wait > 0:
-                next_due = wait if next_due is None else min(next_due, wait)
-                continue
-            t0 = time.perf_counter()
-            try:
-                rows = _copy_to(con, sql, {}, dest, fmt)
-                entries[name] = _entry(kind, t0, rows=rows)
-            except (duckdb.Error, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}".strip()
-                entries[name] = _entry(kind, t0, error=error)
-                log.error("export.failed", export=name, error=error)
-            entries[name]["gen"] = gen
-            if kind == "user":
-                entries[name]["sql"] = sql
-            written.append(name)
+        if not stale:
+            files[name] = current
+            continue
+        wait = FILE_WRITE_SPACING * float(entry.get("ms") or 0) / 1000 - _age_s(entry)
+        if not force and entry.get("ok") and current.exists() and wait > 0:
+            next_due = wait if next_due is None else min(next_due, wait)
+            files[name] = current
+            continue
+        t0 = time.perf_counter()
+        dest = store / f"{name}.{secrets.token_hex(6)}.{fmt}"
+        try:
+            rows = _copy_to(con, sql, {}, dest, fmt)
+            entries[name] = _entry(kind, t0, rows=rows)
+            entries[name]["file"] = dest.name
+            files[name] = dest
+        except (duckdb.Error, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}".strip()
+            entries[name] = _entry(kind, t0, error=error)
+            log.error("export.failed", export=name, error=error)
+            if current.exists():
+                files[name] = current  # readers keep the last good file
+                entries[name]["file"] = current.name
+        entries[name]["gen"] = gen
+        if kind == "user":
+            entries[name]["sql"] = sql
+        written.append(name)
+    dropped: list[str] = []
+    if kind == "user":
         users = {e.name for e in config.exports}
         dropped = [n for n, e in entries.items() if e.get("kind") == "user" and n not in users]
         for name in dropped:  # an [[exports]] entry removed from the config
             del entries[name]
-        if written or dropped:
-            _write_json(exports_dir / STATUS_NAME, status)
-        views = {
-            r[0]
-            for r in con.execute(
-                "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
-                "AND schema_name = 'exports'"
-            ).fetchall()
-        }
-        missing = [
-            e.name
-            for e in config.exports
-            if e.name not in views and (exports_dir / f"{e.name}.{e.format}").exists()
-        ]
-        return {"written": written, "next_due_in_s": next_due, "views_missing": missing}
-    finally:
-        if own:
-            con.close()
+    if written or dropped:
+        _write_json(exports_dir / STATUS_NAME, status)
+    return {"written": written, "files": files, "next_due_in_s": next_due}
+
+
+def export_table_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> dict[str, list[Path]]:
+    """The committed segment files of each artifact table (what the publication links)."""
+    if not _state_table_exists(con, "segments"):
+        return {}
+    base = Path(exports_dir).absolute() / TABLES_DIR
+    out: dict[str, list[Path]] = {}
+    for table, segment in con.execute(
+        "SELECT table_name, segment FROM exports_state.segments ORDER BY ALL"
+    ).fetchall():
+        if _TABLE_NAME.match(table):
+            out.setdefault(table, []).append(base / table / segment)
+    return out
 
 
 def _sync_views(
@@ -1696,8 +1712,6 @@ def _sync_views(
     )
     summary = {name: _SUMMARY_SQL[name] for name in SUMMARIES}
     wanted = {name: f"{sql}\n-- {shape}" for name, sql in summary.items()}
-    for name, sql in _file_views(exports_dir, user, summaries=False, tables=False).items():
-        wanted.setdefault(name, sql)
     # The artifact tables: their committed segments, listed (a glob would also match a segment
     # being written, or a retired one not yet removed).
     segments: dict[str, list[str]] = {}
@@ -1742,57 +1756,10 @@ class QueryResult:
 
 
 def open_query_connection(config: Config) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the reader-side snapshot with the ``exports.*`` views.
-
-    If the snapshot carries no ``exports`` schema (published before the first refresh, or by a
-    catalog that copies only schema ``catalog``), the views are defined over the files in
-    ``config.exports_dir`` in an in-memory database attached as ``exports``.
-    """
+    """A read-only connection to the publication (``catalog.*`` and ``exports.*`` views)."""
     from .catalog import open_reader
 
-    con = open_reader(config.snapshot_path)
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_schemas() WHERE database_name = current_database() "
-        "AND schema_name = 'exports'"
-    ).fetchone()
-    if not row or row[0] == 0:
-        con.execute("ATTACH ':memory:' AS exports")
-        for name, sql in _file_views(Path(config.exports_dir), config.exports).items():
-            con.execute(f"CREATE VIEW exports.main.{_q(name)} AS {sql}")
-    return con
-
-
-def _file_views(
-    exports_dir: Path,
-    user: Sequence[UserExport],
-    *,
-    summaries: bool = True,
-    tables: bool = True,
-) -> dict[str, str]:
-    """The export views over files (name -> SELECT): the summary files (unless ``summaries`` is
-    false: the refresh defines those over the state tables), the user exports that exist (a view
-    cannot be created over a missing file; :func:`write_files` asks for a refresh when it writes
-    one first) and the artifact tables' segments by glob (unless ``tables`` is false: the refresh lists them)."""
-    base = exports_dir.resolve()
-    views: dict[str, str] = {}
-    for name in SUMMARIES:
-        path = base / f"{name}.parquet"
-        if summaries and path.exists():
-            views[name] = f"SELECT * FROM read_parquet({_lit(str(path))})"
-    for exp in user:
-        path = base / f"{exp.name}.{exp.format}"
-        if path.exists() and exp.name not in views and exp.name not in SUMMARIES:
-            reader = "read_parquet" if exp.format == "parquet" else "read_csv_auto"
-            views[exp.name] = f"SELECT * FROM {reader}({_lit(str(path))})"
-    tables_dir = base / TABLES_DIR
-    taken = set(views) | set(SUMMARIES)
-    if tables and tables_dir.is_dir():
-        for d in sorted(tables_dir.iterdir()):
-            if d.is_dir() and _TABLE_NAME.match(d.name) and any(d.glob("*.parquet")):
-                view = d.name if d.name not in taken else f"table_{d.name}"
-                glob = str(d / "*.parquet")
-                views[view] = f"SELECT * FROM read_parquet({_lit(glob)}, union_by_name = true)"
-    return views
+    return open_reader(config.snapshot_path)
 
 
 def available_relations(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -1,6 +1,4 @@
-"""Turning directories on disk into catalog batches: the reconcile scan shared by daemon and sync.
-
-INTERFACE (used by watch and cli):
+"""Scanning: turning directories on disk into catalog batches (what the Bus examines).
 
 - ``ScanOutcome``: ``batch`` (a catalog.Batch: valid runs, gone run dirs, rejections) and
   ``pending`` (run_dir -> reason, for Incomplete runs that must be looked at again later).
@@ -9,9 +7,6 @@ INTERFACE (used by watch and cli):
   Skips dirs whose quick_fingerprint equals the registered (or rejected) one; validates the rest.
   A known live run whose directory is gone goes to ``batch.gone``.
 - ``full_scan(config, catalog) -> ScanOutcome``: the whole root against the whole catalog.
-- ``sync(config) -> BatchResult``: one-shot: open the working catalog, full_scan, apply_batch,
-  publish the snapshot, refresh exports, close. Used by ``quantbot-bus sync`` and cron/timers.
-- ``rebuild(config) -> BatchResult``: recreate the catalog from the artifacts on disk.
 
 Details:
 
@@ -21,20 +16,13 @@ Details:
   files from the catalog in one query (:func:`known_files`) and compares
   ``contract.fingerprint_of(run_dir, files)`` (stats only) with the stored fingerprint; only a
   run whose stats differ is looked at with ``quick_fingerprint`` (and validated if that differs).
-- ``known_files(catalog) -> {run_dir: [file, ...]}`` (added): the artifact files of each live run,
+- ``known_files(catalog) -> {run_dir: [file, ...]}``: the artifact files of each live run,
   relative to its run dir, from ``catalog.artifacts_f``.
 - ``gone`` holds live run dirs and open-rejection dirs that no longer hold a ``metadata.json``
   (deleted, renamed away, or renamed to a hidden name); apply_batch soft-deletes the runs and
   closes the rejections. A valid run whose run_id is registered from another directory that no
   longer holds a run is a move: that directory goes to ``gone`` in the same batch.
-- ``examine``/``full_scan`` do not log (the daemon logs ``run.pending`` and ``rescan.done``
-  itself); ``sync``/``rebuild`` log ``run.pending`` and ``rescan.done`` (runs, ms);
-  :meth:`Catalog.apply_batch` logs ``run.registered``/``run.updated``/``run.deleted``/
-  ``run.rejected``/``batch.committed``.
-- ``sync`` rejects a run that is still incomplete when its metadata.json is older than
-  ``pending_timeout_s`` (as the daemon does after watching it that long); younger ones are left
-  for the next sync and reported in ``BatchResult.pending``.
-- A failing export never fails ``sync``/``rebuild``: it is logged as ``export.failed``.
+- ``examine``/``full_scan`` do not log; :class:`quantbot_bus.pipeline.Bus` logs and applies.
 """
 
 from __future__ import annotations
@@ -42,16 +30,11 @@ from __future__ import annotations
 import bisect
 import os
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import duckdb
-
-from . import exports
-from .catalog import Batch, BatchResult, Catalog, KnownRun, Rejection, fs_text
+from .catalog import Batch, Catalog, KnownRun, Rejection, fs_text
 from .config import Config
 from .contract import (
     METADATA_NAME,
@@ -65,17 +48,14 @@ from .contract import (
     validate_run_dir,
     walk_run_dirs,
 )
-from .errors import CatalogError, ConfigError
-from .log import get_logger
-
-log = get_logger("quantbot_bus.ingest")
+from .errors import ConfigError
 
 
 @dataclass
 class ScanOutcome:
     batch: Batch = field(default_factory=Batch)
     pending: dict[str, str] = field(default_factory=dict)
-    # Added: how many run dirs were looked at, how many were skipped as unchanged (registered
+    # How many run dirs were looked at, how many were skipped as unchanged (registered
     # or rejected with the same fingerprint), and the run_ids of the registered ones skipped.
     seen: int = 0
     skipped: int = 0
@@ -283,122 +263,3 @@ def full_scan(config: Config, catalog: Catalog) -> ScanOutcome:
         if run_dir not in present:
             scan.mark_gone(run_dir)
     return scan.finish()
-
-
-def _expire_pending(config: Config, outcome: ScanOutcome) -> dict[str, str]:
-    """Sync has no timer: reject runs incomplete for longer than pending_timeout_s."""
-    still: dict[str, str] = {}
-    now = time.time()
-    for run_dir, reason in outcome.pending.items():
-        try:
-            age = now - os.stat(os.path.join(run_dir, METADATA_NAME)).st_mtime
-        except OSError:
-            continue
-        if age >= config.pending_timeout_s:
-            outcome.batch.rejected.append(
-                Rejection(
-                    run_dir=run_dir,
-                    run_id=None,
-                    reason=f"{reason} (still incomplete {age:.0f} s after metadata.json appeared)",
-                    fingerprint=quick_fingerprint(Path(run_dir)),
-                )
-            )
-        else:
-            still[run_dir] = reason
-            log.info("run.pending", run_dir=run_dir, reason=reason)
-    return still
-
-
-def _refresh_exports(config: Config, catalog: Catalog) -> None:
-    """Bring the exports up to date: the exports module bounds one call and asks for more."""
-    try:
-        cursor = catalog.cursor()
-        try:
-            while exports.refresh(config, cursor).get("more"):
-                pass
-            exports.compact(config, cursor)
-        finally:
-            cursor.close()
-    except Exception as exc:  # an export never fails registration
-        log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
-
-
-def write_export_files(config: Config, *, force: bool = False) -> dict[str, Any]:
-    """Write the export files from the published snapshot (:func:`exports.write_files`);
-    a failure is logged, never raised (an export never fails registration)."""
-    try:
-        return exports.write_files(config, force=force)
-    except Exception as exc:  # noqa: BLE001
-        log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
-        return {"written": [], "next_due_in_s": None}
-
-
-def _reconcile(config: Config, catalog: Catalog) -> BatchResult:
-    t0 = time.perf_counter()
-    outcome = full_scan(config, catalog)
-    pending = _expire_pending(config, outcome)
-    result = catalog.apply_batch(outcome.batch)
-    result.unchanged = outcome.unchanged + result.unchanged
-    result.pending = pending
-    # Exports before the snapshot, so the snapshot carries the export views they create.
-    _refresh_exports(config, catalog)
-    catalog.publish_snapshot(config.snapshot_path)
-    if write_export_files(config, force=True).get("views_missing"):
-        _refresh_exports(config, catalog)  # a user export written for the first time: its view
-        catalog.publish_snapshot(config.snapshot_path)
-    log.info(
-        "rescan.done",
-        runs=outcome.seen,
-        skipped=outcome.skipped,
-        pending=len(pending),
-        ms=round((time.perf_counter() - t0) * 1000, 1),
-    )
-    return result
-
-
-def sync(config: Config) -> BatchResult:
-    """One-shot reconcile of the whole root, then publish the snapshot and refresh exports."""
-    with Catalog.open(config.catalog_path, memory_limit=config.memory_limit) as catalog:
-        return _reconcile(config, catalog)
-
-
-def _check_not_in_use(path: Path) -> None:
-    """Refuse to move a catalog another process has open (the daemon, a sync)."""
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise CatalogError(
-                f"the catalog {path} is in use by another process ({exc}); stop the daemon "
-                "before `rebuild`"
-            ) from exc
-        return  # unreadable for another reason: exactly what rebuild is for
-    except duckdb.Error:
-        return
-    con.close()
-
-
-def rebuild(config: Config) -> BatchResult:
-    """Move the working catalog aside (``<name>.bak``), build a fresh one from disk, publish."""
-    path = Path(config.catalog_path).absolute()
-    root = _root(config)
-    if not os.path.isdir(root):
-        raise ConfigError(
-            f"the artifacts root {root} does not exist or is not a directory; "
-            "refusing to rebuild the catalog from nothing"
-        )
-    backup = path.with_name(path.name + ".bak")
-    if path.exists():
-        _check_not_in_use(path)
-        try:
-            os.replace(path, backup)
-            wal = path.with_name(path.name + ".wal")
-            if wal.exists():
-                os.replace(wal, backup.with_name(backup.name + ".wal"))
-            else:
-                backup.with_name(backup.name + ".wal").unlink(missing_ok=True)
-        except OSError as exc:
-            raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
-        log.info("catalog.backup", path=str(path), backup=str(backup))
-    with Catalog.open(path, memory_limit=config.memory_limit) as catalog:
-        return _reconcile(config, catalog)

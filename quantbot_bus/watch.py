@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import signal
@@ -69,12 +68,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from . import contract, exports, ingest
-from .catalog import Batch, Catalog, Rejection
+from . import contract
+from .catalog import Batch
 from .config import Config
 from .errors import BusError, DaemonError
 from .log import get_logger
 from .notify import Notifier
+from .pipeline import Bus
 from .status import WRITE_INTERVAL_S, utc_now, write_status
 
 log = get_logger("quantbot_bus.watch")
@@ -96,7 +96,6 @@ OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 OBSERVER_RESTART_WINDOW_S = 600.0
 #: The worker loop wakes at least this often (heartbeat, timers) even when idle.
 IDLE_TICK_S = 1.0
-PUBLISH_WAIT_S = 5.0  #: how long the publisher waits for the worker to publish a refresh
 
 
 @dataclass
@@ -174,12 +173,10 @@ class Daemon:
         self._wake = threading.Event()
         self._rescan_reason: str | None = None
         self._pending: dict[str, _Pending] = {}
-        self._catalog: Catalog | None = None
-        self._catalog_lock = threading.Lock()  # held while the catalog connection is used
+        self.bus: Bus | None = None
         self._observer: BaseObserver | None = None
         self._observer_restarted_at: float | None = None
         self._overflow_handler: _OverflowHandler | None = None
-        self._lock_fd: int | None = None
         self._worker: threading.Thread | None = None
         self._publisher: threading.Thread | None = None
         self._publisher_stop = threading.Event()
@@ -191,9 +188,6 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._next_rescan = 0.0
         self._next_recheck = 0.0
-        self._snapshot_dirty = False
-        self._published = threading.Condition()  # notified after each snapshot publish
-        self._publish_count = 0
         self._catalog_broken = False
         self._backoff = 0.0
         self._status_lock = threading.Lock()
@@ -213,6 +207,8 @@ class Daemon:
             "deleted": 0,
             "oldest_pending_lag_s": None,
             "snapshot_published_at": None,
+            "generation": None,
+            "degraded": None,
         }
 
     # ------------------------------------------------------------------ inputs (any thread)
@@ -243,11 +239,9 @@ class Daemon:
     def run(self) -> None:
         """Start, reconcile, watch until ``stop_event`` is set, then stop cleanly."""
         cfg = self.config
-        for d in (cfg.root, cfg.state_dir, cfg.exports_dir):
-            Path(d).mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        Path(cfg.root).mkdir(parents=True, exist_ok=True)
+        self.bus = Bus.open(cfg, role="daemon")
         try:
-            self._catalog = Catalog.open(cfg.catalog_path, memory_limit=cfg.memory_limit)
             self._start_observer()
             self._overflow_handler = _OverflowHandler(self)
             wd_logger = logging.getLogger(OVERFLOW_LOGGER)
@@ -256,11 +250,9 @@ class Daemon:
                 wd_logger.setLevel(logging.WARNING)
             # Reconcile the whole root, then whatever the observer saw meanwhile.
             self._rescan_reason = "startup"
-            self._snapshot_dirty = True  # readers get a snapshot even if nothing changed
             self._tick()
             self._tick()
-            if self._snapshot_dirty and not self._catalog_broken:
-                self._publish()
+            self._publish()  # readers get a generation even if nothing changed
             self._refresh_counts()
             self._exports_dirty = True
             self._worker = threading.Thread(
@@ -329,40 +321,18 @@ class Daemon:
         self._stop_observer()
         if self._overflow_handler is not None:
             logging.getLogger(OVERFLOW_LOGGER).removeHandler(self._overflow_handler)
-        if self._catalog is not None:
-            if self._snapshot_dirty and not self._catalog_broken:
+        if self.bus is not None:
+            if not self._catalog_broken:
                 with contextlib.suppress(Exception):
                     self._publish()
-            with contextlib.suppress(Exception):
-                self._catalog.close()
-            self._catalog = None
-        if self._lock_fd is not None:
             self._status["ready"] = False
             self._status["stopped_at"] = utc_now()
             with contextlib.suppress(OSError):
                 self._write_status()
-            os.close(self._lock_fd)  # releases the flock; the file itself stays
-            self._lock_fd = None
+            self.bus.close()  # closes the catalog, then releases the state-dir lock
+            self.bus = None
         self.notifier.close()
         log.info("daemon.stopped")
-
-    # ------------------------------------------------------------------ lock
-
-    def _acquire_lock(self) -> None:
-        path = self.config.lock_path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DaemonError(
-                f"another quantbot-bus daemon (pid {holder}) is already running with state dir "
-                f"{self.config.state_dir} (lock {path}); stop it first or use another --state-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     # ------------------------------------------------------------------ observer
 
@@ -483,18 +453,6 @@ class Daemon:
                 self._wake.set()  # the rest forms the next batch
         return taken
 
-    def _run_dir_for(self, path: Path) -> Path:
-        """The run directory a changed path belongs to: itself, or its nearest run-dir ancestor."""
-        meta = contract.METADATA_NAME
-        if (path / meta).exists():
-            return path
-        for parent in path.parents:
-            if parent == self._root or self._root not in parent.parents:
-                break
-            if (parent / meta).is_file():
-                return parent
-        return path
-
     def _tick(self) -> None:
         """One round of work: a full scan, or the dirty dirs (+ due pending rechecks)."""
         try:
@@ -510,14 +468,16 @@ class Daemon:
                     self._dirty.clear()  # the scan covers them; later events stay queued
                 self._full_scan(reason)
             else:
-                dirs = {self._run_dir_for(d) for d in self._take_dirty()}
+                dirs = {self._bus().run_dir_for(d) for d in self._take_dirty()}
                 if self._pending and now >= self._next_recheck:
                     dirs.update(Path(p) for p in self._pending)
                     self._next_recheck = now + self.config.pending_recheck_s
                 if dirs:
                     self._examine(dirs)
-            if self._snapshot_dirty:  # e.g. the export views changed, or a publish failed
-                self._publish()
+            self._publish()  # when due: e.g. a failed publication is retried
+            bus = self._bus()
+            if bus.degraded is not None:
+                raise DaemonError(bus.degraded)
             self._backoff = 0.0
         except Exception as exc:  # noqa: BLE001 - log, keep the items, retry with back-off
             self._backoff = min(30.0, max(0.5, self._backoff * 2))
@@ -527,26 +487,26 @@ class Daemon:
                 retry_in_s=self._backoff,
                 exc_info=not isinstance(exc, BusError),  # a traceback for the unexpected
             )
-            self._catalog_broken = True
+            owner = self.bus
+            why = (owner.degraded if owner is not None else None) or str(exc)
+            if not why.startswith("publish failed"):
+                self._catalog_broken = True  # not only the publication: reopen the catalog
             self._rescan_reason = self._rescan_reason or "retry"
+            with self._status_lock:
+                self._status["degraded"] = why
+
+    def _bus(self) -> Bus:
+        if self.bus is None:
+            raise DaemonError("the daemon is not running")
+        return self.bus
 
     def _reopen_catalog(self) -> None:
-        with self._catalog_lock:
-            if self._catalog is not None:
-                with contextlib.suppress(Exception):
-                    self._catalog.close()
-                self._catalog = None
-            self._catalog = Catalog.open(
-                self.config.catalog_path, memory_limit=self.config.memory_limit
-            )
-            self._catalog_broken = False
-        log.info("catalog.reopened", path=str(self.config.catalog_path))
+        self._bus().reopen_catalog()
+        self._catalog_broken = False
 
     def _full_scan(self, reason: str) -> None:
-        assert self._catalog is not None
         t0 = time.monotonic()
-        with self._catalog_lock:
-            outcome = ingest.full_scan(self.config, self._catalog)
+        outcome = self._bus().full_scan()
         self._heartbeat = time.monotonic()
         self._pending_forget(None, outcome.pending)
         n = self._commit(outcome.batch, outcome.pending, t0)
@@ -584,10 +544,8 @@ class Daemon:
         self._watch_short = short
 
     def _examine(self, dirs: set[Path]) -> None:
-        assert self._catalog is not None
         t0 = time.monotonic()
-        with self._catalog_lock:
-            outcome = ingest.examine(self.config, self._catalog, sorted(dirs))
+        outcome = self._bus().examine(sorted(dirs))
         self._heartbeat = time.monotonic()
         self._pending_forget(dirs, outcome.pending)
         self._commit(outcome.batch, outcome.pending, t0)
@@ -609,10 +567,10 @@ class Daemon:
                     break
 
     def _commit(self, batch: Batch, pending: dict[str, str], t0: float) -> int:
-        """Apply pending bookkeeping and one batch; publish; log. Returns the batch size."""
-        assert self._catalog is not None
+        """Pending bookkeeping (the Bus's pending rule), then one batch, committed and
+        published by the Bus; status and log. Returns the batch size."""
+        bus = self._bus()
         now = time.monotonic()
-        timeout = self.config.pending_timeout_s
         for run_dir, why in pending.items():
             entry = self._pending.get(run_dir)
             if entry is None:
@@ -620,35 +578,23 @@ class Daemon:
                 log.info("run.pending", run_dir=run_dir, reason=why)
                 if len(self._pending) == 1:
                     self._next_recheck = now + self.config.pending_recheck_s
-                continue
-            entry.reason = why
-            age = now - entry.first_seen
-            if age >= timeout:
-                del self._pending[run_dir]
-                batch.rejected.append(
-                    Rejection(
-                        run_dir=run_dir,
-                        run_id=None,
-                        reason=f"{why} (still incomplete after {age:.0f} s)",
-                        fingerprint=contract.quick_fingerprint(Path(run_dir)),
-                    )
-                )
+            else:
+                entry.reason = why
+        still = bus.expire_pending(pending, batch)
+        for run_dir in pending:
+            if run_dir not in still:
+                self._pending.pop(run_dir, None)  # rejected: it is in the batch
         if len(batch) == 0:
             self._update_pending_status()
             return 0
-        with self._catalog_lock:
-            # apply_batch logs run.registered/updated/deleted/rejected and batch.committed.
-            result = self._catalog.apply_batch(batch)
-            self._heartbeat = time.monotonic()
-            counts = self._catalog.counts()
+        # apply_batch logs run.registered/updated/deleted/rejected and batch.committed.
+        result = bus.commit(batch)
+        self._heartbeat = time.monotonic()
+        counts = bus.counts()
         changed = bool(result.registered or result.updated or result.deleted or result.rejected)
         if changed:
-            # Exports first: if the publish below fails (disk full), the retry finds the runs
-            # unchanged, and the exports must still catch up.
             self._exports_dirty = True
             self._export_wake.set()
-            self._snapshot_dirty = True
-            self._publish()
         ms = (time.monotonic() - t0) * 1000
         self.batches += 1
         log.debug(
@@ -667,6 +613,7 @@ class Daemon:
                 rejected=counts.get("rejections", 0),
                 deleted=counts.get("deleted", 0),
             )
+        self._note_publication()
         self._update_pending_status()
         self._write_status()
         if changed:
@@ -674,28 +621,28 @@ class Daemon:
         return len(batch)
 
     def _publish(self) -> None:
-        assert self._catalog is not None
-        with self._catalog_lock:
-            # Cleared before the copy, under the lock: a refresh marks the snapshot dirty only
-            # after it released the lock, so that mark is never lost to this publish.
-            self._snapshot_dirty = False
-            try:
-                ms = self._catalog.publish_snapshot(self.config.snapshot_path)
-            except BaseException:
-                self._snapshot_dirty = True
-                raise
-            with self._published:  # counted under the catalog lock: see _refresh_exports
-                self._publish_count += 1
-                self._published.notify_all()
+        """Publish if due (the Bus keeps a failure as ``degraded`` and retries when due)."""
+        bus = self._bus()
+        if bus.publish_due:
+            bus.try_publish()
+            self._note_publication()
+
+    def _note_publication(self) -> None:
+        bus = self.bus
+        if bus is None:
+            return
+        m = bus.publication.manifest
         with self._status_lock:
-            self._status["snapshot_published_at"] = utc_now()
-        log.debug("snapshot.published", ms=round(ms, 1), path=str(self.config.snapshot_path))
+            if m.gen and m.gen != self._status.get("generation"):
+                self._status["snapshot_published_at"] = utc_now()
+                self._status["generation"] = m.gen
+            self._status["degraded"] = bus.degraded
 
     def _refresh_counts(self) -> None:
-        with self._catalog_lock:
-            if self._catalog is None or self._catalog_broken:
-                return
-            counts = self._catalog.counts()
+        bus = self.bus
+        if bus is None or bus.catalog is None or self._catalog_broken:
+            return
+        counts = bus.counts()
         with self._status_lock:
             self._status.update(
                 registered=counts.get("runs", 0),
@@ -739,92 +686,29 @@ class Daemon:
                     self._export_wake.set()
             due = files_due_at is not None and time.monotonic() >= files_due_at
             if refreshed or due or stopping:
-                # The files come from the snapshot the refresh just published, without the
-                # catalog lock: registration goes on while they are written.
-                files = ingest.write_export_files(self.config, force=stopping)
-                nxt = files.get("next_due_in_s")
+                nxt = self._bus().write_files(force=stopping)
                 files_due_at = None if nxt is None else time.monotonic() + float(nxt)
-                if files.get("views_missing") and not stopping:
-                    self._exports_dirty = True  # a user export's first file: define its view
-                    self._export_wake.set()
             if refreshed and not stopping:
-                self._compact_exports()
+                self._bus().compact()
+            self._note_publication()
             if stopping:  # the final flush was tried once (a failed one is not retried)
                 return
 
-    def _compact_exports(self) -> None:
-        """Merge small segments in the background: plan and commit hold the catalog lock (state
-        reads and one short transaction), the merged files are written without it."""
-        try:
-            with self._catalog_lock:
-                if self._catalog is None or self._catalog_broken:
-                    return
-                cursor = self._catalog.cursor()
-                try:
-                    plans = exports.plan_compaction(cursor)
-                finally:
-                    cursor.close()
-            written = exports.write_compaction(self.config, plans)
-            if not written:
-                return
-            with self._catalog_lock:
-                if self._catalog is None or self._catalog_broken:
-                    return
-                cursor = self._catalog.cursor()
-                try:
-                    applied = exports.commit_compaction(self.config, cursor, written)
-                finally:
-                    cursor.close()
-            if applied:
-                self._snapshot_dirty = True  # the views list the merged segment
-                self._wake.set()
-        except Exception as exc:  # noqa: BLE001 - compaction never stops registration
-            log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
-
     def _refresh_exports(self) -> bool:
-        """One bounded refresh of the export state and views, holding the catalog lock (the
-        snapshot is a byte copy of the working file, so no write may land while it is copied),
-        then publish the snapshot that carries them. The exports module bounds the work of one
-        call; ``more`` in its status (kept in ``_export_more``) asks the publisher for another
-        round. Returns whether the refresh went through and was published.
-
-        The publish is the worker's (woken with the snapshot marked dirty; under load it
-        publishes after its next batch anyway, so a refresh costs no extra publish); the
-        publisher waits for it, and publishes itself only once the worker is gone (the final
-        flush) or has not published within :data:`PUBLISH_WAIT_S`."""
+        """One bounded refresh of the export state, then a publication carrying it. ``more``
+        in its status (kept in ``_export_more``) asks the publisher for another round.
+        Returns whether the refresh went through."""
         self._last_export = time.monotonic()
         t0 = time.monotonic()
+        bus = self._bus()
         try:
             self._export_more = False
-            with self._catalog_lock:
-                catalog = self._catalog
-                if catalog is None or self._catalog_broken:
-                    raise RuntimeError("the catalog is not open")
-                cursor = catalog.cursor()
-                try:
-                    status = exports.refresh(self.config, cursor)
-                finally:
-                    cursor.close()
-                # Publishes are counted under the catalog lock too: one counted after this
-                # line started after this refresh, so it carries it.
-                seen = self._publish_count
+            if bus.catalog is None or self._catalog_broken:
+                raise DaemonError("the catalog is being reopened after a failed batch")
+            status = bus.refresh_exports()
             self._export_more = bool(status.get("more"))
-            changed = status.get("changed_runs", {})
-            # readers (and write_files) see the new export state with the next snapshot
-            publish = changed.get("added") or changed.get("removed") or status.get("views_changed")
-            if publish:
-                self._snapshot_dirty = True
-                self._wake.set()
-                worker = self._worker
-                with self._published:
-                    if worker is not None and worker.is_alive():
-                        self._published.wait_for(
-                            lambda: self._publish_count > seen or not worker.is_alive(),
-                            PUBLISH_WAIT_S,
-                        )
-                    done = self._publish_count > seen
-                if not done:
-                    self._publish()
+            if bus.publish_due:
+                bus.publish()
         except Exception as exc:  # noqa: BLE001 - exports never stop registration
             # e.g. disk full: try again after the next interval, even if no run changes.
             self._exports_dirty = True

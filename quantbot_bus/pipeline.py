@@ -1,0 +1,415 @@
+"""The run pipeline: one object, :class:`Bus`, owns the working catalog and does every step.
+
+scan → validate → plan → apply → publish → refresh exports. The daemon
+(:mod:`quantbot_bus.watch`), ``sync`` and ``rebuild`` are thin drivers of a :class:`Bus`: one
+pending rule, one run-dir mapping, one ignore rule (:func:`quantbot_bus.contract.is_ignored`).
+
+**Exclusive.** :meth:`Bus.open` first takes ``state/daemon.lock`` (``flock``, non-blocking) and
+writes ``"<pid> <role>"`` into it; a second daemon, a ``sync`` or a ``rebuild`` while one holds it
+fails with :class:`~quantbot_bus.errors.BusyError` naming that pid and what to do instead. Only
+then is the working catalog opened, once, and never again by this process (POSIX locks belong
+to the process: a second open and close of the file would drop DuckDB's lock). Readers never
+touch it: they read the publication (:mod:`quantbot_bus.publication`).
+
+**Thread-safe.** Every use of the catalog holds :attr:`Bus.lock` (the daemon's worker and
+publisher share one Bus).
+
+**Pending rule.** A run whose files are not complete yet (``Incomplete``) is pending; it is
+rejected once its ``metadata.json`` is older than ``pending_timeout_s`` and still incomplete
+(the daemon re-examines pending runs every ``pending_recheck_s``; ``sync`` at each run).
+
+**Degraded.** A failing commit or publication (disk full, I/O error) sets :attr:`Bus.degraded`
+to the reason (the daemon reports it in ``status``); nothing committed is lost: the next
+publication copies every row newer than the last published one, and a batch that did not
+commit is found again by the next scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import exports, ingest
+from .catalog import Batch, BatchResult, Catalog, Rejection
+from .config import Config
+from .contract import METADATA_NAME, quick_fingerprint
+from .errors import BusyError, CatalogError, ConfigError
+from .log import get_logger
+from .publication import Publication, Published, open_views
+
+log = get_logger("quantbot_bus.pipeline")
+
+_ADVICE = {
+    "daemon": "stop it first (systemctl stop quantbot-bus, or Ctrl-C) or use another --state-dir",
+    "sync": "the running daemon already keeps the catalog in sync (`quantbot-bus status` shows "
+    "its progress); run `sync` only when no daemon runs",
+    "rebuild": "stop the daemon first (systemctl stop quantbot-bus), then run `rebuild`",
+}
+
+
+class StateLock:
+    """``state/daemon.lock``: held (``flock``) by the one process that may write the catalog."""
+
+    def __init__(self, path: Path, role: str) -> None:
+        self.path = Path(path)
+        self.role = role
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+            os.close(fd)
+            pid = holder[0] if holder else "unknown"
+            other = holder[1] if len(holder) > 1 else "daemon"
+            raise BusyError(
+                f"the catalog in {self.path.parent} is in use by a running quantbot-bus {other} "
+                f"(pid {pid}); {_ADVICE.get(self.role, _ADVICE['sync'])}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {self.role}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock; the file stays
+            self._fd = None
+
+
+class Bus:
+    """The run pipeline over one working catalog and its publication. Use :meth:`open`."""
+
+    def __init__(self, config: Config, lock: StateLock) -> None:
+        self.config = config
+        self.root = Path(config.root)
+        self.lock = threading.RLock()
+        self._state_lock = lock
+        self.catalog: Catalog | None = None
+        self.publication = Publication(Path(config.exports_dir))
+        #: Why the last commit or publication failed; ``None`` when healthy.
+        self.degraded: str | None = None
+        self.publish_due = True  # readers get a generation at start even if nothing changed
+        self.export_status: dict[str, Any] = {}
+        self._files: dict[str, Path] | None = None  # summary + user export files, when changed
+        self._tables_changed = True
+
+    @classmethod
+    def open(cls, config: Config, *, role: str = "daemon") -> Bus:
+        """Take the state-dir lock (:class:`BusyError` if held), open and migrate the catalog."""
+        for d in (config.state_dir, config.exports_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+        lock = StateLock(config.lock_path, role)
+        lock.acquire()
+        try:
+            bus = cls(config, lock)
+            if role == "rebuild":
+                _move_aside(Path(config.catalog_path).absolute())
+            bus.catalog = Catalog.open(config.catalog_path, memory_limit=config.memory_limit)
+        except BaseException:
+            lock.release()
+            raise
+        return bus
+
+    def close(self) -> None:
+        with self.lock:
+            if self.catalog is not None:
+                with contextlib.suppress(Exception):
+                    self.catalog.close()
+                self.catalog = None
+            self.publication.close()
+        self._state_lock.release()
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cat(self) -> Catalog:
+        if self.catalog is None:
+            raise CatalogError("the catalog is not open (it is reopened on the next batch)")
+        return self.catalog
+
+    def reopen_catalog(self) -> None:
+        """Close and open the working catalog again (after a failed batch)."""
+        with self.lock:
+            if self.catalog is not None:
+                with contextlib.suppress(Exception):
+                    self.catalog.close()
+                self.catalog = None
+            self.catalog = Catalog.open(
+                self.config.catalog_path, memory_limit=self.config.memory_limit
+            )
+        log.info("catalog.reopened", path=str(self.config.catalog_path))
+
+    # ------------------------------------------------------------------ scan + validate
+
+    def examine(self, dirs: Iterable[str | os.PathLike[str]]) -> ingest.ScanOutcome:
+        """Candidate directories (from events) → a batch + the pending runs."""
+        with self.lock:
+            return ingest.examine(self.config, self._cat(), dirs)
+
+    def full_scan(self) -> ingest.ScanOutcome:
+        """The whole root against the whole catalog."""
+        with self.lock:
+            return ingest.full_scan(self.config, self._cat())
+
+    def run_dir_for(self, path: Path) -> Path:
+        """The run directory a changed path belongs to: itself, or its nearest run-dir ancestor."""
+        if (path / METADATA_NAME).exists():
+            return path
+        for parent in path.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            if (parent / METADATA_NAME).is_file():
+                return parent
+        return path
+
+    def expire_pending(self, pending: dict[str, str], batch: Batch) -> dict[str, str]:
+        """The pending rule: a run still incomplete ``pending_timeout_s`` after its
+        metadata.json appeared (its mtime) is rejected (added to ``batch``); returns the rest."""
+        still: dict[str, str] = {}
+        now = time.time()
+        for run_dir, reason in pending.items():
+            try:
+                age = now - os.stat(os.path.join(run_dir, METADATA_NAME)).st_mtime
+            except OSError:
+                continue  # gone meanwhile: the next look sees that
+            if age >= self.config.pending_timeout_s:
+                batch.rejected.append(
+                    Rejection(
+                        run_dir=run_dir,
+                        run_id=None,
+                        reason=f"{reason} (still incomplete after {age:.0f} s)",
+                        fingerprint=quick_fingerprint(Path(run_dir)),
+                    )
+                )
+            else:
+                still[run_dir] = reason
+        return still
+
+    # ------------------------------------------------------------------ apply + publish
+
+    def commit(self, batch: Batch) -> BatchResult:
+        """Apply one batch in one transaction, then publish it (readers see it whole)."""
+        if len(batch) == 0:
+            return BatchResult()
+        with self.lock:
+            try:
+                result = self._cat().apply_batch(batch)
+            except Exception as exc:
+                self._degrade("commit", exc)
+                raise
+            if result.registered or result.updated or result.deleted or result.rejected:
+                self.publish_due = True
+            self.try_publish()
+            return result
+
+    def try_publish(self) -> Published | None:
+        """Publish if due; a failure is logged and kept as :attr:`degraded` (retried later)."""
+        with self.lock:
+            if not self.publish_due:
+                return None
+            try:
+                return self.publish()
+            except Exception as exc:  # noqa: BLE001 - readers keep the last good generation
+                self._degrade("publish", exc)
+                return None
+
+    def publish(self, *, force: bool = False) -> Published | None:
+        """A new generation with the catalog rows not yet published and the current export
+        tables and files; raises on failure (readers keep the previous generation)."""
+        with self.lock:
+            catalog = self._cat()
+            cursor = catalog.cursor()
+            try:
+                tables = None
+                if self._tables_changed:
+                    tables = exports.export_table_files(cursor, Path(self.config.exports_dir))
+                published = self.publication.publish(
+                    cursor,
+                    catalog_id=catalog.catalog_id(),
+                    export_tables=tables,
+                    files=self._files,
+                    force=force or self.publish_due,
+                )
+            finally:
+                cursor.close()
+            self._tables_changed = False
+            self._files = None
+            self.publish_due = False
+            if self.degraded is not None:
+                log.info("bus.recovered", was=self.degraded)
+            self.degraded = None
+            return published
+
+    def _degrade(self, step: str, exc: BaseException) -> None:
+        reason = f"{step} failed: {type(exc).__name__}: {exc}"
+        if reason != self.degraded:
+            log.error("bus.degraded", step=step, error=f"{type(exc).__name__}: {exc}")
+        self.degraded = reason
+        if step == "publish":
+            self.publish_due = True
+
+    # ------------------------------------------------------------------ exports
+
+    def refresh_exports(self) -> dict[str, Any]:
+        """One bounded export refresh (``more`` in the result asks for another)."""
+        with self.lock:
+            cursor = self._cat().cursor()
+            try:
+                status = exports.refresh(self.config, cursor)
+            finally:
+                cursor.close()
+            changed = status.get("changed_runs", {})
+            if changed.get("added") or changed.get("removed") or status.get("views_changed"):
+                self._tables_changed = True
+                self.publish_due = True
+            self.export_status = status
+            return status
+
+    def write_files(self, *, force: bool = False) -> float | None:
+        """Write the due summary files (from the working catalog) and publish them, then the due
+        user exports (from the publication, the reader-side catalog) and publish those.
+        Returns the seconds until a held-back file is due (or None). Never raises."""
+        next_due: float | None = None
+        try:
+            with self.lock:
+                cursor = self._cat().cursor()
+            try:
+                gens = exports.file_generations(cursor)
+                summary = exports.write_files(self.config, cursor, gens, kind="summary", force=force)
+            finally:
+                cursor.close()
+            user: dict[str, Any] = {"written": [], "files": {}, "next_due_in_s": None}
+            with self.lock:
+                if summary["written"]:
+                    self._files = {**self._current_files(), **summary["files"]}
+                    self.publish()
+            if self.config.exports:
+                reader = open_views(Path(self.config.exports_dir))
+                try:
+                    user = exports.write_files(self.config, reader, gens, kind="user", force=force)
+                finally:
+                    reader.close()
+                with self.lock:
+                    files = {**summary["files"], **user["files"]}
+                    if files != self._current_files():
+                        self._files = files
+                        self.publish()
+            dues = [d for d in (summary["next_due_in_s"], user["next_due_in_s"]) if d is not None]
+            next_due = min(dues) if dues else None
+        except Exception as exc:  # noqa: BLE001 - an export never fails registration
+            log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
+        return next_due
+
+    def _current_files(self) -> dict[str, Path]:
+        store = Path(self.config.exports_dir).absolute() / exports.FILES_DIR
+        return {name: store / f for name, f in self.publication.manifest.files.items()}
+
+    def compact(self) -> None:
+        """Merge small segments of the export tables and of the published catalog tables in
+        the background: plan and commit hold the lock, the merged files are written without."""
+        try:
+            with self.lock:
+                cursor = self._cat().cursor()
+                try:
+                    plans = exports.plan_compaction(cursor)
+                finally:
+                    cursor.close()
+                pub_plans = self.publication.plan_compaction()
+            written = exports.write_compaction(self.config, plans)
+            merged = self.publication.write_compaction(pub_plans)
+            with self.lock:
+                catalog = self._cat()
+                cursor = catalog.cursor()
+                try:
+                    if written and exports.commit_compaction(self.config, cursor, written):
+                        self._tables_changed = True
+                        self.publish_due = True
+                        self.publish()
+                    if merged:
+                        self.publication.commit_compaction(cursor, catalog.catalog_id(), merged)
+                finally:
+                    cursor.close()
+        except Exception as exc:  # noqa: BLE001 - compaction never stops registration
+            log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return self._cat().counts()
+
+    # ------------------------------------------------------------------ one-shot drivers
+
+    def reconcile(self) -> BatchResult:
+        """``sync``/``rebuild``: the whole root once, the exports until caught up, published."""
+        t0 = time.perf_counter()
+        outcome = self.full_scan()
+        pending = self.expire_pending(outcome.pending, outcome.batch)
+        for run_dir, reason in pending.items():
+            log.info("run.pending", run_dir=run_dir, reason=reason)
+        result = self.commit(outcome.batch)
+        result.unchanged = outcome.unchanged + result.unchanged
+        result.pending = pending
+        try:
+            while self.refresh_exports().get("more"):
+                pass
+            self.compact()
+        except Exception as exc:  # noqa: BLE001 - an export never fails registration
+            log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
+        self.publish(force=True)
+        self.write_files(force=True)
+        log.info(
+            "rescan.done",
+            runs=outcome.seen,
+            skipped=outcome.skipped,
+            pending=len(pending),
+            ms=round((time.perf_counter() - t0) * 1000, 1),
+        )
+        return result
+
+
+def _move_aside(path: Path) -> None:
+    """``rebuild``: the old catalog (and its WAL) becomes ``<name>.bak``."""
+    if not path.exists():
+        return
+    backup = path.with_name(path.name + ".bak")
+    try:
+        os.replace(path, backup)
+        wal = path.with_name(path.name + ".wal")
+        if wal.exists():
+            os.replace(wal, backup.with_name(backup.name + ".wal"))
+        else:
+            backup.with_name(backup.name + ".wal").unlink(missing_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
+    log.info("catalog.backup", path=str(path), backup=str(backup))
+
+
+def sync(config: Config) -> BatchResult:
+    """One-shot reconcile of the whole root, then publish and refresh the exports."""
+    with Bus.open(config, role="sync") as bus:
+        return bus.reconcile()
+
+
+def rebuild(config: Config) -> BatchResult:
+    """Move the working catalog aside (``<name>.bak``), build a fresh one from disk, publish."""
+    root = os.path.abspath(os.fspath(config.root))
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"the artifacts root {root} does not exist or is not a directory; "
+            "refusing to rebuild the catalog from nothing"
+        )
+    with Bus.open(config, role="rebuild") as bus:
+        return bus.reconcile()
+
+

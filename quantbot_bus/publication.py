@@ -1,0 +1,648 @@
+"""The reader-side publication: immutable generations of Parquet files behind one views file.
+
+What readers open (``exports_dir``):
+
+- ``bus.duckdb`` — a small DuckDB file (storage version v1.2.0, so DuckDB 1.2 and newer open it)
+  holding only views: ``catalog.runs_d``, ``catalog.artifacts_f``, ``catalog.rejections_f``,
+  ``catalog.latest_artifacts_v`` and the ``exports.*`` views. Each views file belongs to one
+  generation and names that generation's directory; a new generation replaces ``bus.duckdb``
+  by an atomic rename, so an open connection keeps a consistent generation for as long as it
+  stays open, and every new connection sees whole batches (a run with its artifacts).
+- ``current`` — a symlink to ``gen/<N>``, for readers of files (Polars, pyarrow): resolve it once
+  (:func:`current_generation`, ``os.path.realpath``) and read below the resolved directory.
+- ``gen/<N>/`` — a generation: ``catalog/<table>/*.parquet``, ``tables/<name>/*.parquet`` (one
+  dataset per artifact table), ``files/<name>.parquet|csv`` (the summaries and the user
+  exports), ``manifest.json`` and its ``bus.duckdb``. Nothing in it ever changes: every entry
+  is a hard link to an immutable file of the private store ``.store/`` (new content, new name).
+
+A generation is removed only after it was superseded :data:`GRACE_S` ago and while no process
+holds a DuckDB lock on its views file, so neither a connection kept open for hours nor a file
+reader that resolved ``current`` a moment ago ever loses a file.
+
+Cost of one publication, whatever the catalog size: the catalog rows written since the last
+publication (each row carries the batch sequence ``_seq`` that wrote it) are copied into one
+new segment per table, a directory of hard links is made and a views file written (≈ 1 ms per
+view), then two renames. The reader views keep the newest version of each row
+(``_seq``); :meth:`Publication.compact` merges small segments in the background (like-sized
+ones, :data:`MAX_SEGMENTS`), so the segment count stays bounded.
+"""
+
+# ruff: noqa: S608 - paths in views are our own, quoted with _lit; table names are constants.
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .errors import CatalogError, CatalogMissingError
+from .fsutil import fsync_dir
+from .log import get_logger
+
+log = get_logger("quantbot_bus.publication")
+
+GEN_DIR = "gen"
+STORE_DIR = ".store"
+CURRENT = "current"
+VIEWS_NAME = "bus.duckdb"
+MANIFEST = "manifest.json"
+STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)
+GRACE_S = 60.0  #: a superseded generation stays at least this long (and while a reader holds it)
+MAX_SEGMENTS = 8  #: a catalog table with more segments than this is compacted
+MERGE_FAN = 8
+GC_INTERVAL_S = 1.0
+
+#: The catalog tables readers see, with the key whose newest ``_seq`` version is live.
+CATALOG_TABLES: dict[str, str] = {
+    "runs_d": "run_id",
+    "artifacts_f": "run_id",  # the rows of the run's newest artifact write (``_aseq``)
+    "rejections_f": "run_dir",
+}
+_HIDDEN = ("_seq", "_aseq")
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def current_generation(exports_dir: Path) -> Path:
+    """The directory of the current generation, resolved once: read files below it."""
+    link = Path(exports_dir) / CURRENT
+    try:
+        return Path(os.path.realpath(link, strict=True))
+    except OSError as exc:
+        raise CatalogMissingError(
+            f"nothing published in {exports_dir} yet: start the daemon (make run) or run "
+            "`quantbot-bus sync`"
+        ) from exc
+
+
+@dataclass
+class Segment:
+    name: str  # file name in the store (unique, never reused)
+    rows: int
+    max_seq: int
+
+
+@dataclass
+class Manifest:
+    gen: int = 0
+    catalog_id: str = ""
+    seq: int = -1  # catalog rows with _seq <= seq are published
+    catalog: dict[str, list[Segment]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # export name -> store file name
+    published_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gen": self.gen,
+            "catalog_id": self.catalog_id,
+            "seq": self.seq,
+            "catalog": {t: [s.__dict__ for s in segs] for t, segs in self.catalog.items()},
+            "files": self.files,
+            "published_at": self.published_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        return cls(
+            gen=int(data["gen"]),
+            catalog_id=str(data["catalog_id"]),
+            seq=int(data["seq"]),
+            catalog={
+                str(t): [Segment(str(s["name"]), int(s["rows"]), int(s["max_seq"])) for s in segs]
+                for t, segs in data["catalog"].items()
+            },
+            files={str(k): str(v) for k, v in data.get("files", {}).items()},
+            published_at=float(data.get("published_at", 0.0)),
+        )
+
+
+@dataclass
+class Published:
+    """What one publication did."""
+
+    gen: int
+    ms: float
+    bytes_written: int
+    rows: int
+
+
+@dataclass
+class _Merge:
+    table: str
+    victims: list[str]
+    merged: str = ""
+    rows: int = 0
+    max_seq: int = 0
+
+
+class Publication:
+    """The generations under ``exports_dir``; one instance per process that owns the catalog.
+
+    Thread-safe: :meth:`publish` and the compaction swap are serialised by an internal lock.
+    """
+
+    def __init__(self, exports_dir: Path, *, grace_s: float = GRACE_S) -> None:
+        self.dir = Path(exports_dir).absolute()
+        self.grace_s = grace_s
+        self._lock = threading.RLock()
+        self._views = duckdb.connect()  # in-memory: only attaches the views files it writes
+        self._last_gc = 0.0
+        self.manifest = Manifest()
+        for d in (self.dir / GEN_DIR, self.dir / STORE_DIR / "catalog", self.dir / STORE_DIR / "files"):
+            d.mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self._views.close()
+
+    # ------------------------------------------------------------------ startup
+
+    def _load(self) -> None:
+        """Read the current generation's manifest; remove what a crash left half made."""
+        current: int | None = None
+        try:
+            target = os.readlink(self.dir / CURRENT)
+            current = int(Path(target).name)
+            data = json.loads((self.dir / GEN_DIR / Path(target).name / MANIFEST).read_text())
+            self.manifest = Manifest.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if current is not None or (self.dir / CURRENT).is_symlink():
+                log.warning("publication.unreadable", path=str(self.dir / CURRENT), error=str(exc))
+            self.manifest = Manifest(gen=current or self._max_gen())
+        # generations above the current one were never published (killed mid-publication)
+        for gen in self._gens():
+            if gen > self.manifest.gen:
+                shutil.rmtree(self._gen_dir(gen), ignore_errors=True)
+        for tmp in self.dir.glob(".*.qbpub-*"):
+            tmp.unlink(missing_ok=True)
+        # store files the manifest does not name are orphans (of a killed publication/merge)
+        live = {s.name for segs in self.manifest.catalog.values() for s in segs}
+        for table_dir in (self.dir / STORE_DIR / "catalog").iterdir():
+            for f in table_dir.glob("*.parquet"):
+                if f.name not in live:
+                    f.unlink(missing_ok=True)
+        files = set(self.manifest.files.values())
+        for f in (self.dir / STORE_DIR / "files").iterdir():
+            if f.name not in files:
+                f.unlink(missing_ok=True)
+
+    def _gens(self) -> list[int]:
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.dir / GEN_DIR):
+                if entry.name.isdigit():
+                    out.append(int(entry.name))
+        return sorted(out)
+
+    def _max_gen(self) -> int:
+        gens = self._gens()
+        return gens[-1] if gens else 0
+
+    def _gen_dir(self, gen: int) -> Path:
+        return self.dir / GEN_DIR / f"{gen:010d}"
+
+    # ------------------------------------------------------------------ publish
+
+    def store_file(self, name: str, suffix: str) -> Path:
+        """A fresh name in the store for an export file (``name``.<token>.<suffix>)."""
+        return self.dir / STORE_DIR / "files" / f"{name}.{secrets.token_hex(6)}.{suffix}"
+
+    def publish(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        *,
+        catalog_id: str,
+        export_tables: Mapping[str, Sequence[Path]] | None = None,
+        files: Mapping[str, Path] | None = None,
+        force: bool = False,
+    ) -> Published | None:
+        """Publish the catalog rows newer than the last publication, the export tables'
+        segments and the export files, as a new generation. ``cursor`` is on the working
+        catalog; its reads run in one transaction (a consistent catalog state).
+
+        ``export_tables`` (table -> its segment files) and ``files`` (export name -> a store
+        file from :meth:`store_file`) replace what the previous generation had when given.
+        Returns ``None`` when there was nothing new (unless ``force``)."""
+        with self._lock:
+            t0 = time.perf_counter()
+            m = self.manifest
+            base = catalog_id != m.catalog_id or any(t not in m.catalog for t in CATALOG_TABLES)
+            since = -1 if base else m.seq
+            new_segments, rows, nbytes, seq = self._copy_new_rows(cursor, since, base)
+            new_files = dict(m.files)
+            if files is not None:
+                new_files = {name: Path(path).name for name, path in files.items()}
+            tables = dict(export_tables) if export_tables is not None else self._tables_of(m.gen)
+            changed_files = new_files != m.files or export_tables is not None
+            if not new_segments and not base and not force and not changed_files:
+                return None
+            catalog = {t: ([] if base else list(m.catalog.get(t, []))) for t in CATALOG_TABLES}
+            for table, seg in new_segments:
+                catalog[table].append(seg)
+            new = Manifest(
+                gen=max(m.gen, self._max_gen()) + 1,
+                catalog_id=catalog_id,
+                seq=max(seq, since),
+                catalog=catalog,
+                files=new_files,
+                published_at=time.time(),
+            )
+            try:
+                self._make_generation(new, tables)
+            except BaseException:
+                shutil.rmtree(self._gen_dir(new.gen), ignore_errors=True)
+                for _table, seg in new_segments:
+                    self._seg_path(_table, seg.name).unlink(missing_ok=True)
+                raise
+            retired = self._retired(m, new)
+            self.manifest = new
+            for path in retired:
+                path.unlink(missing_ok=True)
+            ms = (time.perf_counter() - t0) * 1000
+            log.debug("publication.published", gen=new.gen, ms=round(ms, 1), rows=rows)
+            self._maybe_gc()
+            return Published(new.gen, ms, nbytes, rows)
+
+    def _seg_path(self, table: str, name: str) -> Path:
+        return self.dir / STORE_DIR / "catalog" / table / name
+
+    def _copy_new_rows(
+        self, cursor: duckdb.DuckDBPyConnection, since: int, base: bool
+    ) -> tuple[list[tuple[str, Segment]], int, int, int]:
+        """One segment per catalog table holding its rows with ``_seq > since`` (a base
+        publication writes every table, even empty, so each view has a file to read)."""
+        out: list[tuple[str, Segment]] = []
+        rows_total = 0
+        nbytes = 0
+        written: list[Path] = []
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            row = cursor.execute(
+                "SELECT greatest((SELECT max(_seq) FROM catalog.runs_d), "
+                "(SELECT max(_seq) FROM catalog.artifacts_f), "
+                "(SELECT max(_seq) FROM catalog.rejections_f))"
+            ).fetchone()
+            seq = int(row[0]) if row and row[0] is not None else 0
+            if seq <= since and not base:
+                return [], 0, 0, seq
+            token = secrets.token_hex(4)
+            for table in CATALOG_TABLES:
+                d = self.dir / STORE_DIR / "catalog" / table
+                d.mkdir(parents=True, exist_ok=True)
+                name = f"{since + 1:012d}-{seq:012d}-{token}.parquet"
+                path = d / name
+                got = cursor.execute(
+                    f"COPY (SELECT * FROM catalog.{table} WHERE _seq > $since ORDER BY _seq) "
+                    "TO $dest (FORMAT parquet, COMPRESSION zstd)",
+                    {"since": since, "dest": str(path)},
+                ).fetchone()
+                n = int(got[0]) if got else 0
+                written.append(path)
+                if n == 0 and not base:
+                    path.unlink(missing_ok=True)
+                    continue
+                _fsync(path)
+                rows_total += n
+                nbytes += path.stat().st_size
+                out.append((table, Segment(name, n, seq)))
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return out, rows_total, nbytes, seq
+
+    def _tables_of(self, gen: int) -> dict[str, list[Path]]:
+        """The export tables of generation ``gen`` (its links keep the files alive)."""
+        out: dict[str, list[Path]] = {}
+        base = self._gen_dir(gen) / "tables"
+        if base.is_dir():
+            for d in sorted(base.iterdir()):
+                out[d.name] = sorted(d.glob("*.parquet"))
+        return out
+
+    def _retired(self, old: Manifest, new: Manifest) -> list[Path]:
+        """Store files the old manifest named and the new one does not (the generations that
+        link them keep them readable until they are removed)."""
+        keep = {(t, s.name) for t, segs in new.catalog.items() for s in segs}
+        out = [
+            self._seg_path(t, s.name)
+            for t, segs in old.catalog.items()
+            for s in segs
+            if (t, s.name) not in keep
+        ]
+        files = set(new.files.values())
+        out += [self.dir / STORE_DIR / "files" / f for f in old.files.values() if f not in files]
+        return out
+
+    def _make_generation(self, m: Manifest, tables: Mapping[str, Sequence[Path]]) -> None:
+        gdir = self._gen_dir(m.gen)
+        gdir.mkdir()
+        for table, segs in m.catalog.items():
+            d = gdir / "catalog" / table
+            d.mkdir(parents=True)
+            for seg in segs:
+                os.link(self._seg_path(table, seg.name), d / seg.name)
+        table_dirs: dict[str, Path] = {}
+        for table, paths in tables.items():
+            if not paths:
+                continue
+            d = gdir / "tables" / table
+            d.mkdir(parents=True)
+            for p in paths:
+                os.link(p, d / Path(p).name)
+            table_dirs[table] = d
+        file_paths: dict[str, Path] = {}
+        if m.files:
+            (gdir / "files").mkdir()
+            for name, stored in m.files.items():
+                suffix = stored.rsplit(".", 1)[-1]
+                dest = gdir / "files" / f"{name}.{suffix}"
+                os.link(self.dir / STORE_DIR / "files" / stored, dest)
+                file_paths[name] = dest
+        (gdir / MANIFEST).write_text(json.dumps(m.to_json(), indent=1))
+        self._write_views(gdir, table_dirs, file_paths)
+        fsync_dir(gdir)
+        self._swap(gdir)
+
+    def _write_views(
+        self, gdir: Path, table_dirs: Mapping[str, Path], files: Mapping[str, Path]
+    ) -> None:
+        sql = view_statements(gdir, table_dirs, files)
+        path = gdir / VIEWS_NAME
+        con = self._views
+        con.execute(f"ATTACH {_lit(str(path))} AS qb_pub (STORAGE_VERSION {_lit(STORAGE_VERSION)})")
+        try:
+            con.execute("USE qb_pub")
+            con.execute("BEGIN")
+            con.execute("CREATE SCHEMA catalog; CREATE SCHEMA exports")
+            for statement in sql:
+                con.execute(statement)
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.execute("USE memory")
+            con.execute("DETACH qb_pub")
+        _fsync(path)
+
+    def _swap(self, gdir: Path) -> None:
+        """Point ``bus.duckdb`` and ``current`` at ``gdir``: a link and a symlink under temp
+        names, each renamed over its target (atomic), then the directory fsynced."""
+        token = secrets.token_hex(4)
+        tmp_db = self.dir / f".{VIEWS_NAME}.qbpub-{token}"
+        tmp_cur = self.dir / f".{CURRENT}.qbpub-{token}"
+        try:
+            os.link(gdir / VIEWS_NAME, tmp_db)
+            os.symlink(f"{GEN_DIR}/{gdir.name}", tmp_cur)
+            os.replace(tmp_db, self.dir / VIEWS_NAME)
+            os.replace(tmp_cur, self.dir / CURRENT)
+        finally:
+            tmp_db.unlink(missing_ok=True)
+            tmp_cur.unlink(missing_ok=True)
+        fsync_dir(self.dir)
+
+    # ------------------------------------------------------------------ garbage collection
+
+    def _maybe_gc(self) -> None:
+        now = time.monotonic()
+        if now - self._last_gc >= GC_INTERVAL_S:
+            self._last_gc = now
+            self.gc()
+
+    def gc(self) -> int:
+        """Remove generations superseded more than ``grace_s`` ago whose views file no process
+        holds open; returns how many were removed."""
+        with self._lock:
+            gens = self._gens()
+            current = self.manifest.gen
+            now = time.time()
+            removed = 0
+            for i, gen in enumerate(gens):
+                if gen >= current:
+                    break
+                nxt = self._gen_dir(gens[i + 1])
+                try:
+                    superseded_at = nxt.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if now - superseded_at < self.grace_s:
+                    break  # later ones were superseded even more recently
+                gdir = self._gen_dir(gen)
+                if _locked_by_reader(gdir / VIEWS_NAME):
+                    continue
+                shutil.rmtree(gdir, ignore_errors=True)
+                removed += 1
+            return removed
+
+    # ------------------------------------------------------------------ compaction
+
+    def plan_compaction(self) -> list[_Merge]:
+        """Merges due (a table above :data:`MAX_SEGMENTS` segments: its smallest like-sized)."""
+        with self._lock:
+            plans = []
+            for table, segs in self.manifest.catalog.items():
+                if len(segs) <= MAX_SEGMENTS:
+                    continue
+                ordered = sorted(segs, key=lambda s: (s.rows, s.name))
+                picked: list[Segment] = []
+                total = 0
+                for seg in ordered[:MERGE_FAN]:
+                    if picked and seg.rows > 2 * max(total, 1) and len(picked) >= 2:
+                        break
+                    picked.append(seg)
+                    total += seg.rows
+                if len(picked) >= 2:
+                    plans.append(_Merge(table, [s.name for s in picked]))
+            return plans
+
+    def write_compaction(self, plans: Sequence[_Merge]) -> list[_Merge]:
+        """Write each merged segment (no lock; its own DuckDB connection): the newest version
+        of each key among the victims (artifacts: the newest write of each run)."""
+        done = []
+        con = duckdb.connect()
+        try:
+            con.execute("SET threads = 1")
+            for plan in plans:
+                key = CATALOG_TABLES[plan.table]
+                files = "[" + ", ".join(_lit(str(self._seg_path(plan.table, v))) for v in plan.victims) + "]"
+                if plan.table == "artifacts_f":
+                    rule = f"QUALIFY _seq = max(_seq) OVER (PARTITION BY {key})"
+                else:
+                    rule = f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _seq DESC) = 1"
+                name = f"m-{secrets.token_hex(6)}.parquet"
+                dest = self._seg_path(plan.table, name)
+                try:
+                    got = con.execute(
+                        f"COPY (SELECT * FROM read_parquet({files}) {rule} ORDER BY _seq) "
+                        "TO $dest (FORMAT parquet, COMPRESSION zstd)",
+                        {"dest": str(dest)},
+                    ).fetchone()
+                    seq = con.execute(f"SELECT max(_seq) FROM read_parquet({files})").fetchone()
+                except duckdb.Error as exc:
+                    dest.unlink(missing_ok=True)
+                    log.error("publication.compaction_failed", table=plan.table, error=str(exc))
+                    continue
+                _fsync(dest)
+                plan.merged = name
+                plan.rows = int(got[0]) if got else 0
+                plan.max_seq = int(seq[0]) if seq and seq[0] is not None else 0
+                done.append(plan)
+        finally:
+            con.close()
+        return done
+
+    def commit_compaction(
+        self, cursor: duckdb.DuckDBPyConnection, catalog_id: str, merges: Sequence[_Merge]
+    ) -> Published | None:
+        """Swap the merged segments in (a new generation); a merge whose victims are no longer
+        all current (a base publication meanwhile) is dropped."""
+        with self._lock:
+            m = self.manifest
+            applied = False
+            catalog = {t: list(segs) for t, segs in m.catalog.items()}
+            for merge in merges:
+                segs = catalog.get(merge.table, [])
+                names = {s.name for s in segs}
+                if not set(merge.victims) <= names or m.catalog_id != catalog_id:
+                    self._seg_path(merge.table, merge.merged).unlink(missing_ok=True)
+                    continue
+                kept = [s for s in segs if s.name not in merge.victims]
+                catalog[merge.table] = [Segment(merge.merged, merge.rows, merge.max_seq), *kept]
+                applied = True
+            if not applied:
+                return None
+            self.manifest = Manifest(
+                gen=m.gen,
+                catalog_id=m.catalog_id,
+                seq=m.seq,
+                catalog=catalog,
+                files=m.files,
+                published_at=m.published_at,
+            )
+            # the old manifest's victims are retired by this publication
+            old = m
+            try:
+                published = self.publish(cursor, catalog_id=catalog_id, force=True)
+            except BaseException:
+                self.manifest = old
+                raise
+            for path in self._retired(old, self.manifest):
+                path.unlink(missing_ok=True)
+            return published
+
+
+def view_statements(
+    gdir: Path, table_dirs: Mapping[str, Path], files: Mapping[str, Path]
+) -> list[str]:
+    """The CREATE VIEW statements of one generation's views file."""
+    cat = gdir / "catalog"
+
+    def glob(table: str) -> str:
+        return _lit(str(cat / table / "*.parquet"))
+
+    hidden = ", ".join(_HIDDEN)
+    out = [
+        f"""CREATE VIEW catalog.runs_d AS
+        SELECT * EXCLUDE ({hidden}) FROM read_parquet({glob("runs_d")})
+        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY _seq DESC) = 1""",
+        f"""CREATE VIEW catalog.artifacts_f AS
+        SELECT a.* EXCLUDE (_seq) FROM read_parquet({glob("artifacts_f")}) AS a
+        SEMI JOIN (SELECT run_id, _aseq FROM read_parquet({glob("runs_d")})
+                   QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY _seq DESC) = 1) AS r
+        ON a.run_id = r.run_id AND a._seq = r._aseq""",
+        f"""CREATE VIEW catalog.rejections_f AS
+        SELECT * EXCLUDE (_seq) FROM read_parquet({glob("rejections_f")})
+        QUALIFY row_number() OVER (PARTITION BY run_dir ORDER BY _seq DESC) = 1""",
+        """CREATE VIEW catalog.latest_artifacts_v AS
+        SELECT r.run_type, a.name, a.run_id, a.path, a.format, a.rows, a.bytes, a.sha256,
+               a.arrow_schema, r.created_at, a.registered_at
+        FROM artifacts_f AS a JOIN runs_d AS r USING (run_id)
+        WHERE r.deleted_at IS NULL AND r.status = 'success'
+        QUALIFY row_number() OVER (
+            PARTITION BY r.run_type, a.name
+            ORDER BY coalesce(r.created_at, r.registered_at) DESC, a.run_id DESC) = 1""",
+    ]
+    taken = set(files)
+    for name, path in sorted(files.items()):
+        reader = "read_csv_auto" if path.suffix == ".csv" else "read_parquet"
+        out.append(f"CREATE VIEW exports.{_q(name)} AS SELECT * FROM {reader}({_lit(str(path))})")
+    for table, d in sorted(table_dirs.items()):
+        view = table if table not in taken else f"table_{table}"
+        out.append(
+            f"CREATE VIEW exports.{_q(view)} AS SELECT * FROM "
+            f"read_parquet({_lit(str(d / '*.parquet'))}, union_by_name = true)"
+        )
+    return out
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _locked_by_reader(path: Path) -> bool:
+    """Whether another process holds a (DuckDB, POSIX) lock on ``path``. Asked with F_GETLK,
+    which takes no lock: this process never drops a lock of its own by asking."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        query = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOLCK):
+                return True  # cannot tell: keep it
+            raise
+        (l_type,) = struct.unpack_from("@h", answer)
+        return l_type != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+def open_views(exports_dir: Path) -> duckdb.DuckDBPyConnection:
+    """Internal helper for the owner of the publication: a read-only connection to the current
+    generation's views file (``exports_dir/bus.duckdb``)."""
+    from .catalog import open_reader
+
+    return open_reader(Path(exports_dir) / VIEWS_NAME)
+
+
+__all__ = [
+    "CATALOG_TABLES",
+    "CatalogError",
+    "Manifest",
+    "Publication",
+    "Published",
+    "current_generation",
+    "view_statements",
+]
