@@ -32,6 +32,7 @@ ones, :data:`MAX_SEGMENTS`), so the segment count stays bounded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 from .errors import CatalogError, CatalogMissingError
 from .fsutil import fsync_dir
@@ -58,6 +60,9 @@ GEN_DIR = "gen"
 STORE_DIR = ".store"
 CURRENT = "current"
 VIEWS_NAME = "bus.duckdb"
+SLOTS_DIR = "slots"
+SLOT_REUSE_S = 2.0  #: a views slot is reused only this long after it stopped being current
+VIEWS_VERSION = 1  #: bumped when view_statements changes: every slot's views are made again
 MANIFEST = "manifest.json"
 STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)
 GRACE_S = 60.0  #: a superseded generation stays at least this long (and while a reader holds it)
@@ -109,6 +114,8 @@ class Manifest:
     catalog: dict[str, list[Segment]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # export name -> store file name
     published_at: float = 0.0
+    slot: int = 0  # the views slot readers open through bus.duckdb
+    views_key: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +125,8 @@ class Manifest:
             "catalog": {t: [s.__dict__ for s in segs] for t, segs in self.catalog.items()},
             "files": self.files,
             "published_at": self.published_at,
+            "slot": self.slot,
+            "views_key": self.views_key,
         }
 
     @classmethod
@@ -132,6 +141,8 @@ class Manifest:
             },
             files={str(k): str(v) for k, v in data.get("files", {}).items()},
             published_at=float(data.get("published_at", 0.0)),
+            slot=int(data.get("slot", 0)),
+            views_key=str(data.get("views_key", "")),
         )
 
 
@@ -167,9 +178,19 @@ class Publication:
         self._views = duckdb.connect()  # in-memory: only attaches the views files it writes
         self._last_gc = 0.0
         self.manifest = Manifest()
-        for d in (self.dir / GEN_DIR, self.dir / STORE_DIR / "catalog", self.dir / STORE_DIR / "files"):
+        self._views_key = ""
+        self._key_files: dict[str, str] | None = None
+        for d in (
+            self.dir / GEN_DIR,
+            self.dir / SLOTS_DIR,
+            self.dir / STORE_DIR / "catalog",
+            self.dir / STORE_DIR / "files",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         self._load()
+        # Slots other than the current one count as just left (a reader may be opening one).
+        now = time.monotonic()
+        self._left_current: dict[int, float] = dict.fromkeys(self._slots(), now)
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -193,7 +214,7 @@ class Publication:
         for gen in self._gens():
             if gen > self.manifest.gen:
                 shutil.rmtree(self._gen_dir(gen), ignore_errors=True)
-        for tmp in self.dir.glob(".*.qbpub-*"):
+        for tmp in [*self.dir.glob(".*.qbpub-*"), *(self.dir / SLOTS_DIR).glob(".*.qbpub-*")]:
             tmp.unlink(missing_ok=True)
         # store files the manifest does not name are orphans (of a killed publication/merge)
         live = {s.name for segs in self.manifest.catalog.values() for s in segs}
@@ -268,7 +289,7 @@ class Publication:
                 published_at=time.time(),
             )
             try:
-                self._make_generation(new, tables)
+                self._make_generation(new, tables, changed=export_tables is not None)
             except BaseException:
                 shutil.rmtree(self._gen_dir(new.gen), ignore_errors=True)
                 for _table, seg in new_segments:
@@ -357,7 +378,9 @@ class Publication:
         out += [self.dir / STORE_DIR / "files" / f for f in old.files.values() if f not in files]
         return out
 
-    def _make_generation(self, m: Manifest, tables: Mapping[str, Sequence[Path]]) -> None:
+    def _make_generation(
+        self, m: Manifest, tables: Mapping[str, Sequence[Path]], *, changed: bool
+    ) -> None:
         gdir = self._gen_dir(m.gen)
         gdir.mkdir()
         for table, segs in m.catalog.items():
@@ -365,33 +388,97 @@ class Publication:
             d.mkdir(parents=True)
             for seg in segs:
                 os.link(self._seg_path(table, seg.name), d / seg.name)
-        table_dirs: dict[str, Path] = {}
-        for table, paths in tables.items():
+        table_names: list[str] = []
+        for table, paths in sorted(tables.items()):
             if not paths:
                 continue
             d = gdir / "tables" / table
             d.mkdir(parents=True)
             for p in paths:
                 os.link(p, d / Path(p).name)
-            table_dirs[table] = d
-        file_paths: dict[str, Path] = {}
+            table_names.append(table)
+        file_names: dict[str, str] = {}
         if m.files:
             (gdir / "files").mkdir()
-            for name, stored in m.files.items():
+            for name, stored in sorted(m.files.items()):
                 suffix = stored.rsplit(".", 1)[-1]
-                dest = gdir / "files" / f"{name}.{suffix}"
-                os.link(self.dir / STORE_DIR / "files" / stored, dest)
-                file_paths[name] = dest
+                os.link(self.dir / STORE_DIR / "files" / stored, gdir / "files" / f"{name}.{suffix}")
+                file_names[name] = f"{name}.{suffix}"
+        if changed or not self._views_key or m.files != self._key_files:
+            self._views_key = _views_key(gdir, table_names, file_names)
+            self._key_files = dict(m.files)
+        m.slot = self._choose_slot()
+        m.views_key = self._views_key
         (gdir / MANIFEST).write_text(json.dumps(m.to_json(), indent=1))
-        self._write_views(gdir, table_dirs, file_paths)
         fsync_dir(gdir)
-        self._swap(gdir)
+        self._point_slot(m.slot, gdir, table_names, file_names)
+        self._swap(m.slot, gdir)
+
+    # ------------------------------------------------------------------ view slots
+
+    def _slot_views(self, slot: int) -> Path:
+        return self.dir / SLOTS_DIR / f"{slot}.duckdb"
+
+    def _slots(self) -> list[int]:
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.dir / SLOTS_DIR):
+                if entry.name.endswith(".duckdb") and entry.name[: -len(".duckdb")].isdigit():
+                    out.append(int(entry.name[: -len(".duckdb")]))
+        return sorted(out)
+
+    def _choose_slot(self) -> int:
+        """A views slot no reader can be using: not the current one, not current for the last
+        :data:`SLOT_REUSE_S`, and its views file locked by no process; one whose views were made
+        for the same tables and schemas first (then only its symlink moves). Else a new one."""
+        now = time.monotonic()
+        current = self.manifest.slot
+        free: list[int] = []
+        for slot in self._slots():
+            if slot == current or now - self._left_current.get(slot, 0.0) < SLOT_REUSE_S:
+                continue
+            if _locked_by_reader(self._slot_views(slot)):
+                continue
+            free.append(slot)
+        for slot in free:
+            if self._slot_key(slot) == self._views_key:
+                return slot
+        if free:
+            return free[0]
+        return max([*self._slots(), current, 0]) + 1
+
+    def _slot_key(self, slot: int) -> str | None:
+        try:
+            return (self.dir / SLOTS_DIR / f"{slot}.key").read_text()
+        except OSError:
+            return None
+
+    def _point_slot(
+        self, slot: int, gdir: Path, tables: Sequence[str], files: Mapping[str, str]
+    ) -> None:
+        """``slots/<slot>`` -> ``gdir`` (a symlink renamed into place); its views file is made
+        again only when the tables or their schemas changed (views bind their columns)."""
+        slots = self.dir / SLOTS_DIR
+        link = slots / str(slot)
+        tmp = slots / f".{slot}.qbpub-{secrets.token_hex(4)}"
+        os.symlink(f"../{GEN_DIR}/{gdir.name}", tmp)
+        os.replace(tmp, link)
+        views = self._slot_views(slot)
+        if self._slot_key(slot) == self._views_key and views.exists():
+            return
+        (slots / f"{slot}.key").unlink(missing_ok=True)
+        tmp_views = slots / f".{slot}.duckdb.qbpub-{secrets.token_hex(4)}"
+        try:
+            self._write_views(tmp_views, link, tables, files)
+            os.replace(tmp_views, views)
+        finally:
+            tmp_views.unlink(missing_ok=True)
+        (slots / f"{slot}.key").write_text(self._views_key)
 
     def _write_views(
-        self, gdir: Path, table_dirs: Mapping[str, Path], files: Mapping[str, Path]
+        self, path: Path, base: Path, tables: Sequence[str], files: Mapping[str, str]
     ) -> None:
-        sql = view_statements(gdir, table_dirs, files)
-        path = gdir / VIEWS_NAME
+        sql = view_statements(base, tables, files)
         con = self._views
         con.execute(f"ATTACH {_lit(str(path))} AS qb_pub (STORAGE_VERSION {_lit(STORAGE_VERSION)})")
         try:
@@ -410,14 +497,14 @@ class Publication:
             con.execute("DETACH qb_pub")
         _fsync(path)
 
-    def _swap(self, gdir: Path) -> None:
-        """Point ``bus.duckdb`` and ``current`` at ``gdir``: a link and a symlink under temp
-        names, each renamed over its target (atomic), then the directory fsynced."""
+    def _swap(self, slot: int, gdir: Path) -> None:
+        """Point ``bus.duckdb`` at the slot's views file and ``current`` at ``gdir``: a link
+        and a symlink under temp names, each renamed over its target, then the dir fsynced."""
         token = secrets.token_hex(4)
         tmp_db = self.dir / f".{VIEWS_NAME}.qbpub-{token}"
         tmp_cur = self.dir / f".{CURRENT}.qbpub-{token}"
         try:
-            os.link(gdir / VIEWS_NAME, tmp_db)
+            os.link(self._slot_views(slot), tmp_db)
             os.symlink(f"{GEN_DIR}/{gdir.name}", tmp_cur)
             os.replace(tmp_db, self.dir / VIEWS_NAME)
             os.replace(tmp_cur, self.dir / CURRENT)
@@ -425,6 +512,9 @@ class Publication:
             tmp_db.unlink(missing_ok=True)
             tmp_cur.unlink(missing_ok=True)
         fsync_dir(self.dir)
+        previous = self.manifest.slot
+        if previous != slot:
+            self._left_current[previous] = time.monotonic()
 
     # ------------------------------------------------------------------ garbage collection
 
@@ -435,27 +525,30 @@ class Publication:
             self.gc()
 
     def gc(self) -> int:
-        """Remove generations superseded more than ``grace_s`` ago whose views file no process
-        holds open; returns how many were removed."""
+        """Remove generations superseded more than ``grace_s`` ago that no views slot in use
+        (the current one, or one a reader holds open) points at; returns how many."""
         with self._lock:
             gens = self._gens()
             current = self.manifest.gen
+            pinned = {current}
+            for slot in self._slots():
+                if slot == self.manifest.slot or _locked_by_reader(self._slot_views(slot)):
+                    with contextlib.suppress(OSError, ValueError):
+                        pinned.add(int(Path(os.readlink(self.dir / SLOTS_DIR / str(slot))).name))
             now = time.time()
             removed = 0
             for i, gen in enumerate(gens):
                 if gen >= current:
                     break
-                nxt = self._gen_dir(gens[i + 1])
+                if gen in pinned:
+                    continue
                 try:
-                    superseded_at = nxt.stat().st_mtime
+                    superseded_at = self._gen_dir(gens[i + 1]).stat().st_mtime
                 except FileNotFoundError:
                     continue
                 if now - superseded_at < self.grace_s:
                     break  # later ones were superseded even more recently
-                gdir = self._gen_dir(gen)
-                if _locked_by_reader(gdir / VIEWS_NAME):
-                    continue
-                shutil.rmtree(gdir, ignore_errors=True)
+                shutil.rmtree(self._gen_dir(gen), ignore_errors=True)
                 removed += 1
             return removed
 
@@ -536,14 +629,7 @@ class Publication:
                 applied = True
             if not applied:
                 return None
-            self.manifest = Manifest(
-                gen=m.gen,
-                catalog_id=m.catalog_id,
-                seq=m.seq,
-                catalog=catalog,
-                files=m.files,
-                published_at=m.published_at,
-            )
+            self.manifest = dataclasses.replace(m, catalog=catalog)
             # the old manifest's victims are retired by this publication
             old = m
             try:
@@ -556,11 +642,9 @@ class Publication:
             return published
 
 
-def view_statements(
-    gdir: Path, table_dirs: Mapping[str, Path], files: Mapping[str, Path]
-) -> list[str]:
-    """The CREATE VIEW statements of one generation's views file."""
-    cat = gdir / "catalog"
+def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str]) -> list[str]:
+    """The CREATE VIEW statements of a views file over the generation seen at ``base``."""
+    cat = base / "catalog"
 
     def glob(table: str) -> str:
         return _lit(str(cat / table / "*.parquet"))
@@ -587,17 +671,49 @@ def view_statements(
             PARTITION BY r.run_type, a.name
             ORDER BY coalesce(r.created_at, r.registered_at) DESC, a.run_id DESC) = 1""",
     ]
-    taken = set(files)
-    for name, path in sorted(files.items()):
-        reader = "read_csv_auto" if path.suffix == ".csv" else "read_parquet"
+    for name, file_name in sorted(files.items()):
+        reader = "read_csv_auto" if file_name.endswith(".csv") else "read_parquet"
+        path = base / "files" / file_name
         out.append(f"CREATE VIEW exports.{_q(name)} AS SELECT * FROM {reader}({_lit(str(path))})")
-    for table, d in sorted(table_dirs.items()):
-        view = table if table not in taken else f"table_{table}"
+    for table in sorted(tables):
+        view = table if table not in files else f"table_{table}"
         out.append(
             f"CREATE VIEW exports.{_q(view)} AS SELECT * FROM "
-            f"read_parquet({_lit(str(d / '*.parquet'))}, union_by_name = true)"
+            f"read_parquet({_lit(str(base / 'tables' / table / '*.parquet'))}, union_by_name = true)"
         )
     return out
+
+
+def _views_key(gdir: Path, tables: Sequence[str], files: Mapping[str, str]) -> str:
+    """What a views file binds: the tables and files, each with its columns and types (a table's
+    union by name, in the order DuckDB builds it). Equal keys: a views file fits either."""
+    parts: list[Any] = [VIEWS_VERSION]
+    for table in tables:
+        columns: dict[str, set[str]] = {}
+        for path in sorted((gdir / "tables" / table).glob("*.parquet")):
+            for f in pq.read_schema(path):
+                columns.setdefault(f.name, set()).add(str(f.type))
+        parts.append([table, [[c, sorted(t)] for c, t in columns.items()]])
+    for name, file_name in sorted(files.items()):
+        path = gdir / "files" / file_name
+        if file_name.endswith(".parquet"):
+            parts.append([name, [[f.name, str(f.type)] for f in pq.read_schema(path)]])
+        else:  # a CSV's header line
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                parts.append([name, fh.readline().strip(), _csv_kinds(path)])
+    return json.dumps(parts)
+
+
+def _csv_kinds(path: Path) -> str:
+    """The column types DuckDB infers for a CSV file: part of the key, since they may change."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            f"DESCRIBE SELECT * FROM read_csv_auto({_lit(str(path))})"
+        ).fetchall()
+    finally:
+        con.close()
+    return ",".join(f"{r[0]}:{r[1]}" for r in rows)
 
 
 def _fsync(path: Path) -> None:
