@@ -266,6 +266,8 @@ _STATUS_COLUMNS = (
     "last_batch_n",
     "last_batch_ms",
     "snapshot_published_at",
+    "generation",
+    "degraded",
     "stopped_at",
 )
 
@@ -276,7 +278,8 @@ _STATUS_COLUMNS = (
 def status_cmd(config: Config, fmt: str | None) -> None:
     """Show the daemon's status file: state, pid, counts, last batch, pending lag.
 
-    state is running, starting, stale (alive but not writing), stopped (clean stop) or dead.
+    state is running, degraded (running, but a commit or publication fails: see `degraded`),
+    starting, stale (alive but not writing), stopped (clean stop) or dead.
     Exits 4 when the daemon has never run with this state dir.
     """
     from .status import read_status

@@ -468,6 +468,13 @@ def _version_check(name: str, path: Path, what: str) -> Check:
 
 
 def check_snapshot(config: Config, daemon_expected: bool) -> Check:
+    """The publication readers open (``exports/bus.duckdb``) opens and answers a query."""
+    import duckdb
+
+    from .catalog import open_reader
+    from .errors import BusError
+    from .publication import current_generation
+
     path = config.snapshot_path
     if not path.exists():
         return Check(
@@ -476,7 +483,24 @@ def check_snapshot(config: Config, daemon_expected: bool) -> Check:
             f"no catalog snapshot at {path} yet: readers have nothing to query",
             "start the daemon (systemctl start quantbot-bus) or run `quantbot-bus sync`",
         )
-    return _version_check("snapshot", path, "snapshot")
+    try:
+        con = open_reader(path)
+        try:
+            row = con.execute("SELECT count(*) FROM catalog.runs_d").fetchone()
+        finally:
+            con.close()
+        gen = current_generation(config.exports_dir).name
+    except (BusError, duckdb.Error) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Check(
+            "snapshot",
+            FAIL,
+            f"the publication {path} cannot be read: {text}",
+            "the daemon or `quantbot-bus sync` publishes a new one with its next batch; if this "
+            "persists, run `quantbot-bus sync` (or restart the daemon) and check its log",
+        )
+    runs = row[0] if row else 0
+    return Check("snapshot", OK, f"publication {gen} ({path}) opens: {runs} runs")
 
 
 def check_working_catalog(config: Config, holder: int | None) -> Check:
@@ -521,6 +545,15 @@ def check_status(config: Config, expect_daemon: bool | None, now: dt.datetime | 
             f"daemon pid {pid} running, status written {age:.0f}s ago; "
             f"{data.get('registered')} runs, {data.get('pending')} pending, "
             f"{data.get('rejected')} rejected",
+        )
+    if state == "degraded":
+        return Check(
+            name,
+            FAIL,
+            f"daemon pid {pid} runs degraded: {data.get('degraded')}; readers keep the last "
+            "good publication and nothing registered is lost",
+            "free disk space on the state and exports filesystems (or fix the error named); "
+            f"the daemon catches up by itself; see {journal}",
         )
     if state == "starting":
         return Check(name, OK, f"daemon pid {pid} starting (startup reconcile in progress)")

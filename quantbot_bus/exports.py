@@ -392,7 +392,11 @@ def _read_status(exports_dir: Path) -> dict[str, Any]:
 def _clean_temp_files(exports_dir: Path) -> None:
     """Remove temp files a crashed refresh left (only ours: ``.<name>.qbexp-*.tmp``)."""
     files_dir = exports_dir / FILES_DIR
-    dirs = [exports_dir, files_dir, *(p for p in (exports_dir / TABLES_DIR).iterdir() if p.is_dir())]
+    dirs = [
+        exports_dir,
+        files_dir,
+        *(p for p in (exports_dir / TABLES_DIR).iterdir() if p.is_dir()),
+    ]
     for d in dirs:
         for p in d.glob(f".*{TMP_MARK}*.tmp"):
             p.unlink(missing_ok=True)

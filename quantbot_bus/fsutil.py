@@ -1,4 +1,4 @@
-"""Durable, atomic file replacement: the one way every module publishes a file.
+"""Files: durable atomic replacement (the one way every module publishes a file), lock probes.
 
 A reader that opens ``dest`` sees either the old content or the new, never a half-written file:
 the new content goes to a hidden temp file in the same directory (same filesystem, so the rename
@@ -8,8 +8,11 @@ itself survives a crash.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
+import struct
 from pathlib import Path
 
 
@@ -49,3 +52,25 @@ def write_atomic(dest: Path, text: str, *, mode: int | None = None) -> None:
         install(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of another process holding a POSIX (fcntl) lock on ``path`` — DuckDB locks its
+    database files so — or None; -1 when the kernel cannot tell. Asked with F_GETLK, which takes
+    no lock, so asking never drops a lock this process holds (any close of a file would)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOLCK):
+                return -1
+            raise
+        l_type, _whence, _start, _len, pid = struct.unpack("@hhqqi4x", answer)
+        return None if l_type == fcntl.F_UNLCK else pid
+    finally:
+        os.close(fd)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from .catalog import Batch, BatchResult, Catalog, Rejection
 from .config import Config
 from .contract import METADATA_NAME, quick_fingerprint
 from .errors import BusyError, CatalogError, ConfigError
+from .fsutil import lock_holder
 from .log import get_logger
 from .publication import Publication, Published, open_views
 
@@ -114,6 +116,7 @@ class Bus:
             if role == "rebuild":
                 _move_aside(Path(config.catalog_path).absolute())
             bus.catalog = Catalog.open(config.catalog_path, memory_limit=config.memory_limit)
+            _remove_legacy_exports(config)
         except BaseException:
             lock.release()
             raise
@@ -287,7 +290,9 @@ class Bus:
                 cursor = self._cat().cursor()
             try:
                 gens = exports.file_generations(cursor)
-                summary = exports.write_files(self.config, cursor, gens, kind="summary", force=force)
+                summary = exports.write_files(
+                    self.config, cursor, gens, kind="summary", force=force
+                )
             finally:
                 cursor.close()
             user: dict[str, Any] = {"written": [], "files": {}, "next_due_in_s": None}
@@ -378,10 +383,34 @@ class Bus:
         return result
 
 
+def _remove_legacy_exports(config: Config) -> None:
+    """Files of the layout before generations (``exports/tables/``, ``exports/<name>.parquet``):
+    readers of those would read data that is never updated again, so they go."""
+    base = Path(config.exports_dir)
+    names = [f"{n}.parquet" for n in exports.SUMMARIES]
+    names += [f"{e.name}.{e.format}" for e in config.exports]
+    legacy = [base / n for n in names if (base / n).is_file()]
+    if (base / "tables").is_dir():
+        legacy.append(base / "tables")
+    for path in legacy:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if legacy:
+        log.info("export.legacy_removed", paths=[str(p) for p in legacy])
+
+
 def _move_aside(path: Path) -> None:
     """``rebuild``: the old catalog (and its WAL) becomes ``<name>.bak``."""
     if not path.exists():
         return
+    holder = lock_holder(path)
+    if holder is not None:
+        raise CatalogError(
+            f"the catalog {path} is in use by another process (pid {holder}); close whatever "
+            "holds it open (a DuckDB shell, a script) before `rebuild`"
+        )
     backup = path.with_name(path.name + ".bak")
     try:
         os.replace(path, backup)
@@ -411,5 +440,3 @@ def rebuild(config: Config) -> BatchResult:
         )
     with Bus.open(config, role="rebuild") as bus:
         return bus.reconcile()
-
-

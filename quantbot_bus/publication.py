@@ -33,13 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import secrets
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,8 +47,9 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from .catalog import SCHEMA_VERSION, open_reader
 from .errors import CatalogError, CatalogMissingError
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, lock_holder
 from .log import get_logger
 
 log = get_logger("quantbot_bus.publication")
@@ -290,10 +288,15 @@ class Publication:
             )
             try:
                 self._make_generation(new, tables, changed=export_tables is not None)
-            except BaseException:
+            except BaseException as exc:
                 shutil.rmtree(self._gen_dir(new.gen), ignore_errors=True)
                 for _table, seg in new_segments:
                     self._seg_path(_table, seg.name).unlink(missing_ok=True)
+                if isinstance(exc, OSError | duckdb.Error):
+                    raise CatalogError(
+                        f"could not publish the catalog to {self.dir} (readers keep "
+                        f"generation {m.gen}): {exc}"
+                    ) from exc
                 raise
             retired = self._retired(m, new)
             self.manifest = new
@@ -402,7 +405,9 @@ class Publication:
             (gdir / "files").mkdir()
             for name, stored in sorted(m.files.items()):
                 suffix = stored.rsplit(".", 1)[-1]
-                os.link(self.dir / STORE_DIR / "files" / stored, gdir / "files" / f"{name}.{suffix}")
+                os.link(
+                    self.dir / STORE_DIR / "files" / stored, gdir / "files" / f"{name}.{suffix}"
+                )
                 file_names[name] = f"{name}.{suffix}"
         if changed or not self._views_key or m.files != self._key_files:
             self._views_key = _views_key(gdir, table_names, file_names)
@@ -437,7 +442,7 @@ class Publication:
         for slot in self._slots():
             if slot == current or now - self._left_current.get(slot, 0.0) < SLOT_REUSE_S:
                 continue
-            if _locked_by_reader(self._slot_views(slot)):
+            if _locked(self._slot_views(slot)):
                 continue
             free.append(slot)
         for slot in free:
@@ -532,7 +537,7 @@ class Publication:
             current = self.manifest.gen
             pinned = {current}
             for slot in self._slots():
-                if slot == self.manifest.slot or _locked_by_reader(self._slot_views(slot)):
+                if slot == self.manifest.slot or _locked(self._slot_views(slot)):
                     with contextlib.suppress(OSError, ValueError):
                         pinned.add(int(Path(os.readlink(self.dir / SLOTS_DIR / str(slot))).name))
             now = time.time()
@@ -582,7 +587,11 @@ class Publication:
             con.execute("SET threads = 1")
             for plan in plans:
                 key = CATALOG_TABLES[plan.table]
-                files = "[" + ", ".join(_lit(str(self._seg_path(plan.table, v))) for v in plan.victims) + "]"
+                files = (
+                    "["
+                    + ", ".join(_lit(str(self._seg_path(plan.table, v))) for v in plan.victims)
+                    + "]"
+                )
                 if plan.table == "artifacts_f":
                     rule = f"QUALIFY _seq = max(_seq) OVER (PARTITION BY {key})"
                 else:
@@ -659,6 +668,7 @@ def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str])
         SEMI JOIN (SELECT run_id, _aseq FROM read_parquet({glob("runs_d")})
                    QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY _seq DESC) = 1) AS r
         ON a.run_id = r.run_id AND a._seq = r._aseq""",
+        f"CREATE VIEW catalog.schema_version AS SELECT CAST({SCHEMA_VERSION} AS INTEGER) AS version",
         f"""CREATE VIEW catalog.rejections_f AS
         SELECT * EXCLUDE (_seq) FROM read_parquet({glob("rejections_f")})
         QUALIFY row_number() OVER (PARTITION BY run_dir ORDER BY _seq DESC) = 1""",
@@ -687,7 +697,7 @@ def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str])
 def _views_key(gdir: Path, tables: Sequence[str], files: Mapping[str, str]) -> str:
     """What a views file binds: the tables and files, each with its columns and types (a table's
     union by name, in the order DuckDB builds it). Equal keys: a views file fits either."""
-    parts: list[Any] = [VIEWS_VERSION]
+    parts: list[Any] = [VIEWS_VERSION, SCHEMA_VERSION]
     for table in tables:
         columns: dict[str, set[str]] = {}
         for path in sorted((gdir / "tables" / table).glob("*.parquet")):
@@ -708,12 +718,14 @@ def _csv_kinds(path: Path) -> str:
     """The column types DuckDB infers for a CSV file: part of the key, since they may change."""
     con = duckdb.connect()
     try:
-        rows = con.execute(
-            f"DESCRIBE SELECT * FROM read_csv_auto({_lit(str(path))})"
-        ).fetchall()
+        rows = con.execute(f"DESCRIBE SELECT * FROM read_csv_auto({_lit(str(path))})").fetchall()
     finally:
         con.close()
     return ",".join(f"{r[0]}:{r[1]}" for r in rows)
+
+
+def _locked(path: Path) -> bool:
+    return lock_holder(path) is not None
 
 
 def _fsync(path: Path) -> None:
@@ -724,32 +736,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _locked_by_reader(path: Path) -> bool:
-    """Whether another process holds a (DuckDB, POSIX) lock on ``path``. Asked with F_GETLK,
-    which takes no lock: this process never drops a lock of its own by asking."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        query = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        try:
-            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOLCK):
-                return True  # cannot tell: keep it
-            raise
-        (l_type,) = struct.unpack_from("@h", answer)
-        return l_type != fcntl.F_UNLCK
-    finally:
-        os.close(fd)
-
-
 def open_views(exports_dir: Path) -> duckdb.DuckDBPyConnection:
     """Internal helper for the owner of the publication: a read-only connection to the current
     generation's views file (``exports_dir/bus.duckdb``)."""
-    from .catalog import open_reader
-
     return open_reader(Path(exports_dir) / VIEWS_NAME)
 
 

@@ -19,11 +19,14 @@ and every few seconds while idle, so a reader never sees a half-written file. Fi
 ``pending``                 runs whose metadata.json exists but whose files are not complete
 ``deleted``                 soft-deleted runs
 ``oldest_pending_lag_s``    seconds since the oldest pending run was first seen, or null
-``snapshot_published_at``   ISO-8601 UTC of the last reader-side snapshot, or null
+``snapshot_published_at``   ISO-8601 UTC of the last publication readers see, or null
+``generation``              the number of that publication (``exports/gen/<N>``), or null
+``degraded``                why the last commit or publication failed (e.g. disk full), or null
 ==========================  ==================================================================
 
 :func:`read_status` adds ``pid_alive`` (is that process still there), ``age_s`` (seconds since
-``updated_at``) and ``state``: ``running`` (pid alive and file fresh), ``starting`` (alive, not
+``updated_at``) and ``state``: ``running`` (pid alive and file fresh), ``degraded`` (running, but ``degraded`` says
+what fails: readers keep the last good publication, the daemon retries), ``starting`` (alive, not
 ready yet), ``stale`` (alive but not written for :data:`STALE_AFTER_S`), ``stopped`` (clean stop)
 or ``dead`` (the process is gone without a clean stop).
 """
@@ -114,6 +117,8 @@ def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]
         state = "stale"
     elif not data.get("ready"):
         state = "starting"
+    elif data.get("degraded"):
+        state = "degraded"
     else:
         state = "running"
     data["pid_alive"] = alive

@@ -1,4 +1,4 @@
-"""The daemon: reconcile the artifacts root, then watch it and register runs by group commit.
+"""The daemon: a driver of the run pipeline (:class:`quantbot_bus.pipeline.Bus`) that watches.
 
 Threads (see docs/ARCHITECTURE.md):
 
@@ -6,29 +6,29 @@ Threads (see docs/ARCHITECTURE.md):
   to a directory, adds it to a de-duplicated dirty set and wakes the worker. It never raises (an
   exception in a handler silently kills watchdog's dispatch thread).
 - **worker**: waits for dirty directories; when woken it settles ``settle_ms``, takes *all* dirty
-  directories (up to ``max_batch``), examines them (:func:`quantbot_bus.ingest.examine`), commits
-  them in one catalog transaction and publishes the reader-side snapshot. Directories that become
-  dirty meanwhile form the next batch (group commit, not a fixed debounce window). It also runs the
-  periodic full rescan (``rescan_interval_s``, or at once after an inotify queue overflow) and
-  re-examines pending runs every ``pending_recheck_s``.
+  directories (up to ``max_batch``), maps each to its run directory and has the Bus examine them,
+  commit them in one catalog transaction and publish them (a new generation readers see).
+  Directories that become dirty meanwhile form the next batch (group commit, not a fixed
+  debounce window). It also runs the periodic full rescan (``rescan_interval_s``, or at once
+  after an inotify queue overflow), re-examines pending runs every ``pending_recheck_s`` and
+  retries a failed publication (with back-off; ``degraded`` in the status meanwhile).
 - **publisher**: at most once per ``export_interval_s`` (a catch-up: one bounded chunk per round,
-  back to back), refreshes the export state and views (:func:`quantbot_bus.exports.refresh`) on
-  its own cursor holding the catalog lock, has the worker publish them, writes the due export
-  files from that snapshot without the lock (:func:`quantbot_bus.exports.write_files`) and runs
-  the background compaction (lock only to plan and to commit). A failing step is logged
-  (``export.failed``) and never stops registration.
+  back to back) has the Bus refresh the export state and segments and publish them, write the
+  due summary and user export files (published too) and compact small segments in the
+  background. A failing step is logged (``export.failed``) and never stops registration.
 - the **supervisor** (the thread that calls :meth:`Daemon.run`): checks that the observer and the
   worker are alive, pings the systemd watchdog while the worker makes progress, rewrites the status
   file every few seconds, and waits for ``stop_event``.
 
-Startup order: lock the state dir (one daemon per state dir) → open the working catalog → start the
-observer (so nothing created during the reconcile is missed) → reconcile (full scan, one batch,
-publish) → process the events that arrived meanwhile → ``READY=1`` and ``daemon.ready``.
+Startup order: :meth:`Bus.open` (the state-dir lock: one writer per state dir; then the working
+catalog, migrated) → start the observer (so nothing created during the reconcile is missed) →
+reconcile (full scan, one batch, published) → process the events that arrived meanwhile →
+publish (readers always find a generation) → ``READY=1`` and ``daemon.ready``.
 
-Stop (``stop_event`` set, e.g. by the first SIGTERM/SIGINT): ``STOPPING=1``, the worker finishes the
-batch in hand and publishes, the exports get a last refresh if due (published by the publisher
-itself, the worker being gone) and every pending export file is written, the catalog is closed, the status
-file says ``stopped``; nothing is removed. A second signal exits at once (see
+Stop (``stop_event`` set, e.g. by the first SIGTERM/SIGINT): ``STOPPING=1``, the worker finishes
+the batch in hand (committed and published), the exports get a last refresh if due and every
+pending export file is written and published, the catalog is closed and the lock released, the
+status file says ``stopped``; nothing is removed. A second signal exits at once (see
 :func:`install_signal_handlers`).
 
 Observer death: the first time the observer (or one of its emitters) is found dead it is restarted
@@ -494,6 +494,7 @@ class Daemon:
             self._rescan_reason = self._rescan_reason or "retry"
             with self._status_lock:
                 self._status["degraded"] = why
+            self._write_status()
 
     def _bus(self) -> Bus:
         if self.bus is None:
@@ -636,7 +637,10 @@ class Daemon:
             if m.gen and m.gen != self._status.get("generation"):
                 self._status["snapshot_published_at"] = utc_now()
                 self._status["generation"] = m.gen
+            changed = self._status.get("degraded") != bus.degraded
             self._status["degraded"] = bus.degraded
+        if changed:
+            self._write_status()
 
     def _refresh_counts(self) -> None:
         bus = self.bus
@@ -701,10 +705,11 @@ class Daemon:
         self._last_export = time.monotonic()
         t0 = time.monotonic()
         bus = self._bus()
+        if bus.catalog is None or self._catalog_broken:
+            self._exports_dirty = True  # the worker reopens it (and logs why); then we go on
+            return False
         try:
             self._export_more = False
-            if bus.catalog is None or self._catalog_broken:
-                raise DaemonError("the catalog is being reopened after a failed batch")
             status = bus.refresh_exports()
             self._export_more = bool(status.get("more"))
             if bus.publish_due:

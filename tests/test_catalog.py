@@ -30,6 +30,7 @@ from quantbot_bus.catalog import (
 from quantbot_bus.config import Config
 from quantbot_bus.contract import ArtifactInfo, RunInfo
 from quantbot_bus.errors import CatalogError, CatalogMissingError
+from quantbot_bus.publication import Publication, Published
 
 SCHEMA = json.dumps([{"name": "x", "type": "int64", "nullable": True}])
 
@@ -125,7 +126,9 @@ def test_open_creates_schema_and_is_reopenable(tmp_path: Path) -> None:
         assert types["registered_at"] == "TIMESTAMP"
         assert c.counts() == {"runs": 0, "deleted": 0, "artifacts": 0, "rejections": 0}
     with Catalog.open(path) as c:  # reopening does not migrate again
-        assert rows(c, "SELECT version FROM catalog.schema_version ORDER BY 1") == [(1,), (2,)]
+        assert rows(c, "SELECT version FROM catalog.schema_version ORDER BY 1") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
 
 
 def test_register_then_same_batch_again_is_a_noop(tmp_path: Path, cat: Catalog) -> None:
@@ -441,7 +444,9 @@ def test_migrates_a_release_1_catalog(tmp_path: Path) -> None:
             Batch(valid=[run_info(tmp_path, "fresh")], gone=["/old/backtest/legacy"])
         )
         assert res.registered == ["fresh"] and res.deleted == ["legacy"]
-    assert [e["version"] for e in logs if e["event"] == "catalog.migrated"] == [2]
+    assert [e["version"] for e in logs if e["event"] == "catalog.migrated"] == list(
+        range(2, SCHEMA_VERSION + 1)
+    )
 
 
 def test_refuses_a_newer_or_foreign_file(tmp_path: Path) -> None:
@@ -478,6 +483,17 @@ def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
 # --- scale ----------------------------------------------------------------------------------
 
 
+def publish(cat: Catalog, exports_dir: Path) -> Published:
+    """Publish what ``cat`` holds to ``exports_dir`` (what the Bus does after each batch)."""
+    cur = cat.cursor()
+    try:
+        published = Publication(exports_dir).publish(cur, catalog_id=cat.catalog_id(), force=True)
+    finally:
+        cur.close()
+    assert published is not None
+    return published
+
+
 def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
     runs = [run_info(tmp_path, f"run{i:05d}", names=("a", "b")) for i in range(10_000)]
     res = cat.apply_batch(Batch(valid=runs))
@@ -485,14 +501,21 @@ def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
     assert cat.counts() == {"runs": 10_000, "deleted": 0, "artifacts": 20_000, "rejections": 0}
     res = cat.apply_batch(Batch(valid=runs))
     assert len(res.unchanged) == 10_000
-    dest = tmp_path / "exports" / "bus.duckdb"
-    ms = cat.publish_snapshot(dest)
-    print(f"10,000 runs: apply {res.ms:.0f} ms (unchanged pass), publish {ms:.0f} ms")
-    with open_reader(dest) as r:
+    exports_dir = tmp_path / "exports"
+    first = publish(cat, exports_dir)
+    assert first.rows == 30_000  # 10,000 runs + 20,000 artifacts: every row once
+    with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (10_000,)
+        assert r.execute("SELECT count(*) FROM catalog.artifacts_f").fetchone() == (20_000,)
+    # the next run publishes its own rows only, not the catalog again
+    cat.apply_batch(Batch(valid=[run_info(tmp_path, "one-more", names=("a", "b"))]))
+    second = publish(cat, exports_dir)
+    assert second.rows == 3 and second.bytes_written < 16 * 1024  # three small segments
+    with open_reader(exports_dir / "bus.duckdb") as r:
+        assert r.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (10_001,)
 
 
-# --- the snapshot -----------------------------------------------------------------------------
+# --- the publication ---------------------------------------------------------------------------
 
 
 def test_open_reader_without_snapshot_gives_advice(tmp_path: Path) -> None:
@@ -506,10 +529,14 @@ def test_open_reader_without_snapshot_gives_advice(tmp_path: Path) -> None:
 
 def test_publish_is_complete_atomic_and_leaves_no_temp_files(tmp_path: Path, cat: Catalog) -> None:
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", names=("a", "b"))]))
-    dest = tmp_path / "exports" / "bus.duckdb"
-    ms = cat.publish_snapshot(dest)
-    assert ms > 0
-    assert sorted(os.listdir(dest.parent)) == ["bus.duckdb"]  # no .wal, no temp file
+    exports_dir = tmp_path / "exports"
+    dest = exports_dir / "bus.duckdb"
+    assert publish(cat, exports_dir).ms > 0
+    names = [p.name for p in exports_dir.rglob("*")]
+    assert not [n for n in names if "qbpub" in n or n.endswith((".tmp", ".wal"))]
+    assert os.path.realpath(exports_dir / "current") == str(
+        exports_dir.resolve() / "gen" / "0000000001"
+    )
     with open_reader(dest) as r:
         assert r.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
         assert r.execute("SELECT count(*) FROM catalog.artifacts_f").fetchone() == (2,)
@@ -522,67 +549,86 @@ def test_publish_is_complete_atomic_and_leaves_no_temp_files(tmp_path: Path, cat
         assert r.execute("SELECT max(version) FROM catalog.schema_version").fetchone() == (
             SCHEMA_VERSION,
         )
+        # readers see the catalog's columns, not the publication's bookkeeping
+        assert "_seq" not in {d[0] for d in r.execute("SELECT * FROM catalog.runs_d").description}
+        # the views file holds views only; its tables are Parquet files of the generation
+        assert r.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchone() == (0,)
         with pytest.raises(duckdb.Error):  # read-only
-            r.execute("DELETE FROM catalog.runs_d")
+            r.execute("DROP VIEW catalog.runs_d")
 
 
-def test_snapshot_carries_other_schemas_and_views_over_views(tmp_path: Path, cat: Catalog) -> None:
-    """The exports module keeps views in schema ``exports`` of the working catalog."""
-    cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1"), run_info(tmp_path, "r2")]))
-    cur = cat.cursor()
-    cur.execute("CREATE SCHEMA exports")
-    cur.execute('CREATE TABLE exports."odd ""name""" AS SELECT 42 AS x')
-    cur.execute("CREATE VIEW exports.base AS SELECT run_id FROM catalog.runs_d")
-    cur.execute("CREATE VIEW exports.n AS SELECT count(*) AS n FROM exports.base")
-    cur.execute(
-        "CREATE OR REPLACE VIEW exports.base AS SELECT run_id FROM catalog.runs_d WHERE run_id = 'r1'"
+def test_readers_see_the_newest_version_of_each_row(tmp_path: Path, cat: Catalog) -> None:
+    """Updates, soft deletes, undeletes and resolved rejections are new row versions in later
+    segments; the views show each key's newest version and that version's artifacts only."""
+    exports_dir = tmp_path / "exports"
+    cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", names=("a", "b"))]))
+    cat.apply_batch(Batch(rejected=[Rejection("/x/bad", None, "broken", "f")]))
+    publish(cat, exports_dir)
+    cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", fingerprint="fp2", names=("c",))]))
+    cat.apply_batch(Batch(valid=[run_info(tmp_path, "r2")], gone=["/x/bad"]))
+    publish(cat, exports_dir)
+    with open_reader(exports_dir / "bus.duckdb") as r:
+        assert r.execute(
+            "SELECT run_id, name FROM catalog.artifacts_f ORDER BY ALL"
+        ).fetchall() == [("r1", "c"), ("r2", "results")]
+        assert r.execute(
+            "SELECT run_id, fingerprint FROM catalog.runs_d ORDER BY 1"
+        ).fetchall() == [("r1", "fp2"), ("r2", "fp1")]
+        assert r.execute(
+            "SELECT run_dir, resolved_at IS NOT NULL FROM catalog.rejections_f"
+        ).fetchall() == [("/x/bad", True)]
+    cat.apply_batch(Batch(gone=[str(tmp_path / "backtest" / "r1")]))
+    publish(cat, exports_dir)
+    with open_reader(exports_dir / "bus.duckdb") as r:
+        assert r.execute(
+            "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NOT NULL"
+        ).fetchall() == [("r1",)]
+        # a soft-deleted run keeps its artifacts (as in the working catalog)
+        assert r.execute("SELECT name FROM catalog.artifacts_f WHERE run_id = 'r1'").fetchall() == [
+            ("c",)
+        ]
+    for table in ("runs_d", "artifacts_f", "rejections_f"):
+        assert table_dump_published(exports_dir, table) == table_dump_working(cat, table)
+
+
+def table_dump_published(exports_dir: Path, table: str) -> list[tuple[Any, ...]]:
+    with open_reader(exports_dir / "bus.duckdb") as r:
+        return r.execute(f"SELECT * FROM catalog.{table} ORDER BY ALL").fetchall()  # noqa: S608
+
+
+def table_dump_working(cat: Catalog, table: str) -> list[tuple[Any, ...]]:
+    return rows(
+        cat,
+        f"SELECT * EXCLUDE (_seq{', _aseq' if table == 'runs_d' else ''}) "  # noqa: S608
+        f"FROM catalog.{table} ORDER BY ALL",
     )
-    cur.close()
-    dest = tmp_path / "exports" / "bus.duckdb"
-    cat.publish_snapshot(dest)
-    with open_reader(dest) as r:
-        assert r.execute("SELECT n FROM exports.n").fetchall() == [(1,)]
-        assert r.execute('SELECT x FROM exports."odd ""name"""').fetchall() == [(42,)]
-        assert r.execute("SELECT run_id FROM catalog.latest_artifacts_v").fetchall() == [("r2",)]
 
 
-def test_an_export_view_over_vanished_files_never_stops_publishing(
-    tmp_path: Path, cat: Catalog
-) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = tmp_path / "exports" / "summary.parquet"
-    data.parent.mkdir(parents=True)
-    pq.write_table(pa.table({"x": [1, 2]}), data)
-    cur = cat.cursor()
-    cur.execute("CREATE SCHEMA exports")
-    cur.execute(
-        "CREATE VIEW exports.summary AS SELECT * FROM read_parquet(?)".replace("?", f"'{data}'")
-    )
-    cur.close()
-    dest = tmp_path / "exports" / "bus.duckdb"
-    cat.publish_snapshot(dest)
-    with open_reader(dest) as r:
-        assert r.execute("SELECT sum(x) FROM exports.summary").fetchall() == [(3,)]
-    data.unlink()
-    cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
-    cat.publish_snapshot(dest)  # the view's files are gone: publishing still works
-    with open_reader(dest) as r:
-        assert r.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
-        with pytest.raises(duckdb.IOException, match="No files found"):
-            r.execute("SELECT sum(x) FROM exports.summary")
+def test_a_new_catalog_replaces_the_publication_of_the_old_one(tmp_path: Path) -> None:
+    """After ``rebuild`` (a new catalog), the publication starts over instead of mixing."""
+    exports_dir = tmp_path / "exports"
+    with Catalog.open(tmp_path / "one.duckdb") as one:
+        one.apply_batch(Batch(valid=[run_info(tmp_path, f"old{i}") for i in range(3)]))
+        publish(one, exports_dir)
+    with Catalog.open(tmp_path / "two.duckdb") as two:
+        two.apply_batch(Batch(valid=[run_info(tmp_path, "new")]))
+        publish(two, exports_dir)
+    with open_reader(exports_dir / "bus.duckdb") as r:
+        assert r.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("new",)]
 
 
 def test_same_process_reader_sees_new_snapshot_while_holding_old(
     tmp_path: Path, cat: Catalog
 ) -> None:
-    dest = tmp_path / "exports" / "bus.duckdb"
+    exports_dir = tmp_path / "exports"
+    dest = exports_dir / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
-    cat.publish_snapshot(dest)
+    publish(cat, exports_dir)
     held = open_reader(dest)
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r2")]))
-    cat.publish_snapshot(dest)
+    publish(cat, exports_dir)
     fresh = open_reader(dest)
     assert fresh.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (2,)
     assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
@@ -616,9 +662,10 @@ READER = textwrap.dedent(
 def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
     tmp_path: Path, cat: Catalog
 ) -> None:
-    dest = tmp_path / "exports" / "bus.duckdb"
+    exports_dir = tmp_path / "exports"
+    dest = exports_dir / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, f"a{i}") for i in range(5)]))
-    cat.publish_snapshot(dest)
+    publish(cat, exports_dir)
     with subprocess.Popen(
         [sys.executable, "-c", READER, str(dest)],
         stdin=subprocess.PIPE,
@@ -632,7 +679,7 @@ def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
             for round_ in range(1, 6):
                 batch = Batch(valid=[run_info(tmp_path, f"b{round_}_{i}") for i in range(10)])
                 assert len(cat.apply_batch(batch).registered) == 10
-                cat.publish_snapshot(dest)
+                publish(cat, exports_dir)
                 proc.stdin.write("check\n")
                 proc.stdin.flush()
                 # held connections keep their consistent old view; a fresh one sees the new data
@@ -652,7 +699,7 @@ def test_a_plain_duckdb_connect_to_the_default_snapshot_resolves_catalog_names(
     """What a user types: duckdb.connect(exports/bus.duckdb) then catalog.runs_d, unqualified."""
     with Catalog.open(bus.catalog_path) as c:
         c.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
-        c.publish_snapshot(bus.snapshot_path)
+        publish(c, bus.exports_dir)
     con = duckdb.connect(str(bus.snapshot_path), read_only=True)
     try:
         assert con.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]

@@ -15,7 +15,7 @@ import pytest
 from runs import make_run, sample_table, write_metadata
 from structlog.testing import capture_logs
 
-from quantbot_bus import ingest
+from quantbot_bus import ingest, pipeline
 from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
 from quantbot_bus.errors import CatalogError, ConfigError
@@ -312,7 +312,7 @@ def test_sync_registers_publishes_and_reports(bus: Config) -> None:
     os.utime(old / "metadata.json", (hour_ago, hour_ago))
 
     with capture_logs() as logs:
-        res = ingest.sync(bus)
+        res = pipeline.sync(bus)
     assert sorted(res.registered) == ["tsrun", "v1run"]
     assert list(res.pending) == [str(young)]
     assert [r.run_dir for r in res.rejected] == [str(old)]
@@ -337,7 +337,7 @@ def test_sync_registers_publishes_and_reports(bus: Config) -> None:
     with Catalog.open(bus.catalog_path) as c:
         assert c.counts() == {"runs": 2, "deleted": 0, "artifacts": 2, "rejections": 1}
 
-    res = ingest.sync(bus)  # nothing changed
+    res = pipeline.sync(bus)  # nothing changed
     assert res.registered == res.updated == res.deleted == [] and res.rejected == []
     assert sorted(res.unchanged) == ["tsrun", "v1run"]
 
@@ -346,10 +346,10 @@ def test_a_failing_export_never_fails_sync(bus: Config, monkeypatch: pytest.Monk
     def broken(config: Config, con: object) -> dict[str, object]:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest.exports, "refresh", broken)
+    monkeypatch.setattr(pipeline.exports, "refresh", broken)
     make_run(bus.root, "path-only", "r1")
     with capture_logs() as logs:
-        res = ingest.sync(bus)
+        res = pipeline.sync(bus)
     assert res.registered == ["r1"]
     assert {
         "event": "export.failed",
@@ -366,23 +366,23 @@ def test_sync_gets_exports_a_working_cursor(bus: Config, monkeypatch: pytest.Mon
         seen.append(con.execute("SELECT count(*) FROM catalog.runs_d").fetchone()[0])  # type: ignore[attr-defined]
         return {}
 
-    monkeypatch.setattr(ingest.exports, "refresh", probe)
+    monkeypatch.setattr(pipeline.exports, "refresh", probe)
     make_run(bus.root, "path-only", "r1")
-    ingest.sync(bus)
+    pipeline.sync(bus)
     assert seen == [1]
 
 
 def test_rebuild_keeps_a_backup_and_recreates_from_disk(bus: Config) -> None:
     make_run(bus.root, "path-only", "r1")
     make_run(bus.root, "path-only", "r2")
-    ingest.sync(bus)
+    pipeline.sync(bus)
     shutil.rmtree(bus.root / "path-only" / "r2")
-    ingest.sync(bus)  # r2 soft-deleted in the catalog
+    pipeline.sync(bus)  # r2 soft-deleted in the catalog
     with Catalog.open(bus.catalog_path) as c:
         assert c.counts()["deleted"] == 1
 
     with capture_logs() as logs:
-        res = ingest.rebuild(bus)
+        res = pipeline.rebuild(bus)
     assert res.registered == ["r1"]
     backup = bus.catalog_path.with_name("bus.duckdb.bak")
     assert any(e["event"] == "catalog.backup" and e["backup"] == str(backup) for e in logs)
@@ -398,14 +398,14 @@ def test_rebuild_replaces_a_damaged_catalog(bus: Config) -> None:
     make_run(bus.root, "path-only", "r1")
     bus.catalog_path.write_bytes(b"this is not a duckdb file" * 100)
     with pytest.raises(CatalogError):
-        ingest.sync(bus)
-    res = ingest.rebuild(bus)
+        pipeline.sync(bus)
+    res = pipeline.rebuild(bus)
     assert res.registered == ["r1"]
 
 
 def test_rebuild_and_sync_refuse_while_the_catalog_is_in_use(bus: Config) -> None:
     make_run(bus.root, "path-only", "r1")
-    ingest.sync(bus)
+    pipeline.sync(bus)
     holder = (
         "import sys, time\nfrom quantbot_bus.catalog import Catalog\n"
         "c = Catalog.open(sys.argv[1])\nprint('HELD', flush=True)\nsys.stdin.readline()\n"
@@ -419,9 +419,9 @@ def test_rebuild_and_sync_refuse_while_the_catalog_is_in_use(bus: Config) -> Non
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "HELD"
             with pytest.raises(CatalogError, match="in use by another process"):
-                ingest.rebuild(bus)
+                pipeline.rebuild(bus)
             with pytest.raises(CatalogError, match="in use by another process"):
-                ingest.sync(bus)
+                pipeline.sync(bus)
             assert proc.stdin is not None
             proc.stdin.write("\n")
             proc.stdin.flush()
@@ -430,4 +430,4 @@ def test_rebuild_and_sync_refuse_while_the_catalog_is_in_use(bus: Config) -> Non
             if proc.poll() is None:
                 proc.kill()
     assert not bus.catalog_path.with_name("bus.duckdb.bak").exists()
-    assert json.loads(json.dumps(dataclasses.asdict(ingest.sync(bus))))["registered"] == []
+    assert json.loads(json.dumps(dataclasses.asdict(pipeline.sync(bus))))["registered"] == []
