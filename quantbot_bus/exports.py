@@ -117,6 +117,7 @@ from typing import Any
 
 import duckdb
 
+from .catalog import SEQ_COLUMNS
 from .config import SUMMARY_NAMES, Config, UserExport
 from .fsutil import install
 from .log import get_logger
@@ -1334,7 +1335,7 @@ def _runs_flat_select(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, An
     base = [
         c
         for c in _columns(con, "catalog.runs_d")
-        if c not in ("params", "metrics", "metadata", "deleted_at")
+        if c not in ("params", "metrics", "metadata", "deleted_at", *SEQ_COLUMNS)
     ]
     structures: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}}
     for source, key, structure in con.execute(
@@ -1386,7 +1387,7 @@ def _runs_flat_select(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, An
 
 
 _ARTIFACTS_X_SELECT = """
-    SELECT a.* EXCLUDE (arrow_schema), r.run_type
+    SELECT a.* EXCLUDE (arrow_schema, _seq), r.run_type
     FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)"""
 
 

@@ -43,7 +43,7 @@ from .contract import METADATA_NAME, quick_fingerprint
 from .errors import BusyError, CatalogError, ConfigError
 from .fsutil import lock_holder
 from .log import get_logger
-from .publication import Publication, Published, open_views
+from .publication import Publication, Published
 
 log = get_logger("quantbot_bus.pipeline")
 
@@ -300,17 +300,14 @@ class Bus:
                 if summary["written"]:
                     self._files = {**self._current_files(), **summary["files"]}
                     self.publish()
-            if self.config.exports:
-                reader = open_views(Path(self.config.exports_dir))
-                try:
-                    user = exports.write_files(self.config, reader, gens, kind="user", force=force)
-                finally:
-                    reader.close()
-                with self.lock:
-                    files = {**summary["files"], **user["files"]}
-                    if files != self._current_files():
-                        self._files = files
-                        self.publish()
+            with self.publication.open_current() as reader:
+                user = exports.write_files(self.config, reader, gens, kind="user", force=force)
+            with self.lock:
+                # exactly the summaries and the configured user exports: a removed one goes
+                files = {**summary["files"], **user["files"]}
+                if files != self._current_files():
+                    self._files = files
+                    self.publish()
             dues = [d for d in (summary["next_due_in_s"], user["next_due_in_s"]) if d is not None]
             next_due = min(dues) if dues else None
         except Exception as exc:  # noqa: BLE001 - an export never fails registration

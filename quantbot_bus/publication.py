@@ -39,7 +39,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,7 @@ class Publication:
         self._last_gc = 0.0
         self.manifest = Manifest()
         self._views_key = ""
+        self._pins: dict[int, int] = {}  # views slots this process reads (see open_current)
         self._key_files: dict[str, str] | None = None
         for d in (
             self.dir / GEN_DIR,
@@ -442,6 +443,8 @@ class Publication:
         for slot in self._slots():
             if slot == current or now - self._left_current.get(slot, 0.0) < SLOT_REUSE_S:
                 continue
+            if self._pins.get(slot):
+                continue  # read by this process (F_GETLK does not report our own locks)
             if _locked(self._slot_views(slot)):
                 continue
             free.append(slot)
@@ -521,6 +524,25 @@ class Publication:
         if previous != slot:
             self._left_current[previous] = time.monotonic()
 
+    @contextlib.contextmanager
+    def open_current(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the current generation's views, for this process (the
+        user exports run their SQL there). Its slot is pinned while open: F_GETLK does not
+        report this process's own locks, so the slot choice and GC are told directly."""
+        with self._lock:
+            slot = self.manifest.slot
+            self._pins[slot] = self._pins.get(slot, 0) + 1
+            path = self._slot_views(slot)
+        try:
+            con = open_reader(path)
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            with self._lock:
+                self._pins[slot] -= 1
+
     # ------------------------------------------------------------------ garbage collection
 
     def _maybe_gc(self) -> None:
@@ -537,7 +559,11 @@ class Publication:
             current = self.manifest.gen
             pinned = {current}
             for slot in self._slots():
-                if slot == self.manifest.slot or _locked(self._slot_views(slot)):
+                if (
+                    slot == self.manifest.slot
+                    or self._pins.get(slot)
+                    or _locked(self._slot_views(slot))
+                ):
                     with contextlib.suppress(OSError, ValueError):
                         pinned.add(int(Path(os.readlink(self.dir / SLOTS_DIR / str(slot))).name))
             now = time.time()
@@ -734,12 +760,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def open_views(exports_dir: Path) -> duckdb.DuckDBPyConnection:
-    """Internal helper for the owner of the publication: a read-only connection to the current
-    generation's views file (``exports_dir/bus.duckdb``)."""
-    return open_reader(Path(exports_dir) / VIEWS_NAME)
 
 
 __all__ = [
