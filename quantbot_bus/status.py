@@ -34,8 +34,10 @@ or ``dead`` (the process is gone without a clean stop).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,8 @@ from .fsutil import write_atomic
 WRITE_INTERVAL_S = 5.0
 #: Older than this while the pid is alive: reported as ``stale``.
 STALE_AFTER_S = 30.0
+#: The status file's size (padded): rewritable in place when the disk is full.
+STATUS_SIZE = 4096
 
 
 class StatusMissingError(CatalogMissingError):
@@ -58,9 +62,28 @@ def utc_now() -> str:
 
 
 def write_status(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp + fsync + ``os.replace``)."""
+    """Write ``data`` as JSON to ``path`` atomically (temp + fsync + ``os.replace``).
+
+    The text is padded with spaces to :data:`STATUS_SIZE` bytes, so that on a full disk
+    (ENOSPC: exactly when the status matters) it is written over the old file in place, in
+    blocks the file already has; a reader that catches that write half done retries
+    (:func:`read_status`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    text = text.ljust(STATUS_SIZE - 1) + "\n" if len(text) < STATUS_SIZE else text
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raw = text.encode()
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if os.fstat(fd).st_size != len(raw):
+                raise  # no room to grow it: the ENOSPC stands
+            os.pwrite(fd, raw, 0)
+        finally:
+            os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
@@ -91,17 +114,21 @@ def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]
 
     Raises :class:`StatusMissingError` when the file does not exist.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StatusMissingError(
-            f"no status file at {path}: the daemon has never run with this state dir "
-            f"(start it with `quantbot-bus daemon`, or pass the right --state-dir/--config)"
-        ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StatusMissingError(f"status file {path} is not valid JSON ({exc})") from None
+    for attempt in range(3):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise StatusMissingError(
+                f"no status file at {path}: the daemon has never run with this state dir "
+                f"(start it with `quantbot-bus daemon`, or pass the right --state-dir/--config)"
+            ) from None
+        try:
+            data = json.loads(text)
+            break
+        except json.JSONDecodeError as exc:  # an in-place write (disk full) caught half done
+            if attempt == 2:
+                raise StatusMissingError(f"status file {path} is not valid JSON ({exc})") from None
+            time.sleep(0.05)
     if not isinstance(data, dict):
         raise StatusMissingError(f"status file {path} does not hold a JSON object")
     now = dt.datetime.now(dt.UTC) if now is None else now

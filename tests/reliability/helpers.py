@@ -28,6 +28,8 @@ import runs
 from runs import live_run_ids, sample_table, snapshot_query
 
 from quantbot_bus.config import Config
+from quantbot_bus.errors import CatalogMissingError
+from quantbot_bus.publication import current_generation
 
 #: Deadline for anything that should happen "soon" (generous: 2 shared cores).
 DEADLINE_S = 60.0
@@ -380,12 +382,14 @@ def assert_consistent(config: Config, expected_ids: set[str]) -> None:
 
 
 def exported_run_ids(config: Config) -> set[str] | None:
-    """run_ids in exports/runs.parquet (None if the file is not there or mid-replacement)."""
-    path = config.exports_dir / "runs.parquet"
+    """run_ids in the published runs.parquet (None before the first one). Read as users are
+    told to: resolve ``exports/current`` once, then read under that generation — never fails."""
+    try:
+        gen = current_generation(config.exports_dir)
+    except CatalogMissingError:
+        return None
+    path = gen / "files" / "runs.parquet"
     if not path.exists():
         return None
-    try:
-        table = pq.read_table(path, columns=["run_id"])
-    except (OSError, ValueError):  # replaced while read: documented as safe to retry
-        return None
+    table = pq.read_table(path, columns=["run_id"])
     return set(table.column("run_id").to_pylist())

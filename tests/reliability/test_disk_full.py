@@ -1,10 +1,10 @@
-"""Disk full while the daemon writes its catalog, the reader snapshot or an export.
+"""Disk full while the daemon writes its catalog, the publication or an export.
 
 The state and exports directories live on a small tmpfs mounted for the test (root only; the test
 is skipped with the reason when mounting is not permitted). Once the daemon has registered a
 first wave of runs, a filler file takes every free byte, and a second wave of runs arrives. The
-daemon must say so in its log, stay alive, leave readers the last good snapshot and exports, and
-register the second wave once the filler is removed.
+daemon must say so in its log and in ``status`` (``degraded``, with the reason), stay alive, leave
+readers the last good generation, and register the second wave once the filler is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import pytest
 
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
+from quantbot_bus.publication import current_generation
+from quantbot_bus.status import read_status
 
 from .helpers import (
     DaemonProcess,
@@ -102,7 +104,8 @@ def test_disk_full_keeps_the_last_good_state_and_catches_up(
         d.start()
         wait_for(lambda: exported_run_ids(config) == first, "the first wave exported")
         good_snapshot = config.snapshot_path.read_bytes()
-        good_runs_export = (config.exports_dir / "runs.parquet").read_bytes()
+        good_gen = current_generation(config.exports_dir)
+        good_runs_export = (good_gen / "files" / "runs.parquet").read_bytes()
 
         filler = small_fs / "filler"
         filled = _fill(filler)
@@ -119,6 +122,12 @@ def test_disk_full_keeps_the_last_good_state_and_catches_up(
             ]
 
         wait_for(failure_logged, "the daemon to log the full disk")
+        # `status` says so (the daemon is alive but cannot commit or publish), with the reason
+        status = wait_for(
+            lambda: (s := read_status(config.status_path))["state"] == "degraded" and s,
+            "status: degraded",
+        )
+        assert "space" in status["degraded"].lower(), status
         time.sleep(3)  # stay full for a while: the daemon retries with back-off meanwhile
         assert d.alive(), d.tail()
         # Readers: the last good snapshot (the first wave) and exports, intact and readable.
@@ -150,6 +159,8 @@ def test_disk_full_keeps_the_last_good_state_and_catches_up(
         everything = first | second
         wait_for(lambda: live_run_ids(config) == everything, "the second wave registered", 120)
         wait_for(lambda: exported_run_ids(config) == everything, "the exports caught up", 15)
+        wait_for(lambda: read_status(config.status_path)["degraded"] is None, "status: healthy")
+        assert read_status(config.status_path)["state"] == "running"
         assert_consistent(config, everything)
         assert d.wait_settled()["pending"] == 0
         assert d.stop() == 0
