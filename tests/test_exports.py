@@ -1,9 +1,15 @@
 """Export views (issue 4): contents equal a direct computation over the raw run Parquet files.
 
 Runs are real directories (tests/runs.py ``make_run``: real Parquet + metadata.json), registered by
-the real one-shot path :func:`quantbot_bus.ingest.sync` (scan → catalog → snapshot → refresh).
-Every summary is checked against the same numbers computed straight from the run files with
-DuckDB; the caller leaderboard's cross-run quantiles within the documented 0.5 % (relative).
+the real one-shot path :func:`quantbot_bus.pipeline.sync` (scan → catalog → publish → refresh →
+files). Every summary is checked against the same numbers computed straight from the run files
+with DuckDB; the caller leaderboard's cross-run quantiles within the documented 0.5 % (relative).
+
+What a test reads as a user would, it reads from the publication: the views file
+``exports/bus.duckdb`` or, for files, the current generation resolved once
+(:func:`published`: ``<gen>/files/<name>``, ``<gen>/tables/<name>/*.parquet``). What it checks of
+the internals (segments written, rewritten, orphaned) it reads from the private store
+(:func:`store_table`: ``exports/.store/tables/<name>/``).
 """
 
 # ruff: noqa: S608 - test SQL over paths and run ids the test itself made
@@ -31,9 +37,11 @@ import pytest
 import structlog
 from runs import make_run
 
-from quantbot_bus import exports, ingest
+from quantbot_bus import exports, pipeline
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config, UserExport
+from quantbot_bus.pipeline import Bus
+from quantbot_bus.publication import current_generation
 
 PATH = "backtest_call_path_metrics"
 POLICY = "backtest_policy_results"
@@ -242,8 +250,39 @@ def add_optimize_run(cfg: Config, run_id: str, seed: int, created_at: str) -> Pa
 
 
 def sync(cfg: Config) -> dict[str, Any]:
-    ingest.sync(cfg)
+    pipeline.sync(cfg)
+    return read_status(cfg)
+
+
+def read_status(cfg: Config) -> dict[str, Any]:
     return json.loads((cfg.exports_dir / exports.STATUS_NAME).read_text())
+
+
+def published(cfg: Config) -> Path:
+    """The current generation, resolved once: read a summary or user export file as
+    ``published(cfg) / "files" / name``, an export table under ``published(cfg) / "tables"``."""
+    return current_generation(cfg.exports_dir)
+
+
+def published_table_glob(gen: Path, table: str) -> str:
+    return str(gen / "tables" / table / "*.parquet")
+
+
+def store_table(cfg: Config, table: str) -> Path:
+    """The private directory a table's segments are written to (internals, not for readers)."""
+    return cfg.exports_dir / exports.TABLES_DIR / table
+
+
+def file_entries(cfg: Config, names: Any = exports.SUMMARIES) -> dict[str, dict[str, Any]]:
+    """The status entries of export files ``names`` (each names its store ``file``)."""
+    entries = read_status(cfg)["exports"]
+    return {n: dict(entries[n]) for n in names if n in entries}
+
+
+def rewritten(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
+    """The export files written between two :func:`file_entries` (a write, even a failed one,
+    gives the entry a new ``last_run_at``; a successful one a new store ``file`` name)."""
+    return sorted(n for n in after if after[n] != before.get(n))
 
 
 def raw_glob(cfg: Config, table: str) -> str:
@@ -277,7 +316,8 @@ def approx_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
 
 
 def segment_files(cfg: Config, table: str) -> dict[str, int]:
-    d = cfg.exports_dir / "tables" / table
+    """The segment files of ``table`` in the store (the one real name of each), with mtimes."""
+    d = store_table(cfg, table)
     return {p.name: p.stat().st_mtime_ns for p in sorted(d.glob("*.parquet"))}
 
 
@@ -307,7 +347,7 @@ def mixed_bus(bus: Config) -> Config:
 def check_consolidated(con: duckdb.DuckDBPyConnection, cfg: Config, table: str) -> None:
     """The consolidated table holds exactly the raw rows of every live run (multiset equality)."""
     raw = raw_view(con, cfg, table)
-    glob = str(cfg.exports_dir / "tables" / table / "*.parquet")
+    glob = published_table_glob(published(cfg), table)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW cons AS SELECT * FROM read_parquet('{glob}', "
         "union_by_name = true)"
@@ -326,7 +366,7 @@ def check_consolidated(con: duckdb.DuckDBPyConnection, cfg: Config, table: str) 
 
 def check_leaderboard(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     raw = raw_view(con, cfg, PATH)
-    lb = str(cfg.exports_dir / "caller_leaderboard.parquet")
+    lb = str(published(cfg) / "files" / "caller_leaderboard.parquet")
     got = {r[0]: r for r in rows(con, f"SELECT * FROM '{lb}'")}
     want = rows(
         con,
@@ -373,7 +413,7 @@ def check_run_summaries(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
         con,
         f"SELECT run_id, total_trades, total_pnl_usd, total_pnl_pct, avg_return_bps, win_rate, "
         f"max_drawdown_bps, median_drawdown_bps, total_calls, unique_callers "
-        f"FROM '{cfg.exports_dir / 'run_summaries.parquet'}' ORDER BY run_id",
+        f"FROM '{published(cfg) / 'files' / 'run_summaries.parquet'}' ORDER BY run_id",
     )
     live = sorted(p.name for p in cfg.root.glob("*/*") if (p / "metadata.json").exists())
     assert [g[0] for g in got] == live
@@ -420,7 +460,7 @@ def check_policy_comparison(con: duckdb.DuckDBPyConnection, cfg: Config) -> None
         con,
         "SELECT run_id, policy_id, trades, avg_realized_return_bps, median_realized_return_bps, "
         "stop_out_rate, win_rate, avg_time_exposed_ms "
-        f"FROM '{cfg.exports_dir / 'policy_comparison.parquet'}' ORDER BY run_id, policy_id",
+        f"FROM '{published(cfg) / 'files' / 'policy_comparison.parquet'}' ORDER BY run_id, policy_id",
     )
     want = rows(
         con,
@@ -437,7 +477,7 @@ def check_frontier_best(con: duckdb.DuckDBPyConnection, cfg: Config, newest: str
     got = rows(
         con,
         "SELECT run_id, caller_name, policy_params, objective_score, rank "
-        f"FROM '{cfg.exports_dir / 'frontier_best.parquet'}' ORDER BY caller_name",
+        f"FROM '{published(cfg) / 'files' / 'frontier_best.parquet'}' ORDER BY caller_name",
     )
     want = rows(
         con,
@@ -467,18 +507,19 @@ def test_exports_equal_direct_computation_over_raw_files(mixed_bus: Config, con:
     check_all(cfg, con)
     check_frontier_best(con, cfg, "opt-new")
 
-    runs = cfg.exports_dir / "runs.parquet"
+    gen = published(cfg)
+    runs = gen / "files" / "runs.parquet"
     got = rows(con, f"SELECT run_id, param_seed, param_lr, param_variant, metric_n FROM '{runs}'")
     by_id = {r[0]: r for r in got}
     assert len(by_id) == 8
     assert by_id["path-2"][1:4] == (2, pytest.approx(0.2), None)
     assert by_id["policy-1"][1:4] == (11, None, "b")
     assert by_id["opt-new"][4] == 3.0
-    n_artifacts = rows(con, f"SELECT count(*) FROM '{cfg.exports_dir / 'artifacts.parquet'}'")
+    n_artifacts = rows(con, f"SELECT count(*) FROM '{gen / 'files' / 'artifacts.parquet'}'")
     assert n_artifacts == [(4 + 2 * 2 + 2 * 2,)]
     latest = rows(
         con,
-        f"SELECT run_type, name, run_id FROM '{cfg.exports_dir / 'latest_artifacts.parquet'}' "
+        f"SELECT run_type, name, run_id FROM '{gen / 'files' / 'latest_artifacts.parquet'}' "
         "WHERE name = 'frontier'",
     )
     assert latest == [("backtest-optimize", "frontier", "opt-new")]
@@ -488,6 +529,9 @@ def test_exports_equal_direct_computation_over_raw_files(mixed_bus: Config, con:
         entry = status["exports"][name]
         assert entry["ok"] is True and entry["error"] is None and entry["rows"] >= 1, name
         assert set(entry) >= {"last_run_at", "rows", "ms", "ok", "error"}
+        # the file the status names is the one published (same inode: a hard link)
+        stored = cfg.exports_dir / exports.FILES_DIR / entry["file"]
+        assert os.path.samefile(stored, gen / "files" / f"{name}.parquet"), name
 
 
 def test_views_are_created_in_the_working_catalog(mixed_bus: Config) -> None:
@@ -503,7 +547,7 @@ def test_views_are_created_in_the_working_catalog(mixed_bus: Config) -> None:
         # A table's view lists its committed segment files (every one on disk, nothing else);
         # the summaries' views read the state tables that travel with the snapshot.
         # (through their pinned hard links in .v/: same files, kept a while after retirement)
-        table_dir = mixed_bus.exports_dir.resolve() / "tables" / PATH
+        table_dir = mixed_bus.exports_dir.resolve() / exports.TABLES_DIR / PATH
         on_disk = sorted(table_dir.glob("*.parquet"))
         listed = re.findall(r"'([^']+\.parquet)'", views[PATH])
         assert on_disk and listed == [str(table_dir / ".v" / p.name) for p in on_disk]
@@ -522,11 +566,12 @@ def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) ->
     shutil.rmtree(cfg.root / "backtest-policy" / "policy-0")
     shutil.rmtree(cfg.root / "backtest-optimize" / "opt-new")
     sync(cfg)
+    gen = published(cfg)
     for table in (PATH, POLICY, CALLS):
         ids = rows(
             con,
             f"SELECT DISTINCT run_id FROM read_parquet("
-            f"'{cfg.exports_dir / 'tables' / table / '*.parquet'}', union_by_name = true)",
+            f"'{published_table_glob(gen, table)}', union_by_name = true)",
         )
         assert "path-1" not in {i[0] for i in ids} and "policy-0" not in {i[0] for i in ids}
     check_all(cfg, con)
@@ -534,7 +579,7 @@ def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) ->
     for name in ("runs", "run_summaries", "artifacts"):
         found = rows(
             con,
-            f"SELECT count(*) FROM '{cfg.exports_dir / (name + '.parquet')}' "
+            f"SELECT count(*) FROM '{gen / 'files' / (name + '.parquet')}' "
             "WHERE run_id IN ('path-1', 'policy-0', 'opt-new')",
         )
         assert found == [(0,)], name
@@ -542,10 +587,12 @@ def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) ->
     for i in (0, 2, 3):
         shutil.rmtree(cfg.root / "backtest-path" / f"path-{i}")
     sync(cfg)
-    assert rows(
-        con, f"SELECT count(*) FROM '{cfg.exports_dir / 'caller_leaderboard.parquet'}'"
-    ) == [(0,)]
-    assert not list((cfg.exports_dir / "tables" / PATH).glob("*.parquet"))
+    gen = published(cfg)
+    leaderboard = gen / "files" / "caller_leaderboard.parquet"
+    assert rows(con, f"SELECT count(*) FROM '{leaderboard}'") == [(0,)]
+    # no segment left, neither in what readers see nor in the store
+    assert not list((gen / "tables" / PATH).glob("*.parquet"))
+    assert not list(store_table(cfg, PATH).glob("*.parquet"))
     with Catalog.open(cfg.catalog_path) as cat:
         names = {
             r[0]
@@ -558,6 +605,17 @@ def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) ->
             cat.cursor().execute("SELECT count(*) FROM exports_state.caller_hist_tot").fetchone()
         )
         assert totals == (0,)
+    q = exports.open_query_connection(cfg)  # and what readers see
+    try:
+        reader_views = {
+            r[0]
+            for r in q.execute(
+                "SELECT view_name FROM duckdb_views() WHERE schema_name = 'exports'"
+            ).fetchall()
+        }
+    finally:
+        q.close()
+    assert PATH not in reader_views and POLICY in reader_views
 
 
 def test_updated_run_replaces_its_rows(mixed_bus: Config, con: Any) -> None:
@@ -570,7 +628,7 @@ def test_updated_run_replaces_its_rows(mixed_bus: Config, con: Any) -> None:
     check_all(cfg, con)
     counts = rows(
         con,
-        f"SELECT count(*) FROM read_parquet('{cfg.exports_dir / 'tables' / PATH / '*.parquet'}') "
+        f"SELECT count(*) FROM read_parquet('{published_table_glob(published(cfg), PATH)}') "
         "WHERE run_id = 'path-2'",
     )
     assert counts == [(25,)]
@@ -583,7 +641,7 @@ def test_schema_evolved_run_unions_by_name(mixed_bus: Config, con: Any) -> None:
     add_path_run(cfg, "path-extra", n=10, seed=5, extra=True)
     sync(cfg)
     check_consolidated(con, cfg, PATH)
-    glob = cfg.exports_dir / "tables" / PATH / "*.parquet"
+    glob = published_table_glob(published(cfg), PATH)
     got = rows(
         con,
         f"SELECT run_id = 'path-extra', count(*), count(liquidity_usd) FROM "
@@ -617,16 +675,21 @@ def test_failing_user_export_is_reported_and_others_stay_fresh(bus: Config, con:
     assert entries["broken"]["ok"] is False and "no_such_column" in entries["broken"]["error"]
     assert entries["run_ids"] == {**entries["run_ids"], "ok": True, "rows": 1, "error": None}
     assert entries["callers_csv"]["ok"] is True
-    assert not (cfg.exports_dir / "broken.parquet").exists()
-    assert rows(con, f"SELECT * FROM '{cfg.exports_dir / 'run_ids.parquet'}'") == [("p0",)]
+    # the broken export has no file: none published, none in the store, none named
+    gen = published(cfg)
+    assert not list((gen / "files").glob("broken.*"))
+    assert not list((cfg.exports_dir / exports.FILES_DIR).glob("broken.*"))
+    assert "file" not in entries["broken"]
+    assert rows(con, f"SELECT * FROM '{gen / 'files' / 'run_ids.parquet'}'") == [("p0",)]
 
     add_path_run(cfg, "p1", seed=2)
     status = sync(cfg)
     assert status["exports"]["run_ids"]["rows"] == 2  # fresh despite the broken one
     assert status["exports"]["broken"]["ok"] is False
-    got = rows(con, f"SELECT * FROM '{cfg.exports_dir / 'run_ids.parquet'}' ORDER BY 1")
+    gen = published(cfg)
+    got = rows(con, f"SELECT * FROM '{gen / 'files' / 'run_ids.parquet'}' ORDER BY 1")
     assert got == [("p0",), ("p1",)]
-    csv_rows = (cfg.exports_dir / "callers_csv.csv").read_text().splitlines()
+    csv_rows = (gen / "files" / "callers_csv.csv").read_text().splitlines()
     assert csv_rows[0].startswith("caller_name,calls,")
     assert len(csv_rows) == 1 + len(CALLERS)
     with Catalog.open(cfg.catalog_path) as cat:  # registration went on
@@ -647,11 +710,23 @@ def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con:
     assert len(new) == 1
     assert {k: after[k] for k in before} == before  # untouched: same names, same mtimes
     assert status["changed_runs"] == {"added": 1, "removed": 0}
-    # A refresh with nothing changed writes no segment and rewrites no summary.
-    mtimes = {p.name: p.stat().st_mtime_ns for p in bus.exports_dir.glob("*.parquet")}
+    # A refresh with nothing changed writes no segment and rewrites no summary: every summary
+    # keeps its store file (a rewrite is always a new name), no file is added to the store or
+    # touched, and the new generation publishes those same files (same inodes).
+    store = bus.exports_dir / exports.FILES_DIR
+    files = {n: e["file"] for n, e in file_entries(bus).items()}
+    assert sorted(files) == sorted(exports.SUMMARIES)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in store.iterdir()}
+    gen_before = published(bus)
     status = sync(bus)
     assert segment_files(bus, PATH) == after
-    assert {p.name: p.stat().st_mtime_ns for p in bus.exports_dir.glob("*.parquet")} == mtimes
+    assert {n: e["file"] for n, e in file_entries(bus).items()} == files
+    assert {p.name: p.stat().st_mtime_ns for p in store.iterdir()} == mtimes
+    gen = published(bus)
+    for name in exports.SUMMARIES:
+        published_file = gen / "files" / f"{name}.parquet"
+        assert os.path.samefile(published_file, store / files[name]), name
+        assert os.path.samefile(published_file, gen_before / "files" / f"{name}.parquet"), name
     assert status["changed_runs"] == {"added": 0, "removed": 0}
     check_consolidated(con, bus, PATH)
 
@@ -680,25 +755,26 @@ def test_compaction_keeps_segment_count_bounded_and_content_equal(
         files = segment_files(bus, PATH)
         assert [s for s, _ in per_seg] == sorted(files)
         for seg, n in per_seg:  # the run -> segment map matches the files
-            path = bus.exports_dir / "tables" / PATH / seg
+            path = store_table(bus, PATH) / seg
             assert pq.read_metadata(path).num_rows == n
 
 
 def test_crash_leftovers_are_cleaned_and_lost_segments_rebuilt(mixed_bus: Config, con: Any) -> None:
     cfg = mixed_bus
-    table_dir = cfg.exports_dir / "tables" / PATH
+    table_dir = store_table(cfg, PATH)
     orphan = table_dir / "seg-9999999999-deadbeef.parquet"
     shutil.copy(next(iter(table_dir.glob("*.parquet"))), orphan)  # written, never committed
     leftover = cfg.exports_dir / f".runs.parquet{exports.TMP_MARK}0badf00d.tmp"
     leftover.write_bytes(b"half a file")
-    # not ours: left alone (a live pid: publish_snapshot removes those of dead processes)
-    snapshot_tmp = cfg.exports_dir / f".bus.duckdb.{os.getppid()}.tmp"
-    snapshot_tmp.write_bytes(b"x")
-    lost = next(iter((cfg.exports_dir / "tables" / POLICY).glob("*.parquet")))
+    files_dir = cfg.exports_dir / exports.FILES_DIR
+    # and one where export files are written now (the store)
+    file_leftover = files_dir / f".runs.0123456789ab.parquet{exports.TMP_MARK}0badf00d.tmp"
+    file_leftover.write_bytes(b"half a file")
+    lost = next(iter(store_table(cfg, POLICY).glob("*.parquet")))
     lost.unlink()
     with structlog.testing.capture_logs() as logs:
         sync(cfg)
-    assert not orphan.exists() and not leftover.exists() and snapshot_tmp.exists()
+    assert not orphan.exists() and not leftover.exists() and not file_leftover.exists()
     assert {"export.orphan_removed", "export.segment_missing"} <= {e["event"] for e in logs}
     check_all(cfg, con)
 
@@ -707,47 +783,56 @@ READER = textwrap.dedent(
     """
     import json, os, sys, time
     import pyarrow.parquet as pq
+    from quantbot_bus.publication import current_generation
     exports_dir, stop_file = sys.argv[1], sys.argv[2]
     names = [n + ".parquet" for n in %r]
-    reads = errors = vanished = 0
+    reads = errors = 0
     seen_rows = set()
+    gens = set()
     while not os.path.exists(stop_file):
+        # Resolve `current` once per round and read everything below it. A generation never
+        # changes and is kept while it can be read: no file of it may be missing or torn, and
+        # reading a file by path (several opens: footer, then pages) is safe too.
+        try:
+            gen = current_generation(exports_dir)
+        except Exception as exc:
+            errors += 1
+            print("ERROR current", type(exc).__name__, exc, file=sys.stderr)
+            continue
+        gens.add(gen.name)
         for name in names:
-            path = os.path.join(exports_dir, name)
             try:
-                with open(path, "rb") as fh:  # one open: exactly what os.replace guarantees
-                    table = pq.ParquetFile(fh).read()
+                table = pq.read_table(os.path.join(gen, "files", name))
                 reads += 1
                 if name == "runs.parquet":
                     seen_rows.add(table.num_rows)
-            except FileNotFoundError:
-                pass  # not written yet
-            except Exception as exc:
+            except Exception as exc:  # FileNotFoundError too: published before we started
                 errors += 1
-                print("ERROR", name, type(exc).__name__, exc, file=sys.stderr)
+                print("ERROR", gen.name, name, type(exc).__name__, exc, file=sys.stderr)
         try:
             with open(os.path.join(exports_dir, "_export_status.json")) as fh:
                 json.load(fh)
             reads += 1
-        except FileNotFoundError:
-            pass
         except Exception as exc:
             errors += 1
             print("ERROR status", type(exc).__name__, exc, file=sys.stderr)
-        seg_dir = os.path.join(exports_dir, "tables", "%s")
-        for seg in sorted(os.listdir(seg_dir)) if os.path.isdir(seg_dir) else []:
+        seg_dir = os.path.join(gen, "tables", "%s")
+        try:
+            segs = sorted(os.listdir(seg_dir))
+        except Exception as exc:  # the table has live runs all along
+            errors += 1
+            print("ERROR", gen.name, "tables", type(exc).__name__, exc, file=sys.stderr)
+            segs = []
+        for seg in segs:
             if not seg.endswith(".parquet"):
                 continue
             try:
-                with open(os.path.join(seg_dir, seg), "rb") as fh:
-                    pq.ParquetFile(fh).read()
+                pq.read_table(os.path.join(seg_dir, seg))
                 reads += 1
-            except FileNotFoundError:
-                vanished += 1  # retired after the listing: documented, not a torn file
-            except Exception as exc:
+            except Exception as exc:  # a listed segment never vanishes from its generation
                 errors += 1
-                print("ERROR", seg, type(exc).__name__, exc, file=sys.stderr)
-    print(json.dumps({"reads": reads, "errors": errors, "vanished": vanished,
+                print("ERROR", gen.name, seg, type(exc).__name__, exc, file=sys.stderr)
+    print(json.dumps({"reads": reads, "errors": errors, "generations": len(gens),
                       "runs_rows": sorted(seen_rows)}), flush=True)
     # Skip interpreter teardown: pyarrow's thread pool sometimes aborts there ("terminate
     # called without an active exception", seen 2 in ~20 runs); the reads are done and printed.
@@ -824,29 +909,37 @@ def test_bin_value_resolution() -> None:
 
 
 def register_only(cfg: Config) -> None:
-    """Register what is on disk (scan + one batch + snapshot) without refreshing the exports."""
-    with Catalog.open(cfg.catalog_path) as cat:
-        cat.apply_batch(ingest.full_scan(cfg, cat).batch)
-        cat.publish_snapshot(cfg.snapshot_path)
+    """Register what is on disk (scan + one batch, published) without refreshing the exports."""
+    with Bus.open(cfg, role="sync") as pipe:
+        pipe.commit(pipe.full_scan().batch)
+
+
+def publish_exports(pipe: Bus) -> None:
+    """Publish the export tables as they are now, then write and publish every export file
+    (forced). ``pipe`` is a Bus opened for this: a fresh Bus publishes the tables it finds."""
+    pipe.publish(force=True)
+    pipe.write_files(force=True)
 
 
 def refresh_until_done(cfg: Config, max_runs: int) -> list[dict[str, Any]]:
     statuses = []
-    with Catalog.open(cfg.catalog_path) as cat:
-        cur = cat.cursor()
+    with Bus.open(cfg, role="sync") as pipe:
+        assert pipe.catalog is not None
+        cur = pipe.catalog.cursor()
         while True:
             statuses.append(exports.refresh(cfg, cur, max_runs=max_runs))
             if not statuses[-1]["more"]:
-                exports.write_files(cfg, cur, force=True)
+                cur.close()
+                publish_exports(pipe)
                 return statuses
             assert len(statuses) < 50, "the catch-up does not converge"
 
 
 def check_catalog_summaries(cfg: Config) -> None:
     """runs/artifacts/latest_artifacts hold exactly what the catalog says (every live run)."""
+    d = published(cfg) / "files"
     with Catalog.open(cfg.catalog_path) as cat:
         cur = cat.cursor()
-        d = cfg.exports_dir
 
         def same(file_sql: str, catalog_sql: str) -> None:
             got = sorted(cur.execute(file_sql).fetchall(), key=repr)
@@ -862,7 +955,7 @@ def check_catalog_summaries(cfg: Config) -> None:
         )
         same(
             f"SELECT * FROM '{d / 'artifacts.parquet'}'",
-            "SELECT a.* EXCLUDE (arrow_schema), r.run_type FROM catalog.artifacts_f a "
+            "SELECT a.* EXCLUDE (arrow_schema, _seq), r.run_type FROM catalog.artifacts_f a "
             "JOIN catalog.runs_d r USING (run_id) WHERE r.deleted_at IS NULL",
         )
         same(
@@ -887,16 +980,18 @@ def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(
 
     order = ["opt-0", "path-0", "path-1", "path-2", "policy-0"]  # taken in by run_id
     statuses = []
-    with Catalog.open(bus.catalog_path) as cat:
-        cur = cat.cursor()
+    with Bus.open(bus, role="sync") as pipe:
+        assert pipe.catalog is not None
+        cur = pipe.catalog.cursor()
         for call in range(3):
             statuses.append(exports.refresh(bus, cur, max_runs=2))
             # Every call leaves consistent exports behind, holding the runs taken in so far.
             got = cur.execute("SELECT run_id FROM exports.runs ORDER BY 1").fetchall()
             assert got == [(r,) for r in order[: 2 * (call + 1)]]
             # policy-0, the only run with CALLS rows, comes in with the last call
-            assert (bus.exports_dir / "tables" / CALLS).is_dir() == (call == 2)
-        exports.write_files(bus, cur, force=True)
+            assert store_table(bus, CALLS).is_dir() == (call == 2)
+        cur.close()
+        publish_exports(pipe)
     assert [s["changed_runs"]["added"] for s in statuses] == [2, 2, 1]
     assert [s["more"] for s in statuses] == [True, True, False]
     check_all(bus, con)
@@ -913,21 +1008,23 @@ def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(
     add_policy_run(bus, "policy-1", seed=11, params={"seed": 11, "variant": "b"})
     add_optimize_run(bus, "opt-1", seed=21, created_at="2024-05-04T10:00:00Z")
     register_only(bus)
-    with Catalog.open(bus.catalog_path) as cat:
-        cur = cat.cursor()
+    with Bus.open(bus, role="sync") as pipe:
+        assert pipe.catalog is not None
+        cur = pipe.catalog.cursor()
         status = exports.refresh(bus, cur, max_runs=1)
         assert status["more"] is True
         # both deletions, plus the one run taken in ("opt-1" comes first by run_id)
         assert status["changed_runs"] == {"added": 1, "removed": 2}
         got = cur.execute("SELECT run_id FROM exports.runs ORDER BY 1").fetchall()
         assert got == [("opt-1",), ("path-1",), ("path-2",), ("policy-0",)]
-        # path-2 is still its old version until its turn comes
+        # path-2 is still its old version until its turn comes (in the segments just written)
         n_old = rows(
             con,
-            f"SELECT count(*) FROM read_parquet('{bus.exports_dir / 'tables' / PATH}/*.parquet',"
+            f"SELECT count(*) FROM read_parquet('{store_table(bus, PATH)}/*.parquet',"
             " union_by_name = true) WHERE run_id = 'path-2'",
         )
         assert n_old == [(30,)]
+        cur.close()
     statuses = refresh_until_done(bus, max_runs=1)
     assert [s["changed_runs"]["added"] for s in statuses] == [1, 1, 1]
     assert statuses[0]["changed_runs"]["removed"] == 1  # path-2's old version, with its new one
@@ -945,12 +1042,14 @@ def test_catch_up_works_under_a_small_duckdb_memory_limit(bus: Config, con: Any)
     for i in range(6):
         add_path_run(bus, f"path-{i}", n=2_000, seed=i)
     register_only(bus)
-    with Catalog.open(bus.catalog_path) as cat:
-        cat.con.execute("SET memory_limit = '64MB'")
-        cur = cat.cursor()
+    with Bus.open(bus, role="sync") as pipe:
+        assert pipe.catalog is not None
+        pipe.catalog.con.execute("SET memory_limit = '64MB'")
+        cur = pipe.catalog.cursor()
         while exports.refresh(bus, cur, max_runs=2)["more"]:
             pass
-        exports.write_files(bus, cur, force=True)
+        cur.close()
+        publish_exports(pipe)
     check_consolidated(con, bus, PATH)
     check_leaderboard(con, bus)
 
@@ -958,11 +1057,12 @@ def test_catch_up_works_under_a_small_duckdb_memory_limit(bus: Config, con: Any)
 def test_runs_parquet_follows_new_keys_and_wider_types(bus: Config, con: Any) -> None:
     add_path_run(bus, "a", params={"seed": 1, "lr": 1})
     sync(bus)
-    runs = bus.exports_dir / "runs.parquet"
+    runs = published(bus) / "files" / "runs.parquet"
     assert rows(con, f"SELECT param_lr, typeof(param_lr) FROM '{runs}'") == [(1, "BIGINT")]
     # a later run widens lr to a float and brings a new key: the columns follow
     add_path_run(bus, "b", params={"seed": 2, "lr": 0.5, "tag": "x"})
     sync(bus)
+    runs = published(bus) / "files" / "runs.parquet"
     got = rows(
         con, f"SELECT run_id, param_lr, typeof(param_lr), param_tag FROM '{runs}' ORDER BY 1"
     )
@@ -970,6 +1070,7 @@ def test_runs_parquet_follows_new_keys_and_wider_types(bus: Config, con: Any) ->
     # the run with the new key leaves: its column goes with it
     shutil.rmtree(bus.root / "backtest-path" / "b")
     sync(bus)
+    runs = published(bus) / "files" / "runs.parquet"
     cols = [r[0] for r in rows(con, f"DESCRIBE SELECT * FROM '{runs}'")]
     assert "param_tag" not in cols and "param_lr" in cols
     assert rows(con, f"SELECT param_lr, typeof(param_lr) FROM '{runs}'") == [(1, "BIGINT")]
@@ -986,7 +1087,7 @@ def test_state_of_an_older_version_is_rebuilt(mixed_bus: Config, con: Any) -> No
     check_all(mixed_bus, con)
     check_frontier_best(con, mixed_bus, "opt-new")
     check_catalog_summaries(mixed_bus)
-    n_files = len(list((mixed_bus.exports_dir / "tables" / PATH).glob("*.parquet")))
+    n_files = len(list(store_table(mixed_bus, PATH).glob("*.parquet")))
     with Catalog.open(mixed_bus.catalog_path) as cat:
         n_segs = (
             cat.cursor()
@@ -1015,22 +1116,23 @@ def test_compaction_merges_like_sized_segments_only() -> None:
 # --------------------------------------------------------------------------- files vs views
 
 
-def test_summary_views_are_the_snapshot_state_and_equal_the_files(mixed_bus: Config) -> None:
-    """exports.<summary> reads the state inside the snapshot: it needs no file, and a file
-    written from it holds exactly the same rows."""
+def test_summary_views_are_the_generations_files(mixed_bus: Config) -> None:
+    """exports.<summary> is its file in the reader's generation (same rows), and that file
+    stays readable there when the store retires it (a hard link: same inode)."""
     cfg = mixed_bus
+    gen = published(cfg)
     q = exports.open_query_connection(cfg)
     try:
         for name in exports.SUMMARIES:
             from_view = q.execute(f"SELECT * FROM exports.{name}").fetchall()
             from_file = q.execute(
-                f"SELECT * FROM read_parquet('{cfg.exports_dir / (name + '.parquet')}')"
+                f"SELECT * FROM read_parquet('{gen / 'files' / (name + '.parquet')}')"
             ).fetchall()
             assert from_view == from_file, name
     finally:
         q.close()
-    for name in exports.SUMMARIES:
-        (cfg.exports_dir / f"{name}.parquet").unlink()
+    for stored in (cfg.exports_dir / exports.FILES_DIR).iterdir():  # the store lets them go
+        stored.unlink()
     n = exports.run_query(cfg, "SELECT count(*) FROM exports.runs").rows
     assert n == [(8,)]
 
@@ -1049,23 +1151,37 @@ def test_whole_files_are_rewritten_at_most_once_per_ten_times_their_cost(bus: Co
     add_path_run(cfg, "p0", seed=1)
     sync(cfg)
     add_path_run(cfg, "p1", seed=2)
-    with Catalog.open(cfg.catalog_path) as cat:
-        cat.apply_batch(ingest.full_scan(cfg, cat).batch)
-        exports.refresh(cfg, cat.cursor())
-        cat.publish_snapshot(cfg.snapshot_path)
-    runs_file = cfg.exports_dir / "runs.parquet"
-    _set_entry_ms(cfg, "runs", 60_000.0)  # "the last write took a minute": due in ~10 min
-    held = exports.write_files(cfg)
-    assert "runs" not in held["written"]
-    assert 590 < held["next_due_in_s"] <= 600
-    assert "caller_leaderboard" in held["written"]  # the others are cheap: written at once
-    assert pq.read_metadata(runs_file).num_rows == 1  # still the old file, whole
-    assert exports.run_query(cfg, "SELECT count(*) FROM exports.runs").rows == [(2,)]
+    with Bus.open(cfg, role="sync") as pipe:
+        pipe.commit(pipe.full_scan().batch)
+        assert pipe.refresh_exports()["more"] is False
+        pipe.publish()
+        _set_entry_ms(cfg, "runs", 60_000.0)  # "the last write took a minute": due in ~10 min
+        before = file_entries(cfg)
+        next_due = pipe.write_files()
+        after = file_entries(cfg)
+        held = rewritten(before, after)
+        assert "runs" not in held
+        assert next_due is not None and 590 < next_due <= 600
+        assert "caller_leaderboard" in held  # the others are cheap: written at once
+        gen = published(cfg)
+        for name in held:  # ... and published
+            stored = cfg.exports_dir / exports.FILES_DIR / after[name]["file"]
+            assert os.path.samefile(gen / "files" / f"{name}.parquet", stored), name
+        # still the old file, whole
+        assert pq.read_metadata(gen / "files" / "runs.parquet").num_rows == 1
+        # the view is that file (summaries lag the catalog by at most their cadence) ...
+        assert exports.run_query(cfg, "SELECT count(*) FROM exports.runs").rows == [(1,)]
+        # ... while the catalog itself is fresh with every batch
+        assert exports.run_query(cfg, "SELECT count(*) FROM catalog.runs_d").rows == [(2,)]
 
-    forced = exports.write_files(cfg, force=True)
-    assert forced["written"] == ["runs"]
-    assert pq.read_metadata(runs_file).num_rows == 2
-    assert exports.write_files(cfg, force=True)["written"] == []  # nothing fed it since
+        before = file_entries(cfg)
+        pipe.write_files(force=True)
+        assert rewritten(before, file_entries(cfg)) == ["runs"]
+        assert pq.read_metadata(published(cfg) / "files" / "runs.parquet").num_rows == 2
+        assert exports.run_query(cfg, "SELECT count(*) FROM exports.runs").rows == [(2,)]
+        before = file_entries(cfg)
+        pipe.write_files(force=True)
+        assert rewritten(before, file_entries(cfg)) == []  # nothing fed it since
 
 
 def test_view_readers_never_fail_while_refreshes_replace_files(
@@ -1134,7 +1250,8 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
         plans = [m for m in exports.plan_compaction(cur) if m.table == PATH]
         assert len(plans) == 1 and len(plans[0].victims) >= 2
         written = exports.write_compaction(bus, plans)
-        merged_file = bus.exports_dir / "tables" / PATH / written[0].segment
+        assert written[0].segment is not None
+        merged_file = store_table(bus, PATH) / written[0].segment
         assert merged_file.exists()
         # meanwhile: a run of the smallest victim is deleted and the refresh rewrites it
         victim_run = cur.execute(
@@ -1144,15 +1261,17 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
     shutil.rmtree(bus.root / "backtest-path" / victim_run)
     add_path_run(bus, "r9", n=9, seed=9)  # and a new run: 4 segments again after the refresh
     register_only(bus)
-    with Catalog.open(bus.catalog_path) as cat:
-        cur = cat.cursor()
+    with Bus.open(bus, role="sync") as pipe:
+        assert pipe.catalog is not None
+        cur = pipe.catalog.cursor()
         exports.refresh(bus, cur)
         assert exports.commit_compaction(bus, cur, written) == 0
         assert not merged_file.exists()
         # a fresh plan goes through
         assert exports.compact(bus, cur) == 1
-        exports.write_files(bus, cur, force=True)
         views = cur.execute(f"SELECT count(*) FROM exports.{PATH}").fetchone()
+        cur.close()
+        publish_exports(pipe)
     assert len(segment_files(bus, PATH)) <= 3
     check_consolidated(con, bus, PATH)
     check_leaderboard(con, bus)
@@ -1165,7 +1284,7 @@ def test_lost_path_segment_rebuilds_the_leaderboard_histograms(mixed_bus: Config
     that segment file is gone, the totals are rebuilt from the segments, and stay exact."""
     cfg = mixed_bus
     check_leaderboard(con, cfg)
-    lost = next(iter((cfg.exports_dir / "tables" / PATH).glob("*.parquet")))
+    lost = next(iter(store_table(cfg, PATH).glob("*.parquet")))
     lost.unlink()
     shutil.rmtree(cfg.root / "backtest-path" / "path-2")  # and a run leaves in the same refresh
     with structlog.testing.capture_logs() as logs:
