@@ -47,6 +47,8 @@ from .publication import Publication, Published
 
 log = get_logger("quantbot_bus.pipeline")
 
+COMPACTION_ROUNDS = 4  #: catalog-segment merges one :meth:`Bus.compact` does at most
+
 _ADVICE = {
     "daemon": "stop it first (systemctl stop quantbot-bus, or Ctrl-C) or use another --state-dir",
     "sync": "the running daemon already keeps the catalog in sync (`quantbot-bus status` shows "
@@ -320,7 +322,9 @@ class Bus:
 
     def compact(self) -> None:
         """Merge small segments of the export tables and of the published catalog tables in
-        the background: plan and commit hold the lock, the merged files are written without."""
+        the background: plan and commit hold the lock, the merged files are written without.
+        The catalog tables get up to :data:`COMPACTION_ROUNDS` merges per call, so a steady
+        stream of one-segment batches never outgrows them."""
         try:
             with self.lock:
                 cursor = self._cat().cursor()
@@ -328,21 +332,31 @@ class Bus:
                     plans = exports.plan_compaction(cursor)
                 finally:
                     cursor.close()
-                pub_plans = self.publication.plan_compaction()
             written = exports.write_compaction(self.config, plans)
-            merged = self.publication.write_compaction(pub_plans)
-            with self.lock:
-                catalog = self._cat()
-                cursor = catalog.cursor()
-                try:
-                    if written and exports.commit_compaction(self.config, cursor, written):
-                        self._tables_changed = True
-                        self.publish_due = True
-                        self.publish()
-                    if merged:
+            if written:
+                with self.lock:
+                    cursor = self._cat().cursor()
+                    try:
+                        if exports.commit_compaction(self.config, cursor, written):
+                            self._tables_changed = True
+                            self.publish_due = True
+                            self.publish()
+                    finally:
+                        cursor.close()
+            for _round in range(COMPACTION_ROUNDS):
+                pub_plans = self.publication.plan_compaction()
+                if not pub_plans:
+                    break
+                merged = self.publication.write_compaction(pub_plans)
+                if not merged:
+                    break
+                with self.lock:
+                    catalog = self._cat()
+                    cursor = catalog.cursor()
+                    try:
                         self.publication.commit_compaction(cursor, catalog.catalog_id(), merged)
-                finally:
-                    cursor.close()
+                    finally:
+                        cursor.close()
         except Exception as exc:  # noqa: BLE001 - compaction never stops registration
             log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
 

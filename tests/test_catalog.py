@@ -705,3 +705,56 @@ def test_a_plain_duckdb_connect_to_the_default_snapshot_resolves_catalog_names(
         assert con.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]
     finally:
         con.close()
+
+
+def test_compaction_bounds_the_segments_and_keeps_the_newest_versions(
+    tmp_path: Path, cat: Catalog
+) -> None:
+    """Forty batches (new runs, updates, soft deletes, rejections) published one by one, then
+    compacted like the daemon does in the background: fewer segments, same reader content."""
+    exports_dir = tmp_path / "exports"
+    pub = Publication(exports_dir)
+
+    def publish_once() -> None:
+        cur = cat.cursor()
+        try:
+            pub.publish(cur, catalog_id=cat.catalog_id())
+        finally:
+            cur.close()
+
+    for i in range(40):
+        batch = Batch(valid=[run_info(tmp_path, f"r{i}", names=("a", "b"))])
+        if i % 3 == 0 and i:  # an earlier run changes: a new version of its rows
+            batch.valid.append(run_info(tmp_path, f"r{i - 1}", fingerprint=f"v{i}", names=("c",)))
+        if i % 5 == 0 and i:
+            batch.gone.append(str(tmp_path / "backtest" / f"r{i - 2}"))
+        if i % 7 == 0:
+            batch.rejected.append(Rejection(f"/x/bad{i}", None, "broken", "f"))
+        cat.apply_batch(batch)
+        publish_once()
+    before = {t: len(segs) for t, segs in pub.manifest.catalog.items()}
+    assert before["runs_d"] == 40
+    expected = {t: table_dump_working(cat, t) for t in ("runs_d", "artifacts_f", "rejections_f")}
+    held = open_reader(exports_dir / "bus.duckdb")  # a reader of the old generation
+    rounds = 0
+    while pub.plan_compaction():
+        merged = pub.write_compaction(pub.plan_compaction())
+        cur = cat.cursor()
+        try:
+            assert pub.commit_compaction(cur, cat.catalog_id(), merged) is not None
+        finally:
+            cur.close()
+        rounds += 1
+    after = {t: len(segs) for t, segs in pub.manifest.catalog.items()}
+    assert rounds >= 2 and all(n <= 8 for n in after.values()), after
+    for table, rows_ in expected.items():
+        assert table_dump_published(exports_dir, table) == rows_, table
+    # merged segments hold one version per key (runs_d): no more rows than runs
+    runs_rows = sum(s.rows for s in pub.manifest.catalog["runs_d"])
+    assert runs_rows <= 40 + len(before) * 8  # newest versions, a few unmerged duplicates
+    assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (40,)
+    held.close()
+    store = exports_dir / ".store" / "catalog"
+    named = {s.name for segs in pub.manifest.catalog.values() for s in segs}
+    assert {p.name for p in store.rglob("*.parquet")} == named  # retired ones left the store
+    pub.close()
