@@ -27,7 +27,7 @@ view), then two renames. The reader views keep the newest version of each row
 ones, :data:`MAX_SEGMENTS`), so the segment count stays bounded.
 """
 
-# ruff: noqa: S608 - paths in views are our own, quoted with _lit; table names are constants.
+# ruff: noqa: S608 - table names in SQL are the constants of CATALOG_TABLES.
 
 from __future__ import annotations
 
@@ -40,127 +40,49 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import pyarrow.parquet as pq
 
-from .catalog import SCHEMA_VERSION, open_reader
-from .errors import CatalogError, CatalogMissingError
-from .fsutil import fsync_dir, lock_holder
-from .log import get_logger
+from ..catalog import open_reader
+from ..errors import CatalogError
+from ..fsutil import fsync_dir
+from ..log import get_logger
+from . import compaction
+from .layout import (
+    CATALOG_TABLES,
+    CURRENT,
+    GC_INTERVAL_S,
+    GEN_DIR,
+    GRACE_S,
+    MANIFEST,
+    MAX_SEGMENTS,
+    SLOT_REUSE_S,
+    SLOTS_DIR,
+    STORE_DIR,
+    VIEWS_NAME,
+    Manifest,
+    Published,
+    Segment,
+    current_generation,
+    fsync_file,
+    locked,
+)
+from .views import view_statements, views_key, write_views
 
 log = get_logger("quantbot_bus.publication")
 
-GEN_DIR = "gen"
-STORE_DIR = ".store"
-CURRENT = "current"
-VIEWS_NAME = "bus.duckdb"
-SLOTS_DIR = "slots"
-SLOT_REUSE_S = 2.0  #: a views slot is reused only this long after it stopped being current
-VIEWS_VERSION = 1  #: bumped when view_statements changes: every slot's views are made again
-MANIFEST = "manifest.json"
-STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)
-GRACE_S = 60.0  #: a superseded generation stays at least this long (and while a reader holds it)
-MAX_SEGMENTS = 8  #: a catalog table with more segments than this is compacted
-MERGE_FAN = 8
-GC_INTERVAL_S = 1.0
-
-#: The catalog tables readers see, with the key whose newest ``_seq`` version is live.
-CATALOG_TABLES: dict[str, str] = {
-    "runs_d": "run_id",
-    "artifacts_f": "run_id",  # the rows of the run's newest artifact write (``_aseq``)
-    "rejections_f": "run_dir",
-}
-_HIDDEN = ("_seq", "_aseq")
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def current_generation(exports_dir: Path) -> Path:
-    """The directory of the current generation, resolved once: read files below it."""
-    link = Path(exports_dir) / CURRENT
-    try:
-        return Path(os.path.realpath(link, strict=True))
-    except OSError as exc:
-        raise CatalogMissingError(
-            f"nothing published in {exports_dir} yet: start the daemon (make run) or run "
-            "`quantbot-bus sync`"
-        ) from exc
-
-
-@dataclass
-class Segment:
-    name: str  # file name in the store (unique, never reused)
-    rows: int
-    max_seq: int
-
-
-@dataclass
-class Manifest:
-    gen: int = 0
-    catalog_id: str = ""
-    seq: int = -1  # catalog rows with _seq <= seq are published
-    catalog: dict[str, list[Segment]] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)  # export name -> store file name
-    published_at: float = 0.0
-    slot: int = 0  # the views slot readers open through bus.duckdb
-    views_key: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gen": self.gen,
-            "catalog_id": self.catalog_id,
-            "seq": self.seq,
-            "catalog": {t: [s.__dict__ for s in segs] for t, segs in self.catalog.items()},
-            "files": self.files,
-            "published_at": self.published_at,
-            "slot": self.slot,
-            "views_key": self.views_key,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
-        return cls(
-            gen=int(data["gen"]),
-            catalog_id=str(data["catalog_id"]),
-            seq=int(data["seq"]),
-            catalog={
-                str(t): [Segment(str(s["name"]), int(s["rows"]), int(s["max_seq"])) for s in segs]
-                for t, segs in data["catalog"].items()
-            },
-            files={str(k): str(v) for k, v in data.get("files", {}).items()},
-            published_at=float(data.get("published_at", 0.0)),
-            slot=int(data.get("slot", 0)),
-            views_key=str(data.get("views_key", "")),
-        )
-
-
-@dataclass
-class Published:
-    """What one publication did."""
-
-    gen: int
-    ms: float
-    bytes_written: int
-    rows: int
-
-
-@dataclass
-class _Merge:
-    table: str
-    victims: list[str]
-    merged: str = ""
-    rows: int = 0
-    max_seq: int = 0
+__all__ = [
+    "CATALOG_TABLES",
+    "GRACE_S",
+    "MAX_SEGMENTS",
+    "Manifest",
+    "Publication",
+    "Published",
+    "Segment",
+    "current_generation",
+    "view_statements",
+]
 
 
 class Publication:
@@ -242,10 +164,6 @@ class Publication:
         return self.dir / GEN_DIR / f"{gen:010d}"
 
     # ------------------------------------------------------------------ publish
-
-    def store_file(self, name: str, suffix: str) -> Path:
-        """A fresh name in the store for an export file (``name``.<token>.<suffix>)."""
-        return self.dir / STORE_DIR / "files" / f"{name}.{secrets.token_hex(6)}.{suffix}"
 
     def publish(
         self,
@@ -346,7 +264,7 @@ class Publication:
                 if n == 0 and not base:
                     path.unlink(missing_ok=True)
                     continue
-                _fsync(path)
+                fsync_file(path)
                 rows_total += n
                 nbytes += path.stat().st_size
                 out.append((table, Segment(name, n, seq)))
@@ -411,7 +329,7 @@ class Publication:
                 )
                 file_names[name] = f"{name}.{suffix}"
         if changed or not self._views_key or m.files != self._key_files:
-            self._views_key = _views_key(gdir, table_names, file_names)
+            self._views_key = views_key(gdir, table_names, file_names)
             self._key_files = dict(m.files)
         m.slot = self._choose_slot()
         m.views_key = self._views_key
@@ -445,7 +363,7 @@ class Publication:
                 continue
             if self._pins.get(slot):
                 continue  # read by this process (F_GETLK does not report our own locks)
-            if _locked(self._slot_views(slot)):
+            if locked(self._slot_views(slot)):
                 continue
             free.append(slot)
         for slot in free:
@@ -477,33 +395,11 @@ class Publication:
         (slots / f"{slot}.key").unlink(missing_ok=True)
         tmp_views = slots / f".{slot}.duckdb.qbpub-{secrets.token_hex(4)}"
         try:
-            self._write_views(tmp_views, link, tables, files)
+            write_views(self._views, tmp_views, link, tables, files)
             os.replace(tmp_views, views)
         finally:
             tmp_views.unlink(missing_ok=True)
         (slots / f"{slot}.key").write_text(self._views_key)
-
-    def _write_views(
-        self, path: Path, base: Path, tables: Sequence[str], files: Mapping[str, str]
-    ) -> None:
-        sql = view_statements(base, tables, files)
-        con = self._views
-        con.execute(f"ATTACH {_lit(str(path))} AS qb_pub (STORAGE_VERSION {_lit(STORAGE_VERSION)})")
-        try:
-            con.execute("USE qb_pub")
-            con.execute("BEGIN")
-            con.execute("CREATE SCHEMA catalog; CREATE SCHEMA exports")
-            for statement in sql:
-                con.execute(statement)
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.execute("USE memory")
-            con.execute("DETACH qb_pub")
-        _fsync(path)
 
     def _swap(self, slot: int, gdir: Path) -> None:
         """Point ``bus.duckdb`` at the slot's views file and ``current`` at ``gdir``: a link
@@ -562,7 +458,7 @@ class Publication:
                 if (
                     slot == self.manifest.slot
                     or self._pins.get(slot)
-                    or _locked(self._slot_views(slot))
+                    or locked(self._slot_views(slot))
                 ):
                     with contextlib.suppress(OSError, ValueError):
                         pinned.add(int(Path(os.readlink(self.dir / SLOTS_DIR / str(slot))).name))
@@ -585,67 +481,17 @@ class Publication:
 
     # ------------------------------------------------------------------ compaction
 
-    def plan_compaction(self) -> list[_Merge]:
-        """Merges due (a table above :data:`MAX_SEGMENTS` segments: its smallest like-sized)."""
+    def plan_compaction(self) -> list[compaction.Merge]:
+        """Merges due now (see :func:`compaction.plan`)."""
         with self._lock:
-            plans = []
-            for table, segs in self.manifest.catalog.items():
-                if len(segs) <= MAX_SEGMENTS:
-                    continue
-                ordered = sorted(segs, key=lambda s: (s.rows, s.name))
-                picked: list[Segment] = []
-                total = 0
-                for seg in ordered[:MERGE_FAN]:
-                    if picked and seg.rows > 2 * max(total, 1) and len(picked) >= 2:
-                        break
-                    picked.append(seg)
-                    total += seg.rows
-                if len(picked) >= 2:
-                    plans.append(_Merge(table, [s.name for s in picked]))
-            return plans
+            return compaction.plan(self.manifest)
 
-    def write_compaction(self, plans: Sequence[_Merge]) -> list[_Merge]:
-        """Write each merged segment (no lock; its own DuckDB connection): the newest version
-        of each key among the victims (artifacts: the newest write of each run)."""
-        done = []
-        con = duckdb.connect()
-        try:
-            con.execute("SET threads = 1")
-            for plan in plans:
-                key = CATALOG_TABLES[plan.table]
-                files = (
-                    "["
-                    + ", ".join(_lit(str(self._seg_path(plan.table, v))) for v in plan.victims)
-                    + "]"
-                )
-                if plan.table == "artifacts_f":
-                    rule = f"QUALIFY _seq = max(_seq) OVER (PARTITION BY {key})"
-                else:
-                    rule = f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY _seq DESC) = 1"
-                name = f"m-{secrets.token_hex(6)}.parquet"
-                dest = self._seg_path(plan.table, name)
-                try:
-                    got = con.execute(
-                        f"COPY (SELECT * FROM read_parquet({files}) {rule} ORDER BY _seq) "
-                        "TO $dest (FORMAT parquet, COMPRESSION zstd)",
-                        {"dest": str(dest)},
-                    ).fetchone()
-                    seq = con.execute(f"SELECT max(_seq) FROM read_parquet({files})").fetchone()
-                except duckdb.Error as exc:
-                    dest.unlink(missing_ok=True)
-                    log.error("publication.compaction_failed", table=plan.table, error=str(exc))
-                    continue
-                _fsync(dest)
-                plan.merged = name
-                plan.rows = int(got[0]) if got else 0
-                plan.max_seq = int(seq[0]) if seq and seq[0] is not None else 0
-                done.append(plan)
-        finally:
-            con.close()
-        return done
+    def write_compaction(self, plans: Sequence[compaction.Merge]) -> list[compaction.Merge]:
+        """Write the merged segments (no lock; see :func:`compaction.write`)."""
+        return compaction.write(self._seg_path, plans)
 
     def commit_compaction(
-        self, cursor: duckdb.DuckDBPyConnection, catalog_id: str, merges: Sequence[_Merge]
+        self, cursor: duckdb.DuckDBPyConnection, catalog_id: str, merges: Sequence[compaction.Merge]
     ) -> Published | None:
         """Swap the merged segments in (a new generation); a merge whose victims are no longer
         all current (a base publication meanwhile) is dropped."""
@@ -675,99 +521,3 @@ class Publication:
             for path in self._retired(old, self.manifest):
                 path.unlink(missing_ok=True)
             return published
-
-
-def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str]) -> list[str]:
-    """The CREATE VIEW statements of a views file over the generation seen at ``base``."""
-    cat = base / "catalog"
-
-    def glob(table: str) -> str:
-        return _lit(str(cat / table / "*.parquet"))
-
-    hidden = ", ".join(_HIDDEN)
-    out = [
-        f"""CREATE VIEW catalog.runs_d AS
-        SELECT * EXCLUDE ({hidden}) FROM read_parquet({glob("runs_d")})
-        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY _seq DESC) = 1""",
-        f"""CREATE VIEW catalog.artifacts_f AS
-        SELECT a.* EXCLUDE (_seq) FROM read_parquet({glob("artifacts_f")}) AS a
-        SEMI JOIN (SELECT run_id, _aseq FROM read_parquet({glob("runs_d")})
-                   QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY _seq DESC) = 1) AS r
-        ON a.run_id = r.run_id AND a._seq = r._aseq""",
-        f"CREATE VIEW catalog.schema_version AS SELECT CAST({SCHEMA_VERSION} AS INTEGER) AS version",
-        f"""CREATE VIEW catalog.rejections_f AS
-        SELECT * EXCLUDE (_seq) FROM read_parquet({glob("rejections_f")})
-        QUALIFY row_number() OVER (PARTITION BY run_dir ORDER BY _seq DESC) = 1""",
-        """CREATE VIEW catalog.latest_artifacts_v AS
-        SELECT r.run_type, a.name, a.run_id, a.path, a.format, a.rows, a.bytes, a.sha256,
-               a.arrow_schema, r.created_at, a.registered_at
-        FROM artifacts_f AS a JOIN runs_d AS r USING (run_id)
-        WHERE r.deleted_at IS NULL AND r.status = 'success'
-        QUALIFY row_number() OVER (
-            PARTITION BY r.run_type, a.name
-            ORDER BY coalesce(r.created_at, r.registered_at) DESC, a.run_id DESC) = 1""",
-    ]
-    for name, file_name in sorted(files.items()):
-        reader = "read_csv_auto" if file_name.endswith(".csv") else "read_parquet"
-        path = base / "files" / file_name
-        out.append(f"CREATE VIEW exports.{_q(name)} AS SELECT * FROM {reader}({_lit(str(path))})")
-    for table in sorted(tables):
-        view = table if table not in files else f"table_{table}"
-        out.append(
-            f"CREATE VIEW exports.{_q(view)} AS SELECT * FROM "
-            f"read_parquet({_lit(str(base / 'tables' / table / '*.parquet'))}, union_by_name = true)"
-        )
-    return out
-
-
-def _views_key(gdir: Path, tables: Sequence[str], files: Mapping[str, str]) -> str:
-    """What a views file binds: the tables and files, each with its columns and types (a table's
-    union by name, in the order DuckDB builds it). Equal keys: a views file fits either."""
-    parts: list[Any] = [VIEWS_VERSION, SCHEMA_VERSION]
-    for table in tables:
-        columns: dict[str, set[str]] = {}
-        for path in sorted((gdir / "tables" / table).glob("*.parquet")):
-            for f in pq.read_schema(path):
-                columns.setdefault(f.name, set()).add(str(f.type))
-        parts.append([table, [[c, sorted(t)] for c, t in columns.items()]])
-    for name, file_name in sorted(files.items()):
-        path = gdir / "files" / file_name
-        if file_name.endswith(".parquet"):
-            parts.append([name, [[f.name, str(f.type)] for f in pq.read_schema(path)]])
-        else:  # a CSV's header line
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                parts.append([name, fh.readline().strip(), _csv_kinds(path)])
-    return json.dumps(parts)
-
-
-def _csv_kinds(path: Path) -> str:
-    """The column types DuckDB infers for a CSV file: part of the key, since they may change."""
-    con = duckdb.connect()
-    try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM read_csv_auto({_lit(str(path))})").fetchall()
-    finally:
-        con.close()
-    return ",".join(f"{r[0]}:{r[1]}" for r in rows)
-
-
-def _locked(path: Path) -> bool:
-    return lock_holder(path) is not None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = [
-    "CATALOG_TABLES",
-    "CatalogError",
-    "Manifest",
-    "Publication",
-    "Published",
-    "current_generation",
-    "view_statements",
-]
