@@ -1,35 +1,35 @@
-"""Export views under ``exports/``: consolidated tables, materialised summaries, user exports.
+"""The exports: consolidated artifact tables, materialised summaries, user exports.
 
-INTERFACE: ``refresh(config, con, *, max_runs=500) -> dict[str, Any]`` — ``con`` is a cursor on the
-daemon's working catalog (read-write, same process); brings the export state, the consolidated
-table segments and the ``exports.*`` views up to date in one transaction and returns the status
-written to ``exports/_export_status.json``. Its work grows with the runs that changed, not with
-history. ``write_files(config, con=None, *, force=False)`` then writes the whole-file exports
-(the summary ``<name>.parquet`` files and the ``[[exports]]`` of the config) from the published
-snapshot, each at most once per :data:`FILE_WRITE_SPACING` x its own write time unless forced.
-Neither raises for a failing export (it is reported in the status and logged as
-``export.failed``). The daemon calls ``refresh`` after a batch (at most once per
-``config.export_interval_s``) holding the catalog lock, publishes the snapshot, then calls
-``write_files`` without the lock; :func:`quantbot_bus.ingest.sync` does the same, forced.
+``refresh(config, con, *, max_runs=500) -> dict`` — ``con`` is a cursor on the working catalog
+(the Bus's, under its lock) — brings the export state and the consolidated table segments up to
+date in one transaction and returns the status written to ``exports/_export_status.json``; its
+work grows with the runs that changed, not with history. ``write_files(config, con, gens, *,
+kind, force=False)`` writes the whole-file exports — the summary ``<name>.parquet`` files from
+the state (``kind="summary"``, ``con`` the working catalog) and the ``[[exports]]`` of the
+config (``kind="user"``, ``con`` a reader of the publication) — each to a new name in the store,
+at most once per :data:`FILE_WRITE_SPACING` x its own write time unless forced. The
+publication (:mod:`quantbot_bus.publication`) links the segments (:func:`export_table_files`)
+and the files into its generations; readers never see this module's files by their store
+names. Neither raises for a failing export (reported in the status, logged ``export.failed``).
 
-Bounded work per call (added): one call takes in at most ``max_runs`` new or updated runs (in
+Bounded work per call: one call takes in at most ``max_runs`` new or updated runs (in
 run_id order; deleted runs are all taken out at once, they are cheap) in one transaction, reading
 their rows from the run Parquet files into temp tables of that chunk only, so memory and time per
 call stay bounded (a 10,000-run catch-up is 20 calls; works under a DuckDB ``memory_limit``).
 The status then has ``"more": true`` (always present): call again right away until it is false.
 Every call leaves consistent exports holding the runs taken in so far.
 
-What ``exports/`` holds (docs: examples/analysis.md):
+What the exports hold (published as ``exports/gen/<N>/...``; docs: examples/analysis.md):
 
-- ``tables/<name>/seg-*.parquet`` — per artifact table name, every row of every live run with a
-  ``run_id`` column; read it with ``read_parquet('exports/tables/<name>/*.parquet',
-  union_by_name=true)`` or as the view ``exports.<name>`` of the reader-side catalog (a table whose
+- ``tables/<name>/`` — per artifact table name, every row of every live run with a ``run_id``
+  column, in segments (store: :data:`TABLES_DIR`); the view ``exports.<name>`` (a table whose
   name is also a summary's name gets the view ``exports.table_<name>``).
-- ``runs.parquet`` (``param_<key>``/``metric_<key>`` columns), ``artifacts.parquet``,
-  ``latest_artifacts.parquet`` (without the Arrow schema JSON: it is in ``catalog.artifacts_f``), ``run_summaries.parquet``, ``caller_leaderboard.parquet``,
-  ``policy_comparison.parquet``, ``frontier_best.parquet`` (views ``exports.<name>`` too);
-- ``<name>.parquet|csv`` for each ``[[exports]]`` of the config;
-- ``_export_status.json`` — per export: last_run_at, rows, ms, ok, error.
+- ``files/runs.parquet`` (``param_<key>``/``metric_<key>`` columns), ``artifacts.parquet``,
+  ``latest_artifacts.parquet`` (without the Arrow schema JSON: it is in ``catalog.artifacts_f``),
+  ``run_summaries.parquet``, ``caller_leaderboard.parquet``, ``policy_comparison.parquet``,
+  ``frontier_best.parquet`` (views ``exports.<name>`` too), and ``<name>.parquet|csv`` for each
+  ``[[exports]]`` of the config (store: :data:`FILES_DIR`);
+- ``exports/_export_status.json`` — per export: last_run_at, rows, ms, ok, error, file.
 
 Incremental design. State lives in schema ``exports_state`` of the working catalog:
 
@@ -67,15 +67,14 @@ per (run_type, name) and recomputes from ``catalog.latest_artifacts_v`` only the
 newest run left. The state has a :data:`STATE_VERSION`; a state of another version is dropped and
 the exports rebuilt (a bounded catch-up).
 
-Summaries: the views ``exports.<summary>`` are SELECTs over the state tables above, so they live
-in the catalog snapshot itself: a reader of the snapshot (``quantbot-bus query``, ``exports.*``)
-sees summaries exactly as fresh as the catalog, never a file being replaced. The files
-``<summary>.parquet`` hold the same rows for direct readers (Polars, pandas, a glob); a file is
-rewritten when a refresh fed it (``file_gen:<name>`` in the meta counts them), but at most once
-per :data:`FILE_WRITE_SPACING` x the time its last write took, so the whole-file rewrites take a
-bounded share of the time at any history size; the daemon comes back for a held-back file when
-it is due, and a stop or ``sync`` writes every pending file. Until a catch-up is done
-(``more``), the summaries hold the runs taken in so far.
+Summaries: the views ``exports.<summary>`` of the working catalog are SELECTs over the state
+tables above; :func:`write_files` writes them out. A file is rewritten when a refresh fed it
+(``file_gen:<name>`` in the meta counts them), but at most once per :data:`FILE_WRITE_SPACING` x
+the time its last write took, so the whole-file rewrites take a bounded share of the time at any
+history size; the daemon comes back for a held-back file when it is due, and a stop or ``sync``
+writes every pending file. Readers' ``exports.<summary>`` views read the published files, so
+they lag ``catalog.*`` by at most that cadence. Until a catch-up is done (``more``), the
+summaries hold the runs taken in so far.
 
 Unreadable files: the contract reads only Parquet footers, so a file with corrupt pages behind a
 valid footer is registered. If reading the incoming rows fails, each incoming file is read on its
@@ -83,16 +82,11 @@ own; the ones that fail are logged (``export.file_unreadable``: run_id, table, p
 left out of ``tables/`` (the run stays in ``runs.parquet``) until the run changes, and the
 refresh is retried once without them, so one such run never keeps the others out.
 
-Atomicity: every file is written by DuckDB ``COPY`` to a hidden ``.<name>.qbexp-*.tmp`` in the same
-directory, fsynced, ``os.replace``d, and the directory fsynced; any single open of an export sees a
-whole file. The views of the artifact tables list their committed segment files (not a glob), so
-a snapshot reader never sees a segment of an uncommitted refresh nor a retired one twice. Caveat
-(measured with duckdb 2.0, pyarrow 26, polars 2.1): those readers open a Parquet file more than
-once per query (footer, then pages), so a direct read of ``<summary>.parquet`` that overlaps its
-replacement, or a read of a segment retired by a compaction meanwhile, can fail with an I/O or
-decode error; such a read is safe to retry, and the summary views never have it. Crash safety: a
-segment written but not committed in the state is an orphan and is removed by the next refresh;
-a segment in the state but missing on disk makes its runs be exported again.
+Files: every file is written by DuckDB ``COPY`` to a hidden ``.<name>.qbexp-*.tmp``, fsynced
+and renamed to a name never used before; nothing here is rewritten in place, and a retired file
+stays readable in every generation that links it. Crash safety: a segment written but not
+committed in the state is an orphan and is removed by the next refresh; a segment in the state
+but missing on disk makes its runs be exported again.
 """
 
 # ruff: noqa: S608 - SQL text here is assembled only from this module's constants and from
