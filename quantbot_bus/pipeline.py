@@ -214,6 +214,8 @@ class Bus:
             except Exception as exc:
                 self._degrade("commit", exc)
                 raise
+            if self.degraded is not None and self.degraded.startswith("commit"):
+                self.publish_due = True  # its publication clears it (and says recovered)
             if result.registered or result.updated or result.deleted or result.rejected:
                 self.publish_due = True
             self.try_publish()
@@ -262,8 +264,7 @@ class Bus:
         if reason != self.degraded:
             log.error("bus.degraded", step=step, error=f"{type(exc).__name__}: {exc}")
         self.degraded = reason
-        if step == "publish":
-            self.publish_due = True
+        self.publish_due = True  # whatever failed, the next successful publication clears it
 
     # ------------------------------------------------------------------ exports
 

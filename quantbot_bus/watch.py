@@ -189,6 +189,7 @@ class Daemon:
         self._next_rescan = 0.0
         self._next_recheck = 0.0
         self._catalog_broken = False
+        self._worker_error: str | None = None  # why the last worker round failed, if it did
         self._backoff = 0.0
         self._status_lock = threading.Lock()
         self._status: dict[str, Any] = {
@@ -479,6 +480,9 @@ class Daemon:
             if bus.degraded is not None:
                 raise DaemonError(bus.degraded)
             self._backoff = 0.0
+            if self._worker_error is not None:
+                self._worker_error = None
+                self._note_publication()
         except Exception as exc:  # noqa: BLE001 - log, keep the items, retry with back-off
             self._backoff = min(30.0, max(0.5, self._backoff * 2))
             log.error(
@@ -492,9 +496,8 @@ class Daemon:
             if not why.startswith("publish failed"):
                 self._catalog_broken = True  # not only the publication: reopen the catalog
             self._rescan_reason = self._rescan_reason or "retry"
-            with self._status_lock:
-                self._status["degraded"] = why
-            self._write_status()
+            self._worker_error = why
+            self._note_publication()
 
     def _bus(self) -> Bus:
         if self.bus is None:
@@ -637,8 +640,9 @@ class Daemon:
             if m.gen and m.gen != self._status.get("generation"):
                 self._status["snapshot_published_at"] = utc_now()
                 self._status["generation"] = m.gen
-            changed = self._status.get("degraded") != bus.degraded
-            self._status["degraded"] = bus.degraded
+            degraded = bus.degraded or self._worker_error
+            changed = self._status.get("degraded") != degraded
+            self._status["degraded"] = degraded
         if changed:
             self._write_status()
 

@@ -329,7 +329,7 @@ class Publication:
                 )
                 file_names[name] = f"{name}.{suffix}"
         if changed or not self._views_key or m.files != self._key_files:
-            self._views_key = views_key(gdir, table_names, file_names)
+            self._views_key = views_key(self.dir, gdir, table_names, file_names)
             self._key_files = dict(m.files)
         m.slot = self._choose_slot()
         m.views_key = self._views_key
@@ -410,8 +410,10 @@ class Publication:
         try:
             os.link(self._slot_views(slot), tmp_db)
             os.symlink(f"{GEN_DIR}/{gdir.name}", tmp_cur)
-            os.replace(tmp_db, self.dir / VIEWS_NAME)
+            # current first: a crash between the two leaves bus.duckdb on the previous
+            # generation (which the next start keeps: it is not above current)
             os.replace(tmp_cur, self.dir / CURRENT)
+            os.replace(tmp_db, self.dir / VIEWS_NAME)
         finally:
             tmp_db.unlink(missing_ok=True)
             tmp_cur.unlink(missing_ok=True)

@@ -88,10 +88,13 @@ def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str])
     return out
 
 
-def views_key(gdir: Path, tables: Sequence[str], files: Mapping[str, str]) -> str:
-    """What a views file binds: the tables and files, each with its columns and types (a table's
-    union by name, in the order DuckDB builds it). Equal keys: a views file fits either."""
-    parts: list[Any] = [VIEWS_VERSION, SCHEMA_VERSION]
+def views_key(
+    exports_dir: Path, gdir: Path, tables: Sequence[str], files: Mapping[str, str]
+) -> str:
+    """What a views file binds: where it is (its views name absolute paths: a moved exports
+    dir needs new ones), the tables and files, each with its columns and types (a table's union
+    by name, in the order DuckDB builds it). Equal keys: a views file fits either."""
+    parts: list[Any] = [VIEWS_VERSION, SCHEMA_VERSION, str(exports_dir)]
     for table in tables:
         columns: dict[str, set[str]] = {}
         for path in sorted((gdir / "tables" / table).glob("*.parquet")):
