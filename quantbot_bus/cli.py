@@ -85,7 +85,7 @@ def main() -> None:
     """quantbot-bus: an artifact bus for quant research runs.
 
     Producers drop runs under the artifacts root; the daemon catalogs them in DuckDB and keeps
-    the exports fresh; these commands query the reader-side snapshot.
+    the exports fresh; these commands query the publication (exports/bus.duckdb).
     """
 
 
@@ -225,7 +225,7 @@ def daemon_cmd(
     """Watch the artifacts root and register runs until SIGTERM/SIGINT.
 
     Reconciles the whole root against the catalog first, then watches it; publishes the
-    reader-side snapshot after every batch and keeps the exports fresh. Creates the artifacts,
+    publication after every batch and keeps the exports fresh. Creates the artifacts,
     state and exports directories when missing. The first SIGTERM/SIGINT stops cleanly
     (exit 0); a second one exits at once.
     """
@@ -296,7 +296,7 @@ def status_cmd(config: Config, fmt: str | None) -> None:
 
 # [section: query]
 # sync/rebuild write the working catalog; every other query command reads only the reader-side
-# snapshot (config.snapshot_path), so they work while the daemon runs. JSON output: docs/cli-json.md.
+# publication (config.snapshot_path), so they work while the daemon runs. JSON output: docs/cli-json.md.
 
 _SYNC_COLUMNS = ("registered", "updated", "unchanged", "deleted", "rejected", "pending", "ms")
 _RUNS_TABLE_COLUMNS = (
@@ -373,7 +373,7 @@ _verbose_option = click.option(
 @format_option
 @_verbose_option
 def sync_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
-    """Reconcile the artifacts root with the catalog once, then publish the snapshot.
+    """Reconcile the artifacts root with the catalog once, then publish it for readers.
 
     New runs are registered, changed ones updated, vanished ones soft-deleted, broken ones
     rejected (see `quantbot-bus rejected`); runs still being written are counted as pending and
@@ -575,7 +575,7 @@ def rejected_cmd(config: Config, fmt: str | None) -> None:
 )
 @config_options
 def query_command(config: Config, sql: str, fmt: str | None, output: str | None) -> None:
-    """Run one read-only SQL statement over the catalog snapshot and the export views.
+    """Run one read-only SQL statement over the published catalog and the export views.
 
     Tables: catalog.runs_d, catalog.artifacts_f, catalog.rejections_f, catalog.latest_artifacts_v;
     views: exports.runs, exports.run_summaries, exports.caller_leaderboard,
@@ -770,7 +770,7 @@ def doctor_cmd(config: Config, fmt: str | None, expect_daemon: bool | None) -> N
     """Check what breaks a long-running bus, and say how to fix each problem.
 
     Checks duckdb >= 2.0, permissions on the root, state and exports directories, inotify watch
-    and instance limits against the directories under the root, free disk, the snapshot and the
+    and instance limits against the directories under the root, free disk, the publication and the
     catalog (schema version; read-only, never while the daemon holds it) and the status file.
     Prints `ok|WARN|FAIL name: detail` per check plus a `fix:` line; exits 9 if any check fails.
     """

@@ -90,7 +90,8 @@ class Config:
 
     @property
     def snapshot_path(self) -> Path:
-        """The reader-side catalog snapshot, replaced atomically after each batch."""
+        """What readers open: the views file of the current publication (replaced by rename
+        after each batch; see :mod:`quantbot_bus.publication`)."""
         return self.exports_dir / "bus.duckdb"
 
     @property

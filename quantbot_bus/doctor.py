@@ -6,7 +6,7 @@ Each check returns a :class:`Check` with ``status`` ``ok``, ``warn`` or ``fail``
 ==================  ========================================================================
 name                what it looks at
 ==================  ========================================================================
-duckdb              the installed duckdb is >= 2.0 (the snapshot format readers need)
+duckdb              the installed duckdb is >= 2.0 (the working catalog's format)
 root                the artifacts root exists and every directory under it can be listed
 state_dir           the state directory (and the working catalog in it) is writable
 exports_dir         the exports directory is writable
@@ -15,7 +15,7 @@ inotify.watches     fs.inotify.max_user_watches vs. the directories under the ro
 inotify.instances   fs.inotify.max_user_instances vs. the inotify instances this user holds
 disk.state          free space on the state directory's filesystem
 disk.exports        free space on the exports directory's filesystem
-snapshot            the reader-side snapshot opens read-only and has the expected schema version
+snapshot            the publication (exports/bus.duckdb) opens read-only and answers a query
 catalog             the working catalog's schema version, opened read-only and only when no
                     daemon holds the state lock (never read-write: that is the daemon's file)
 status              the daemon's status file is fresh (when a daemon is expected)
@@ -127,7 +127,8 @@ def _human(n: float) -> str:
 
 
 def check_duckdb(version: str | None = None) -> Check:
-    """duckdb >= 2.0: older readers cannot open the snapshots this version writes."""
+    """duckdb >= 2.0 for the daemon and sync: the working catalog is a DuckDB 2 file (readers of
+    the publication need only DuckDB >= 1.2)."""
     if version is None:
         import duckdb
 
@@ -141,8 +142,9 @@ def check_duckdb(version: str | None = None) -> Check:
     return Check(
         "duckdb",
         FAIL,
-        f"duckdb {version} is older than 2.0; it cannot read catalogs written by duckdb 2.x",
-        "pip install --upgrade 'duckdb>=2.0' in this environment (and in every reader's)",
+        f"duckdb {version} is older than 2.0; the daemon and sync need it for the working "
+        "catalog (readers of exports/bus.duckdb need only DuckDB >= 1.2)",
+        "pip install --upgrade 'duckdb>=2.0' in the daemon's environment",
     )
 
 
@@ -509,7 +511,7 @@ def check_working_catalog(config: Config, holder: int | None) -> Check:
         return Check(
             "catalog",
             OK,
-            f"the daemon (pid {holder}) holds {path}; not opened (the snapshot check covers it)",
+            f"the daemon (pid {holder}) holds {path}; not opened (the publication check covers it)",
         )
     if not path.exists():
         return Check(

@@ -32,7 +32,7 @@ class CatalogError(BusError):
 
 
 class CatalogMissingError(CatalogError):
-    """There is no catalog snapshot yet (the daemon or `sync` has never published one)."""
+    """Nothing is published yet (the daemon or `sync` has never published the catalog)."""
 
     exit_code = 4
 

@@ -1,28 +1,33 @@
-"""The reader-side publication: immutable generations of Parquet files behind one views file.
+"""The reader-side publication: immutable generations of Parquet files behind a views file.
 
 What readers open (``exports_dir``):
 
 - ``bus.duckdb`` — a small DuckDB file (storage version v1.2.0, so DuckDB 1.2 and newer open it)
   holding only views: ``catalog.runs_d``, ``catalog.artifacts_f``, ``catalog.rejections_f``,
-  ``catalog.latest_artifacts_v`` and the ``exports.*`` views. Each views file belongs to one
-  generation and names that generation's directory; a new generation replaces ``bus.duckdb``
-  by an atomic rename, so an open connection keeps a consistent generation for as long as it
-  stays open, and every new connection sees whole batches (a run with its artifacts).
+  ``catalog.latest_artifacts_v``, ``catalog.schema_version`` and the ``exports.*`` views. It is a
+  hard link to the views file of a *views slot* ``slots/<s>.duckdb``, whose views read
+  ``slots/<s>/...``, a symlink to one generation. Each publication points a slot that no reader
+  can be using (not current for :data:`SLOT_REUSE_S`, and no process holds its views file:
+  F_GETLK) at the new generation and renames a new link over ``bus.duckdb``; the slot's views
+  file is made again only when a table's or file's schema changed (binding costs ≈ 1 ms per
+  view). So an open connection keeps its generation, consistent, for as long as it stays open,
+  and every new connection sees whole batches (a run with its artifacts).
 - ``current`` — a symlink to ``gen/<N>``, for readers of files (Polars, pyarrow): resolve it once
   (:func:`current_generation`, ``os.path.realpath``) and read below the resolved directory.
 - ``gen/<N>/`` — a generation: ``catalog/<table>/*.parquet``, ``tables/<name>/*.parquet`` (one
   dataset per artifact table), ``files/<name>.parquet|csv`` (the summaries and the user
-  exports), ``manifest.json`` and its ``bus.duckdb``. Nothing in it ever changes: every entry
-  is a hard link to an immutable file of the private store ``.store/`` (new content, new name).
+  exports) and ``manifest.json``. Nothing in it ever changes: every entry is a hard link to an
+  immutable file of the private store ``.store/`` (new content, new name).
 
-A generation is removed only after it was superseded :data:`GRACE_S` ago and while no process
-holds a DuckDB lock on its views file, so neither a connection kept open for hours nor a file
-reader that resolved ``current`` a moment ago ever loses a file.
+A generation is removed only after it was superseded :data:`GRACE_S` ago and while no slot in
+use points at it (the current one, or one whose views file a process holds), so neither a
+connection kept open for hours nor a file reader that resolved ``current`` a moment ago ever
+loses a file.
 
 Cost of one publication, whatever the catalog size: the catalog rows written since the last
 publication (each row carries the batch sequence ``_seq`` that wrote it) are copied into one
-new segment per table, a directory of hard links is made and a views file written (≈ 1 ms per
-view), then two renames. The reader views keep the newest version of each row
+new segment per table, a directory of hard links is made, a slot symlink moved, then two
+renames (≈ 6 ms here). The reader views keep the newest version of each row
 (``_seq``); :meth:`Publication.compact` merges small segments in the background (like-sized
 ones, :data:`MAX_SEGMENTS`), so the segment count stays bounded.
 """
