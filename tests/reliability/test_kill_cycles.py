@@ -11,19 +11,19 @@ Kill points (rotated over the cycles):
   mostly lands in validation, sometimes in a commit or a publish.
 - ``wal``: the moment the test sees ``state/bus.duckdb.wal`` change size (polled every ms):
   DuckDB writes the WAL at COMMIT, so the kill lands during that commit or within about a
-  millisecond after it, before the batch's snapshot is published.
-- ``snapshot``: the moment the snapshot temp file ``exports/.bus.duckdb.<pid>.tmp`` exists:
-  mid-publish.
+  millisecond after it, before the batch is published.
+- ``publication``: the moment a generation directory above ``exports/current`` exists (made,
+  not yet swapped in) or a publication temp name (``.qbpub-*``) does: mid-publication.
 - ``export``: the moment an export temp file (``.*.qbexp-*.tmp``) exists: mid-export.
 - ``startup``: a random delay after the process starts, without waiting for ready: during the
   startup reconcile of the previous cycles' leftovers (the burst is renamed in first).
 
 What is recorded after each kill (honestly: evidence read from disk, not the daemon's mind):
 ``committed`` = live runs in a copy of the working catalog (WAL replayed on the copy),
-``published`` = live runs in the reader snapshot, ``logged`` = distinct run.registered ids in the
+``published`` = live runs in the publication (exports/bus.duckdb), ``logged`` = distinct run.registered ids in the
 log. ``committed > published`` proves the kill hit after a COMMIT and before that batch's
-snapshot was published; ``committed > logged`` that it hit between the COMMIT and its log lines; a
-leftover snapshot/export temp file that it hit mid-write; a non-empty WAL that the restart had to
+publication; ``committed > logged`` that it hit between the COMMIT and its log lines; a half-made
+generation or a leftover export temp file that it hit mid-write; a non-empty WAL that the restart had to
 replay committed-but-not-checkpointed work. A kill inside an *open* transaction leaves no trace
 on disk (DuckDB writes nothing before COMMIT for batches this size), so it cannot be told apart
 from a kill during validation; those are counted together as ``in_flight``.
@@ -60,7 +60,7 @@ from .helpers import (
 )
 
 BURST = 2000
-KILL_POINTS = ("random", "wal", "snapshot", "export", "startup")
+KILL_POINTS = ("random", "wal", "publication", "export", "startup")
 
 
 def _wal(config: Config) -> Path:
@@ -74,12 +74,17 @@ def _export_tmps(config: Config) -> list[Path]:
     return out
 
 
-def _snapshot_tmps(config: Config) -> list[Path]:
-    return [
-        p
-        for p in config.exports_dir.glob(f".{config.snapshot_path.name}.*.tmp")
-        if not p.name.endswith(".wal")
-    ]
+def _publication_partials(config: Config) -> list[Path]:
+    """Generation dirs above the current one and publication temp names: a publication in
+    progress (or, after a kill, one the next start must clean up)."""
+    exports_dir = config.exports_dir
+    try:
+        current = int(Path(os.readlink(exports_dir / "current")).name)
+    except (OSError, ValueError):
+        current = 0
+    out = [p for p in (exports_dir / "gen").glob("*") if p.name.isdigit() and int(p.name) > current]
+    out += list(exports_dir.glob(".*.qbpub-*")) + list((exports_dir / "slots").glob(".*.qbpub-*"))
+    return out
 
 
 def _trigger(point: str, config: Config) -> Callable[[], bool]:
@@ -95,8 +100,8 @@ def _trigger(point: str, config: Config) -> Callable[[], bool]:
                 return False
 
         return wal_changed
-    if point == "snapshot":
-        return lambda: bool(_snapshot_tmps(config))
+    if point == "publication":
+        return lambda: bool(_publication_partials(config))
     if point == "export":
         return lambda: bool(_export_tmps(config))
     raise ValueError(point)
@@ -138,7 +143,7 @@ def post_mortem(
     wal = _wal(config)
     evidence: dict[str, Any] = {
         "wal_bytes": wal.stat().st_size if wal.exists() else 0,
-        "snapshot_tmp": bool(set(_snapshot_tmps(config)) - tmps_before),
+        "publication_partial": bool(set(_publication_partials(config)) - tmps_before),
         "export_tmp": bool(set(_export_tmps(config)) - tmps_before),
         "committed": working_catalog_runs(config) or 0,
         "published": live_count(config),
@@ -154,8 +159,8 @@ def classify(ev: dict[str, Any], on_disk: int) -> list[str]:
         kinds.append("after_commit_before_publish")
     if ev["committed"] > ev["logged"]:
         kinds.append("between_commit_and_log")
-    if ev["snapshot_tmp"]:
-        kinds.append("mid_snapshot_write")
+    if ev["publication_partial"]:
+        kinds.append("mid_publication")
     if ev["export_tmp"]:
         kinds.append("mid_export_write")
     if ev["committed"] < on_disk:
@@ -185,7 +190,7 @@ def run_kill_cycles(
     committed = 0
     for cycle in range(cycles):
         point = KILL_POINTS[cycle % len(KILL_POINTS)]
-        tmps_before = set(_snapshot_tmps(config)) | set(_export_tmps(config))
+        tmps_before = set(_publication_partials(config)) | set(_export_tmps(config))
         ids = [f"k{cycle:02d}-{i:05d}" for i in range(BURST)]
         staging = tmp_path / f"staging-{cycle}"
         factory.stage(staging, ids)
@@ -252,8 +257,8 @@ def run_kill_cycles(
     assert status["pending"] == 0
     assert d.stop() == 0
     assert not d.events("worker.crashed")
-    # Temp copies of the snapshot left by killed publishers are cleaned up, not leaked.
-    assert _snapshot_tmps(config) == []
+    # Half-made generations and temp names of killed publications are cleaned up, not leaked.
+    assert _publication_partials(config) == []
     lost = len(expected - live_run_ids(config))
     return {
         "cycles": cycles,
@@ -301,7 +306,7 @@ def test_sigkill_cycles_fast(
     daemon_factory: Callable[..., DaemonProcess],
     figures: dict[str, Any],
 ) -> None:
-    """3 cycles (random, WAL-write, snapshot-write kill points) in the fast suite."""
+    """3 cycles (random, WAL-write, mid-publication kill points) in the fast suite."""
     figures.update(run_series(tmp_path, daemon_factory, series=1, cycles=3, seed=7))
     assert figures["runs_lost"] == 0
 
