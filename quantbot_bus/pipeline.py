@@ -98,7 +98,7 @@ class Bus:
         self.lock = threading.RLock()
         self._state_lock = lock
         self.catalog: Catalog | None = None
-        self.publication = Publication(Path(config.exports_dir))
+        self.publication = Publication(Path(config.exports_dir), background=lock.role == "daemon")
         #: Why the last commit or publication failed; ``None`` when healthy.
         self.degraded: str | None = None
         self.publish_due = True  # readers get a generation at start even if nothing changed

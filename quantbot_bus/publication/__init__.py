@@ -1,35 +1,36 @@
-"""The reader-side publication: immutable generations of Parquet files behind a views file.
+"""The reader-side publication: immutable generations of Parquet files, each with a views file.
 
 What readers open (``exports_dir``):
 
 - ``bus.duckdb`` — a small DuckDB file (storage version v1.2.0, so DuckDB 1.2 and newer open it)
   holding only views: ``catalog.runs_d``, ``catalog.artifacts_f``, ``catalog.rejections_f``,
   ``catalog.latest_artifacts_v``, ``catalog.schema_version`` and the ``exports.*`` views. It is a
-  hard link to the views file of a *views slot* ``slots/<s>.duckdb``, whose views read
-  ``slots/<s>/...``, a symlink to one generation. Each publication points a slot that no reader
-  can be using (not current for :data:`SLOT_REUSE_S`, and no process holds its views file:
-  F_GETLK) at the new generation and renames a new link over ``bus.duckdb``; the slot's views
-  file is made again only when a table's or file's schema changed (binding costs ≈ 1 ms per
-  view). So an open connection keeps its generation, consistent, for as long as it stays open,
-  and every new connection sees whole batches (a run with its artifacts).
+  hard link to the views file of the current generation, whose views name that generation's
+  directory; each publication renames a new link over it, so an open connection keeps its
+  generation, consistent, for as long as it stays open, and every new connection sees whole
+  batches (a run with its artifacts).
 - ``current`` — a symlink to ``gen/<N>``, for readers of files (Polars, pyarrow): resolve it once
   (:func:`current_generation`, ``os.path.realpath``) and read below the resolved directory.
 - ``gen/<N>/`` — a generation: ``catalog/<table>/*.parquet``, ``tables/<name>/*.parquet`` (one
   dataset per artifact table), ``files/<name>.parquet|csv`` (the summaries and the user
-  exports) and ``manifest.json``. Nothing in it ever changes: every entry is a hard link to an
-  immutable file of the private store ``.store/`` (new content, new name).
+  exports), ``manifest.json`` and ``bus.duckdb``. Nothing in it changes once published: every
+  entry is a hard link to an immutable file of the private store ``.store/`` (new content, new
+  name).
 
-A generation is removed only after it was superseded :data:`GRACE_S` ago and while no slot in
-use points at it (the current one, or one whose views file a process holds), so neither a
-connection kept open for hours nor a file reader that resolved ``current`` a moment ago ever
+A generation is removed only after it was superseded :data:`GRACE_S` ago and while no process
+holds a DuckDB lock on its views file (F_GETLK; this process's own readers are pinned), so
+neither a connection kept open for hours nor a file reader that resolved ``current`` a moment ago
 loses a file.
 
 Cost of one publication, whatever the catalog size: the catalog rows written since the last
 publication (each row carries the batch sequence ``_seq`` that wrote it) are copied into one
-new segment per table, a directory of hard links is made, a slot symlink moved, then two
-renames (≈ 6 ms here). The reader views keep the newest version of each row
-(``_seq``); :meth:`Publication.compact` merges small segments in the background (like-sized
-ones, :data:`MAX_SEGMENTS`), so the segment count stays bounded.
+new segment per table, linked into the next generation — made ahead with the current one's links
+and its views file (binding costs ≈ 1 ms per view, so that is done after the previous
+publication, off the path to readers; again only when a table's or file's schema changed) —
+then two renames: ≈ 3-5 ms here. The reader views keep the newest version of each row
+(``_seq``); compaction merges small segments in the background (like-sized ones,
+:data:`MAX_SEGMENTS`), so the segment count stays bounded. Views files are written sparse
+(≈ 32 KiB on disk each).
 """
 
 # ruff: noqa: S608 - table names in SQL are the constants of CATALOG_TABLES.
@@ -62,8 +63,6 @@ from .layout import (
     GRACE_S,
     MANIFEST,
     MAX_SEGMENTS,
-    SLOT_REUSE_S,
-    SLOTS_DIR,
     STORE_DIR,
     VIEWS_NAME,
     Manifest,
@@ -96,7 +95,9 @@ class Publication:
     Thread-safe: :meth:`publish` and the compaction swap are serialised by an internal lock.
     """
 
-    def __init__(self, exports_dir: Path, *, grace_s: float = GRACE_S) -> None:
+    def __init__(
+        self, exports_dir: Path, *, grace_s: float = GRACE_S, background: bool = False
+    ) -> None:
         self.dir = Path(exports_dir).absolute()
         self.grace_s = grace_s
         self._lock = threading.RLock()
@@ -104,23 +105,45 @@ class Publication:
         self._last_gc = 0.0
         self.manifest = Manifest()
         self._views_key = ""
-        self._pins: dict[int, int] = {}  # views slots this process reads (see open_current)
         self._key_files: dict[str, str] | None = None
+        self._pins: dict[int, int] = {}  # generations this process reads (see open_current)
+        self._prepared: tuple[int, str] | None = None  # (gen, views key) made ahead
         for d in (
             self.dir / GEN_DIR,
-            self.dir / SLOTS_DIR,
             self.dir / STORE_DIR / "catalog",
             self.dir / STORE_DIR / "files",
         ):
             d.mkdir(parents=True, exist_ok=True)
         self._load()
-        # Slots other than the current one count as just left (a reader may be opening one).
-        now = time.monotonic()
-        self._left_current: dict[int, float] = dict.fromkeys(self._slots(), now)
+        self._tables: dict[str, list[Path]] = self._tables_of(self.manifest.gen)
+        # The next generation is made ahead after each publication: inline, or (the daemon)
+        # by a thread of its own, so the publishing thread goes back to work at once.
+        self._closed = False
+        self._prepare_wanted = threading.Event()
+        self._preparer: threading.Thread | None = None
+        if background:
+            self._preparer = threading.Thread(
+                target=self._preparer_main, name="quantbot-bus-prepare", daemon=True
+            )
+            self._preparer.start()
 
     def close(self) -> None:
-        with contextlib.suppress(duckdb.Error):
+        self._closed = True
+        if self._preparer is not None:
+            self._prepare_wanted.set()
+            self._preparer.join()
+        with self._lock, contextlib.suppress(duckdb.Error):
             self._views.close()
+
+    def _preparer_main(self) -> None:
+        while True:
+            self._prepare_wanted.wait()
+            self._prepare_wanted.clear()
+            if self._closed:
+                return
+            with self._lock:
+                if not self._closed:
+                    self._prepare_next()
 
     # ------------------------------------------------------------------ startup
 
@@ -140,7 +163,7 @@ class Publication:
         for gen in self._gens():
             if gen > self.manifest.gen:
                 shutil.rmtree(self._gen_dir(gen), ignore_errors=True)
-        for tmp in [*self.dir.glob(".*.qbpub-*"), *(self.dir / SLOTS_DIR).glob(".*.qbpub-*")]:
+        for tmp in self.dir.glob(".*.qbpub-*"):
             tmp.unlink(missing_ok=True)
         # store files the manifest does not name are orphans (of a killed publication/merge)
         live = {s.name for segs in self.manifest.catalog.values() for s in segs}
@@ -195,7 +218,9 @@ class Publication:
             new_files = dict(m.files)
             if files is not None:
                 new_files = {name: Path(path).name for name, path in files.items()}
-            tables = dict(export_tables) if export_tables is not None else self._tables_of(m.gen)
+            if export_tables is not None:
+                self._tables = {t: list(p) for t, p in export_tables.items() if p}
+            tables = self._tables
             changed_files = new_files != m.files or export_tables is not None
             if not new_segments and not base and not force and not changed_files:
                 return None
@@ -203,7 +228,7 @@ class Publication:
             for table, seg in new_segments:
                 catalog[table].append(seg)
             new = Manifest(
-                gen=max(m.gen, self._max_gen()) + 1,
+                gen=m.gen + 1,
                 catalog_id=catalog_id,
                 seq=max(seq, since),
                 catalog=catalog,
@@ -229,6 +254,10 @@ class Publication:
             ms = (time.perf_counter() - t0) * 1000
             log.debug("publication.published", gen=new.gen, ms=round(ms, 1), rows=rows)
             self._maybe_gc()
+            if self._preparer is not None:
+                self._prepare_wanted.set()
+            else:
+                self._prepare_next()
             return Published(new.gen, ms, nbytes, rows)
 
     def _seg_path(self, table: str, name: str) -> Path:
@@ -308,112 +337,94 @@ class Publication:
     def _make_generation(
         self, m: Manifest, tables: Mapping[str, Sequence[Path]], *, changed: bool
     ) -> None:
+        """Generation ``m.gen``: the one made ahead (:meth:`_prepare_next`) brought to ``m``'s
+        contents, or a new one; its views file made again only if its key changed."""
         gdir = self._gen_dir(m.gen)
-        gdir.mkdir()
-        for table, segs in m.catalog.items():
-            d = gdir / "catalog" / table
-            d.mkdir(parents=True)
-            for seg in segs:
-                os.link(self._seg_path(table, seg.name), d / seg.name)
-        table_names: list[str] = []
-        for table, paths in sorted(tables.items()):
-            if not paths:
-                continue
-            d = gdir / "tables" / table
-            d.mkdir(parents=True)
-            for p in paths:
-                os.link(p, d / Path(p).name)
-            table_names.append(table)
-        file_names: dict[str, str] = {}
-        if m.files:
-            (gdir / "files").mkdir()
-            for name, stored in sorted(m.files.items()):
-                suffix = stored.rsplit(".", 1)[-1]
-                os.link(
-                    self.dir / STORE_DIR / "files" / stored, gdir / "files" / f"{name}.{suffix}"
-                )
-                file_names[name] = f"{name}.{suffix}"
+        prepared = self._prepared if self._prepared and self._prepared[0] == m.gen else None
+        self._prepared = None
+        if prepared is None or not gdir.is_dir():
+            shutil.rmtree(gdir, ignore_errors=True)
+            gdir.mkdir()
+            prepared = None
+        table_names, file_names = self._fill(gdir, m, tables)
         if changed or not self._views_key or m.files != self._key_files:
             self._views_key = views_key(self.dir, gdir, table_names, file_names)
             self._key_files = dict(m.files)
-        m.slot = self._choose_slot()
+        views = gdir / VIEWS_NAME
+        if prepared is None or prepared[1] != self._views_key or not views.exists():
+            views.unlink(missing_ok=True)
+            write_views(self._views, views, gdir, table_names, file_names)
         m.views_key = self._views_key
         (gdir / MANIFEST).write_text(json.dumps(m.to_json(), indent=1))
         fsync_dir(gdir)
-        self._point_slot(m.slot, gdir, table_names, file_names)
-        self._swap(m.slot, gdir)
+        self._swap(gdir)
 
-    # ------------------------------------------------------------------ view slots
-
-    def _slot_views(self, slot: int) -> Path:
-        return self.dir / SLOTS_DIR / f"{slot}.duckdb"
-
-    def _slots(self) -> list[int]:
-        out = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.dir / SLOTS_DIR):
-                if entry.name.endswith(".duckdb") and entry.name[: -len(".duckdb")].isdigit():
-                    out.append(int(entry.name[: -len(".duckdb")]))
-        return sorted(out)
-
-    def _choose_slot(self) -> int:
-        """A views slot no reader can be using: not the current one, not current for the last
-        :data:`SLOT_REUSE_S`, and its views file locked by no process; one whose views were made
-        for the same tables and schemas first (then only its symlink moves). Else a new one."""
-        now = time.monotonic()
-        current = self.manifest.slot
-        free: list[int] = []
-        for slot in self._slots():
-            if slot == current or now - self._left_current.get(slot, 0.0) < SLOT_REUSE_S:
+    def _fill(
+        self, gdir: Path, m: Manifest, tables: Mapping[str, Sequence[Path]]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Make ``gdir``'s links exactly ``m``'s catalog segments, ``tables`` and ``m``'s files
+        (adding and removing only the difference); returns the table and file names."""
+        want: dict[str, Path] = {}  # path relative to gdir -> the store file it links
+        for table, segs in m.catalog.items():
+            for seg in segs:
+                want[f"catalog/{table}/{seg.name}"] = self._seg_path(table, seg.name)
+        table_names = sorted(t for t, paths in tables.items() if paths)
+        for table in table_names:
+            for p in tables[table]:
+                want[f"tables/{table}/{Path(p).name}"] = Path(p)
+        file_names: dict[str, str] = {}
+        for name, stored in sorted(m.files.items()):
+            file_names[name] = f"{name}.{stored.rsplit('.', 1)[-1]}"
+            want[f"files/{file_names[name]}"] = self.dir / STORE_DIR / "files" / stored
+        have: set[str] = set()
+        for top in ("catalog", "tables", "files"):
+            base = gdir / top
+            if not base.is_dir():
                 continue
-            if self._pins.get(slot):
-                continue  # read by this process (F_GETLK does not report our own locks)
-            if locked(self._slot_views(slot)):
-                continue
-            free.append(slot)
-        for slot in free:
-            if self._slot_key(slot) == self._views_key:
-                return slot
-        if free:
-            return free[0]
-        return max([*self._slots(), current, 0]) + 1
+            for dirpath, dirnames, filenames in os.walk(base):
+                rel = os.path.relpath(dirpath, gdir)
+                for f in filenames:
+                    path = f"{rel}/{f}"
+                    if path in want:
+                        have.add(path)
+                    else:
+                        os.unlink(os.path.join(dirpath, f))
+                if not filenames and not dirnames and dirpath != str(base):
+                    os.rmdir(dirpath)
+        for rel, source in want.items():
+            if rel not in have:
+                dest = gdir / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, dest)
+        return table_names, file_names
 
-    def _slot_key(self, slot: int) -> str | None:
+    def _prepare_next(self) -> None:
+        """Make the next generation ahead, a copy of the current one with its views file (the
+        expensive part: ≈ 1 ms per view to bind), so the next publication only adds its links.
+        Nobody reads it before it is swapped in; a failure here only costs that time later."""
+        m = self.manifest
+        gdir = self._gen_dir(m.gen + 1)
+        if self._prepared is not None and self._prepared[0] == m.gen + 1:
+            return  # made already
         try:
-            return (self.dir / SLOTS_DIR / f"{slot}.key").read_text()
-        except OSError:
-            return None
-
-    def _point_slot(
-        self, slot: int, gdir: Path, tables: Sequence[str], files: Mapping[str, str]
-    ) -> None:
-        """``slots/<slot>`` -> ``gdir`` (a symlink renamed into place); its views file is made
-        again only when the tables or their schemas changed (views bind their columns)."""
-        slots = self.dir / SLOTS_DIR
-        link = slots / str(slot)
-        tmp = slots / f".{slot}.qbpub-{secrets.token_hex(4)}"
-        os.symlink(f"../{GEN_DIR}/{gdir.name}", tmp)
-        os.replace(tmp, link)
-        views = self._slot_views(slot)
-        if self._slot_key(slot) == self._views_key and views.exists():
+            shutil.rmtree(gdir, ignore_errors=True)
+            gdir.mkdir()
+            table_names, file_names = self._fill(gdir, m, self._tables)
+            write_views(self._views, gdir / VIEWS_NAME, gdir, table_names, file_names)
+        except Exception as exc:  # noqa: BLE001 - it only saves time; publish makes it itself
+            shutil.rmtree(gdir, ignore_errors=True)
+            log.debug("publication.prepare_failed", error=str(exc))
             return
-        (slots / f"{slot}.key").unlink(missing_ok=True)
-        tmp_views = slots / f".{slot}.duckdb.qbpub-{secrets.token_hex(4)}"
-        try:
-            write_views(self._views, tmp_views, link, tables, files)
-            os.replace(tmp_views, views)
-        finally:
-            tmp_views.unlink(missing_ok=True)
-        (slots / f"{slot}.key").write_text(self._views_key)
+        self._prepared = (m.gen + 1, self._views_key)
 
-    def _swap(self, slot: int, gdir: Path) -> None:
-        """Point ``bus.duckdb`` at the slot's views file and ``current`` at ``gdir``: a link
-        and a symlink under temp names, each renamed over its target, then the dir fsynced."""
+    def _swap(self, gdir: Path) -> None:
+        """Point ``current`` and ``bus.duckdb`` at ``gdir``: a symlink and a link under temp
+        names, each renamed over its target, then the directory fsynced."""
         token = secrets.token_hex(4)
         tmp_db = self.dir / f".{VIEWS_NAME}.qbpub-{token}"
         tmp_cur = self.dir / f".{CURRENT}.qbpub-{token}"
         try:
-            os.link(self._slot_views(slot), tmp_db)
+            os.link(gdir / VIEWS_NAME, tmp_db)
             os.symlink(f"{GEN_DIR}/{gdir.name}", tmp_cur)
             # current first: a crash between the two leaves bus.duckdb on the previous
             # generation (which the next start keeps: it is not above current)
@@ -423,19 +434,16 @@ class Publication:
             tmp_db.unlink(missing_ok=True)
             tmp_cur.unlink(missing_ok=True)
         fsync_dir(self.dir)
-        previous = self.manifest.slot
-        if previous != slot:
-            self._left_current[previous] = time.monotonic()
 
     @contextlib.contextmanager
     def open_current(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the current generation's views, for this process (the
-        user exports run their SQL there). Its slot is pinned while open: F_GETLK does not
-        report this process's own locks, so the slot choice and GC are told directly."""
+        user exports run their SQL there). Its generation is pinned while open: F_GETLK does not
+        report this process's own locks, so the GC is told directly."""
         with self._lock:
-            slot = self.manifest.slot
-            self._pins[slot] = self._pins.get(slot, 0) + 1
-            path = self._slot_views(slot)
+            gen = self.manifest.gen
+            self._pins[gen] = self._pins.get(gen, 0) + 1
+            path = self._gen_dir(gen) / VIEWS_NAME
         try:
             con = open_reader(path)
             try:
@@ -444,7 +452,7 @@ class Publication:
                 con.close()
         finally:
             with self._lock:
-                self._pins[slot] -= 1
+                self._pins[gen] -= 1
 
     # ------------------------------------------------------------------ garbage collection
 
@@ -455,34 +463,26 @@ class Publication:
             self.gc()
 
     def gc(self) -> int:
-        """Remove generations superseded more than ``grace_s`` ago that no views slot in use
-        (the current one, or one a reader holds open) points at; returns how many."""
+        """Remove generations superseded more than ``grace_s`` ago whose views file no process
+        holds open (F_GETLK; this process's readers are pinned); returns how many."""
         with self._lock:
             gens = self._gens()
             current = self.manifest.gen
-            pinned = {current}
-            for slot in self._slots():
-                if (
-                    slot == self.manifest.slot
-                    or self._pins.get(slot)
-                    or locked(self._slot_views(slot))
-                ):
-                    with contextlib.suppress(OSError, ValueError):
-                        pinned.add(int(Path(os.readlink(self.dir / SLOTS_DIR / str(slot))).name))
             now = time.time()
             removed = 0
             for i, gen in enumerate(gens):
                 if gen >= current:
                     break
-                if gen in pinned:
-                    continue
-                try:
-                    superseded_at = self._gen_dir(gens[i + 1]).stat().st_mtime
+                try:  # superseded when the next one was published (its manifest written)
+                    superseded_at = (self._gen_dir(gens[i + 1]) / MANIFEST).stat().st_mtime
                 except FileNotFoundError:
-                    continue
+                    superseded_at = now
                 if now - superseded_at < self.grace_s:
                     break  # later ones were superseded even more recently
-                shutil.rmtree(self._gen_dir(gen), ignore_errors=True)
+                gdir = self._gen_dir(gen)
+                if self._pins.get(gen) or locked(gdir / VIEWS_NAME):
+                    continue
+                shutil.rmtree(gdir, ignore_errors=True)
                 removed += 1
             return removed
 

@@ -15,12 +15,10 @@ GEN_DIR = "gen"
 STORE_DIR = ".store"
 CURRENT = "current"
 VIEWS_NAME = "bus.duckdb"
-SLOTS_DIR = "slots"
-SLOT_REUSE_S = 2.0  #: a views slot is reused only this long after it stopped being current
 VIEWS_VERSION = 1  #: bumped when view_statements changes: every slot's views are made again
 MANIFEST = "manifest.json"
 STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)
-GRACE_S = 60.0  #: a superseded generation stays at least this long (and while a reader holds it)
+GRACE_S = 120.0  #: a superseded generation stays at least this long (and while a reader holds it)
 MAX_SEGMENTS = 8  #: a catalog table with more segments than this is compacted
 MERGE_FAN = 8
 GC_INTERVAL_S = 1.0
@@ -71,7 +69,6 @@ class Manifest:
     catalog: dict[str, list[Segment]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # export name -> store file name
     published_at: float = 0.0
-    slot: int = 0  # the views slot readers open through bus.duckdb
     views_key: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -82,7 +79,6 @@ class Manifest:
             "catalog": {t: [s.__dict__ for s in segs] for t, segs in self.catalog.items()},
             "files": self.files,
             "published_at": self.published_at,
-            "slot": self.slot,
             "views_key": self.views_key,
         }
 
@@ -98,7 +94,6 @@ class Manifest:
             },
             files={str(k): str(v) for k, v in data.get("files", {}).items()},
             published_at=float(data.get("published_at", 0.0)),
-            slot=int(data.get("slot", 0)),
             views_key=str(data.get("views_key", "")),
         )
 
