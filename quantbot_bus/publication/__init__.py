@@ -385,10 +385,13 @@ class Publication:
                 rel = os.path.relpath(dirpath, gdir)
                 for f in filenames:
                     path = f"{rel}/{f}"
-                    if path in want:
+                    full = os.path.join(dirpath, f)
+                    # kept only if it links the very file wanted (a rewritten export file
+                    # has the same name in the generation, another one in the store)
+                    if path in want and os.stat(full).st_ino == os.stat(want[path]).st_ino:
                         have.add(path)
                     else:
-                        os.unlink(os.path.join(dirpath, f))
+                        os.unlink(full)
                 if not filenames and not dirnames and dirpath != str(base):
                     os.rmdir(dirpath)
         for rel, source in want.items():
