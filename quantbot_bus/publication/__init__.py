@@ -128,12 +128,17 @@ class Publication:
             self._preparer.start()
 
     def close(self) -> None:
+        """Stop making generations ahead and remove the one made (nobody has seen it)."""
         self._closed = True
         if self._preparer is not None:
             self._prepare_wanted.set()
             self._preparer.join()
-        with self._lock, contextlib.suppress(duckdb.Error):
-            self._views.close()
+        with self._lock:
+            if self._prepared is not None:
+                shutil.rmtree(self._gen_dir(self._prepared[0]), ignore_errors=True)
+                self._prepared = None
+            with contextlib.suppress(duckdb.Error):
+                self._views.close()
 
     def _preparer_main(self) -> None:
         while True:
