@@ -1,7 +1,8 @@
 """Query the quantbot-bus exports with plain DuckDB: recent runs, best callers, policy comparison.
 
 Usage: python examples/query_catalog.py [EXPORTS_DIR]   (default ./exports)
-Reads only the Parquet files the daemon keeps fresh, so it never blocks the daemon.
+Reads only the publication (exports/bus.duckdb: views over immutable Parquet files), so it never
+blocks the daemon, and the connection sees one published generation for as long as it is open.
 """
 
 import sys
@@ -10,11 +11,8 @@ from pathlib import Path
 import duckdb
 
 exports = Path(sys.argv[1] if len(sys.argv) > 1 else "exports")
-con = duckdb.connect()  # the relations below are found by name in the SQL (replacement scans)
-runs = con.read_parquet(str(exports / "runs.parquet"))
-run_summaries = con.read_parquet(str(exports / "run_summaries.parquet"))
-caller_leaderboard = con.read_parquet(str(exports / "caller_leaderboard.parquet"))
-policy_comparison = con.read_parquet(str(exports / "policy_comparison.parquet"))
+con = duckdb.connect(str(exports / "bus.duckdb"), read_only=True)
+con.execute("USE bus.exports")  # runs, run_summaries, caller_leaderboard, policy_comparison
 
 print("== recent runs")
 con.sql("""SELECT run_id, run_type, status, created_at, git_branch, total_calls, total_trades,

@@ -206,8 +206,9 @@ def test_lifecycle_on_default_paths(tmp_path: Path, procs: list[DaemonProcess]) 
         text=True,
         timeout=DEADLINE_S,
     )
-    assert second.returncode == 7
-    assert f"pid {d.pid}" in second.stderr
+    assert second.returncode == 10  # BusyError: the state-dir lock is held
+    assert f"quantbot-bus daemon (pid {d.pid})" in second.stderr  # names the holder and its role
+    assert d.proc.poll() is None  # the first daemon is not disturbed
 
     d.signal(signal.SIGTERM)
     assert d.wait() == 0

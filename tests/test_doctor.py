@@ -18,11 +18,13 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
+from runs import make_run
 
-from quantbot_bus import doctor
+from quantbot_bus import doctor, ingest
 from quantbot_bus.catalog import SCHEMA_VERSION, Catalog
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
+from quantbot_bus.publication import Publication, current_generation
 from quantbot_bus.status import utc_now, write_status
 
 NAMES = [
@@ -47,9 +49,21 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 
 def make_catalog(bus: Config) -> None:
-    """A real working catalog and its published snapshot."""
+    """A real working catalog holding the runs under the root, and its publication."""
     with Catalog.open(bus.catalog_path) as cat:
-        cat.publish_snapshot(bus.snapshot_path)
+        cat.apply_batch(ingest.full_scan(bus, cat).batch)
+        publication, cur = Publication(bus.exports_dir), cat.cursor()
+        try:
+            publication.publish(cur, catalog_id=cat.catalog_id(), force=True)
+        finally:
+            cur.close()
+            publication.close()
+
+
+def published(bus: Config, runs: int) -> str:
+    """The snapshot check's detail for the current publication holding ``runs`` runs."""
+    gen = current_generation(bus.exports_dir).name
+    return f"publication {gen} ({bus.snapshot_path}) opens: {runs} runs"
 
 
 def running_status(bus: Config, **changes: Any) -> None:
@@ -98,7 +112,7 @@ def inotify_instances() -> Iterator[Callable[[int], None]]:
 
 def test_a_healthy_bus_passes_every_check(bus: Config) -> None:
     for sub in ("a/r1", "a/r2", "b/r3"):
-        (bus.root / sub).mkdir(parents=True)
+        make_run(bus.root, *sub.split("/"))  # a run directory each
     make_catalog(bus)
     running_status(bus)
     checks = doctor.run_checks(bus, **EASY_DISK)
@@ -107,9 +121,7 @@ def test_a_healthy_bus_passes_every_check(bus: Config) -> None:
     found = by_name(checks)
     assert found["root"].detail == f"{bus.root}: 6 directories, all readable"
     assert found["inotify.watches"].detail.startswith("6 directories to watch, limit ")
-    assert found["snapshot"].detail == (
-        f"snapshot {bus.snapshot_path} opens, schema version {SCHEMA_VERSION}"
-    )
+    assert found["snapshot"].detail == published(bus, 3)  # read from the publication
     assert found["catalog"].detail == (
         f"working catalog {bus.catalog_path} opens, schema version {SCHEMA_VERSION}"
     )
@@ -319,6 +331,7 @@ def test_duckdb_version() -> None:
 
 
 def set_schema_version(path: Path, version: int) -> None:
+    """The working catalog's ``catalog.schema_version`` (a table) says ``version``."""
     con = duckdb.connect()
     con.execute("ATTACH ? AS snap", [str(path)])
     con.execute("DELETE FROM snap.catalog.schema_version")
@@ -328,12 +341,13 @@ def set_schema_version(path: Path, version: int) -> None:
 
 def test_schema_versions_newer_older_and_garbage(bus: Config) -> None:
     make_catalog(bus)
-    set_schema_version(bus.snapshot_path, SCHEMA_VERSION + 1)
-    newer = doctor.check_snapshot(bus, False)
+    set_schema_version(bus.catalog_path, SCHEMA_VERSION + 1)
+    newer = doctor.check_working_catalog(bus, None)
     assert newer.status == "fail"
     assert f"schema version {SCHEMA_VERSION + 1}, newer" in newer.detail
-    set_schema_version(bus.snapshot_path, SCHEMA_VERSION - 1)
-    older = doctor.check_snapshot(bus, False)
+    assert newer.fix is not None and "upgrade quantbot-bus" in newer.fix
+    set_schema_version(bus.catalog_path, SCHEMA_VERSION - 1)
+    older = doctor.check_working_catalog(bus, None)
     assert older.status == "warn" and "migrates" in (older.fix or "")
 
     bus.catalog_path.write_bytes(b"this is not a duckdb file" * 100)
@@ -341,12 +355,22 @@ def test_schema_versions_newer_older_and_garbage(bus: Config) -> None:
     assert garbage.status == "fail"
     assert garbage.fix == "stop the daemon, move the file aside and run `quantbot-bus rebuild`"
 
+    # The publication: a file that is not a DuckDB database, or a DuckDB database that is not a
+    # quantbot-bus publication (no catalog views), fails and says how it is published again.
+    assert doctor.check_snapshot(bus, False).status == "ok"
+    bus.snapshot_path.unlink()
+    bus.snapshot_path.write_bytes(b"this is not a duckdb file" * 100)
+    broken = doctor.check_snapshot(bus, False)
+    assert broken.status == "fail"
+    assert broken.detail.startswith(f"the publication {bus.snapshot_path} cannot be read: ")
+    assert broken.fix is not None and "quantbot-bus sync" in broken.fix
     other = bus.exports_dir / "other.duckdb"
     duckdb.connect(str(other)).execute("CREATE TABLE t(x INT)").close()
-    bus.snapshot_path.unlink()
-    other.rename(bus.snapshot_path)
+    other.replace(bus.snapshot_path)
     foreign = doctor.check_snapshot(bus, False)
-    assert foreign.status == "fail" and "not a quantbot-bus catalog" in foreign.detail
+    assert foreign.status == "fail"
+    assert foreign.detail.startswith(f"the publication {bus.snapshot_path} cannot be read: ")
+    assert "catalog.runs_d" in foreign.detail
 
 
 HOLD = """
@@ -487,10 +511,7 @@ def test_cli_text_output_and_exit_codes(bus: Config, monkeypatch: pytest.MonkeyP
     assert [line.split()[1].rstrip(":") for line in lines if not line.startswith(" ")] == NAMES
     assert set(statuses) <= {"ok", "WARN"}  # the disks of this machine may warn
     assert res.exit_code == 0, res.output
-    assert (
-        f"ok   snapshot: snapshot {bus.snapshot_path} opens, schema version {SCHEMA_VERSION}"
-        in lines
-    )
+    assert f"ok   snapshot: {published(bus, 0)}" in lines
 
     bus.state_dir.joinpath("status.json").unlink()
     (bus.root).rmdir()

@@ -22,6 +22,8 @@ import duckdb
 from test_exports import CALLERS, add_optimize_run, add_path_run, add_policy_run, sync
 
 from quantbot_bus.config import Config
+from quantbot_bus.errors import CatalogMissingError
+from quantbot_bus.publication import current_generation
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "query_catalog.py"
@@ -40,22 +42,20 @@ def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]
     raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
 
 
-def exported_runs(cfg: Config) -> set[str]:
-    try:
-        rows = duckdb.sql(f"SELECT run_id FROM '{cfg.exports_dir / 'runs.parquet'}'").fetchall()
-    except duckdb.Error:  # not written yet (or replaced mid-read: try again)
-        return set()
-    return {r[0] for r in rows}
-
-
 def summary_runs(cfg: Config, name: str) -> set[str]:
+    """run_ids in the published summary file ``name``, read as file readers are told to:
+    resolve ``exports/current`` once, read below that (immutable) generation."""
     try:
-        rows = duckdb.sql(
-            f"SELECT run_id FROM '{cfg.exports_dir / (name + '.parquet')}'"
-        ).fetchall()
-    except duckdb.Error:  # not written yet (or replaced mid-read: try again)
-        return set()
-    return {r[0] for r in rows}
+        path = current_generation(cfg.exports_dir) / "files" / f"{name}.parquet"
+    except CatalogMissingError:
+        return set()  # nothing published yet
+    if not path.exists():
+        return set()  # not written yet
+    return {r[0] for r in duckdb.sql(f"SELECT run_id FROM '{path}'").fetchall()}
+
+
+def exported_runs(cfg: Config) -> set[str]:
+    return summary_runs(cfg, "runs")
 
 
 def run_example(exports_dir: Path) -> str:
@@ -109,8 +109,8 @@ def test_example_script_against_a_running_daemon(bus: Config) -> None:
         drop_runs(bus)  # dropped while it runs: inotify
         expected = {"path-early", "path-0", "path-1", "path-2", "pol-0", "opt-0"}
         wait_for(lambda: exported_runs(bus) == expected, "exports of every run", proc)
-        # One refresh replaces the files one after another (each atomically): wait until the
-        # summaries written after runs.parquet in that refresh carry the policy run too.
+        # Each summary file is rewritten on its own cadence: wait until the summaries published
+        # after runs.parquet carry the policy run too.
         wait_for(lambda: "pol-0" in summary_runs(bus, "policy_comparison"), "the summaries", proc)
         check_output(run_example(bus.exports_dir))
         status = json.loads((bus.exports_dir / "_export_status.json").read_text())

@@ -19,6 +19,17 @@ from runs import make_run
 from quantbot_bus import ingest
 from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
+from quantbot_bus.publication import Publication
+
+
+def _publish(catalog: Catalog, config: Config) -> None:
+    """Publish what ``catalog`` holds to the reader side (what the Bus does after a batch)."""
+    publication, cur = Publication(config.exports_dir), catalog.cursor()
+    try:
+        publication.publish(cur, catalog_id=catalog.catalog_id(), force=True)
+    finally:
+        cur.close()
+        publication.close()
 
 
 def _bad_dir(config: Config, tmp_path: Path) -> Path:
@@ -43,7 +54,7 @@ def test_non_utf8_run_dir_is_rejected_and_does_not_block_the_batch(
         assert set(catalog.known_rejections()) == {str(bad)}
         again = ingest.full_scan(bus, catalog)
         assert len(again.batch) == 0 and again.skipped == 2
-        catalog.publish_snapshot(bus.snapshot_path)
+        _publish(catalog, bus)
     con = open_reader(bus.snapshot_path)
     try:
         [(run_dir, reason, attempts)] = con.execute(
@@ -60,3 +71,12 @@ def test_non_utf8_run_dir_is_rejected_and_does_not_block_the_batch(
         assert gone.batch.gone == [str(bad)]
         catalog.apply_batch(gone.batch)
         assert catalog.known_rejections() == {}
+        _publish(catalog, bus)
+    con = open_reader(bus.snapshot_path)
+    try:
+        [(run_dir, resolved)] = con.execute(
+            "SELECT run_dir, resolved_at IS NOT NULL FROM catalog.rejections_f"
+        ).fetchall()
+    finally:
+        con.close()
+    assert run_dir.endswith("/backtest/bad-\\xff-name") and resolved

@@ -216,7 +216,22 @@ def test_unprivileged_daemon_read_only_artifacts_no_network_no_world_writable_fi
                 st = os.lstat(Path(folder) / name)
                 created.append((Path(folder) / name, st))
     assert created
-    world_writable = [str(p) for p, st in created if st.st_mode & stat.S_IWOTH]
+    # A symlink's own mode is always lrwxrwxrwx and means nothing (exports/current and
+    # exports/slots/<n> are symlinks to generations): what counts is the file it points to,
+    # which must be the daemon's own, inside the directory, and not world-writable either.
+    links = [(p, st) for p, st in created if stat.S_ISLNK(st.st_mode)]
+    world_writable = [
+        str(p) for p, st in created if not stat.S_ISLNK(st.st_mode) and st.st_mode & stat.S_IWOTH
+    ]
+    for link, _ in links:
+        top = next(t for t in (config.state_dir, config.exports_dir) if t in link.parents)
+        target = Path(os.path.realpath(link))
+        assert top in target.parents, f"{link} points out of {top}: {target}"
+        if target.exists():  # a views slot may still point at a generation removed meanwhile
+            tst = os.stat(target)
+            assert tst.st_uid == uid, f"{link} -> {target} is not the daemon's"
+            if tst.st_mode & stat.S_IWOTH:
+                world_writable.append(f"{link} -> {target}")
     assert world_writable == []
     assert {st.st_uid for _, st in created} == {uid}
     foreign = [
@@ -234,6 +249,7 @@ def test_unprivileged_daemon_read_only_artifacts_no_network_no_world_writable_fi
             "network_sockets": 0,
             "files_created_checked": len(created),
             "world_writable": 0,
+            "symlinks_checked_by_target": len(links),
             "symlinks_out_of_root_registered": 0,
             "symlinked_rejections": len(rejected),
         }

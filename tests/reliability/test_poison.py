@@ -13,8 +13,9 @@ share batches with them):
   footer, sha256 declared of the corrupt bytes): registered; decoding its strings fails.
 
 The last two get past the validator by design (it reads footers, not pages): they must not stop
-the export refresh for everyone else. Each is left out of ``exports/tables`` with an
-``export.file_unreadable`` log line naming the file, and every other run is exported.
+the export refresh for everyone else. Each is left out of the published export tables
+(``<generation>/tables/``) with an ``export.file_unreadable`` log line naming the file, and every
+other run is exported.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 from _contract_util import crafted_parquet
 
 from quantbot_bus.config import Config
+from quantbot_bus.publication import current_generation
 
 from .helpers import (
     DaemonProcess,
@@ -128,11 +130,14 @@ def test_poison_runs_never_block_the_runs_behind_them(
     live = live_run_ids(bus)
     assert {"aaa-footer-billion-agrees", "aaa-pages-corrupt"} <= live  # valid by the contract
 
-    # The exports: every live run in runs.parquet, every good run's rows in tables/results.
-    wait_for(lambda: exported_run_ids(bus) == live, "exports/runs.parquet == the live runs")
+    # The exports: every live run in the published runs.parquet, every good run's rows in the
+    # published tables/results (both under the current generation).
+    wait_for(lambda: exported_run_ids(bus) == live, "<generation>/files/runs.parquet == live runs")
 
     def exported_rows() -> dict[str, int] | None:
-        seg = bus.exports_dir / "tables" / "results"
+        # read as users are told to: resolve exports/current once, read below that generation
+        # (immutable: a read never fails, so no retry on error here)
+        seg = current_generation(bus.exports_dir) / "tables" / "results"
         if not list(seg.glob("*.parquet")):
             return None
         con = duckdb.connect()
@@ -141,15 +146,13 @@ def test_poison_runs_never_block_the_runs_behind_them(
                 "SELECT run_id, count(*) FROM read_parquet(?) GROUP BY run_id",
                 [str(seg / "*.parquet")],
             ).fetchall()
-        except duckdb.Error:
-            return None  # a segment replaced while read: retry
         finally:
             con.close()
         return dict(rows)
 
     rows = wait_for(
         lambda: (r := exported_rows()) and set(good) <= set(r) and r,
-        "every good run's rows in exports/tables/results",
+        "every good run's rows in <generation>/tables/results",
     )
     assert set(rows) == set(good)
     assert set(rows.values()) == {20}
