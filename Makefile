@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+OLDDUCK := .venv-oldduck
 .PHONY: run test lint bench soak clean demo
 
 $(STAMP): pyproject.toml
@@ -22,8 +23,15 @@ demo: $(STAMP)
 	$(BIN)/quantbot-bus backtest run --strategy policy --calls 200
 	$(BIN)/quantbot-bus backtest run --strategy optimize --calls 200
 
+# The DuckDB that readers may have (the pip CLI, Python duckdb 1.4): the publication must open
+# in it. Its own venv: duckdb 1.4 cannot share one with the project's duckdb >= 2.
+$(OLDDUCK)/.installed:
+	test -x $(OLDDUCK)/bin/python || $(PYTHON) -m venv $(OLDDUCK)
+	$(OLDDUCK)/bin/python -m pip install --quiet duckdb-cli==1.5.6 duckdb==1.4.5
+	touch $(OLDDUCK)/.installed
+
 ## test: the fast test suite (real DuckDB, real Parquet, real inotify, real subprocesses)
-test: $(STAMP)
+test: $(STAMP) $(OLDDUCK)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ## soak: the long fault-injection suite (under 15 minutes)
@@ -40,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state
+	rm -rf $(VENV) $(OLDDUCK) .pytest_cache .mypy_cache .ruff_cache state
