@@ -22,7 +22,7 @@ from typing import Any
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
 
-from .helpers import CLEAN_ENV, DaemonProcess, RunFactory, assert_consistent
+from .helpers import CLEAN_ENV, DaemonProcess, RunFactory, assert_consistent, wait_for
 
 READER = textwrap.dedent(
     """
@@ -46,6 +46,7 @@ READER = textwrap.dedent(
                 con.close()
             seen.append(n)
             queries += 1
+            Path(out + ".seen").write_text(str(n))  # what it saw last (the test waits on it)
         except Exception as exc:
             errors += 1
             first_error = first_error or f"{type(exc).__name__}: {exc}"
@@ -97,14 +98,22 @@ def test_held_reader_and_four_looping_readers_see_no_error(
         for i in range(4)
     ]
     try:
-        time.sleep(1.0)  # the readers are looping before the burst starts
+        wait_for(
+            lambda: all(Path(f"{tmp_path}/reader-{i}.json.seen").exists() for i in range(4)),
+            "every reader's first query",
+        )
         for i, run_id in enumerate(ids):
             os.rename(tmp_path / "staging" / run_id, bus.root / "backtest" / run_id)
             if i % 300 == 299:  # five waves; the held reader answers between them
                 assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
                 time.sleep(0.5)
         d.wait_live_runs(len(ids) + 1, timeout=120)
-        time.sleep(1.0)  # the readers see the final snapshot
+
+        def last_seen(i: int) -> str:
+            return Path(f"{tmp_path}/reader-{i}.json.seen").read_text()
+
+        want = str(len(ids) + 1)
+        wait_for(lambda: all(last_seen(i) == want for i in range(4)), "every reader at the end")
     finally:
         stop_file.touch()
         for p in readers:
@@ -117,7 +126,7 @@ def test_held_reader_and_four_looping_readers_see_no_error(
     errors = sum(r["errors"] for r in results)
     assert errors == 0, [r["first_error"] for r in results if r["first_error"]]
     assert all(r["monotonic"] for r in results), "a reader saw the run count go backwards"
-    assert all(r["last"] == len(ids) + 1 for r in results)
+    assert all(r["last"] == len(ids) + 1 for r in results), [r["last"] for r in results]
     assert all(r["queries"] > 10 for r in results)
     assert_consistent(bus, {*ids, "first"})
     assert not d.events("batch.failed")
