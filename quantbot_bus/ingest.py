@@ -152,6 +152,9 @@ class _Scan:
         if is_dir:
             if path != self.root and _has_metadata(path):
                 return [path]
+            owner = self._run_dir_above(path)
+            if owner is not None:  # a directory inside a run dir: that run changed
+                return [owner]
             found = [str(p) for p in iter_run_dirs(Path(path))]
             present = set(found)
             for d in self.tracked_under(path):
@@ -172,6 +175,15 @@ class _Scan:
                 return []
             parent = os.path.dirname(parent)
         return []
+
+    def _run_dir_above(self, path: str) -> str | None:
+        """The nearest ancestor of ``path`` below the root that is a run dir, if any."""
+        parent = os.path.dirname(path)
+        while parent != self.root and parent.startswith(self.root + os.sep):
+            if _has_metadata(parent):
+                return parent
+            parent = os.path.dirname(parent)
+        return None
 
     def look_at(self, run_dir: str, metadata_lstat: os.stat_result | None = None) -> None:
         """Validate ``run_dir`` unless its fingerprint says nothing changed."""

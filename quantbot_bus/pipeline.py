@@ -113,6 +113,7 @@ class Bus:
             Path(d).mkdir(parents=True, exist_ok=True)
         lock = StateLock(config.lock_path, role)
         lock.acquire()
+        bus: Bus | None = None
         try:
             bus = cls(config, lock)
             if role == "rebuild":
@@ -120,6 +121,8 @@ class Bus:
             bus.catalog = Catalog.open(config.catalog_path, memory_limit=config.memory_limit)
             _remove_legacy_exports(config)
         except BaseException:
+            if bus is not None:
+                bus.publication.close()
             lock.release()
             raise
         return bus
@@ -167,17 +170,6 @@ class Bus:
         """The whole root against the whole catalog."""
         with self.lock:
             return ingest.full_scan(self.config, self._cat())
-
-    def run_dir_for(self, path: Path) -> Path:
-        """The run directory a changed path belongs to: itself, or its nearest run-dir ancestor."""
-        if (path / METADATA_NAME).exists():
-            return path
-        for parent in path.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            if (parent / METADATA_NAME).is_file():
-                return parent
-        return path
 
     def expire_pending(self, pending: dict[str, str], batch: Batch) -> dict[str, str]:
         """The pending rule: a run still incomplete ``pending_timeout_s`` after its

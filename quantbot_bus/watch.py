@@ -469,7 +469,7 @@ class Daemon:
                     self._dirty.clear()  # the scan covers them; later events stay queued
                 self._full_scan(reason)
             else:
-                dirs = {self._bus().run_dir_for(d) for d in self._take_dirty()}
+                dirs = self._take_dirty()  # the Bus maps each to its run dir (ingest)
                 if self._pending and now >= self._next_recheck:
                     dirs.update(Path(p) for p in self._pending)
                     self._next_recheck = now + self.config.pending_recheck_s

@@ -229,6 +229,12 @@ def test_examine_maps_event_paths_to_run_dirs(bus: Config, cat: Catalog) -> None
     assert [r.run_id for r in out.batch.valid] == ["o1"]
     assert out.skipped == 1 and out.batch.gone == []
 
+    # a directory inside a run dir (the only event of a file written in a subfolder): the run
+    o3 = make_run(bus.root, "opt", "o3")
+    (o3 / "logs" / "deep").mkdir(parents=True)
+    out = ingest.examine(bus, cat, [o3 / "logs" / "deep", o3 / "logs"])
+    assert [r.run_id for r in out.batch.valid] == ["o3"]
+
     # a deleted run dir, by its own path or by a parent that is gone
     shutil.rmtree(bus.root / "policy")
     out = ingest.examine(bus, cat, [bus.root / "policy"])
