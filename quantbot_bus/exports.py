@@ -274,7 +274,11 @@ class _Changes:
 
 
 def refresh(
-    config: Config, con: duckdb.DuckDBPyConnection, *, max_runs: int = DEFAULT_MAX_RUNS
+    config: Config,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    retired_out: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Bring the exports up to date with the working catalog, ``max_runs`` changed runs at most.
 
@@ -282,6 +286,8 @@ def refresh(
     order, at most ``max_runs`` per call, in one transaction, so memory and time per call stay
     bounded. The returned status has ``"more": True`` when changed runs remain: call again
     (every call leaves consistent exports behind; it just does not hold every run yet).
+    Segment files the refresh retired are unlinked at the end, or, with ``retired_out``, handed
+    to the caller (who may be publishing links to them meanwhile).
     """
     if max_runs < 1:
         raise ValueError(f"max_runs must be at least 1 (got {max_runs})")
@@ -326,8 +332,11 @@ def refresh(
             raise
         finally:
             _tx.end()
-    for path in retired:
-        path.unlink(missing_ok=True)
+    if retired_out is not None:
+        retired_out.extend(retired)  # the caller unlinks them when nothing may link them
+    else:
+        for path in retired:
+            path.unlink(missing_ok=True)
 
     status = _read_status(exports_dir)
     status.update(

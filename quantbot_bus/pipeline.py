@@ -261,13 +261,23 @@ class Bus:
     # ------------------------------------------------------------------ exports
 
     def refresh_exports(self) -> dict[str, Any]:
-        """One bounded export refresh (``more`` in the result asks for another)."""
+        """One bounded export refresh (``more`` in the result asks for another).
+
+        It runs on a cursor of its own **without** the Bus lock: its transaction writes only
+        the export state (DuckDB runs it beside the batches' transactions, which write only
+        ``catalog.*``), so a refresh — ≈ 2 s per 500-run chunk of a catch-up at 100k — never
+        holds up registration. The segments it retires are unlinked under the lock, so that a
+        publication never links a file that is going away."""
         with self.lock:
             cursor = self._cat().cursor()
-            try:
-                status = exports.refresh(self.config, cursor)
-            finally:
-                cursor.close()
+        retired: list[Path] = []
+        try:
+            status = exports.refresh(self.config, cursor, retired_out=retired)
+        finally:
+            cursor.close()
+        with self.lock:
+            for path in retired:
+                path.unlink(missing_ok=True)
             changed = status.get("changed_runs", {})
             if changed.get("added") or changed.get("removed") or status.get("views_changed"):
                 self._tables_changed = True

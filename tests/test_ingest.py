@@ -349,7 +349,7 @@ def test_sync_registers_publishes_and_reports(bus: Config) -> None:
 
 
 def test_a_failing_export_never_fails_sync(bus: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(config: Config, con: object) -> dict[str, object]:
+    def broken(config: Config, con: object, **kwargs: object) -> dict[str, object]:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(pipeline.exports, "refresh", broken)
@@ -368,7 +368,7 @@ def test_a_failing_export_never_fails_sync(bus: Config, monkeypatch: pytest.Monk
 def test_sync_gets_exports_a_working_cursor(bus: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
 
-    def probe(config: Config, con: object) -> dict[str, object]:
+    def probe(config: Config, con: object, **kwargs: object) -> dict[str, object]:
         seen.append(con.execute("SELECT count(*) FROM catalog.runs_d").fetchone()[0])  # type: ignore[attr-defined]
         return {}
 

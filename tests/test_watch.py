@@ -433,7 +433,7 @@ def test_status_file_and_status_command(fast: Config, monkeypatch: pytest.Monkey
 def test_export_failure_is_logged_and_registration_goes_on(
     fast: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_refresh(config: Config, con: Any) -> dict[str, Any]:
+    def broken_refresh(config: Config, con: Any, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(exports, "refresh", broken_refresh)  # fault injection
@@ -450,8 +450,8 @@ def test_export_refreshes_are_coalesced(fast: Config, monkeypatch: pytest.Monkey
     calls: list[float] = []
     real_refresh = exports.refresh
 
-    def counting_refresh(config: Config, con: Any) -> dict[str, Any]:
-        status = real_refresh(config, con)
+    def counting_refresh(config: Config, con: Any, **kwargs: Any) -> dict[str, Any]:
+        status = real_refresh(config, con, **kwargs)
         if not status.get("more"):  # a bounded call asking for more is part of one refresh
             calls.append(time.monotonic())
         return status
