@@ -45,6 +45,8 @@ All timestamps are ``TIMESTAMP`` values in UTC (no time zone type: fetching TIME
 Python needs pytz).
 """
 
+# ruff: noqa: S608 - SQL text here is built from this module's constants; every value is bound.
+
 from __future__ import annotations
 
 import datetime as dt
@@ -493,16 +495,12 @@ class Catalog:
 
         ``paths`` (optional): only runs whose run_dir is one of these paths, below one, or above
         one (an event path inside a run dir) — so the daemon's small batches need not load a
-        catalog of 100,000 runs each time.
+        catalog of 100,000 runs each time (see :meth:`_query_with_paths`).
         """
         rows = self._query_with_paths(
-            "SELECT run_id, run_dir, fingerprint, deleted_at IS NOT NULL FROM catalog.runs_d AS r "
-            "WHERE "
-            "(? OR EXISTS (SELECT 1 FROM unnest(?::VARCHAR[]) AS p(path) WHERE r.run_dir = p.path "
-            "OR starts_with(r.run_dir, p.path || '/') OR starts_with(p.path, r.run_dir || '/'))) "
-            "ORDER BY deleted_at IS NULL",  # deleted first, so live rows overwrite them below
-            paths,
+            "run_id, run_dir, fingerprint, deleted_at IS NOT NULL", "catalog.runs_d", "TRUE", paths
         )
+        rows.sort(key=lambda r: not r[3])  # deleted first, so live rows overwrite them below
         return {
             fs_text(run_dir): KnownRun(
                 run_id=run_id, run_dir=fs_text(run_dir), fingerprint=fp, deleted=bool(deleted)
@@ -516,11 +514,7 @@ class Catalog:
         ``paths`` filters as in :meth:`known_runs`.
         """
         rows = self._query_with_paths(
-            "SELECT run_dir, fingerprint FROM catalog.rejections_f AS r "
-            "WHERE resolved_at IS NULL AND "
-            "(? OR EXISTS (SELECT 1 FROM unnest(?::VARCHAR[]) AS p(path) WHERE r.run_dir = p.path "
-            "OR starts_with(r.run_dir, p.path || '/') OR starts_with(p.path, r.run_dir || '/')))",
-            paths,
+            "run_dir, fingerprint", "catalog.rejections_f", "resolved_at IS NULL", paths
         )
         return {fs_text(run_dir): fp for run_dir, fp in rows}
 
@@ -531,33 +525,63 @@ class Catalog:
             return {}
         rows = self.con.execute(
             "SELECT run_id, run_dir FROM catalog.runs_d WHERE deleted_at IS NULL "
-            "AND list_contains(?::VARCHAR[], run_id)",
+            "AND run_id IN (SELECT unnest(?::VARCHAR[]))",
             [ids],
         ).fetchall()
         return {run_id: fs_text(run_dir) for run_id, run_dir in rows}
 
-    def _query_with_paths(self, sql: str, paths: Iterable[str] | None) -> list[tuple[Any, ...]]:
-        """Run ``sql`` whose filter matches a row at, below or above one of ``paths``; its two
-        parameters are "no filter" and the list of paths."""
-        values = [] if paths is None else [db_text(p.rstrip("/") or "/") for p in paths]
-        return self.con.execute(sql, [paths is None, values]).fetchall()
+    def _query_with_paths(
+        self, columns: str, table: str, where: str, paths: Iterable[str] | None
+    ) -> list[tuple[Any, ...]]:
+        """``SELECT columns FROM table AS r WHERE where``, and with ``paths`` only the rows
+        whose run_dir is a path, an ancestor of one (an event inside a run dir) or below one (a
+        renamed or deleted tree). Exact and ancestor matches are one semi join, "below" one
+        range join (``p/ <= run_dir < p0``, '0' following '/'): a few ms at 100,000 runs,
+        where a per-row prefix test of every path cost 17 ms for one path and grew with each."""
+        if paths is None:
+            return self.con.execute(f"SELECT {columns} FROM {table} AS r WHERE {where}").fetchall()
+        exact: set[str] = set()
+        lows: list[str] = []
+        for raw in paths:
+            p = db_text(raw.rstrip("/") or "/")
+            lows.append(p.rstrip("/") + "/")
+            while True:
+                exact.add(p)
+                parent = os.path.dirname(p)
+                if parent == p:
+                    break
+                p = parent
+        highs = [lo[:-1] + "0" for lo in lows]
+        return self.con.execute(
+            f"SELECT {columns} FROM {table} AS r WHERE ({where}) "
+            "AND r.run_dir IN (SELECT unnest($exact::VARCHAR[])) "
+            f"UNION ALL SELECT {columns} FROM {table} AS r "
+            "JOIN (SELECT unnest($lo::VARCHAR[]) AS lo, unnest($hi::VARCHAR[]) AS hi) AS g "
+            f"ON r.run_dir >= g.lo AND r.run_dir < g.hi WHERE ({where})",
+            {"exact": sorted(exact), "lo": lows, "hi": highs},
+        ).fetchall()
 
-    def counts(self) -> dict[str, int]:
-        """runs (live), deleted, artifacts (of live runs), rejections (open)."""
+    def counts(self, *, artifacts: bool = True) -> dict[str, int]:
+        """runs (live), deleted, artifacts (of live runs; a join over the whole catalog: left
+        out with ``artifacts=False``, as the daemon does after each batch), rejections (open)."""
+        art = (
+            "(SELECT count(*) FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id) "
+            "WHERE r.deleted_at IS NULL)"
+            if artifacts
+            else "NULL"
+        )
         row = self.con.execute(
-            """SELECT
+            f"""SELECT
                 (SELECT count(*) FROM catalog.runs_d WHERE deleted_at IS NULL),
                 (SELECT count(*) FROM catalog.runs_d WHERE deleted_at IS NOT NULL),
-                (SELECT count(*) FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
-                   WHERE r.deleted_at IS NULL),
+                {art},
                 (SELECT count(*) FROM catalog.rejections_f WHERE resolved_at IS NULL)"""
         ).fetchall()[0]  # fetchall: leave no unfinished result on the connection
-        return {
-            "runs": int(row[0]),
-            "deleted": int(row[1]),
-            "artifacts": int(row[2]),
-            "rejections": int(row[3]),
-        }
+        out = {"runs": int(row[0]), "deleted": int(row[1])}
+        if artifacts:
+            out["artifacts"] = int(row[2])
+        out["rejections"] = int(row[3])
+        return out
 
     # --- the batch ---------------------------------------------------------------------------
 
@@ -640,11 +664,13 @@ class Catalog:
                         }
                     ),
                 )
+                # two semi joins, not one OR of them (a scan of the whole table each batch)
+                cols = "run_id, run_dir, fingerprint, deleted_at IS NOT NULL, first_registered_at"
                 existing = self.con.execute(
-                    "SELECT run_id, run_dir, fingerprint, deleted_at IS NOT NULL, "
-                    "first_registered_at FROM catalog.runs_d "
-                    "WHERE run_id IN (SELECT run_id FROM _qb_keys) "
-                    "OR run_dir IN (SELECT run_dir FROM _qb_keys)"
+                    f"SELECT {cols} FROM catalog.runs_d "
+                    "WHERE run_id IN (SELECT run_id FROM _qb_keys) UNION "
+                    f"SELECT {cols} FROM catalog.runs_d "
+                    "WHERE run_dir IN (SELECT run_dir FROM _qb_keys)"
                 ).fetchall()
                 by_id = {row[0]: row for row in existing}
                 live_id_by_dir = {row[1]: row[0] for row in existing if not row[3]}

@@ -364,8 +364,9 @@ class Bus:
             log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
 
     def counts(self) -> dict[str, int]:
+        """Live runs, deleted runs and open rejections (what the status shows)."""
         with self.lock:
-            return self._cat().counts()
+            return self._cat().counts(artifacts=False)
 
     # ------------------------------------------------------------------ one-shot drivers
 
