@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from quantbot_bus.config import Config
 
@@ -267,17 +268,25 @@ class DaemonProc:
         return self.proc.returncode
 
 
-def start_daemon(cfg: Config, work: Path, name: str, *, log_level: str = "info") -> DaemonProc:
+def start_daemon(
+    cfg: Config,
+    work: Path,
+    name: str,
+    *,
+    log_level: str = "info",
+    env_extra: dict[str, str] | None = None,
+) -> DaemonProc:
     """Start ``python -m quantbot_bus.cli daemon`` on ``cfg`` with a notify socket in ``work``.
 
-    Its log (JSON lines, info level as in production) goes to ``work/daemon-<name>.log``."""
+    Its log (JSON lines, info level as in production unless ``log_level``) goes to
+    ``work/daemon-<name>.log``; ``env_extra`` adds ``QUANTBOT_BUS_*`` settings."""
     listener = NotifyListener(work / f"notify-{name}.sock")
     log_path = work / f"daemon-{name}.log"
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTBOT_BUS_")}
     env["NOTIFY_SOCKET"] = str(listener.path)
     env.pop("WATCHDOG_USEC", None)
-    env.pop("QUANTBOT_BUS_CONFIG", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_extra or {})
     cmd = [
         sys.executable, "-m", "quantbot_bus.cli", "daemon",
         "--root", str(cfg.root),
@@ -299,6 +308,74 @@ def tail(path: Path, n: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+# --- what readers see ------------------------------------------------------------------------------
+
+
+def current_generation(cfg: Config) -> Path | None:
+    """``exports/current`` resolved once (read files below the result), or None before the
+    first publication."""
+    try:
+        return Path(os.path.realpath(cfg.exports_dir / "current", strict=True))
+    except OSError:
+        return None
+
+
+def published_file_rows(cfg: Config, name: str = "runs") -> int | None:
+    """Rows of ``exports/current/files/<name>.parquet`` (what a file reader sees), or None."""
+    gen = current_generation(cfg)
+    if gen is None:
+        return None
+    try:
+        return int(pq.read_metadata(gen / "files" / f"{name}.parquet").num_rows)
+    except (OSError, ValueError):
+        return None
+
+
+def visible_runs(cfg: Config, prefix: str | None = None) -> int | None:
+    """Live runs in ``catalog.runs_d`` of ``exports/bus.duckdb``, opened read-only by this
+    process as a reader would (None when there is nothing to open yet)."""
+    from quantbot_bus.catalog import open_reader
+
+    try:
+        con = open_reader(cfg.snapshot_path)
+    except Exception:  # noqa: BLE001 - not published yet
+        return None
+    try:
+        sql = "SELECT count(*) FROM catalog.runs_d WHERE deleted_at IS NULL"
+        if prefix is None:
+            row = con.execute(sql).fetchone()
+        else:
+            row = con.execute(sql + " AND starts_with(run_id, ?)", [prefix]).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        con.close()
+
+
+def wait_visible(
+    d: DaemonProc | None, cfg: Config, n: int, timeout: float, interval: float = 0.02
+) -> float | None:
+    """Poll ``exports/bus.duckdb`` (a ``stat`` every ``interval``; a read-only open when it was
+    replaced) until it shows at least ``n`` live runs; the ``perf_counter`` time of the ``stat``
+    that led to it (as :mod:`bench.reader` does), or None on timeout."""
+    deadline = time.perf_counter() + timeout
+    last: tuple[int, int, int, str] | None = None
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        try:
+            st = os.stat(cfg.snapshot_path)
+            sig = (st.st_ino, st.st_size, st.st_mtime_ns, os.readlink(cfg.exports_dir / "current"))
+        except OSError:
+            sig = None
+        if sig is not None and sig != last:
+            last = sig
+            if (visible_runs(cfg) or 0) >= n:
+                return t
+        if d is not None:
+            d.check_alive()
+        time.sleep(interval)
+    return None
 
 
 def read_status(cfg: Config) -> dict[str, Any]:
@@ -344,3 +421,25 @@ def wait_until(pred: Any, timeout: float, interval: float = 0.01) -> bool:
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+def log_events(path: Path, *events: str, offset: int = 0) -> list[dict[str, Any]]:
+    """The JSON log lines of a daemon log (from byte ``offset``) whose ``event`` is one of
+    ``events``."""
+    out: list[dict[str, Any]] = []
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") in events:
+            out.append(rec)
+    return out

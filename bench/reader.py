@@ -3,18 +3,22 @@
 It polls what a user would read and records, for every run_id with the given prefix, the wall time
 (``time.time()``) at which it first became visible:
 
-- ``--mode snapshot``: the daemon's reader-side catalog (``exports/bus.duckdb``), opened
-  read-only with :func:`quantbot_bus.catalog.open_reader`;
+- ``--mode snapshot``: the daemon's publication (``exports/bus.duckdb``, the views file of the
+  current generation), opened read-only with :func:`quantbot_bus.catalog.open_reader` exactly
+  as a user opens it;
 - ``--mode parquet``: the baseline's ``runs.parquet`` export (how the seed's users read it).
 
 Every ``--interval`` (5 ms) it ``stat``s the file; when the file was replaced (inode, size or
-mtime changed) it opens it and reads the run_ids. The visibility time recorded is the time of that
+mtime changed; in snapshot mode also the target of ``exports/current``, since a views file is
+reused for a later generation) it opens it and reads the run_ids. The visibility time recorded is the time of that
 ``stat``: the run was visible then, and was not at the previous poll, so the resolution is one poll
 interval plus one open. (Opening the file on every poll would cost this process most of a core on a
 2-core machine and slow the daemon it is measuring.)
 
 Stops when ``--expect`` runs were seen, when ``--stop-file`` appears, or after ``--timeout``; writes
-``{"seen": {run_id: t}, "polls": n, "opens": n, "errors": n}`` to ``--out``.
+``{"seen": {run_id: t}, "polls": n, "opens": n, "errors": n, "open_ms": {median, p90, max}}`` to
+``--out`` (``open_ms``: how long an open + query took; a publication that lands during one is
+seen at the next poll after it, so this bounds the reader's share of a latency).
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     read_ids = _ids_snapshot if args.mode == "snapshot" else _ids_parquet
     seen: dict[str, float] = {}
     polls = opens = errors = 0
-    last_sig: tuple[int, int, int] | None = None
+    open_ms: list[float] = []  # how long each open + query took (the reader's resolution)
+    last_sig: tuple[int, int, int, str] | None = None
+    current = args.path.parent / "current"
     deadline = time.monotonic() + args.timeout
     if args.ready_file is not None:
         args.ready_file.write_text(str(os.getpid()))
@@ -77,11 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError:
             time.sleep(args.interval)
             continue
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        target = ""
+        if args.mode == "snapshot":
+            try:
+                target = os.readlink(current)
+            except OSError:
+                target = ""
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns, target)
         if sig != last_sig:
             opens += 1
+            t_open = time.perf_counter()
             try:
                 ids = read_ids(args.path, args.prefix)
+                open_ms.append((time.perf_counter() - t_open) * 1000)
             except Exception:  # noqa: BLE001 - a half-written file (baseline) is retried
                 errors += 1
                 time.sleep(args.interval)
@@ -91,8 +105,20 @@ def main(argv: list[str] | None = None) -> int:
                 if run_id not in seen:
                     seen[run_id] = t_poll
         time.sleep(args.interval)
+    open_ms = sorted(open_ms[1:])  # the first open also imported the library
+    stats = (
+        {
+            "median": round(open_ms[len(open_ms) // 2], 1),
+            "p90": round(open_ms[int(len(open_ms) * 0.9)], 1),
+            "max": round(open_ms[-1], 1),
+        }
+        if open_ms
+        else {}
+    )
     args.out.write_text(
-        json.dumps({"seen": seen, "polls": polls, "opens": opens, "errors": errors})
+        json.dumps(
+            {"seen": seen, "polls": polls, "opens": opens, "errors": errors, "open_ms": stats}
+        )
     )
     return 0
 

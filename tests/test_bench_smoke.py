@@ -2,7 +2,8 @@
 
 The benchmark itself (``make bench``) measures; this only checks that what it measures is real:
 the generated run directories are valid under the run contract, the pre-seeded catalog is what the
-daemon's reconcile would consider unchanged, and the baseline registers runs and rewrites exports.
+daemon's reconcile would consider unchanged and publishes to readers like any other, the bench's
+visibility probes see what a reader sees, and the baseline registers runs and rewrites exports.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench import baseline, datagen
+from bench.common import bus_config, current_generation, visible_runs
 from quantbot_bus import contract, ingest
-from quantbot_bus.catalog import Catalog
+from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
+from quantbot_bus.pipeline import Bus
 
 N = 20
 
@@ -103,6 +106,38 @@ def test_preseeded_catalog_is_unchanged_for_the_reconcile(
     assert (row[3], row[4]) == (real.run.total_rows, len(real.run.artifacts))
 
 
+def test_preseeded_catalog_publishes_through_the_bus(tmp_path: Path, tpl: datagen.Template) -> None:
+    """The large bus of the bench: pre-seeded, published once by the Bus (the base generation),
+    then runs dropped meanwhile are registered by a reconcile and published in O(batch)."""
+    cfg = bus_config(tmp_path / "bus")
+    datagen.make_runs(cfg.root, tpl, N)
+    assert visible_runs(cfg) is None  # nothing published yet
+    with Bus.open(cfg, role="sync") as bus:
+        assert bus.catalog is not None
+        datagen.preseed_catalog(bus.catalog, cfg.root, tpl, 0, N - 5)
+        base = bus.publish(force=True)
+        assert base is not None and base.rows > 0
+        assert visible_runs(cfg) == N - 5
+        result = bus.reconcile()  # the 5 dropped runs: registered and published
+        assert len(result.registered) == 5
+        assert not bus.degraded
+    assert visible_runs(cfg) == N
+    assert visible_runs(cfg, prefix="bench-000001") == 10
+    gen = current_generation(cfg)
+    assert gen is not None and (gen / "files" / "runs.parquet").is_file()
+    assert pq.read_metadata(gen / "files" / "runs.parquet").num_rows == N
+    con = open_reader(cfg.snapshot_path)
+    try:
+        (n_art,) = con.execute("SELECT count(*) FROM catalog.artifacts_f").fetchone() or (0,)
+        (n_rows,) = con.execute(
+            "SELECT count(*) FROM exports.backtest_call_path_metrics"
+        ).fetchone() or (0,)
+    finally:
+        con.close()
+    assert n_art == sum(len(tpl.variant_for(i).files) for i in range(N))
+    assert n_rows == N * 50  # every run's path metrics in the consolidated table
+
+
 def test_baseline_registers_runs_and_rewrites_every_export(
     tmp_path: Path, tpl: datagen.Template
 ) -> None:
@@ -130,7 +165,7 @@ def test_baseline_registers_runs_and_rewrites_every_export(
     # a restarted baseline skips what it registered; a new run is picked up
     again = baseline.BaselineDaemon(root, db, exports, poll_interval_s=0.01)
     datagen.make_run(root, tpl, N)
-    again.run(max_seconds=0.5)
+    again.run(max_runs=1, max_seconds=60)  # returns once it processed one run
     assert [p.run_id for p in again.processed] == [datagen.run_id_for(N)]
 
 
