@@ -115,7 +115,7 @@ class BatchResult:
 
 # The latest-artifact view: the newest artifact per (run_type, name) among live, successful runs;
 # "newest" is the run's created_at (else its registration time), ties broken by run_id.
-_LATEST_VIEW = """
+LATEST_VIEW = """
 CREATE OR REPLACE VIEW catalog.latest_artifacts_v AS
 SELECT r.run_type, a.name, a.run_id, a.path, a.format, a.rows, a.bytes, a.sha256,
        a.arrow_schema, r.created_at, a.registered_at
@@ -182,7 +182,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             attempts INTEGER NOT NULL,
             resolved_at TIMESTAMP
         )""",
-        _LATEST_VIEW,
+        LATEST_VIEW,
     ),
     # 1 -> 2: rejections remember the fingerprint they were made at (unchanged => not retried);
     # runs keep host, error and the metadata shape they were normalised from.
@@ -191,7 +191,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE catalog.runs_d ADD COLUMN host VARCHAR",
         "ALTER TABLE catalog.runs_d ADD COLUMN error VARCHAR",
         "ALTER TABLE catalog.runs_d ADD COLUMN shape VARCHAR",
-        _LATEST_VIEW,
+        LATEST_VIEW,
     ),
     # 2 -> 3: every row carries the batch sequence that last wrote it (``_seq``; a run also the
     # sequence of its artifact rows, ``_aseq``), so publication copies only rows newer than the
@@ -203,7 +203,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE catalog.rejections_f ADD COLUMN _seq BIGINT DEFAULT 0",
         "CREATE TABLE catalog.meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
         "INSERT INTO catalog.meta VALUES ('catalog_id', CAST(uuid() AS VARCHAR))",
-        _LATEST_VIEW,
+        LATEST_VIEW,
     ),
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -21,8 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quantbot_bus.catalog import open_reader
+from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
+from quantbot_bus.publication import Publication, Published
 
 DROP: Any = object()  # an override value that removes the key from metadata.json
 
@@ -129,3 +130,15 @@ def snapshot_query(config: Config, sql: str, params: list[Any] | None = None) ->
 def live_run_ids(config: Config) -> set[str]:
     rows = snapshot_query(config, "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NULL")
     return {r[0] for r in rows}
+
+
+def publish_catalog(catalog: Catalog, exports_dir: Path) -> Published:
+    """Publish what ``catalog`` holds to ``exports_dir`` (what the Bus does after each batch)."""
+    publication, cur = Publication(exports_dir), catalog.cursor()
+    try:
+        published = publication.publish(cur, catalog_id=catalog.catalog_id(), force=True)
+    finally:
+        cur.close()
+        publication.close()
+    assert published is not None
+    return published

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from runs import publish_catalog
 from structlog.testing import capture_logs
 
 from quantbot_bus.catalog import (
@@ -30,7 +31,7 @@ from quantbot_bus.catalog import (
 from quantbot_bus.config import Config
 from quantbot_bus.contract import ArtifactInfo, RunInfo
 from quantbot_bus.errors import CatalogError, CatalogMissingError
-from quantbot_bus.publication import Publication, Published
+from quantbot_bus.publication import Publication
 
 SCHEMA = json.dumps([{"name": "x", "type": "int64", "nullable": True}])
 
@@ -483,17 +484,6 @@ def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
 # --- scale ----------------------------------------------------------------------------------
 
 
-def publish(cat: Catalog, exports_dir: Path) -> Published:
-    """Publish what ``cat`` holds to ``exports_dir`` (what the Bus does after each batch)."""
-    cur = cat.cursor()
-    try:
-        published = Publication(exports_dir).publish(cur, catalog_id=cat.catalog_id(), force=True)
-    finally:
-        cur.close()
-    assert published is not None
-    return published
-
-
 def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
     runs = [run_info(tmp_path, f"run{i:05d}", names=("a", "b")) for i in range(10_000)]
     res = cat.apply_batch(Batch(valid=runs))
@@ -502,14 +492,14 @@ def test_ten_thousand_runs_in_one_batch(tmp_path: Path, cat: Catalog) -> None:
     res = cat.apply_batch(Batch(valid=runs))
     assert len(res.unchanged) == 10_000
     exports_dir = tmp_path / "exports"
-    first = publish(cat, exports_dir)
+    first = publish_catalog(cat, exports_dir)
     assert first.rows == 30_000  # 10,000 runs + 20,000 artifacts: every row once
     with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (10_000,)
         assert r.execute("SELECT count(*) FROM catalog.artifacts_f").fetchone() == (20_000,)
     # the next run publishes its own rows only, not the catalog again
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "one-more", names=("a", "b"))]))
-    second = publish(cat, exports_dir)
+    second = publish_catalog(cat, exports_dir)
     assert second.rows == 3 and second.bytes_written < 16 * 1024  # three small segments
     with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (10_001,)
@@ -531,7 +521,7 @@ def test_publish_is_complete_atomic_and_leaves_no_temp_files(tmp_path: Path, cat
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", names=("a", "b"))]))
     exports_dir = tmp_path / "exports"
     dest = exports_dir / "bus.duckdb"
-    assert publish(cat, exports_dir).ms > 0
+    assert publish_catalog(cat, exports_dir).ms > 0
     names = [p.name for p in exports_dir.rglob("*")]
     assert not [n for n in names if "qbpub" in n or n.endswith((".tmp", ".wal"))]
     assert os.path.realpath(exports_dir / "current") == str(
@@ -565,10 +555,10 @@ def test_readers_see_the_newest_version_of_each_row(tmp_path: Path, cat: Catalog
     exports_dir = tmp_path / "exports"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", names=("a", "b"))]))
     cat.apply_batch(Batch(rejected=[Rejection("/x/bad", None, "broken", "f")]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1", fingerprint="fp2", names=("c",))]))
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r2")], gone=["/x/bad"]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute(
             "SELECT run_id, name FROM catalog.artifacts_f ORDER BY ALL"
@@ -580,7 +570,7 @@ def test_readers_see_the_newest_version_of_each_row(tmp_path: Path, cat: Catalog
             "SELECT run_dir, resolved_at IS NOT NULL FROM catalog.rejections_f"
         ).fetchall() == [("/x/bad", True)]
     cat.apply_batch(Batch(gone=[str(tmp_path / "backtest" / "r1")]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute(
             "SELECT run_id FROM catalog.runs_d WHERE deleted_at IS NOT NULL"
@@ -611,10 +601,10 @@ def test_a_new_catalog_replaces_the_publication_of_the_old_one(tmp_path: Path) -
     exports_dir = tmp_path / "exports"
     with Catalog.open(tmp_path / "one.duckdb") as one:
         one.apply_batch(Batch(valid=[run_info(tmp_path, f"old{i}") for i in range(3)]))
-        publish(one, exports_dir)
+        publish_catalog(one, exports_dir)
     with Catalog.open(tmp_path / "two.duckdb") as two:
         two.apply_batch(Batch(valid=[run_info(tmp_path, "new")]))
-        publish(two, exports_dir)
+        publish_catalog(two, exports_dir)
     with open_reader(exports_dir / "bus.duckdb") as r:
         assert r.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("new",)]
 
@@ -625,10 +615,10 @@ def test_same_process_reader_sees_new_snapshot_while_holding_old(
     exports_dir = tmp_path / "exports"
     dest = exports_dir / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     held = open_reader(dest)
     cat.apply_batch(Batch(valid=[run_info(tmp_path, "r2")]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     fresh = open_reader(dest)
     assert fresh.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (2,)
     assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
@@ -665,7 +655,7 @@ def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
     exports_dir = tmp_path / "exports"
     dest = exports_dir / "bus.duckdb"
     cat.apply_batch(Batch(valid=[run_info(tmp_path, f"a{i}") for i in range(5)]))
-    publish(cat, exports_dir)
+    publish_catalog(cat, exports_dir)
     with subprocess.Popen(
         [sys.executable, "-c", READER, str(dest)],
         stdin=subprocess.PIPE,
@@ -679,7 +669,7 @@ def test_reader_process_holding_the_snapshot_never_blocks_the_catalog(
             for round_ in range(1, 6):
                 batch = Batch(valid=[run_info(tmp_path, f"b{round_}_{i}") for i in range(10)])
                 assert len(cat.apply_batch(batch).registered) == 10
-                publish(cat, exports_dir)
+                publish_catalog(cat, exports_dir)
                 proc.stdin.write("check\n")
                 proc.stdin.flush()
                 # held connections keep their consistent old view; a fresh one sees the new data
@@ -699,7 +689,7 @@ def test_a_plain_duckdb_connect_to_the_default_snapshot_resolves_catalog_names(
     """What a user types: duckdb.connect(exports/bus.duckdb) then catalog.runs_d, unqualified."""
     with Catalog.open(bus.catalog_path) as c:
         c.apply_batch(Batch(valid=[run_info(tmp_path, "r1")]))
-        publish(c, bus.exports_dir)
+        publish_catalog(c, bus.exports_dir)
     con = duckdb.connect(str(bus.snapshot_path), read_only=True)
     try:
         assert con.execute("SELECT run_id FROM catalog.runs_d").fetchall() == [("r1",)]

@@ -18,13 +18,13 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
-from runs import make_run
+from runs import make_run, publish_catalog
 
 from quantbot_bus import doctor, ingest
 from quantbot_bus.catalog import SCHEMA_VERSION, Catalog
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
-from quantbot_bus.publication import Publication, current_generation
+from quantbot_bus.publication import current_generation
 from quantbot_bus.status import utc_now, write_status
 
 NAMES = [
@@ -52,12 +52,7 @@ def make_catalog(bus: Config) -> None:
     """A real working catalog holding the runs under the root, and its publication."""
     with Catalog.open(bus.catalog_path) as cat:
         cat.apply_batch(ingest.full_scan(bus, cat).batch)
-        publication, cur = Publication(bus.exports_dir), cat.cursor()
-        try:
-            publication.publish(cur, catalog_id=cat.catalog_id(), force=True)
-        finally:
-            cur.close()
-            publication.close()
+        publish_catalog(cat, bus.exports_dir)
 
 
 def published(bus: Config, runs: int) -> str:

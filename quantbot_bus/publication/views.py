@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from ..catalog import SCHEMA_VERSION
+from ..catalog import LATEST_VIEW, SCHEMA_VERSION
 from .layout import HIDDEN, STORAGE_VERSION, VIEWS_VERSION, fsync_file, lit, quote
 
 
@@ -84,14 +84,7 @@ def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str])
         f"""CREATE VIEW catalog.rejections_f AS
         SELECT * EXCLUDE (_seq) FROM read_parquet({glob("rejections_f")})
         QUALIFY row_number() OVER (PARTITION BY run_dir ORDER BY _seq DESC) = 1""",
-        """CREATE VIEW catalog.latest_artifacts_v AS
-        SELECT r.run_type, a.name, a.run_id, a.path, a.format, a.rows, a.bytes, a.sha256,
-               a.arrow_schema, r.created_at, a.registered_at
-        FROM artifacts_f AS a JOIN runs_d AS r USING (run_id)
-        WHERE r.deleted_at IS NULL AND r.status = 'success'
-        QUALIFY row_number() OVER (
-            PARTITION BY r.run_type, a.name
-            ORDER BY coalesce(r.created_at, r.registered_at) DESC, a.run_id DESC) = 1""",
+        LATEST_VIEW,  # the working catalog's own definition, over the views above
     ]
     for name, file_name in sorted(files.items()):
         reader = "read_csv_auto" if file_name.endswith(".csv") else "read_parquet"

@@ -14,22 +14,11 @@ import os
 import shutil
 from pathlib import Path
 
-from runs import make_run
+from runs import make_run, publish_catalog
 
 from quantbot_bus import ingest
 from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
-from quantbot_bus.publication import Publication
-
-
-def _publish(catalog: Catalog, config: Config) -> None:
-    """Publish what ``catalog`` holds to the reader side (what the Bus does after a batch)."""
-    publication, cur = Publication(config.exports_dir), catalog.cursor()
-    try:
-        publication.publish(cur, catalog_id=catalog.catalog_id(), force=True)
-    finally:
-        cur.close()
-        publication.close()
 
 
 def _bad_dir(config: Config, tmp_path: Path) -> Path:
@@ -54,7 +43,7 @@ def test_non_utf8_run_dir_is_rejected_and_does_not_block_the_batch(
         assert set(catalog.known_rejections()) == {str(bad)}
         again = ingest.full_scan(bus, catalog)
         assert len(again.batch) == 0 and again.skipped == 2
-        _publish(catalog, bus)
+        publish_catalog(catalog, bus.exports_dir)
     con = open_reader(bus.snapshot_path)
     try:
         [(run_dir, reason, attempts)] = con.execute(
@@ -71,7 +60,7 @@ def test_non_utf8_run_dir_is_rejected_and_does_not_block_the_batch(
         assert gone.batch.gone == [str(bad)]
         catalog.apply_batch(gone.batch)
         assert catalog.known_rejections() == {}
-        _publish(catalog, bus)
+        publish_catalog(catalog, bus.exports_dir)
     con = open_reader(bus.snapshot_path)
     try:
         [(run_dir, resolved)] = con.execute(
