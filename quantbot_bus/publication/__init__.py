@@ -58,6 +58,7 @@ from . import compaction
 from .layout import (
     CATALOG_TABLES,
     CURRENT,
+    GC_BATCH,
     GC_INTERVAL_S,
     GEN_DIR,
     GRACE_S,
@@ -149,6 +150,9 @@ class Publication:
             with self._lock:
                 if not self._closed:
                     self._prepare_next()
+            with self._lock:  # released in between: a publication waiting goes first
+                if not self._closed:
+                    self._maybe_gc()
 
     # ------------------------------------------------------------------ startup
 
@@ -258,11 +262,11 @@ class Publication:
                 path.unlink(missing_ok=True)
             ms = (time.perf_counter() - t0) * 1000
             log.debug("publication.published", gen=new.gen, ms=round(ms, 1), rows=rows)
-            self._maybe_gc()
             if self._preparer is not None:
-                self._prepare_wanted.set()
+                self._prepare_wanted.set()  # it makes the next generation, then collects
             else:
                 self._prepare_next()
+                self._maybe_gc()
             return Published(new.gen, ms, nbytes, rows)
 
     def _seg_path(self, table: str, name: str) -> Path:
@@ -470,9 +474,10 @@ class Publication:
             self._last_gc = now
             self.gc()
 
-    def gc(self) -> int:
+    def gc(self, limit: int = GC_BATCH) -> int:
         """Remove generations superseded more than ``grace_s`` ago whose views file no process
-        holds open (F_GETLK; this process's readers are pinned); returns how many."""
+        holds open (F_GETLK; this process's readers are pinned), at most ``limit`` per call (a
+        backlog goes over the next calls; each holds the lock); returns how many."""
         with self._lock:
             gens = self._gens()
             current = self.manifest.gen
@@ -492,6 +497,8 @@ class Publication:
                     continue
                 shutil.rmtree(gdir, ignore_errors=True)
                 removed += 1
+                if removed >= limit:
+                    break
             return removed
 
     # ------------------------------------------------------------------ compaction

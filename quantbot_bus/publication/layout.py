@@ -22,6 +22,7 @@ GRACE_S = 120.0  #: a superseded generation stays at least this long (and while 
 MAX_SEGMENTS = 8  #: a catalog table with more segments than this is compacted
 MERGE_FAN = 8
 GC_INTERVAL_S = 1.0
+GC_BATCH = 20  #: generations one collection removes at most (≈ 5 ms each)
 
 #: The catalog tables readers see, with the key whose newest ``_seq`` version is live.
 CATALOG_TABLES: dict[str, str] = {
