@@ -47,7 +47,6 @@ from .publication import Publication, Published
 
 log = get_logger("quantbot_bus.pipeline")
 
-COMPACTION_ROUNDS = 4  #: catalog-segment merges one :meth:`Bus.compact` does at most
 
 _ADVICE = {
     "daemon": "stop it first (systemctl stop quantbot-bus, or Ctrl-C) or use another --state-dir",
@@ -326,8 +325,9 @@ class Bus:
     def compact(self) -> None:
         """Merge small segments of the export tables and of the published catalog tables in
         the background: plan and commit hold the lock, the merged files are written without.
-        The catalog tables get up to :data:`COMPACTION_ROUNDS` merges per call, so a steady
-        stream of one-segment batches never outgrows them."""
+        The catalog segments are compacted by the publication (:meth:`Publication.compact`):
+        in the daemon by its own thread after each publication, so a steady stream of
+        one-segment batches never outgrows them; in one-shot runs here."""
         try:
             with self.lock:
                 cursor = self._cat().cursor()
@@ -346,20 +346,8 @@ class Bus:
                             self.publish()
                     finally:
                         cursor.close()
-            for _round in range(COMPACTION_ROUNDS):
-                pub_plans = self.publication.plan_compaction()
-                if not pub_plans:
-                    break
-                merged = self.publication.write_compaction(pub_plans)
-                if not merged:
-                    break
-                with self.lock:
-                    catalog = self._cat()
-                    cursor = catalog.cursor()
-                    try:
-                        self.publication.commit_compaction(cursor, catalog.catalog_id(), merged)
-                    finally:
-                        cursor.close()
+            if not self.publication.background:
+                self.publication.compact()  # in the daemon its own thread does this
         except Exception as exc:  # noqa: BLE001 - compaction never stops registration
             log.error("export.failed", export="compaction", error=f"{type(exc).__name__}: {exc}")
 

@@ -729,11 +729,7 @@ def test_compaction_bounds_the_segments_and_keeps_the_newest_versions(
     rounds = 0
     while pub.plan_compaction():
         merged = pub.write_compaction(pub.plan_compaction())
-        cur = cat.cursor()
-        try:
-            assert pub.commit_compaction(cur, cat.catalog_id(), merged) is not None
-        finally:
-            cur.close()
+        assert pub.commit_compaction(merged)
         rounds += 1
     after = {t: len(segs) for t, segs in pub.manifest.catalog.items()}
     assert rounds >= 2 and all(n <= 8 for n in after.values()), after

@@ -57,6 +57,7 @@ from ..log import get_logger
 from . import compaction
 from .layout import (
     CATALOG_TABLES,
+    COMPACTION_ROUNDS,
     CURRENT,
     GC_BATCH,
     GC_INTERVAL_S,
@@ -119,6 +120,7 @@ class Publication:
         self._tables: dict[str, list[Path]] = self._tables_of(self.manifest.gen)
         # The next generation is made ahead after each publication: inline, or (the daemon)
         # by a thread of its own, so the publishing thread goes back to work at once.
+        self.background = background
         self._closed = False
         self._prepare_wanted = threading.Event()
         self._preparer: threading.Thread | None = None
@@ -147,10 +149,12 @@ class Publication:
             self._prepare_wanted.clear()
             if self._closed:
                 return
-            with self._lock:
+            if not self._closed:
+                self.compact()  # its own rounds take and release the lock
+            with self._lock:  # released in between: a publication waiting goes first
                 if not self._closed:
                     self._prepare_next()
-            with self._lock:  # released in between: a publication waiting goes first
+            with self._lock:
                 if not self._closed:
                     self._maybe_gc()
 
@@ -229,7 +233,6 @@ class Publication:
                 new_files = {name: Path(path).name for name, path in files.items()}
             if export_tables is not None:
                 self._tables = {t: list(p) for t, p in export_tables.items() if p}
-            tables = self._tables
             changed_files = new_files != m.files or export_tables is not None
             if not new_segments and not base and not force and not changed_files:
                 return None
@@ -244,30 +247,38 @@ class Publication:
                 files=new_files,
                 published_at=time.time(),
             )
-            try:
-                self._make_generation(new, tables, changed=export_tables is not None)
-            except BaseException as exc:
-                shutil.rmtree(self._gen_dir(new.gen), ignore_errors=True)
-                for _table, seg in new_segments:
-                    self._seg_path(_table, seg.name).unlink(missing_ok=True)
-                if isinstance(exc, OSError | duckdb.Error):
-                    raise CatalogError(
-                        f"could not publish the catalog to {self.dir} (readers keep "
-                        f"generation {m.gen}): {exc}"
-                    ) from exc
-                raise
-            retired = self._retired(m, new)
-            self.manifest = new
-            for path in retired:
-                path.unlink(missing_ok=True)
+            self._install(new, changed=export_tables is not None, new_segments=new_segments)
             ms = (time.perf_counter() - t0) * 1000
             log.debug("publication.published", gen=new.gen, ms=round(ms, 1), rows=rows)
-            if self._preparer is not None:
-                self._prepare_wanted.set()  # it makes the next generation, then collects
-            else:
-                self._prepare_next()
-                self._maybe_gc()
             return Published(new.gen, ms, nbytes, rows)
+
+    def _install(
+        self, new: Manifest, *, changed: bool, new_segments: Sequence[tuple[str, Segment]] = ()
+    ) -> None:
+        """Make ``new`` the current generation (its segments are in the store already), retire
+        what the previous one named and no longer is, and have the next one made ahead."""
+        m = self.manifest
+        try:
+            self._make_generation(new, self._tables, changed=changed)
+        except BaseException as exc:
+            shutil.rmtree(self._gen_dir(new.gen), ignore_errors=True)
+            for table, seg in new_segments:
+                self._seg_path(table, seg.name).unlink(missing_ok=True)
+            if isinstance(exc, OSError | duckdb.Error):
+                raise CatalogError(
+                    f"could not publish the catalog to {self.dir} (readers keep "
+                    f"generation {m.gen}): {exc}"
+                ) from exc
+            raise
+        retired = self._retired(m, new)
+        self.manifest = new
+        for path in retired:
+            path.unlink(missing_ok=True)
+        if self._preparer is not None:
+            self._prepare_wanted.set()  # it makes the next one ahead, compacts, collects
+        else:
+            self._prepare_next()
+            self._maybe_gc()
 
     def _seg_path(self, table: str, name: str) -> Path:
         return self.dir / STORE_DIR / "catalog" / table / name
@@ -512,34 +523,39 @@ class Publication:
         """Write the merged segments (no lock; see :func:`compaction.write`)."""
         return compaction.write(self._seg_path, plans)
 
-    def commit_compaction(
-        self, cursor: duckdb.DuckDBPyConnection, catalog_id: str, merges: Sequence[compaction.Merge]
-    ) -> Published | None:
-        """Swap the merged segments in (a new generation); a merge whose victims are no longer
-        all current (a base publication meanwhile) is dropped."""
+    def commit_compaction(self, merges: Sequence[compaction.Merge]) -> bool:
+        """Swap the merged segments in as a new generation (no catalog rows are read: the
+        published sequence stays); a merge whose victims are no longer all current (a base
+        publication meanwhile) is dropped. Returns whether one was applied."""
         with self._lock:
             m = self.manifest
-            applied = False
             catalog = {t: list(segs) for t, segs in m.catalog.items()}
+            applied = False
             for merge in merges:
                 segs = catalog.get(merge.table, [])
-                names = {s.name for s in segs}
-                if not set(merge.victims) <= names or m.catalog_id != catalog_id:
+                if not set(merge.victims) <= {s.name for s in segs}:
                     self._seg_path(merge.table, merge.merged).unlink(missing_ok=True)
                     continue
                 kept = [s for s in segs if s.name not in merge.victims]
                 catalog[merge.table] = [Segment(merge.merged, merge.rows, merge.max_seq), *kept]
                 applied = True
-            if not applied:
-                return None
-            self.manifest = dataclasses.replace(m, catalog=catalog)
-            # the old manifest's victims are retired by this publication
-            old = m
-            try:
-                published = self.publish(cursor, catalog_id=catalog_id, force=True)
-            except BaseException:
-                self.manifest = old
-                raise
-            for path in self._retired(old, self.manifest):
-                path.unlink(missing_ok=True)
-            return published
+            if applied:
+                new = dataclasses.replace(
+                    m, gen=m.gen + 1, catalog=catalog, published_at=time.time()
+                )
+                self._install(new, changed=False)
+            return applied
+
+    def compact(self, rounds: int = COMPACTION_ROUNDS) -> int:
+        """Merge due segments (plan and commit under the lock, the merged files written
+        without it), up to ``rounds`` times; returns the merges applied."""
+        done = 0
+        for _round in range(rounds):
+            plans = self.plan_compaction()
+            if not plans:
+                break
+            merged = self.write_compaction(plans)
+            if not merged or not self.commit_compaction(merged):
+                break
+            done += len(merged)
+        return done

@@ -20,7 +20,8 @@ MANIFEST = "manifest.json"
 STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)
 GRACE_S = 120.0  #: a superseded generation stays at least this long (and while a reader holds it)
 MAX_SEGMENTS = 8  #: a catalog table with more segments than this is compacted
-MERGE_FAN = 8
+MERGE_FAN = 32  #: segments one merge takes at most (like-sized ones)
+COMPACTION_ROUNDS = 8  #: merges one compaction call commits at most
 GC_INTERVAL_S = 1.0
 GC_BATCH = 20  #: generations one collection removes at most (≈ 5 ms each)
 
