@@ -112,8 +112,10 @@ class _Scan:
         self.catalog = catalog
         self.root = _root(config)
         # Only what the catalog knows at, below or above ``paths`` (everything when None).
-        self.known: dict[str, KnownRun] = catalog.known_runs(paths)
-        self.rejected: dict[str, str | None] = catalog.known_rejections(paths)
+        # Below a path only when it is not a run dir (a tree renamed in or away, a deleted dir).
+        below = None if paths is None else [p for p in paths if not _has_metadata(p)]
+        self.known: dict[str, KnownRun] = catalog.known_runs(paths, below=below)
+        self.rejected: dict[str, str | None] = catalog.known_rejections(paths, below=below)
         # Directories the catalog tracks (live runs and open rejections), sorted for prefix search.
         self.tracked = sorted(
             {d for d, k in self.known.items() if not k.deleted} | set(self.rejected)
