@@ -12,8 +12,9 @@ Kill points (rotated over the cycles):
 - ``wal``: the moment the test sees ``state/bus.duckdb.wal`` change size (polled every ms):
   DuckDB writes the WAL at COMMIT, so the kill lands during that commit or within about a
   millisecond after it, before the batch is published.
-- ``publication``: the moment a generation directory above ``exports/current`` exists (made,
-  not yet swapped in) or a publication temp name (``.qbpub-*``) does: mid-publication.
+- ``publication``: the moment a generation directory above ``exports/current`` has its manifest
+  (written right before the swap; one made ahead has none yet) or a publication temp name
+  (``.qbpub-*``) exists: mid-publication.
 - ``export``: the moment an export temp file (``.*.qbexp-*.tmp``) exists: mid-export.
 - ``startup``: a random delay after the process starts, without waiting for ready: during the
   startup reconcile of the previous cycles' leftovers (the burst is renamed in first).
@@ -75,16 +76,21 @@ def _export_tmps(config: Config) -> list[Path]:
 
 
 def _publication_partials(config: Config) -> list[Path]:
-    """Generation dirs above the current one and publication temp names: a publication in
-    progress (or, after a kill, one the next start must clean up)."""
+    """Generation dirs above the current one that have their manifest, and publication temp
+    names: a publication in progress (or, after a kill, one the next start must clean up)."""
     exports_dir = config.exports_dir
     try:
         current = int(Path(os.readlink(exports_dir / "current")).name)
     except (OSError, ValueError):
         current = 0
-    out = [p for p in (exports_dir / "gen").glob("*") if p.name.isdigit() and int(p.name) > current]
-    out += list(exports_dir.glob(".*.qbpub-*")) + list((exports_dir / "slots").glob(".*.qbpub-*"))
-    return out
+    # a generation made ahead (no manifest yet) is not a publication in progress: its manifest
+    # is written right before the swap
+    out = [
+        p
+        for p in (exports_dir / "gen").glob("*")
+        if p.name.isdigit() and int(p.name) > current and (p / "manifest.json").exists()
+    ]
+    return out + list(exports_dir.glob(".*.qbpub-*"))
 
 
 def _trigger(point: str, config: Config) -> Callable[[], bool]:
