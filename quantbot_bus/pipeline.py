@@ -127,13 +127,17 @@ class Bus:
         return bus
 
     def close(self) -> None:
+        """Close the catalog and the publication, then release the state-dir lock."""
         with self.lock:
-            if self.catalog is not None:
-                with contextlib.suppress(Exception):
-                    self.catalog.close()
-                self.catalog = None
+            self._close_catalog()
             self.publication.close()
         self._state_lock.release()
+
+    def _close_catalog(self) -> None:
+        if self.catalog is not None:
+            with contextlib.suppress(Exception):
+                self.catalog.close()
+            self.catalog = None
 
     def __enter__(self) -> Bus:
         return self
@@ -149,10 +153,7 @@ class Bus:
     def reopen_catalog(self) -> None:
         """Close and open the working catalog again (after a failed batch)."""
         with self.lock:
-            if self.catalog is not None:
-                with contextlib.suppress(Exception):
-                    self.catalog.close()
-                self.catalog = None
+            self._close_catalog()
             self.catalog = Catalog.open(
                 self.config.catalog_path, memory_limit=self.config.memory_limit
             )
