@@ -101,7 +101,6 @@ class Bus:
         #: Why the last commit or publication failed; ``None`` when healthy.
         self.degraded: str | None = None
         self.publish_due = True  # readers get a generation at start even if nothing changed
-        self.export_status: dict[str, Any] = {}
         self._files: dict[str, Path] | None = None  # summary + user export files, when changed
         self._tables_changed = True
 
@@ -282,7 +281,6 @@ class Bus:
             if changed.get("added") or changed.get("removed") or status.get("views_changed"):
                 self._tables_changed = True
                 self.publish_due = True
-            self.export_status = status
             return status
 
     def write_files(self, *, force: bool = False) -> float | None:

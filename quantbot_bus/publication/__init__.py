@@ -220,7 +220,7 @@ class Publication:
         catalog; its reads run in one transaction (a consistent catalog state).
 
         ``export_tables`` (table -> its segment files) and ``files`` (export name -> a store
-        file from :meth:`store_file`) replace what the previous generation had when given.
+        file in the store's ``files/``) replace what the previous generation had when given.
         Returns ``None`` when there was nothing new (unless ``force``)."""
         with self._lock:
             t0 = time.perf_counter()
