@@ -6,8 +6,9 @@ date in one transaction and returns the status written to ``exports/_export_stat
 work grows with the runs that changed, not with history. ``write_files(config, con, gens, *,
 kind, force=False)`` writes the whole-file exports — the summary ``<name>.parquet`` files from
 the state (``kind="summary"``, ``con`` the working catalog) and the ``[[exports]]`` of the
-config (``kind="user"``, ``con`` a reader of the publication) — each to a new name in the store,
-at most once per :data:`FILE_WRITE_SPACING` x its own write time unless forced. The
+config (``kind="user"``, ``con`` a reader of the publication, ``None`` when none is configured) —
+each to a new name in the store, at most once per :data:`FILE_WRITE_SPACING` x its own write
+time unless forced. The
 publication (:mod:`quantbot_bus.publication`) links the segments (:func:`export_table_files`)
 and the files into its generations; readers never see this module's files by their store
 names. Neither raises for a failing export (reported in the status, logged ``export.failed``).
@@ -1606,7 +1607,7 @@ def file_generations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 def write_files(
     config: Config,
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     gens: dict[str, str],
     *,
     kind: str,
@@ -1646,6 +1647,8 @@ def write_files(
     files: dict[str, Path] = {}
     next_due: float | None = None
     for name, sql, fmt in jobs:
+        if con is None:
+            raise ValueError("write_files needs a connection when there are files to write")
         gen = str(gens.get(_USER_GEN if kind == "user" else name, "0"))
         entry = entries.get(name) or {}
         current = store / str(entry.get("file") or "-")

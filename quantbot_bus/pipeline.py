@@ -303,8 +303,11 @@ class Bus:
                 if summary["written"]:
                     self._files = {**self._current_files(), **summary["files"]}
                     self.publish()
-            with self.publication.open_current() as reader:
-                user = exports.write_files(self.config, reader, gens, kind="user", force=force)
+            if self.config.exports:
+                with self.publication.open_current() as reader:
+                    user = exports.write_files(self.config, reader, gens, kind="user", force=force)
+            else:  # none configured: only entries removed from the config go, no reader needed
+                user = exports.write_files(self.config, None, gens, kind="user", force=force)
             with self.lock:
                 # exactly the summaries and the configured user exports: a removed one goes
                 files = {**summary["files"], **user["files"]}
