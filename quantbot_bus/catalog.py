@@ -66,6 +66,7 @@ import pyarrow as pa
 from .contract import RunInfo
 from .errors import CatalogError, CatalogMissingError, NotFoundError
 from .log import get_logger
+from .timeutil import parse_utc, utc_naive
 
 SCHEMA_VERSION = 3
 DB_ALIAS = "bus"  # the alias the working catalog / snapshot is attached under
@@ -327,24 +328,6 @@ def fs_text(value: str) -> str:
     return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), value)
 
 
-def _utcnow() -> dt.datetime:
-    """Now, as a naive UTC datetime (the catalog stores TIMESTAMP in UTC)."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def parse_utc(value: str | None) -> dt.datetime | None:
-    """An ISO-8601 string as a naive UTC datetime; ``None`` when absent or unparseable."""
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    return parsed
-
-
 def _arrow(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, pa.DataType]]) -> pa.Table:
     schema = pa.schema([pa.field(name, kind) for name, kind in columns])
     return pa.Table.from_pylist(list(rows), schema=schema)
@@ -479,7 +462,7 @@ class Catalog:
                 for statement in MIGRATIONS[version]:
                     self.con.execute(statement)
                 self.con.execute(
-                    "INSERT INTO catalog.schema_version VALUES (?, ?)", [version + 1, _utcnow()]
+                    "INSERT INTO catalog.schema_version VALUES (?, ?)", [version + 1, utc_naive()]
                 )
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
@@ -638,7 +621,7 @@ class Catalog:
         result = BatchResult()
         if len(batch) == 0:
             return result
-        now = _utcnow()
+        now = utc_naive()
         seq = self.seq + 1  # every row this batch writes carries it (see SEQ_COLUMNS)
         self._registered = []
 

@@ -47,10 +47,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .ignore import IGNORED_SUFFIXES, is_ignored_name, is_within
+
 METADATA_NAME = "metadata.json"
 SCHEMA_VERSION = 1
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-IGNORED_SUFFIXES = (".tmp", ".partial")
 
 #: Artifact names become table names: an identifier, at most 64 characters.
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -196,11 +197,6 @@ def _field_path(parts: Any) -> str:
         else:
             out += f"[{_show(part, 40)}]"
     return out
-
-
-def _within(path: str, root: str) -> bool:
-    """True if ``path`` is ``root`` or below it (both absolute and normalised)."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _kind(mode: int) -> str:
@@ -554,7 +550,7 @@ def _locate(decl: _Declared, run_abs: str, run_real: str, root_real: str) -> _Lo
                 _check_size(decl, st.st_size)
                 return _Located(decl, lexical, os.path.join(run_real, decl.file), st.st_size)
     target = os.path.realpath(lexical)
-    if not _within(target, root_real):
+    if not is_within(target, root_real):
         raise _Stop(
             Invalid(
                 f"{decl.label} resolves to {_show_path(target)}, outside the artifacts root "
@@ -769,7 +765,7 @@ def _read_metadata(run_abs: str, root_real: str) -> _Metadata:
     target = path
     if stat.S_ISLNK(st.st_mode):
         target = os.path.realpath(path)
-        if not _within(target, root_real):
+        if not is_within(target, root_real):
             raise _Stop(
                 Invalid(
                     "metadata.json is a symbolic link leading outside the artifacts root "
@@ -1041,7 +1037,7 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
     root_real = os.path.realpath(os.fspath(root))
     run_abs = os.path.abspath(os.fspath(run_dir))
     run_real = os.path.realpath(run_abs)
-    if not _within(run_real, root_real) or run_real == root_real:
+    if not is_within(run_real, root_real) or run_real == root_real:
         return Invalid(
             f"{_show_path(run_abs)} is not a directory below the artifacts root "
             f"{_show_path(root_real)}"
@@ -1277,10 +1273,6 @@ def quick_fingerprint(run_dir: Path) -> str | None:
 # --------------------------------------------------------------------------- scanning
 
 
-def _skip_name(name: str) -> bool:
-    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
-
-
 def iter_run_dirs(root: Path) -> Iterator[Path]:
     """Every run directory below ``root`` (absolute paths, sorted per directory).
 
@@ -1315,7 +1307,7 @@ def walk_run_dirs(root: str | os.PathLike[str]) -> Iterator[tuple[str, os.stat_r
             with os.scandir(current) as it:
                 subdirs = []
                 for entry in it:
-                    if _skip_name(entry.name):
+                    if is_ignored_name(entry.name):
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
@@ -1343,20 +1335,3 @@ def walk_run_dirs(root: str | os.PathLike[str]) -> Iterator[tuple[str, os.stat_r
                 continue
             yield path, meta_st
         stack.extend(reversed(descend))
-
-
-def is_ignored(root: Path, path: Path) -> bool:
-    """True if any component of ``path`` below ``root`` starts with ``.`` or ends with
-    ``.tmp``/``.partial``, or if ``path`` is not below ``root`` at all. ``root`` itself is not
-    ignored. Compared lexically first, then with symlinks resolved."""
-    root_s = os.path.abspath(os.fspath(root))
-    path_s = os.path.abspath(os.fspath(path))
-    if not _within(path_s, root_s):
-        root_s = os.path.realpath(root_s)
-        path_s = os.path.realpath(path_s)
-        if not _within(path_s, root_s):
-            return True
-    rel = os.path.relpath(path_s, root_s)
-    if rel == ".":
-        return False
-    return any(_skip_name(part) for part in rel.split(os.sep))

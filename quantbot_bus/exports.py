@@ -98,7 +98,6 @@ but missing on disk makes its runs be exported again.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import re
@@ -116,6 +115,7 @@ from .catalog import SEQ_COLUMNS
 from .config import SUMMARY_NAMES, Config, UserExport
 from .fsutil import install
 from .log import get_logger
+from .timeutil import age_s, iso_utc
 
 log = get_logger("quantbot_bus.exports")
 
@@ -178,10 +178,6 @@ CREATE TABLE IF NOT EXISTS exports_state.run_kv (
 #: (a bounded catch-up, :func:`refresh` ``max_runs`` at a time).
 STATE_VERSION = "4"
 DEFAULT_MAX_RUNS = 500  #: changed runs one :func:`refresh` call takes in at most
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _q(identifier: str) -> str:
@@ -341,7 +337,7 @@ def refresh(
 
     status = _read_status(exports_dir)
     status.update(
-        refreshed_at=_now(),
+        refreshed_at=iso_utc(),
         ms=round((time.perf_counter() - t_start) * 1000, 1),
         changed_runs={"added": len(changes.added), "removed": len(changes.removed)},
         more=changes.more,
@@ -1576,20 +1572,12 @@ def _entry(
 ) -> dict[str, Any]:
     return {
         "kind": kind,
-        "last_run_at": _now(),
+        "last_run_at": iso_utc(),
         "rows": rows,
         "ms": round((time.perf_counter() - t0) * 1000, 1),
         "ok": error is None,
         "error": error,
     }
-
-
-def _age_s(entry: dict[str, Any]) -> float:
-    try:
-        then = dt.datetime.fromisoformat(str(entry["last_run_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return float("inf")
-    return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
 def file_generations(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -1662,7 +1650,9 @@ def write_files(
         if not stale:
             files[name] = current
             continue
-        wait = FILE_WRITE_SPACING * float(entry.get("ms") or 0) / 1000 - _age_s(entry)
+        wait = FILE_WRITE_SPACING * float(entry.get("ms") or 0) / 1000 - age_s(
+            str(entry.get("last_run_at") or "")
+        )
         if not force and entry.get("ok") and current.exists() and wait > 0:
             next_due = wait if next_due is None else min(next_due, wait)
             files[name] = current

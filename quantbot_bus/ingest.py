@@ -42,13 +42,13 @@ from .contract import (
     Invalid,
     Valid,
     fingerprint_of,
-    is_ignored,
     iter_run_dirs,
     quick_fingerprint,
     validate_run_dir,
     walk_run_dirs,
 )
 from .errors import ConfigError
+from .ignore import is_ignored
 
 
 @dataclass

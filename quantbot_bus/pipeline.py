@@ -2,7 +2,7 @@
 
 scan → validate → plan → apply → publish → refresh exports. The daemon
 (:mod:`quantbot_bus.watch`), ``sync`` and ``rebuild`` are thin drivers of a :class:`Bus`: one
-pending rule, one run-dir mapping, one ignore rule (:func:`quantbot_bus.contract.is_ignored`).
+pending rule, one run-dir mapping, one ignore rule (:func:`quantbot_bus.ignore.is_ignored`).
 
 **Exclusive.** :meth:`Bus.open` first takes ``state/daemon.lock`` (``flock``, non-blocking) and
 writes ``"<pid> <role>"`` into it; a second daemon, a ``sync`` or a ``rebuild`` while one holds it

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 
 from .errors import CatalogMissingError
 from .fsutil import write_atomic
+from .timeutil import age_s
 
 #: A running daemon rewrites the file at least this often (seconds).
 WRITE_INTERVAL_S = 5.0
@@ -54,11 +56,6 @@ STATUS_SIZE = 4096
 
 class StatusMissingError(CatalogMissingError):
     """There is no status file: the daemon has never run with this state directory."""
-
-
-def utc_now() -> str:
-    """Now as ISO-8601 UTC with a ``Z``."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_status(path: Path, data: dict[str, Any]) -> None:
@@ -99,16 +96,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Read the status file and add ``pid_alive``, ``age_s`` and ``state`` (see module doc).
 
@@ -131,9 +118,9 @@ def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]
             time.sleep(0.05)
     if not isinstance(data, dict):
         raise StatusMissingError(f"status file {path} does not hold a JSON object")
-    now = dt.datetime.now(dt.UTC) if now is None else now
-    updated = _parse_time(data.get("updated_at"))
-    age = None if updated is None else max(0.0, (now - updated).total_seconds())
+    updated = data.get("updated_at")
+    elapsed = age_s(updated, now) if isinstance(updated, str) else math.inf
+    age = None if math.isinf(elapsed) else max(0.0, elapsed)
     pid = data.get("pid")
     alive = isinstance(pid, int) and pid_alive(pid)
     if data.get("stopped_at"):

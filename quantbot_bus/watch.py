@@ -68,14 +68,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from . import contract
 from .catalog import Batch
 from .config import Config
 from .errors import BusError, DaemonError
+from .ignore import is_ignored
 from .log import get_logger
 from .notify import Notifier
 from .pipeline import Bus
-from .status import WRITE_INTERVAL_S, utc_now, write_status
+from .status import WRITE_INTERVAL_S, write_status
+from .timeutil import iso_utc
 
 log = get_logger("quantbot_bus.watch")
 
@@ -119,7 +120,7 @@ class _EventHandler(FileSystemEventHandler):
             dirs: list[Path] = []
             for raw in paths:
                 path = Path(os.fsdecode(raw))
-                if not raw or contract.is_ignored(self._daemon.root, path):
+                if not raw or is_ignored(self._daemon.root, path):
                     continue  # hidden names, *.tmp, *.partial: never read, never a trigger
                 dirs.append(path if event.is_directory else path.parent)
             if dirs:
@@ -194,7 +195,7 @@ class Daemon:
         self._status_lock = threading.Lock()
         self._status: dict[str, Any] = {
             "pid": os.getpid(),
-            "started_at": utc_now(),
+            "started_at": iso_utc(),
             "ready": False,
             "stopped_at": None,
             "observer": self.observer_kind,
@@ -216,7 +217,7 @@ class Daemon:
 
     def mark_dirty(self, dirs: Iterable[Path]) -> None:
         """Queue directories for examination and wake the worker (called by the observer)."""
-        keep = [d for d in dirs if not contract.is_ignored(self._root, d)]
+        keep = [d for d in dirs if not is_ignored(self._root, d)]
         if not keep:
             return
         with self._dirty_lock:
@@ -327,7 +328,7 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     self._publish()
             self._status["ready"] = False
-            self._status["stopped_at"] = utc_now()
+            self._status["stopped_at"] = iso_utc()
             with contextlib.suppress(OSError):
                 self._write_status()
             self.bus.close()  # closes the catalog, then releases the state-dir lock
@@ -610,7 +611,7 @@ class Daemon:
         )
         with self._status_lock:
             self._status.update(
-                last_batch_at=utc_now(),
+                last_batch_at=iso_utc(),
                 last_batch_n=len(batch),
                 last_batch_ms=round(ms, 1),
                 registered=counts.get("runs", 0),
@@ -638,7 +639,7 @@ class Daemon:
         m = bus.publication.manifest
         with self._status_lock:
             if m.gen and m.gen != self._status.get("generation"):
-                self._status["snapshot_published_at"] = utc_now()
+                self._status["snapshot_published_at"] = iso_utc()
                 self._status["generation"] = m.gen
             degraded = bus.degraded or self._worker_error
             changed = self._status.get("degraded") != degraded
@@ -734,7 +735,7 @@ class Daemon:
 
     def _write_status(self) -> None:
         with self._status_lock:
-            self._status["updated_at"] = utc_now()
+            self._status["updated_at"] = iso_utc()
             data = dict(self._status)
             try:
                 write_status(self.config.status_path, data)

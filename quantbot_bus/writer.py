@@ -53,21 +53,14 @@ import pyarrow.parquet as pq
 from .contract import METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
 from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
+from .ignore import any_ignored
 from .log import get_logger
+from .timeutil import iso_utc, utc_now
 
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PARTIAL_SUFFIX = ".partial"
 _CHUNK = 1 << 20
 _log = get_logger("quantbot_bus.writer")
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso_utc(moment: dt.datetime) -> str:
-    """``2026-01-08T12:00:00.123Z``: ISO-8601, UTC, millisecond precision."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def default_run_id(run_type: str, now: dt.datetime | None = None) -> str:
@@ -347,7 +340,7 @@ class RunWriter:
         real = src.resolve()
         if real.is_relative_to(run_dir) and not src.is_symlink():
             rel = real.relative_to(run_dir)
-            if any(part.startswith(".") for part in rel.parts) or rel.name.endswith(".tmp"):
+            if any_ignored(rel.parts[:-1]) or rel.name.startswith(".") or rel.name.endswith(".tmp"):
                 raise ContractError(
                     f"add_file({name!r}): {rel} is a hidden or .tmp name the daemon never reads; "
                     f"write to writer.path_for({name!r}) instead"

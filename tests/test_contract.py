@@ -27,7 +27,6 @@ from quantbot_bus.contract import (
     Invalid,
     Valid,
     fingerprint_of,
-    is_ignored,
     iter_run_dir_paths,
     iter_run_dirs,
     load_run_schema,
@@ -35,6 +34,7 @@ from quantbot_bus.contract import (
     validate_run_dir,
     walk_run_dirs,
 )
+from quantbot_bus.ignore import is_ignored
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,8 @@ from quantbot_bus.catalog import SCHEMA_VERSION, Catalog
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.publication import current_generation
-from quantbot_bus.status import utc_now, write_status
+from quantbot_bus.status import write_status
+from quantbot_bus.timeutil import iso_utc
 
 NAMES = [
     "duckdb",
@@ -64,8 +65,8 @@ def published(bus: Config, runs: int) -> str:
 def running_status(bus: Config, **changes: Any) -> None:
     data = {
         "pid": os.getpid(),
-        "started_at": utc_now(),
-        "updated_at": utc_now(),
+        "started_at": iso_utc(),
+        "updated_at": iso_utc(),
         "ready": True,
         "stopped_at": None,
         "registered": 3,
@@ -470,7 +471,7 @@ def test_status_states(bus: Config) -> None:
     dead = doctor.check_status(bus, None, None)
     assert dead.status == "fail" and "without a clean stop" in dead.detail
 
-    running_status(bus, stopped_at=utc_now(), ready=False)
+    running_status(bus, stopped_at=iso_utc(), ready=False)
     assert doctor.check_status(bus, None, None).status == "warn"
     assert doctor.check_status(bus, True, None).status == "fail"
 
