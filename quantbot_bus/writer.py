@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -50,14 +49,13 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .contract import METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
+from .contract import ARTIFACT_NAME_RE, METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
 from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
 from .ignore import any_ignored
 from .log import get_logger
 from .timeutil import iso_utc, utc_now
 
-ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PARTIAL_SUFFIX = ".partial"
 _CHUNK = 1 << 20
 _log = get_logger("quantbot_bus.writer")
