@@ -30,13 +30,18 @@ def temp_path_for(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
 
 
-def install(tmp: Path, dest: Path) -> None:
-    """fsync ``tmp``, rename it over ``dest`` and fsync the directory."""
-    fd = os.open(tmp, os.O_RDONLY)
+def fsync_file(path: Path) -> None:
+    """fsync one file by path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def install(tmp: Path, dest: Path) -> None:
+    """fsync ``tmp``, rename it over ``dest`` and fsync the directory."""
+    fsync_file(tmp)
     os.replace(tmp, dest)
     fsync_dir(dest.parent)
 

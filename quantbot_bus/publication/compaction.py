@@ -11,8 +11,10 @@ from pathlib import Path
 
 import duckdb
 
+from ..fsutil import fsync_file
 from ..log import get_logger
-from .layout import CATALOG_TABLES, MAX_SEGMENTS, MERGE_FAN, Manifest, Segment, fsync_file, lit
+from ..sqltext import lit
+from .layout import CATALOG_TABLES, MAX_SEGMENTS, MERGE_FAN, Manifest, Segment
 
 log = get_logger("quantbot_bus.publication")
 

@@ -34,16 +34,6 @@ CATALOG_TABLES: dict[str, str] = {
 HIDDEN = ("_seq", "_aseq")
 
 
-def lit(text: str) -> str:
-    """A SQL string literal (for our own paths: CREATE VIEW and COPY cannot bind them)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quote(identifier: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def current_generation(exports_dir: Path) -> Path:
     """The directory of the current generation, resolved once: read files below it."""
     link = Path(exports_dir) / CURRENT
@@ -113,12 +103,3 @@ class Published:
 def locked(path: Path) -> bool:
     """Whether another process holds a lock on ``path`` (a reader of that views file)."""
     return lock_holder(path) is not None
-
-
-def fsync_file(path: Path) -> None:
-    """fsync one file by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,7 +15,9 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ..catalog import LATEST_VIEW, SCHEMA_VERSION
-from .layout import HIDDEN, STORAGE_VERSION, VIEWS_VERSION, fsync_file, lit, quote
+from ..fsutil import fsync_file
+from ..sqltext import lit, q
+from .layout import HIDDEN, STORAGE_VERSION, VIEWS_VERSION
 
 
 def write_views(
@@ -89,11 +91,11 @@ def view_statements(base: Path, tables: Sequence[str], files: Mapping[str, str])
     for name, file_name in sorted(files.items()):
         reader = "read_csv_auto" if file_name.endswith(".csv") else "read_parquet"
         path = base / "files" / file_name
-        out.append(f"CREATE VIEW exports.{quote(name)} AS SELECT * FROM {reader}({lit(str(path))})")
+        out.append(f"CREATE VIEW exports.{q(name)} AS SELECT * FROM {reader}({lit(str(path))})")
     for table in sorted(tables):
         view = table if table not in files else f"table_{table}"
         out.append(
-            f"CREATE VIEW exports.{quote(view)} AS SELECT * FROM "
+            f"CREATE VIEW exports.{q(view)} AS SELECT * FROM "
             f"read_parquet({lit(str(base / 'tables' / table / '*.parquet'))}, union_by_name = true)"
         )
     return out
