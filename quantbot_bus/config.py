@@ -141,16 +141,17 @@ class Config:
                 f"config field 'log_format' must be auto, json or console; got {self.log_format!r}"
             )
         seen: set[str] = set()
+        reserved = _summary_names() if self.exports else ()
         for i, exp in enumerate(self.exports):
             where = f"exports[{i}]"
             if not _EXPORT_NAME.match(exp.name):
                 raise ConfigError(
                     f"config field '{where}.name' must match {_EXPORT_NAME.pattern}, got {exp.name!r}"
                 )
-            if exp.name in SUMMARY_NAMES:
+            if exp.name in reserved:
                 raise ConfigError(
                     f"config field '{where}.name' is {exp.name!r}, the name of a built-in "
-                    f"summary export; pick another (reserved: {', '.join(SUMMARY_NAMES)})"
+                    f"summary export; pick another (reserved: {', '.join(reserved)})"
                 )
             if exp.name in seen:
                 raise ConfigError(
@@ -169,17 +170,13 @@ class Config:
         return self
 
 
-#: The built-in summary exports (``exports/<name>.parquet``, views ``exports.<name>``); a user
-#: export may not take one of these names.
-SUMMARY_NAMES = (
-    "runs",
-    "artifacts",
-    "latest_artifacts",
-    "run_summaries",
-    "caller_leaderboard",
-    "policy_comparison",
-    "frontier_best",
-)
+def _summary_names() -> tuple[str, ...]:
+    """The built-in summary exports (``exports/<name>.parquet``, views ``exports.<name>``), as
+    the exports' registry has them; a user export may not take one of these names."""
+    from .exports.plugins import summary_names  # the exports import this module
+
+    return summary_names()
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}
@@ -247,6 +244,22 @@ def _parse_exports(raw: Any) -> tuple[UserExport, ...]:
     return tuple(out)
 
 
+def find_config_file(
+    path: str | os.PathLike[str] | None, *, env: Mapping[str, str], cwd: Path
+) -> Path | None:
+    """The config file to read, absolute (it may not exist): ``path``, else
+    ``$QUANTBOT_BUS_CONFIG``, else ``./quantbot-bus.toml`` if it exists; None when none is."""
+    if path is not None:
+        chosen = Path(path)
+    elif env.get(CONFIG_ENV):
+        chosen = Path(env[CONFIG_ENV])
+    elif (cwd / DEFAULT_CONFIG_NAME).is_file():
+        chosen = cwd / DEFAULT_CONFIG_NAME
+    else:
+        return None
+    return chosen if chosen.is_absolute() else cwd / chosen
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -259,15 +272,8 @@ def load_config(
     cwd = Path.cwd() if cwd is None else cwd
     values: dict[str, Any] = {}
 
-    config_file: Path | None = None
-    if path is not None:
-        config_file = Path(path)
-    elif env.get(CONFIG_ENV):
-        config_file = Path(env[CONFIG_ENV])
-    elif (cwd / DEFAULT_CONFIG_NAME).is_file():
-        config_file = cwd / DEFAULT_CONFIG_NAME
+    config_file = find_config_file(path, env=env, cwd=cwd)
     if config_file is not None:
-        config_file = config_file if config_file.is_absolute() else cwd / config_file
         try:
             data = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except FileNotFoundError:

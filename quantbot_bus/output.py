@@ -13,7 +13,9 @@ from typing import Any
 FORMATS = ("table", "json", "csv")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as the JSON output carries it: UTC ISO times (``Z``), ISO dates, floats for
+    decimals, hex for bytes; anything else as is."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
@@ -27,8 +29,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_jsonable = jsonable  # the name the CLI imports
+
+
 def _cell(value: Any) -> str:
-    value = _jsonable(value)
+    value = jsonable(value)
     if value is None:
         return ""
     if isinstance(value, dict | list):
@@ -45,7 +50,7 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
     if fmt == "json":
         return (
             json.dumps(
-                [{c: _jsonable(r.get(c)) for c in columns} for r in rows], indent=2, default=str
+                [{c: jsonable(r.get(c)) for c in columns} for r in rows], indent=2, default=str
             )
             + "\n"
         )

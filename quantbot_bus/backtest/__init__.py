@@ -1,12 +1,8 @@
 """Backtests over a deterministic synthetic memecoin market, written as bus runs.
 
 ``market`` makes the calls and candle paths, ``pathonly`` and ``policy`` hold the metric
-definitions as small pure functions, ``optimize`` searches the policy grid in DuckDB and
-``runner.run_backtest`` ties one strategy to a :class:`~quantbot_bus.writer.RunWriter`.
+definitions as small pure functions, ``optimize`` searches the policy grid in DuckDB,
+``runner.run_backtest`` ties one strategy to a :class:`~quantbot_bus.writer.RunWriter`, and
+``summaries`` registers the backtest summaries with the exports (a plug-in). Import the
+submodule you need: importing this package loads nothing (the runner pulls in polars).
 """
-
-from __future__ import annotations
-
-from .runner import INTERVALS, STRATEGIES, RunResult, run_backtest
-
-__all__ = ["INTERVALS", "STRATEGIES", "RunResult", "run_backtest"]
