@@ -1,12 +1,11 @@
 """The run pipeline: one object, :class:`Bus`, owns the working catalog and does every step.
 
 scan → validate → plan → apply → publish → refresh exports. The daemon
-(:mod:`quantbot_bus.watch`), ``sync`` and ``rebuild`` are thin drivers of a :class:`Bus`: one
+(:mod:`quantbot_bus.daemon`), ``sync`` and ``rebuild`` are thin drivers of a :class:`Bus`: one
 pending rule, one run-dir mapping, one ignore rule (:func:`quantbot_bus.ignore.is_ignored`).
 
-**Exclusive.** :meth:`Bus.open` first takes ``state/daemon.lock`` (``flock``, non-blocking) and
-writes ``"<pid> <role>"`` into it; a second daemon, a ``sync`` or a ``rebuild`` while one holds it
-fails with :class:`~quantbot_bus.errors.BusyError` naming that pid and what to do instead. Only
+**Exclusive.** :meth:`Bus.open` first takes the state-dir lock
+(:class:`~quantbot_bus.statelock.StateLock`). Only
 then is the working catalog opened, once, and never again by this process (POSIX locks belong
 to the process: a second open and close of the file would drop DuckDB's lock). Readers never
 touch it: they read the publication (:mod:`quantbot_bus.publication`).
@@ -27,7 +26,6 @@ commit is found again by the next scan.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import threading
@@ -40,52 +38,13 @@ from . import exports, ingest
 from .catalog import Batch, BatchResult, Catalog, Rejection
 from .config import Config
 from .contract import METADATA_NAME, quick_fingerprint
-from .errors import BusyError, CatalogError, ConfigError
+from .errors import CatalogError, ConfigError
 from .fsutil import lock_holder
 from .log import get_logger
 from .publication import Publication, Published
+from .statelock import StateLock
 
 log = get_logger("quantbot_bus.pipeline")
-
-
-_ADVICE = {
-    "daemon": "stop it first (systemctl stop quantbot-bus, or Ctrl-C) or use another --state-dir",
-    "sync": "the running daemon already keeps the catalog in sync (`quantbot-bus status` shows "
-    "its progress); run `sync` only when no daemon runs",
-    "rebuild": "stop the daemon first (systemctl stop quantbot-bus), then run `rebuild`",
-}
-
-
-class StateLock:
-    """``state/daemon.lock``: held (``flock``) by the one process that may write the catalog."""
-
-    def __init__(self, path: Path, role: str) -> None:
-        self.path = Path(path)
-        self.role = role
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").split()
-            os.close(fd)
-            pid = holder[0] if holder else "unknown"
-            other = holder[1] if len(holder) > 1 else "daemon"
-            raise BusyError(
-                f"the catalog in {self.path.parent} is in use by a running quantbot-bus {other} "
-                f"(pid {pid}); {_ADVICE.get(self.role, _ADVICE['sync'])}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.role}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the flock; the file stays
-            self._fd = None
 
 
 class Bus:

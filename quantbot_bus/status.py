@@ -1,141 +1,21 @@
-"""The daemon's status file (``Config.status_path``): written atomically, read by ``status``.
+"""Re-exports of :mod:`quantbot_bus.daemon.status` under the old import path."""
 
-The daemon rewrites it (temp file in the same directory, fsync, ``os.replace``) after every batch
-and every few seconds while idle, so a reader never sees a half-written file. Fields (JSON object):
+from .daemon.status import (
+    STALE_AFTER_S,
+    STATUS_SIZE,
+    WRITE_INTERVAL_S,
+    StatusMissingError,
+    pid_alive,
+    read_status,
+    write_status,
+)
 
-==========================  ==================================================================
-``pid``                     the daemon's process id
-``started_at``              ISO-8601 UTC, when the daemon started
-``updated_at``              ISO-8601 UTC, when this file was written
-``ready``                   true once the startup reconcile is done (false again after stop)
-``stopped_at``              ISO-8601 UTC of a clean stop, else null
-``observer``                ``inotify`` or ``polling``
-``root``                    the artifacts root being watched
-``last_batch_at``           ISO-8601 UTC of the last committed batch, or null
-``last_batch_n``            items (valid + gone + rejected) in that batch
-``last_batch_ms``           milliseconds it took (examine + commit + publish)
-``registered``              live runs in the catalog
-``rejected``                open rejections
-``pending``                 runs whose metadata.json exists but whose files are not complete
-``deleted``                 soft-deleted runs
-``oldest_pending_lag_s``    seconds since the oldest pending run was first seen, or null
-``snapshot_published_at``   ISO-8601 UTC of the last publication readers see, or null
-``generation``              the number of that publication (``exports/gen/<N>``), or null
-``degraded``                why the last commit or publication failed (e.g. disk full), or null
-==========================  ==================================================================
-
-:func:`read_status` adds ``pid_alive`` (is that process still there), ``age_s`` (seconds since
-``updated_at``) and ``state``: ``running`` (pid alive and file fresh), ``degraded`` (running, but ``degraded`` says
-what fails: readers keep the last good publication, the daemon retries), ``starting`` (alive, not
-ready yet), ``stale`` (alive but not written for :data:`STALE_AFTER_S`), ``stopped`` (clean stop)
-or ``dead`` (the process is gone without a clean stop).
-"""
-
-from __future__ import annotations
-
-import datetime as dt
-import errno
-import json
-import math
-import os
-import time
-from pathlib import Path
-from typing import Any
-
-from .errors import CatalogMissingError
-from .fsutil import write_atomic
-from .timeutil import age_s
-
-#: A running daemon rewrites the file at least this often (seconds).
-WRITE_INTERVAL_S = 5.0
-#: Older than this while the pid is alive: reported as ``stale``.
-STALE_AFTER_S = 30.0
-#: The status file's size (padded): rewritable in place when the disk is full.
-STATUS_SIZE = 4096
-
-
-class StatusMissingError(CatalogMissingError):
-    """There is no status file: the daemon has never run with this state directory."""
-
-
-def write_status(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp + fsync + ``os.replace``).
-
-    The text is padded with spaces to :data:`STATUS_SIZE` bytes, so that on a full disk
-    (ENOSPC: exactly when the status matters) it is written over the old file in place, in
-    blocks the file already has; a reader that catches that write half done retries
-    (:func:`read_status`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    text = text.ljust(STATUS_SIZE - 1) + "\n" if len(text) < STATUS_SIZE else text
-    try:
-        write_atomic(path, text)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        raw = text.encode()
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            if os.fstat(fd).st_size != len(raw):
-                raise  # no room to grow it: the ENOSPC stands
-            os.pwrite(fd, raw, 0)
-        finally:
-            os.close(fd)
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists (signal 0)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Read the status file and add ``pid_alive``, ``age_s`` and ``state`` (see module doc).
-
-    Raises :class:`StatusMissingError` when the file does not exist.
-    """
-    for attempt in range(3):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise StatusMissingError(
-                f"no status file at {path}: the daemon has never run with this state dir "
-                f"(start it with `quantbot-bus daemon`, or pass the right --state-dir/--config)"
-            ) from None
-        try:
-            data = json.loads(text)
-            break
-        except json.JSONDecodeError as exc:  # an in-place write (disk full) caught half done
-            if attempt == 2:
-                raise StatusMissingError(f"status file {path} is not valid JSON ({exc})") from None
-            time.sleep(0.05)
-    if not isinstance(data, dict):
-        raise StatusMissingError(f"status file {path} does not hold a JSON object")
-    updated = data.get("updated_at")
-    elapsed = age_s(updated, now) if isinstance(updated, str) else math.inf
-    age = None if math.isinf(elapsed) else max(0.0, elapsed)
-    pid = data.get("pid")
-    alive = isinstance(pid, int) and pid_alive(pid)
-    if data.get("stopped_at"):
-        state = "stopped"
-    elif not alive:
-        state = "dead"
-    elif age is None or age > STALE_AFTER_S:
-        state = "stale"
-    elif not data.get("ready"):
-        state = "starting"
-    elif data.get("degraded"):
-        state = "degraded"
-    else:
-        state = "running"
-    data["pid_alive"] = alive
-    data["age_s"] = None if age is None else round(age, 3)
-    data["state"] = state
-    return data
+__all__ = [
+    "STALE_AFTER_S",
+    "STATUS_SIZE",
+    "WRITE_INTERVAL_S",
+    "StatusMissingError",
+    "pid_alive",
+    "read_status",
+    "write_status",
+]

@@ -1,0 +1,95 @@
+"""The runs the daemon waits on: pending (files not complete yet), re-examined on a timer.
+
+The rule that decides pending vs. rejected is the Bus's (:meth:`Bus.expire_pending`); this is
+the worker's bookkeeping around it: since when each run is pending and why, when the next
+recheck is due, and which entries an examination settled. Written by the worker only; other
+threads read copies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..log import get_logger
+
+log = get_logger("quantbot_bus.watch")
+
+
+@dataclass
+class _Pending:
+    first_seen: float  # time.monotonic()
+    first_seen_wall: float  # time.time()
+    reason: str
+
+
+class PendingRuns:
+    """Pending run directories below ``root``, rechecked every ``recheck_s``."""
+
+    def __init__(self, root: Path, recheck_s: float) -> None:
+        self.root = root
+        self.recheck_s = recheck_s
+        self._runs: dict[str, _Pending] = {}
+        self._next_recheck = 0.0
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def reasons(self) -> dict[str, str]:
+        """Pending run dirs and why (a copy)."""
+        return {k: v.reason for k, v in list(self._runs.items())}
+
+    def oldest_lag_s(self) -> float | None:
+        """Seconds since the oldest pending run was first seen, or None."""
+        oldest = min((p.first_seen for p in list(self._runs.values())), default=None)
+        return None if oldest is None else round(time.monotonic() - oldest, 3)
+
+    def timeout(self, now: float, limit: float) -> float:
+        """``limit``, shortened to when the next recheck is due (if any run is pending)."""
+        if self._runs:
+            return min(limit, max(0.0, self._next_recheck - now))
+        return limit
+
+    def take_due(self, now: float) -> set[Path]:
+        """The pending run dirs when a recheck is due (then the next one is scheduled)."""
+        if not self._runs or now < self._next_recheck:
+            return set()
+        self._next_recheck = now + self.recheck_s
+        return {Path(p) for p in self._runs}
+
+    def forget(self, covered: set[Path] | None, still: dict[str, str]) -> None:
+        """Drop entries the examination covered (``None``: a full scan) that are no longer
+        incomplete (not in ``still``)."""
+        covered_keys = None if covered is None else {str(d) for d in covered}
+        for key in list(self._runs):
+            if key in still:
+                continue
+            if covered_keys is None or key in covered_keys:
+                del self._runs[key]
+                continue
+            for parent in Path(key).parents:
+                if str(parent) in covered_keys:
+                    del self._runs[key]
+                    break
+                if parent == self.root:
+                    break
+
+    def record(self, pending: dict[str, str]) -> None:
+        """Note runs found incomplete (``run.pending`` the first time) and their reasons."""
+        now = time.monotonic()
+        for run_dir, why in pending.items():
+            entry = self._runs.get(run_dir)
+            if entry is None:
+                self._runs[run_dir] = _Pending(now, time.time(), why)
+                log.info("run.pending", run_dir=run_dir, reason=why)
+                if len(self._runs) == 1:
+                    self._next_recheck = now + self.recheck_s
+            else:
+                entry.reason = why
+
+    def drop_rejected(self, pending: dict[str, str], still: dict[str, str]) -> None:
+        """Drop the runs of ``pending`` that the pending rule rejected (not in ``still``)."""
+        for run_dir in pending:
+            if run_dir not in still:
+                self._runs.pop(run_dir, None)  # rejected: it is in the batch
