@@ -1,10 +1,15 @@
-"""Shared fixtures: a temporary bus (artifacts root, exports, state) with real files."""
+"""Shared fixtures: a temporary bus (artifacts root, exports, state) with real files, and daemon
+subprocesses that are always reaped."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from builders import RunFactory
+from reliability.helpers import DaemonProcess
 
 from quantbot_bus.config import Config
 
@@ -20,3 +25,34 @@ def bus(tmp_path: Path) -> Config:
     for d in (cfg.root, cfg.exports_dir, cfg.state_dir):
         d.mkdir(parents=True)
     return cfg
+
+
+@pytest.fixture
+def run_factory(tmp_path: Path) -> RunFactory:
+    """A :class:`~builders.RunFactory` (runs of 20 rows, hard-linked) for the test."""
+    return RunFactory(tmp_path / "tpl")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty artifacts root (for tests of the validator alone)."""
+    r = tmp_path / "artifacts"
+    r.mkdir()
+    return r
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[..., DaemonProcess]]:
+    """``daemon_factory(config, **kw)``: an unstarted :class:`~reliability.helpers.DaemonProcess`
+    (``cls=`` a subclass of it); every daemon a test made is SIGKILLed and reaped when the test
+    ends, whatever happened."""
+    made: list[DaemonProcess] = []
+
+    def factory(config: Config, cls: type[DaemonProcess] = DaemonProcess, **kw: Any) -> Any:
+        d = cls(config, **kw)
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        d.ensure_dead()

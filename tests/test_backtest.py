@@ -11,11 +11,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from builders import CALL_RESULT_COLUMNS, FRONTIER_COLUMNS, PATH_COLUMNS, POLICY_COLUMNS
 
-from quantbot_bus.backtest import run_backtest
 from quantbot_bus.backtest.market import Candle, generate_calls
 from quantbot_bus.backtest.pathonly import path_metrics
 from quantbot_bus.backtest.policy import Policy, default_grid, simulate_policy
+from quantbot_bus.backtest.runner import run_backtest
 from quantbot_bus.contract import Valid, validate_run_dir
 
 D_FROM, D_TO = dt.date(2026, 1, 2), dt.date(2026, 1, 8)
@@ -248,68 +249,6 @@ def test_5m_candles_are_the_1m_path_aggregated() -> None:
 
 # -- the three producers' runs -------------------------------------------------------------------
 
-PATH_COLUMNS = [
-    "run_id",
-    "call_id",
-    "caller_name",
-    "mint",
-    "chain",
-    "interval",
-    "alert_ts_ms",
-    "p0",
-    "hit_2x",
-    "t_2x_ms",
-    "hit_3x",
-    "t_3x_ms",
-    "hit_4x",
-    "t_4x_ms",
-    "dd_bps",
-    "dd_to_2x_bps",
-    "alert_to_activity_ms",
-    "peak_multiple",
-    "created_at",
-]
-POLICY_COLUMNS = [
-    "run_id",
-    "policy_id",
-    "call_id",
-    "realized_return_bps",
-    "stop_out",
-    "max_adverse_excursion_bps",
-    "time_exposed_ms",
-    "tail_capture",
-    "entry_ts_ms",
-    "exit_ts_ms",
-    "entry_px",
-    "exit_px",
-    "exit_reason",
-    "created_at",
-]
-CALL_RESULT_COLUMNS = {
-    "run_id",
-    "call_id",
-    "caller_name",
-    "policy_id",
-    "entry_px",
-    "exit_px",
-    "pnl_usd",
-    "pnl_pct",
-    "return_bps",
-    "win",
-    "created_at",
-}
-FRONTIER_COLUMNS = {
-    "run_id",
-    "caller_name",
-    "policy_params",
-    "meets_constraints",
-    "objective_score",
-    "avg_return_bps",
-    "median_return_bps",
-    "stop_out_rate",
-    "rank",
-}
-
 
 def tables(run_dir: Path) -> dict[str, Any]:
     meta = json.loads((run_dir / "metadata.json").read_text())
@@ -333,7 +272,7 @@ def test_path_only_run(tmp_path: Path) -> None:
     assert meta["run_type"] == "backtest" and meta["status"] == "success"
     assert meta["params"]["strategy"] == "path-only" and meta["params"]["interval"] == "5m"
     t = tables(result.run_dir)["backtest_call_path_metrics"]
-    assert t.column_names == PATH_COLUMNS
+    assert t.column_names == [*PATH_COLUMNS, "created_at"]
     assert t.num_rows == 40
     assert set(t.column("run_id").to_pylist()) == {result.run_id}
     assert set(t.column("interval").to_pylist()) == {"5m"}
@@ -357,8 +296,8 @@ def test_policy_run(tmp_path: Path) -> None:
     t = tables(result.run_dir)
     assert set(t) == {"backtest_policy_results", "backtest_call_results"}
     policy_results, call_results = t["backtest_policy_results"], t["backtest_call_results"]
-    assert policy_results.column_names == POLICY_COLUMNS
-    assert CALL_RESULT_COLUMNS <= set(call_results.column_names)
+    assert policy_results.column_names == [*POLICY_COLUMNS, "created_at"]
+    assert {*CALL_RESULT_COLUMNS, "created_at"} <= set(call_results.column_names)
     assert policy_results.num_rows == 40 * 27 and call_results.num_rows == 40
     for name in t:
         assert "parquet-cpp-arrow" in created_by(result.run_dir, name)
@@ -387,7 +326,7 @@ def test_optimize_run_agrees_with_the_policy_run(tmp_path: Path) -> None:
     t = tables(result.run_dir)
     assert set(t) == {"frontier", "summary"}
     frontier, summary = t["frontier"].to_pylist(), t["summary"].to_pylist()
-    assert FRONTIER_COLUMNS <= set(t["frontier"].column_names)
+    assert set(FRONTIER_COLUMNS) <= set(t["frontier"].column_names)
     for name in t:
         assert "duckdb" in created_by(result.run_dir, name).lower()
     assert len(summary) == 1

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from runs import publish_catalog
+from builders import publish_catalog
 from structlog.testing import capture_logs
 
 from quantbot_bus.catalog import (
@@ -207,7 +207,7 @@ def test_changed_fingerprint_updates_row_and_replaces_artifacts(
     ((first_reg, reg1),) = rows(
         cat, "SELECT first_registered_at, registered_at FROM catalog.runs_d"
     )
-    time.sleep(0.01)
+    time.sleep(0.01)  # a time gap: the update's registered_at must be later
     with capture_logs() as logs:
         res = cat.apply_batch(
             Batch(
@@ -311,7 +311,7 @@ def test_rejections_upsert_by_run_dir_and_resolve(tmp_path: Path, cat: Catalog) 
     ((first_seen, last1),) = rows(
         cat, "SELECT first_seen_at, last_seen_at FROM catalog.rejections_f"
     )
-    time.sleep(0.01)
+    time.sleep(0.01)  # a time gap: the second sighting's last_seen_at must be later
     cat.apply_batch(Batch(rejected=[Rejection(d, "bad", "sha256 mismatch", "f2")]))
     assert rows(
         cat, "SELECT run_dir, reason, attempts, fingerprint, resolved_at FROM catalog.rejections_f"

@@ -27,9 +27,27 @@ def walk(
 COMMANDS = walk(main)
 
 
-def test_the_walk_finds_the_query_commands() -> None:
-    names = {" ".join(path) for path, _ in COMMANDS}
-    assert {"sync", "rebuild", "runs", "show", "artifacts", "stats", "rejected"} <= names
+def test_the_walk_finds_every_command_and_subcommand() -> None:
+    """The whole command tree, subcommands of groups included (so the walk does recurse)."""
+    assert sorted(" ".join(path) for path, _ in COMMANDS) == [
+        "",
+        "artifacts",
+        "backtest",
+        "backtest run",
+        "daemon",
+        "doctor",
+        "query",
+        "rebuild",
+        "rejected",
+        "runs",
+        "show",
+        "stats",
+        "status",
+        "sync",
+        "systemd",
+        "systemd install",
+        "systemd uninstall",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import structlog
+from builders import corrupt_file, make_run
 from click.testing import CliRunner, Result
-from runs import make_run, sample_table
 
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
@@ -51,6 +51,21 @@ def stamp(value: Any) -> str:
     return "<ts>"
 
 
+#: What every listing says of run r2 of :func:`synced` (its metadata overrides).
+R2 = {
+    "run_id": "r2",
+    "run_type": "policy",
+    "status": "success",
+    "producer": "grid",
+    "producer_version": None,
+    "created_at": "2024-06-01T00:00:00Z",
+    "finished_at": "2024-05-01T12:00:00Z",
+    "git_branch": "feature",
+    "git_commit": "def5678",
+    "git_dirty": True,
+}
+
+
 @pytest.fixture
 def synced(bus: Config) -> Config:
     make_run(bus.root, "path-only", "r1", created_at="2024-05-01T12:00:00Z")
@@ -58,7 +73,7 @@ def synced(bus: Config) -> Config:
         bus.root,
         "policy",
         "r2",
-        tables={"a": sample_table(2), "b": sample_table(5)},
+        tables={"a": 2, "b": 5},
         created_at="2024-06-01T00:00:00Z",
         git={"commit": "def5678", "branch": "feature", "dirty": True},
         producer={"name": "grid", "version": None},
@@ -69,7 +84,7 @@ def synced(bus: Config) -> Config:
         bus.root, "policy", "r3", status="failed", tables={}, created_at="2024-04-01T00:00:00Z"
     )
     bad = make_run(bus.root, "policy", "bad")
-    (bad / "results.parquet").write_bytes(b"x" * (bad / "results.parquet").stat().st_size)
+    corrupt_file(bad / "results.parquet")
     result = cli(bus, "sync", "--format", "json")
     assert result.exit_code == 0, result.output
     return bus
@@ -138,16 +153,7 @@ def test_runs_json_is_newest_first_with_every_documented_key(synced: Config) -> 
     root = synced.root
     assert rows == [
         {
-            "run_id": "r2",
-            "run_type": "policy",
-            "status": "success",
-            "producer": "grid",
-            "producer_version": None,
-            "created_at": "2024-06-01T00:00:00Z",
-            "finished_at": "2024-05-01T12:00:00Z",
-            "git_branch": "feature",
-            "git_commit": "def5678",
-            "git_dirty": True,
+            **R2,
             "artifact_count": 2,
             "total_rows": 7,
             "total_bytes": rows[0]["total_bytes"],
@@ -275,17 +281,8 @@ def test_show_json(synced: Config) -> None:
     assert len(run.pop("fingerprint")) == 32
     artifacts = run.pop("artifacts")
     assert run == {
-        "run_id": "r2",
-        "run_type": "policy",
-        "status": "success",
-        "producer": "grid",
-        "producer_version": None,
-        "created_at": "2024-06-01T00:00:00Z",
+        **R2,
         "started_at": "2024-05-01T12:00:00Z",
-        "finished_at": "2024-05-01T12:00:00Z",
-        "git_commit": "def5678",
-        "git_branch": "feature",
-        "git_dirty": True,
         "host": "test-host",
         "error": None,
         "params": {"grid": [1, 2]},

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _contract_util import (
+from builders import (
+    V1_REQUIRED,
     Mutator,
     artifact_entry,
+    assert_incomplete,
+    assert_invalid,
     make_run,
     make_ts_run,
     v1_metadata,
@@ -23,8 +26,6 @@ from jsonschema import Draft202012Validator
 
 from quantbot_bus.contract import (
     METADATA_NAME,
-    Incomplete,
-    Invalid,
     Valid,
     fingerprint_of,
     iter_run_dir_paths,
@@ -39,33 +40,21 @@ from quantbot_bus.ignore import is_ignored
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "artifacts"
-    r.mkdir()
-    return r
-
-
-def assert_invalid(result: Any, *needles: str) -> Invalid:
-    assert isinstance(result, Invalid), result
-    for needle in needles:
-        assert needle in result.reason, f"{needle!r} not in {result.reason!r}"
-    result.reason.encode("utf-8")  # always printable/loggable
-    return result
-
-
-def assert_incomplete(result: Any, *needles: str) -> Incomplete:
-    assert isinstance(result, Incomplete), result
-    for needle in needles:
-        assert needle in result.reason, f"{needle!r} not in {result.reason!r}"
-    return result
-
-
 # --------------------------------------------------------------------------- valid
 
 
 def test_valid_run_is_normalised(root: Path) -> None:
-    run_dir = make_run(root, "run-1", tables={"trades": 3, "summary": 1})
+    run_dir = make_run(
+        root,
+        tables={"results": 3, "summary": 1},
+        producer={"name": "test-producer", "version": "1.2.3"},
+        started_at="2024-05-01T12:00:00.250+00:00",
+        finished_at="2024-05-01T12:00:05Z",
+        params={"strategy": "path-only", "interval": "1m", "grid": [1, 2]},
+        metrics={"sharpe": 1.25, "calls": 3},
+        git={"commit": "0123abc", "branch": "main", "dirty": False},
+        host="research-1",
+    )
     result = validate_run_dir(run_dir, root)
     assert isinstance(result, Valid), result
     run = result.run
@@ -87,22 +76,21 @@ def test_valid_run_is_normalised(root: Path) -> None:
     assert run.metadata_json == (run_dir / METADATA_NAME).read_text()
     assert run.metadata_mtime_ns == (run_dir / METADATA_NAME).stat().st_mtime_ns
     assert run.fingerprint == quick_fingerprint(run_dir)
-    assert [a.name for a in run.artifacts] == ["trades", "summary"]
-    trades = run.artifacts[0]
-    data = (run_dir / "trades.parquet").read_bytes()
-    assert trades.file == "trades.parquet"
-    assert trades.path == run_dir / "trades.parquet"
-    assert trades.format == "parquet"
-    assert trades.rows == 3
-    assert trades.bytes == len(data)
-    assert trades.sha256 == hashlib.sha256(data).hexdigest()
-    assert json.loads(trades.arrow_schema) == [
-        {"name": "call_id", "type": "int64", "nullable": True},
-        {"name": "mint", "type": "string", "nullable": True},
-        {"name": "pnl_bps", "type": "double", "nullable": True},
+    assert [a.name for a in run.artifacts] == ["results", "summary"]
+    results = run.artifacts[0]
+    data = (run_dir / "results.parquet").read_bytes()
+    assert results.file == "results.parquet"
+    assert results.path == run_dir / "results.parquet"
+    assert results.format == "parquet"
+    assert results.rows == 3
+    assert results.bytes == len(data)
+    assert results.sha256 == hashlib.sha256(data).hexdigest()
+    assert json.loads(results.arrow_schema) == [
+        {"name": "call_id", "type": "string", "nullable": True},
+        {"name": "ret_bps", "type": "double", "nullable": True},
     ]
     assert run.total_rows == 4
-    assert run.total_bytes == trades.bytes + run.artifacts[1].bytes
+    assert run.total_bytes == results.bytes + run.artifacts[1].bytes
 
 
 def test_optional_fields_may_be_absent_or_null(root: Path) -> None:
@@ -121,7 +109,7 @@ def test_optional_fields_may_be_absent_or_null(root: Path) -> None:
     assert run.metrics == {} and run.producer_version is None
     art = run.artifacts[0]
     assert art.rows == 3  # from the footer
-    assert art.sha256 == hashlib.sha256((run_dir / "trades.parquet").read_bytes()).hexdigest()
+    assert art.sha256 == hashlib.sha256((run_dir / "results.parquet").read_bytes()).hexdigest()
 
 
 def test_sha256_not_computed_without_verify_hashes(root: Path) -> None:
@@ -169,7 +157,7 @@ def test_failed_run_with_error_and_no_artifacts_is_valid(root: Path) -> None:
 def test_file_in_subdirectory_and_bom_accepted(root: Path) -> None:
     def subdir(meta: dict[str, Any], run_dir: Path) -> None:
         data = write_parquet(run_dir / "tables" / "calls.parquet", 5)
-        meta["artifacts"].append(artifact_entry("calls", "tables/calls.parquet", data, 5))
+        meta["artifacts"].append(artifact_entry("tables/calls.parquet", data, 5))
 
     run_dir = make_run(root, mutate=subdir)
     text = (run_dir / METADATA_NAME).read_text()
@@ -193,7 +181,7 @@ def test_relative_paths_are_made_absolute(root: Path, monkeypatch: pytest.Monkey
 def test_no_metadata_json_is_incomplete(root: Path) -> None:
     run_dir = root / "backtest" / "run-1"
     run_dir.mkdir(parents=True)
-    write_parquet(run_dir / "trades.parquet")
+    write_parquet(run_dir / "results.parquet")
     assert_incomplete(validate_run_dir(run_dir, root), "no metadata.json yet")
 
 
@@ -203,19 +191,19 @@ def test_missing_run_dir_is_incomplete(root: Path) -> None:
 
 def test_listed_file_missing_is_incomplete(root: Path) -> None:
     def remove(meta: dict[str, Any], run_dir: Path) -> None:
-        (run_dir / "trades.parquet").unlink()
+        (run_dir / "results.parquet").unlink()
 
     result = validate_run_dir(make_run(root, mutate=remove), root)
-    assert_incomplete(result, "artifact 'trades'", "'trades.parquet'", "does not exist yet")
+    assert_incomplete(result, "artifact 'results'", "'results.parquet'", "does not exist yet")
 
 
 def test_truncated_parquet_shorter_than_declared_is_incomplete(root: Path) -> None:
     def truncate(meta: dict[str, Any], run_dir: Path) -> None:
-        path = run_dir / "trades.parquet"
+        path = run_dir / "results.parquet"
         os.truncate(path, path.stat().st_size // 2)
 
     run_dir = make_run(root, mutate=truncate)
-    size = (run_dir / "trades.parquet").stat().st_size
+    size = (run_dir / "results.parquet").stat().st_size
     declared = json.loads((run_dir / METADATA_NAME).read_text())["artifacts"][0]["bytes"]
     assert size < declared
     assert_incomplete(
@@ -227,14 +215,14 @@ def test_truncated_parquet_shorter_than_declared_is_incomplete(root: Path) -> No
 
 
 def _overwrite_same_size(meta: dict[str, Any], run_dir: Path) -> None:
-    path = run_dir / "trades.parquet"
+    path = run_dir / "results.parquet"
     size = path.stat().st_size
     data = path.read_bytes()[: size // 2]
     path.write_bytes(data + b"\0" * (size - len(data)))  # truncated, then padded to full size
 
 
 def _corrupt_footer(meta: dict[str, Any], run_dir: Path) -> None:
-    path = run_dir / "trades.parquet"
+    path = run_dir / "results.parquet"
     data = bytearray(path.read_bytes())
     footer_len = int.from_bytes(data[-8:-4], "little")
     start = len(data) - 8 - footer_len
@@ -243,14 +231,14 @@ def _corrupt_footer(meta: dict[str, Any], run_dir: Path) -> None:
 
 
 def _huge_footer_length(meta: dict[str, Any], run_dir: Path) -> None:
-    path = run_dir / "trades.parquet"
+    path = run_dir / "results.parquet"
     data = bytearray(path.read_bytes())
     data[-8:-4] = (2**31).to_bytes(4, "little")
     path.write_bytes(bytes(data))
 
 
 def _csv_instead(meta: dict[str, Any], run_dir: Path) -> None:
-    path = run_dir / "trades.parquet"
+    path = run_dir / "results.parquet"
     text = b"a,b\n1,2\n"
     path.write_bytes(text)
     meta["artifacts"][0].update(bytes=len(text), sha256=hashlib.sha256(text).hexdigest())
@@ -272,7 +260,7 @@ def _sha_wrong(meta: dict[str, Any], _: Path) -> None:
 
 
 def _flip_data_byte(meta: dict[str, Any], run_dir: Path) -> None:
-    path = run_dir / "trades.parquet"
+    path = run_dir / "results.parquet"
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF  # inside a data page: footer still fine, size unchanged, hash differs
     path.write_bytes(bytes(data))
@@ -301,27 +289,14 @@ def _flip_data_byte(meta: dict[str, Any], run_dir: Path) -> None:
 )
 def test_parquet_problems_are_invalid(root: Path, mutate: Mutator, needles: list[str]) -> None:
     result = assert_invalid(validate_run_dir(make_run(root, mutate=mutate), root), *needles)
-    assert "artifact 'trades' (file 'trades.parquet')" in result.reason
+    assert "artifact 'results' (file 'results.parquet')" in result.reason
     assert result.run_id == "run-1"
 
 
 # --------------------------------------------------------------------------- Invalid: fields
 
-REQUIRED = [
-    "schema_version",
-    "run_id",
-    "run_type",
-    "producer",
-    "status",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "params",
-    "artifacts",
-]
 
-
-@pytest.mark.parametrize("field", REQUIRED)
+@pytest.mark.parametrize("field", V1_REQUIRED)
 def test_each_required_field_missing(root: Path, field: str) -> None:
     def drop(meta: dict[str, Any], _: Path) -> None:
         del meta[field]
@@ -409,7 +384,12 @@ WRONG = [
     ("metrics", [1, 2], "field 'metrics' must be an object whose values are numbers", "a list"),
     ("error", 42, "field 'error' must be a string", "got 42"),
     ("artifacts", {}, "field 'artifacts' must be a list of artifact objects", "got an object"),
-    ("artifacts.0", "trades.parquet", "field 'artifacts[0]' must be an object", "'trades.parquet'"),
+    (
+        "artifacts.0",
+        "results.parquet",
+        "field 'artifacts[0]' must be an object",
+        "'results.parquet'",
+    ),
     ("artifacts.0.rows", "ten", "field 'artifacts[0].rows' must be an integer >= 0", "got 'ten'"),
     ("artifacts.0.rows", -1, "field 'artifacts[0].rows' must be an integer >= 0", "got -1"),
     ("artifacts.0.rows", 2.5, "field 'artifacts[0].rows' must be an integer >= 0", "got 2.5"),
@@ -417,7 +397,12 @@ WRONG = [
     ("artifacts.0.bytes", True, "field 'artifacts[0].bytes' must be an integer >= 0", "got true"),
     ("artifacts.0.sha256", "xyz", "field 'artifacts[0].sha256' must be 64 hexadecimal", "'xyz'"),
     ("artifacts.0.format", "csv", "field 'artifacts[0].format' must be \"parquet\"", "got 'csv'"),
-    ("artifacts.0.name", "1trades", "field 'artifacts[0].name' must be a table name", "'1trades'"),
+    (
+        "artifacts.0.name",
+        "1results",
+        "field 'artifacts[0].name' must be a table name",
+        "'1results'",
+    ),
     (
         "artifacts.0.name",
         "x;DROP TABLE runs",
@@ -473,17 +458,17 @@ def test_higher_schema_version_asks_for_upgrade(root: Path) -> None:
         ),
         pytest.param(
             lambda m, d: m["artifacts"].append(dict(m["artifacts"][0])),
-            "artifact name 'trades' is used twice",
+            "artifact name 'results' is used twice",
             id="duplicate-artifact-name",
         ),
         pytest.param(
-            lambda m, d: m["artifacts"].append(dict(m["artifacts"][0], name="Trades")),
+            lambda m, d: m["artifacts"].append(dict(m["artifacts"][0], name="Results")),
             "table names are case-insensitive",
             id="duplicate-artifact-name-case",
         ),
         pytest.param(
             lambda m, d: m["artifacts"].append(dict(m["artifacts"][0], name="other")),
-            "uses the same file as artifact 'trades'",
+            "uses the same file as artifact 'results'",
             id="duplicate-file",
         ),
     ],
@@ -495,7 +480,7 @@ def test_run_level_rules(root: Path, mutate: Mutator, needle: str) -> None:
 
 def test_invalid_artifact_wins_over_incomplete_one(root: Path) -> None:
     def mixed(meta: dict[str, Any], run_dir: Path) -> None:
-        (run_dir / "trades.parquet").unlink()  # not there yet: alone, this is Incomplete
+        (run_dir / "results.parquet").unlink()  # not there yet: alone, this is Incomplete
         (run_dir / "calls.parquet").symlink_to("/etc/passwd")  # but this one is hostile
         meta["artifacts"].append({"name": "calls", "file": "calls.parquet", "format": "parquet"})
 
@@ -511,7 +496,7 @@ def test_schema_rejection_still_names_the_run(root: Path) -> None:
 
 
 def test_run_id_must_equal_directory_name(root: Path) -> None:
-    run_dir = make_run(root, "run-1", dir_name="run-2")
+    run_dir = make_run(root, dir_name="run-2")
     result = assert_invalid(
         validate_run_dir(run_dir, root),
         "run_id 'run-1' in metadata.json does not match the directory name 'run-2'",
@@ -540,7 +525,7 @@ def test_run_id_must_equal_directory_name(root: Path) -> None:
 )
 def test_bad_run_ids_rejected(root: Path, run_id: str) -> None:
     # the directory is named exactly like the run_id, so only the pattern can reject it
-    run_dir = make_run(root, run_id)
+    run_dir = make_run(root, run_id=run_id)
     assert run_dir.name == run_id
     result = assert_invalid(validate_run_dir(run_dir, root), "field 'run_id' must be 1-128")
     assert result.run_id is None
@@ -548,7 +533,7 @@ def test_bad_run_ids_rejected(root: Path, run_id: str) -> None:
 
 
 def test_empty_run_id_rejected(root: Path) -> None:
-    run_dir = make_run(root, "", dir_name="x")
+    run_dir = make_run(root, run_id="", dir_name="x")
     assert_invalid(validate_run_dir(run_dir, root), "field 'run_id' must be 1-128", "got ''")
 
 
@@ -558,28 +543,28 @@ def test_empty_run_id_rejected(root: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "needle"),
     [
-        ("../run-2/trades.parquet", "contains '..'"),
+        ("../run-2/results.parquet", "contains '..'"),
         ("../../../../../../etc/passwd", "contains '..'"),
-        ("sub/../trades.parquet", "contains '..'"),
+        ("sub/../results.parquet", "contains '..'"),
         ("/etc/passwd", "is an absolute path"),
         ("//etc/passwd", "is an absolute path"),
-        (".trades.parquet", "hidden"),
-        ("sub/.cache/trades.parquet", "hidden"),
-        ("trades.parquet.tmp", ".tmp/.partial"),
-        ("trades.parquet.partial", ".tmp/.partial"),
-        ("work.tmp/trades.parquet", ".tmp/.partial"),
-        ("./trades.parquet", "'.' component"),
-        ("sub//trades.parquet", "empty or '.' component"),
-        ("trades.parquet/", "empty or '.' component"),
-        ("sub\\trades.parquet", "backslash"),
-        ("trades\x00.parquet", "NUL"),
+        (".results.parquet", "hidden"),
+        ("sub/.cache/results.parquet", "hidden"),
+        ("results.parquet.tmp", ".tmp/.partial"),
+        ("results.parquet.partial", ".tmp/.partial"),
+        ("work.tmp/results.parquet", ".tmp/.partial"),
+        ("./results.parquet", "'.' component"),
+        ("sub//results.parquet", "empty or '.' component"),
+        ("results.parquet/", "empty or '.' component"),
+        ("sub\\results.parquet", "backslash"),
+        ("results\x00.parquet", "NUL"),
         ("metadata.json", "is metadata.json itself"),
     ],
     ids=lambda v: repr(v)[:30],
 )
 def test_bad_file_paths(root: Path, file: str, needle: str) -> None:
     result = validate_run_dir(make_run(root, mutate=_set("artifacts.0.file", file)), root)
-    assert_invalid(result, "artifact 'trades'", "the file path", needle)
+    assert_invalid(result, "artifact 'results'", "the file path", needle)
 
 
 def test_symlink_escaping_root_to_etc_passwd(root: Path) -> None:
@@ -599,8 +584,8 @@ def test_symlink_to_real_parquet_outside_root(root: Path, tmp_path: Path) -> Non
     write_parquet(outside)
 
     def link(meta: dict[str, Any], run_dir: Path) -> None:
-        (run_dir / "trades.parquet").unlink()
-        (run_dir / "trades.parquet").symlink_to(outside)
+        (run_dir / "results.parquet").unlink()
+        (run_dir / "results.parquet").symlink_to(outside)
 
     assert_invalid(
         validate_run_dir(make_run(root, mutate=link), root), "outside the artifacts root"
@@ -613,7 +598,7 @@ def test_symlinked_directory_component_escaping_root(root: Path, tmp_path: Path)
 
     def link(meta: dict[str, Any], run_dir: Path) -> None:
         (run_dir / "sub").symlink_to(outside, target_is_directory=True)
-        meta["artifacts"][0] = artifact_entry("trades", "sub/t.parquet", data, 3)
+        meta["artifacts"][0] = artifact_entry("sub/t.parquet", data, 3, name="results")
 
     assert_invalid(
         validate_run_dir(make_run(root, mutate=link), root), "outside the artifacts root"
@@ -626,7 +611,7 @@ def test_symlink_inside_root_is_tolerated(root: Path) -> None:
 
     def link(meta: dict[str, Any], run_dir: Path) -> None:
         (run_dir / "calls.parquet").symlink_to(shared)
-        meta["artifacts"].append(artifact_entry("calls", "calls.parquet", data, 4))
+        meta["artifacts"].append(artifact_entry("calls.parquet", data, 4))
 
     run_dir = make_run(root, mutate=link)
     result = validate_run_dir(run_dir, root)
@@ -655,7 +640,7 @@ def test_run_dir_outside_root(root: Path, tmp_path: Path) -> None:
 
 
 def test_run_dir_that_is_a_symlink(root: Path) -> None:
-    run_dir = make_run(root, "run-1")
+    run_dir = make_run(root)
     link = root / "backtest" / "run-2"
     link.symlink_to(run_dir, target_is_directory=True)
     assert_invalid(validate_run_dir(link, root), "the run directory is a symbolic link")
@@ -663,8 +648,8 @@ def test_run_dir_that_is_a_symlink(root: Path) -> None:
 
 def test_artifact_that_is_a_directory(root: Path) -> None:
     def make_dir(meta: dict[str, Any], run_dir: Path) -> None:
-        (run_dir / "trades.parquet").unlink()
-        (run_dir / "trades.parquet").mkdir()
+        (run_dir / "results.parquet").unlink()
+        (run_dir / "results.parquet").mkdir()
 
     assert_invalid(
         validate_run_dir(make_run(root, mutate=make_dir), root), "is a directory, not a regular"
@@ -732,7 +717,7 @@ def test_typescript_shape_is_normalised(root: Path) -> None:
     assert art.path == run_dir / "results.parquet"  # parquet_path (the producer's) is ignored
     assert (art.format, art.rows, art.bytes) == ("parquet", 3, len(data))
     assert art.sha256 == hashlib.sha256(data).hexdigest()
-    assert [c["name"] for c in json.loads(art.arrow_schema)] == ["call_id", "mint", "pnl_bps"]
+    assert [c["name"] for c in json.loads(art.arrow_schema)] == ["call_id", "ret_bps"]
 
 
 @pytest.mark.parametrize("backtest_type", ["path-only", "policy", "full"])
@@ -803,9 +788,9 @@ def test_schema_is_valid_2020_12_and_shipped() -> None:
     schema = load_run_schema()
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["required"]) == set(REQUIRED)
+    assert set(schema["required"]) == set(V1_REQUIRED)
     assert load_run_schema() is schema  # loaded once
-    assert (REPO / "quantbot_bus" / "run_schema.json").is_file()
+    assert (REPO / "quantbot_bus" / "contract" / "run_schema.json").is_file()
 
 
 def _doc_examples() -> list[Any]:
@@ -842,7 +827,7 @@ def test_fingerprint_none_without_metadata(root: Path) -> None:
 
 
 def test_fingerprint_stable_and_sensitive(root: Path) -> None:
-    run_dir = make_run(root, tables={"trades": 3, "summary": 1})
+    run_dir = make_run(root, tables={"results": 3, "summary": 1})
     fp = quick_fingerprint(run_dir)
     assert fp is not None and fp == quick_fingerprint(run_dir)
 
@@ -850,21 +835,21 @@ def test_fingerprint_stable_and_sensitive(root: Path) -> None:
     (run_dir / "notes.txt").write_text("hello")
     assert quick_fingerprint(run_dir) == fp
 
-    trades = run_dir / "trades.parquet"
-    st = trades.stat()
-    os.utime(trades, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched
+    results = run_dir / "results.parquet"
+    st = results.stat()
+    os.utime(results, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched
     touched = quick_fingerprint(run_dir)
     assert touched != fp
-    os.utime(trades, ns=(st.st_atime_ns, st.st_mtime_ns))  # back: same fingerprint again
+    os.utime(results, ns=(st.st_atime_ns, st.st_mtime_ns))  # back: same fingerprint again
     assert quick_fingerprint(run_dir) == fp
 
-    with trades.open("ab") as f:  # resized, mtime restored: still different
+    with results.open("ab") as f:  # resized, mtime restored: still different
         f.write(b"x")
-    os.utime(trades, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(results, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert quick_fingerprint(run_dir) not in (fp, touched)
 
-    os.truncate(trades, st.st_size)
-    os.utime(trades, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.truncate(results, st.st_size)
+    os.utime(results, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert quick_fingerprint(run_dir) == fp
     (run_dir / "summary.parquet").unlink()  # a listed file deleted
     assert quick_fingerprint(run_dir) != fp
@@ -878,7 +863,7 @@ def test_fingerprint_follows_metadata_and_unparsable_metadata(root: Path) -> Non
     broken = quick_fingerprint(run_dir)
     assert broken is not None and broken != fp
     # unparsable: only metadata.json's own stat counts, so the data file no longer matters
-    with (run_dir / "trades.parquet").open("ab") as f:
+    with (run_dir / "results.parquet").open("ab") as f:
         f.write(b"x")
     assert quick_fingerprint(run_dir) == broken
 
@@ -901,7 +886,7 @@ def test_fingerprint_of_equals_quick_fingerprint(root: Path) -> None:
     def in_subdir(meta: dict[str, Any], run_dir: Path) -> None:
         (run_dir / "data").mkdir()
         data = write_parquet(run_dir / "data" / "calls.parquet", 2)
-        meta["artifacts"].append(artifact_entry("calls", "data/calls.parquet", data, 2))
+        meta["artifacts"].append(artifact_entry("data/calls.parquet", data, 2))
 
     # listed out of name order, one file in a subdirectory
     run_dir = make_run(root, tables={"zeta": 3, "alpha": 1}, mutate=in_subdir)
@@ -948,15 +933,15 @@ def test_fingerprint_of_typescript_failed_and_symlinked_metadata(root: Path) -> 
     def failed(meta: dict[str, Any], _: Path) -> None:
         meta.update(status="failed", error="out of memory", artifacts=[])
 
-    run_dir = make_run(root, "failed-1", tables={}, mutate=failed)
+    run_dir = make_run(root, run_id="failed-1", tables={}, mutate=failed)
     assert fingerprint_of(run_dir, []) == quick_fingerprint(run_dir)
 
     # metadata.json a symlink (inside the root): both follow it
-    linked = make_run(root, "linked-1")
+    linked = make_run(root, run_id="linked-1")
     real = root / "elsewhere.json"
     os.replace(linked / METADATA_NAME, real)
     (linked / METADATA_NAME).symlink_to(real)
-    assert fingerprint_of(linked, ["trades.parquet"]) == quick_fingerprint(linked)
+    assert fingerprint_of(linked, ["results.parquet"]) == quick_fingerprint(linked)
     result = validate_run_dir(linked, root)
     assert isinstance(result, Valid) and result.run.fingerprint == quick_fingerprint(linked)
 
@@ -1010,7 +995,7 @@ def test_fast_schema_path_never_accepts_what_the_full_validator_rejects(root: Pa
         assert not list(full.iter_errors(doc)), doc
 
     data = write_parquet(root / "t.parquet", 3)
-    base = v1_metadata("r1", [artifact_entry("trades", "trades.parquet", data, 3)])
+    base = v1_metadata("r1", "backtest", [artifact_entry("results.parquet", data, 3)])
     check(fast_v1, full_v1, base)
     fast_v1(base)  # the valid document passes the fast path
     for key in [*base, "metrics", "extra", "$schema"]:
@@ -1115,15 +1100,15 @@ def test_iter_run_dirs_finds_every_run_once(root: Path) -> None:
     [
         ("backtest/run-1", False),
         ("backtest/run-1/metadata.json", False),
-        ("backtest/run-1/trades.parquet", False),
+        ("backtest/run-1/results.parquet", False),
         ("", False),
         (".staging/run-1", True),
         ("backtest/.run-1/metadata.json", True),
         ("backtest/run-1/.metadata.json.swp", True),
         ("backtest/run-1/metadata.json.tmp", True),
-        ("backtest/run-1/trades.parquet.partial", True),
+        ("backtest/run-1/results.parquet.partial", True),
         ("backtest/run-1.partial/metadata.json", True),
-        ("backtest/run-1/x.tmp/trades.parquet", True),
+        ("backtest/run-1/x.tmp/results.parquet", True),
         ("backtest/run.tmpfoo", False),
         ("../elsewhere/run", True),
     ],
@@ -1155,10 +1140,10 @@ def test_doc_python_snippet_publishes_a_valid_run(root: Path) -> None:
     namespace: dict[str, Any] = {}
     exec(_doc_block("python", "### Python"), namespace)  # the documented helper, verbatim
     run_dir = root / "backtest" / "py-run-1"
-    data = write_parquet(run_dir / "trades.parquet", 4)
-    meta = v1_metadata("py-run-1", [artifact_entry("trades", "trades.parquet", data, 4)])
+    data = write_parquet(run_dir / "results.parquet", 4)
+    meta = v1_metadata("py-run-1", "backtest", [artifact_entry("results.parquet", data, 4)])
     namespace["publish_metadata"](str(run_dir), meta)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["metadata.json", "trades.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metadata.json", "results.parquet"]
     assert isinstance(validate_run_dir(run_dir, root), Valid)
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _contract_util import (
+from builders import (
+    V1_REQUIRED,
+    assert_invalid,
     crafted_parquet,
     make_run,
     make_ts_run,
@@ -46,22 +48,7 @@ PROPERTY = settings(
 )
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "artifacts"
-    r.mkdir()
-    return r
-
-
-def assert_invalid(result: Any, *needles: str) -> Invalid:
-    assert isinstance(result, Invalid), result
-    for needle in needles:
-        assert needle in result.reason, f"{needle!r} not in {result.reason!r}"
-    result.reason.encode("utf-8")
-    return result
-
-
-def _replace_file(run_dir: Path, name: str = "trades.parquet") -> Path:
+def _replace_file(run_dir: Path, name: str = "results.parquet") -> Path:
     path = run_dir / name
     path.unlink()
     return path
@@ -172,7 +159,7 @@ def test_fifo_named_parquet_does_not_hang(root: Path) -> None:
 
     assert_invalid(
         validate_run_dir(make_run(root, mutate=fifo), root),
-        "artifact 'trades' (file 'trades.parquet') is a FIFO (named pipe), not a regular",
+        "artifact 'results' (file 'results.parquet') is a FIFO (named pipe), not a regular",
     )
 
 
@@ -216,10 +203,10 @@ def test_symlink_to_system_files(root: Path, target: str) -> None:
 
 def test_symlink_loop(root: Path) -> None:
     def loop(meta: dict[str, Any], run_dir: Path) -> None:
-        _replace_file(run_dir).symlink_to("trades.parquet")
+        _replace_file(run_dir).symlink_to("results.parquet")
 
     result = validate_run_dir(make_run(root, mutate=loop), root)
-    assert_invalid(result, "artifact 'trades'", "symbolic link that does not resolve")
+    assert_invalid(result, "artifact 'results'", "symbolic link that does not resolve")
 
 
 def test_too_many_artifacts_and_long_metric_names(root: Path) -> None:
@@ -236,7 +223,7 @@ def test_too_many_artifacts_and_long_metric_names(root: Path) -> None:
         meta["metrics"]["x" * 300] = 1
 
     assert_invalid(
-        validate_run_dir(make_run(root, "run-2", mutate=long_name), root),
+        validate_run_dir(make_run(root, run_id="run-2", mutate=long_name), root),
         "metric names of at most 256 characters",
         "(300 characters)",
     )
@@ -258,7 +245,7 @@ def test_non_utf8_file_name_in_run_dir_is_ignored(root: Path) -> None:
 def test_non_utf8_file_name_listed(root: Path) -> None:
     def listed(meta: dict[str, Any], run_dir: Path) -> None:
         name = os.fsdecode(b"\xff.parquet")  # '\udcff.parquet' once decoded
-        os.rename(run_dir / "trades.parquet", run_dir / name)
+        os.rename(run_dir / "results.parquet", run_dir / name)
         meta["artifacts"][0]["file"] = name
 
     run_dir = make_run(root, mutate=listed)
@@ -267,7 +254,7 @@ def test_non_utf8_file_name_listed(root: Path) -> None:
 
 @pytest.mark.parametrize("parent", [b"backtest", b"back\xfftest"])
 def test_non_utf8_run_directory_name(root: Path, tmp_path: Path, parent: bytes) -> None:
-    good = make_run(tmp_path / "staging", "run-1")
+    good = make_run(tmp_path / "staging")
     run_id = "run-1" if b"\xff" in parent else "run-\udcff"
     bad = Path(os.fsdecode(os.fsencode(root) + b"/" + parent + b"/" + os.fsencode(run_id)))
     bad.parent.mkdir(parents=True)
@@ -279,8 +266,8 @@ def test_non_utf8_run_directory_name(root: Path, tmp_path: Path, parent: bytes) 
 
 def test_duplicated_run_id_under_two_run_types(root: Path) -> None:
     # each directory is valid on its own; refusing the second one is the catalog's job
-    a = make_run(root, "dup-1", "backtest")
-    b = make_run(root, "dup-1", "optimize")
+    a = make_run(root, "backtest", "dup-1")
+    b = make_run(root, "optimize", "dup-1")
     ra, rb = validate_run_dir(a, root), validate_run_dir(b, root)
     assert isinstance(ra, Valid) and isinstance(rb, Valid)
     assert ra.run.run_id == rb.run.run_id and ra.run.run_dir != rb.run.run_dir
@@ -292,7 +279,7 @@ def test_duplicated_run_id_under_two_run_types(root: Path) -> None:
 def _crafted(num_rows: int, rg_rows: int | None, declared: int) -> Any:
     def craft(meta: dict[str, Any], run_dir: Path) -> None:
         data = crafted_parquet(num_rows, rg_rows)
-        (run_dir / "trades.parquet").write_bytes(data)
+        (run_dir / "results.parquet").write_bytes(data)
         meta["artifacts"][0].update(rows=declared, bytes=len(data), sha256=None)
 
     return craft
@@ -304,7 +291,7 @@ def _maxrss_mib() -> float:
 
 def test_billion_rows_footer_compared_not_read(root: Path) -> None:
     run_dir = make_run(root, mutate=_crafted(10**9, 10**9, declared=10))
-    assert (run_dir / "trades.parquet").stat().st_size < 200
+    assert (run_dir / "results.parquet").stat().st_size < 200
     before = _maxrss_mib()
     assert_invalid(
         validate_run_dir(run_dir, root),
@@ -351,20 +338,11 @@ json_values = st.recursive(
 )
 # keys and values that exercise the real schema, not only random noise
 FIELDS = [
-    "schema_version",
-    "run_id",
-    "run_type",
-    "producer",
-    "status",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "params",
+    *V1_REQUIRED,
     "git",
     "host",
     "metrics",
     "error",
-    "artifacts",
     "backtest_type",
     "table_name",
     "parquet_file",
@@ -375,10 +353,10 @@ file_strings = st.one_of(
     st.text(st.characters(codec=None), max_size=40),
     st.sampled_from(
         [
-            "trades.parquet",
-            "../trades.parquet",
+            "results.parquet",
+            "../results.parquet",
             "/etc/passwd",
-            "sub/trades.parquet",
+            "sub/results.parquet",
             ".x",
             "a.tmp",
             "link.parquet",
@@ -409,8 +387,8 @@ def _shaped_dir(base: Path) -> tuple[Path, Path]:
     root = base / "root"
     run_dir = root / "backtest" / "run-1"
     run_dir.mkdir(parents=True)
-    write_parquet(run_dir / "trades.parquet", 3)
-    write_parquet(run_dir / "sub" / "trades.parquet", 2)
+    write_parquet(run_dir / "results.parquet", 3)
+    write_parquet(run_dir / "sub" / "results.parquet", 2)
     (run_dir / "garbage.parquet").write_bytes(b"PAR1" + b"\x00" * 40 + b"PAR1")
     (run_dir / "dir.parquet").mkdir()
     os.mkfifo(run_dir / "fifo.parquet")
@@ -453,7 +431,9 @@ def test_property_mutated_documents(
             }
         else:
             doc = v1_metadata(
-                "run-1", [{"name": "t", "file": file, "format": "parquet", "rows": rows}]
+                "run-1",
+                "backtest",
+                [{"name": "t", "file": file, "format": "parquet", "rows": rows}],
             )
         doc.update(replacements)
         for key in drops:
@@ -484,10 +464,18 @@ def test_property_arbitrary_parquet_bytes(data: bytes, declared_bytes: int | Non
     garbage is answered, never raised."""
     with tempfile.TemporaryDirectory() as tmp:
         root, run_dir = _shaped_dir(Path(tmp))
-        (run_dir / "trades.parquet").write_bytes(b"PAR1" + data + b"PAR1" if data[:1] else data)
+        (run_dir / "results.parquet").write_bytes(b"PAR1" + data + b"PAR1" if data[:1] else data)
         doc = v1_metadata(
             "run-1",
-            [{"name": "t", "file": "trades.parquet", "format": "parquet", "bytes": declared_bytes}],
+            "backtest",
+            [
+                {
+                    "name": "t",
+                    "file": "results.parquet",
+                    "format": "parquet",
+                    "bytes": declared_bytes,
+                }
+            ],
         )
         write_metadata(run_dir, doc)
         _check_result(validate_run_dir(run_dir, root))
@@ -503,14 +491,14 @@ def test_typescript_run_is_found_by_scan(root: Path) -> None:
 
 def test_unexpected_failure_becomes_invalid(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: whatever breaks inside the validator is reported, never raised."""
-    import quantbot_bus.contract as contract
+    import quantbot_bus.contract.validate as validate
 
     run_dir = make_run(root)
 
     def boom(*args: Any) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(contract, "_check_tree", boom)
+    monkeypatch.setattr(validate, "_check_tree", boom)
     assert_invalid(
         validate_run_dir(run_dir, root),
         "unexpected error while validating this run: RuntimeError: injected fault",
@@ -540,7 +528,7 @@ def test_run_directory_deleted_while_validated(root: Path) -> None:
     import threading
 
     stop = threading.Event()
-    staged = make_run(root.parent / "staging", "run-1")
+    staged = make_run(root.parent / "staging")
     target = root / "backtest" / "run-1"
     target.parent.mkdir(parents=True)
 

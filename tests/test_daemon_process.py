@@ -17,149 +17,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-from test_watch import (
+from builders import (
     DEADLINE_S,
     RunFactory,
     live_run_ids,
-    rejection_reason,
-    sha256_of,
+    make_run,
+    make_run_from_bytes,
+    make_ts_run,
+    open_rejections,
     snapshot_query,
     wait_for,
-    write_metadata,
     write_parquet,
-    write_run,
 )
+from reliability.helpers import CLEAN_ENV, DaemonProcess
 
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
 from quantbot_bus.status import read_status
 
-CLEAN_ENV = {
-    k: v
-    for k, v in os.environ.items()
-    if not k.startswith(("QUANTBOT_BUS_", "NOTIFY_SOCKET", "WATCHDOG_"))
-}
-
-
-class DaemonProcess:
-    """``quantbot-bus daemon`` in a subprocess, its stderr (JSON log lines) in a file."""
-
-    def __init__(
-        self,
-        config: Config,
-        *args: str,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-        path_flags: bool = True,
-        prefix: list[str] | None = None,
-    ) -> None:
-        self.config = config
-        self.log_path = config.state_dir.parent / f"daemon-{time.monotonic_ns()}.log"
-        flags = (
-            [
-                "--root",
-                str(config.root),
-                "--state-dir",
-                str(config.state_dir),
-                "--exports-dir",
-                str(config.exports_dir),
-            ]
-            if path_flags
-            else []
-        )
-        cmd = [
-            *(prefix or []),
-            sys.executable,
-            "-m",
-            "quantbot_bus.cli",
-            "daemon",
-            "--log-format",
-            "json",
-            *flags,
-            *args,
-        ]
-        full_env = {**CLEAN_ENV, "QUANTBOT_BUS_PENDING_RECHECK_S": "0.2", **(env or {})}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=cwd or config.state_dir.parent,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-        self.pid = self.proc.pid
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and (name is None or item.get("event") == name):
-                out.append(item)
-        return out
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.config.status_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited with {self.proc.returncode}:\n{self.log_path.read_text()}"
-                )
-            status = self.status()
-            return bool(status and status.get("pid") == self.pid and status.get("ready"))
-
-        wait_for(ready, "daemon ready", every=0.1)
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = DEADLINE_S) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the whole process (all threads) from /proc/<pid>/stat."""
-        raw = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = raw[raw.rindex(")") + 2 :].split()
-        ticks = int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def ensure_dead(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(DEADLINE_S)
-        self._log.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[DaemonProcess]]:
-    """Daemons started by a test; any still running at the end are killed."""
-    started: list[DaemonProcess] = []
-    yield started
-    for p in started:
-        p.ensure_dead()
-
-
-def start(procs: list[DaemonProcess], config: Config, *args: str, **kw: Any) -> DaemonProcess:
-    p = DaemonProcess(config, *args, **kw)
-    procs.append(p)
-    p.wait_ready()
-    return p
+Factory = Callable[..., DaemonProcess]
 
 
 def run_counts(config: Config) -> tuple[int, int]:
@@ -172,18 +51,18 @@ def run_counts(config: Config) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- tests
 
 
-def test_lifecycle_on_default_paths(tmp_path: Path, procs: list[DaemonProcess]) -> None:
+def test_lifecycle_on_default_paths(tmp_path: Path, daemon_factory: Factory) -> None:
     """`make run`: no flags, defaults ./artifacts ./state ./exports; stop, restart, no dupes."""
     cfg = Config(
         root=tmp_path / "artifacts", state_dir=tmp_path / "state", exports_dir=tmp_path / "exports"
     )
     for i in range(3):
-        write_run(cfg.root, "backtest", f"before-{i}")
+        make_run(cfg.root, "backtest", f"before-{i}")
     assert not cfg.state_dir.exists() and not cfg.exports_dir.exists()
-    d = start(procs, cfg, path_flags=False, cwd=tmp_path)
+    d = daemon_factory(cfg, path_flags=False, cwd=tmp_path).start()
     assert live_run_ids(cfg) == {"before-0", "before-1", "before-2"}  # reconciled before READY
 
-    write_run(cfg.root, "backtest", "while-running")
+    make_run(cfg.root, "backtest", "while-running")
     wait_for(lambda: "while-running" in live_run_ids(cfg), "run dropped while running")
 
     status = subprocess.run(
@@ -217,8 +96,8 @@ def test_lifecycle_on_default_paths(tmp_path: Path, procs: list[DaemonProcess]) 
     assert json.loads(cfg.status_path.read_text())["stopped_at"] is not None
 
     for i in range(2):
-        write_run(cfg.root, "policy", f"while-stopped-{i}")
-    d2 = start(procs, cfg, path_flags=False, cwd=tmp_path)
+        make_run(cfg.root, "policy", f"while-stopped-{i}")
+    d2 = daemon_factory(cfg, path_flags=False, cwd=tmp_path).start()
     assert {"while-stopped-0", "while-stopped-1"} <= live_run_ids(cfg)
     assert run_counts(cfg) == (6, 6)
     registered = [e["run_id"] for e in d2.events("run.registered")]
@@ -228,15 +107,14 @@ def test_lifecycle_on_default_paths(tmp_path: Path, procs: list[DaemonProcess]) 
 
 
 def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
-    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+    bus: Config, run_factory: RunFactory, daemon_factory: Factory
 ) -> None:
     n = 2000
-    factory = RunFactory(tmp_path / "tpl")
     staging = bus.root / "backtest" / ".staging"
     ids = [f"k-{i:05d}" for i in range(n)]
     for run_id in ids:
-        factory.make(staging, run_id)
-    d = start(procs, bus)
+        run_factory.make(staging, run_id)
+    d = daemon_factory(bus).start()
     for run_id in ids:  # the burst: each run appears by one atomic rename
         os.rename(staging / run_id, bus.root / "backtest" / run_id)
     wait_for(lambda: live_run_ids(bus), "the first batch of the burst")
@@ -245,7 +123,7 @@ def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
     seen_before_kill = len(live_run_ids(bus))
     assert read_status(bus.status_path)["state"] == "dead"
 
-    d2 = start(procs, bus)
+    d2 = daemon_factory(bus).start()
     wait_for(lambda: len(live_run_ids(bus)) == n, f"all {n} runs after the restart")
     assert run_counts(bus) == (n, n)
     [(artifacts,)] = snapshot_query(bus, "SELECT count(*) FROM catalog.artifacts_f")
@@ -256,13 +134,11 @@ def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
 
 
 def test_a_second_signal_exits_at_once(
-    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+    bus: Config, run_factory: RunFactory, daemon_factory: Factory
 ) -> None:
-    factory = RunFactory(tmp_path / "tpl")
     for i in range(2000):
-        factory.make(bus.root / "backtest", f"s-{i:05d}")
-    d = DaemonProcess(bus)
-    procs.append(d)
+        run_factory.make(bus.root / "backtest", f"s-{i:05d}")
+    d = daemon_factory(bus).start(wait=False)
     # The handlers are installed before the catalog is opened; the reconcile of 2,000 runs
     # that follows keeps the daemon busy while both signals arrive.
     wait_for(lambda: d.events("catalog.migrated"), "the daemon opened its catalog")
@@ -273,16 +149,14 @@ def test_a_second_signal_exits_at_once(
     assert not d.events("daemon.stopped")
 
 
-def test_a_reader_holding_the_snapshot_blocks_nothing(
-    bus: Config, procs: list[DaemonProcess]
-) -> None:
-    write_run(bus.root, "backtest", "first")
-    d = start(procs, bus)
+def test_a_reader_holding_the_snapshot_blocks_nothing(bus: Config, daemon_factory: Factory) -> None:
+    make_run(bus.root, "backtest", "first")
+    d = daemon_factory(bus).start()
     held = open_reader(bus.snapshot_path)  # held for the whole test, in another process
     try:
         for wave in range(5):
             for i in range(10):
-                write_run(bus.root, "backtest", f"w{wave}-{i}")
+                make_run(bus.root, "backtest", f"w{wave}-{i}")
             # New readers see the new runs; none ever fails with a lock error.
             wait_for(
                 lambda w=wave: {f"w{w}-{i}" for i in range(10)} <= live_run_ids(bus),
@@ -300,42 +174,16 @@ def test_a_reader_holding_the_snapshot_blocks_nothing(
 
 
 def test_pending_rejected_deleted_and_typescript_runs(
-    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+    bus: Config, tmp_path: Path, daemon_factory: Factory
 ) -> None:
-    d = start(procs, bus)
+    d = daemon_factory(bus).start()
 
     # metadata.json before its Parquet is complete: pending, then registered.
-    full = tmp_path / "full.parquet"
-    write_parquet(full, rows=2000)
-    content = full.read_bytes()
-    slow = bus.root / "backtest" / "slow-1"
-    slow.mkdir(parents=True)
-    data = slow / "backtest_call_path_metrics.parquet"
-    data.write_bytes(content[:1000])
-    write_metadata(
-        slow,
-        {
-            "schema_version": 1,
-            "run_id": "slow-1",
-            "run_type": "backtest",
-            "producer": {"name": "p", "version": "1"},
-            "status": "success",
-            "created_at": "2024-05-01T12:00:00Z",
-            "started_at": "2024-05-01T12:00:00Z",
-            "finished_at": "2024-05-01T12:00:01Z",
-            "params": {},
-            "artifacts": [
-                {
-                    "name": "backtest_call_path_metrics",
-                    "file": data.name,
-                    "format": "parquet",
-                    "rows": 2000,
-                    "bytes": len(content),
-                    "sha256": sha256_of(full),
-                }
-            ],
-        },
+    content = write_parquet(tmp_path / "full.parquet", 2000)
+    slow = make_run_from_bytes(
+        bus.root, "backtest", "slow-1", content[:1000], rows=2000, declared=content
     )
+    data = slow / "results.parquet"
     wait_for(lambda: (d.status() or {}).get("pending") == 1, "pending in the status file")
     assert d.events("run.pending")[0]["run_dir"] == str(slow)
     with open(data, "ab") as fh:
@@ -343,19 +191,14 @@ def test_pending_rejected_deleted_and_typescript_runs(
     wait_for(lambda: "slow-1" in live_run_ids(bus), "slow-1 registered once complete")
 
     # A corrupt Parquet file: rejected with a reason; the daemon carries on.
-    staged = write_run(bus.root / ".staging", "backtest", "bad-1")  # hidden: never read
-    parquet = staged / "backtest_call_path_metrics.parquet"
-    raw = bytearray(parquet.read_bytes())
+    raw = bytearray(write_parquet(tmp_path / "bad.parquet", 10))
     raw[-8:-4] = b"\xff\xff\xff\x7f"  # the footer length points outside the file
-    parquet.write_bytes(bytes(raw))
-    meta = json.loads((staged / "metadata.json").read_text())
-    meta["artifacts"][0].update(bytes=len(raw), sha256=sha256_of(parquet))
-    write_metadata(staged, meta)
+    staged = make_run_from_bytes(bus.root / ".staging", "backtest", "bad-1", bytes(raw), rows=10)
     bad = bus.root / "backtest" / "bad-1"
-    os.rename(staged, bad)
-    reason = wait_for(lambda: rejection_reason(bus, bad), "bad-1 rejected")
+    os.rename(staged, bad)  # hidden while it was made: never read half-made
+    reason = wait_for(lambda: open_rejections(bus).get(str(bad)), "bad-1 rejected")
     assert "parquet" in reason.lower()
-    write_run(bus.root, "backtest", "good-after-bad")
+    make_run(bus.root, "backtest", "good-after-bad")
     wait_for(lambda: "good-after-bad" in live_run_ids(bus), "good run after the bad one")
 
     # A deleted run directory: soft-deleted, the row stays.
@@ -366,24 +209,13 @@ def test_pending_rejected_deleted_and_typescript_runs(
     ) == [(True,)]
 
     # Exactly as the quantbot TypeScript producer writes a run.
-    ts_dir = bus.root / "backtest" / "ts-path-only-20240501"
-    ts_dir.mkdir(parents=True)
-    table_file = ts_dir / "backtest_call_path_metrics.parquet"
-    write_parquet(table_file, rows=7)
-    write_metadata(
-        ts_dir,
-        {
-            "run_id": "ts-path-only-20240501",
-            "backtest_type": "path-only",
-            "table_name": "backtest_call_path_metrics",
-            "rows": 7,
-            "created_at_utc": "2024-05-01T12:00:00.000Z",
-            "parquet_file": table_file.name,
-            "parquet_path": str(table_file),
-            "interval": "5m",
-            "callsProcessed": 7,
-            "rowsWritten": 7,
-        },
+    make_ts_run(
+        bus.root,
+        "ts-path-only-20240501",
+        rows=7,
+        backtest_type="path-only",
+        table_name="backtest_call_path_metrics",
+        callsProcessed=7,
     )
     wait_for(lambda: "ts-path-only-20240501" in live_run_ids(bus), "TypeScript-shaped run")
     [(run_type, params)] = snapshot_query(
@@ -399,15 +231,14 @@ def test_pending_rejected_deleted_and_typescript_runs(
 
 
 def test_6000_run_dirs_new_runs_detected_and_idle_cpu(
-    bus: Config, tmp_path: Path, procs: list[DaemonProcess]
+    bus: Config, run_factory: RunFactory, daemon_factory: Factory
 ) -> None:
     n = 6000
-    factory = RunFactory(tmp_path / "tpl")
     for i in range(n):
-        factory.make(bus.root / f"type-{i % 3}", f"many-{i:05d}")
-    d = start(procs, bus)
+        run_factory.make(bus.root / f"type-{i % 3}", f"many-{i:05d}")
+    d = daemon_factory(bus).start()
     assert len(live_run_ids(bus)) == n
-    write_run(bus.root, "type-1", "one-more")
+    make_run(bus.root, "type-1", "one-more")
     wait_for(lambda: "one-more" in live_run_ids(bus), "a new run among 6,000 directories")
 
     # Idle: nothing arrives; the daemon must not spin (a resource check, not a speed target).
@@ -420,7 +251,7 @@ def test_6000_run_dirs_new_runs_detected_and_idle_cpu(
 
     wait_for(exports_settled, "the export refresh to finish", every=0.2)
     cpu0 = d.cpu_seconds()
-    time.sleep(3.0)
+    time.sleep(3.0)  # the idle window the CPU use is measured over
     idle_cpu = d.cpu_seconds() - cpu0
     assert idle_cpu < 0.3, f"daemon used {idle_cpu:.2f} s of CPU in 3 s of idleness"
 
@@ -429,10 +260,10 @@ def test_6000_run_dirs_new_runs_detected_and_idle_cpu(
     assert not d.events("watch.overflow")
 
 
-def test_polling_mode(bus: Config, procs: list[DaemonProcess]) -> None:
-    d = start(procs, bus, "--polling", env={"QUANTBOT_BUS_POLL_INTERVAL_S": "0.2"})
+def test_polling_mode(bus: Config, daemon_factory: Factory) -> None:
+    d = daemon_factory(bus, args=["--polling"], env={"QUANTBOT_BUS_POLL_INTERVAL_S": "0.2"}).start()
     assert (d.status() or {}).get("observer") == "polling"
-    write_run(bus.root, "backtest", "polled-1")
+    make_run(bus.root, "backtest", "polled-1")
     wait_for(lambda: "polled-1" in live_run_ids(bus), "run seen by the polling observer")
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
@@ -449,7 +280,7 @@ def _recv(sock: socket.socket) -> tuple[str, int | None, float]:
 
 
 def test_notify_ready_watchdog_stopping_with_the_daemon_pid(
-    bus: Config, procs: list[DaemonProcess]
+    bus: Config, daemon_factory: Factory
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="qbn-") as short:  # AF_UNIX path length limit
         path = Path(short) / "notify.sock"
@@ -457,14 +288,13 @@ def test_notify_ready_watchdog_stopping_with_the_daemon_pid(
         server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         server.bind(str(path))
         server.settimeout(DEADLINE_S)
-        write_run(bus.root, "backtest", "n-1")
+        make_run(bus.root, "backtest", "n-1")
         # WATCHDOG_PID must be the daemon's own pid, as systemd sets it: exec keeps the shell's.
-        d = DaemonProcess(
+        d = daemon_factory(
             bus,
             env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"},
             prefix=["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"'],
-        )
-        procs.append(d)
+        ).start(wait=False)
         messages = [_recv(server)]
         while sum("WATCHDOG=1" in m for m, _, _ in messages) < 3:
             messages.append(_recv(server))

@@ -17,11 +17,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from builders import make_catalog, make_run
 from click.testing import CliRunner
-from runs import make_run, publish_catalog
 
-from quantbot_bus import doctor, ingest
-from quantbot_bus.catalog import SCHEMA_VERSION, Catalog
+from quantbot_bus import doctor
+from quantbot_bus.catalog import SCHEMA_VERSION
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.publication import current_generation
@@ -47,13 +47,6 @@ EASY_DISK = {"disk_warn_bytes": 0, "disk_warn_ratio": 0.0, "disk_fail_bytes": 0}
 
 def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
     return {c.name: c for c in checks}
-
-
-def make_catalog(bus: Config) -> None:
-    """A real working catalog holding the runs under the root, and its publication."""
-    with Catalog.open(bus.catalog_path) as cat:
-        cat.apply_batch(ingest.full_scan(bus, cat).batch)
-        publish_catalog(cat, bus.exports_dir)
 
 
 def published(bus: Config, runs: int) -> str:

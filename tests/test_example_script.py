@@ -1,8 +1,8 @@
 """examples/query_catalog.py runs green against the exports of a real daemon (and of ``sync``).
 
-The daemon is a real subprocess (``python -m quantbot_bus.cli daemon``) on a temporary bus; runs
-are dropped while it runs; the example script is run as a user would, as a subprocess, while the
-daemon keeps running. Deadlines are generous; nothing asserts speed.
+The daemon is a real subprocess (``python -m quantbot_bus.cli daemon``, via reliability.helpers'
+DaemonProcess) on a temporary bus; runs are dropped while it runs; the example script is run as a
+user would, as a subprocess, while the daemon keeps running. Deadlines are generous; nothing asserts speed.
 """
 
 # ruff: noqa: S608 - test SQL over paths and run ids the test itself made
@@ -10,16 +10,21 @@ daemon keeps running. Deadlines are generous; nothing asserts speed.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
-from test_exports import CALLERS, add_optimize_run, add_path_run, add_policy_run, sync
+from builders import (
+    CALLERS,
+    DEADLINE_S,
+    add_optimize_run,
+    add_path_run,
+    add_policy_run,
+    sync,
+)
+from reliability.helpers import CLEAN_ENV, DaemonProcess
 
 from quantbot_bus.config import Config
 from quantbot_bus.errors import CatalogMissingError
@@ -27,19 +32,6 @@ from quantbot_bus.publication import current_generation
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "query_catalog.py"
-DEADLINE_S = 60.0
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("QUANTBOT_BUS_", "NOTIFY_"))}
-
-
-def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the daemon exited with {proc.returncode} waiting for {what}")
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
 
 
 def summary_runs(cfg: Config, name: str) -> set[str]:
@@ -64,7 +56,7 @@ def run_example(exports_dir: Path) -> str:
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
-        env=ENV,
+        env=CLEAN_ENV,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -83,44 +75,22 @@ def drop_runs(cfg: Config) -> None:
     add_optimize_run(cfg, "opt-0", seed=8, created_at="2024-05-02T00:00:00Z")
 
 
-def test_example_script_against_a_running_daemon(bus: Config) -> None:
-    log = open(bus.state_dir.parent / "daemon.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "quantbot_bus.cli",
-            "daemon",
-            "--root",
-            str(bus.root),
-            "--exports-dir",
-            str(bus.exports_dir),
-            "--state-dir",
-            str(bus.state_dir),
-        ],
-        env={**ENV, "QUANTBOT_BUS_EXPORT_INTERVAL_S": "0.2", "QUANTBOT_BUS_LOG_FORMAT": "json"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        add_path_run(bus, "path-early", n=20, seed=99)  # present at start: reconcile
-        wait_for(lambda: "path-early" in exported_runs(bus), "the first export", proc)
-        drop_runs(bus)  # dropped while it runs: inotify
-        expected = {"path-early", "path-0", "path-1", "path-2", "pol-0", "opt-0"}
-        wait_for(lambda: exported_runs(bus) == expected, "exports of every run", proc)
-        # Each summary file is rewritten on its own cadence: wait until the summaries published
-        # after runs.parquet carry the policy run too.
-        wait_for(lambda: "pol-0" in summary_runs(bus, "policy_comparison"), "the summaries", proc)
-        check_output(run_example(bus.exports_dir))
-        status = json.loads((bus.exports_dir / "_export_status.json").read_text())
-        assert all(entry["ok"] for entry in status["exports"].values()), status
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(DEADLINE_S)
-        log.close()
-    assert code == 0, (bus.state_dir.parent / "daemon.log").read_text()[-3000:]
+def test_example_script_against_a_running_daemon(
+    bus: Config, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    d = daemon_factory(bus, env={"QUANTBOT_BUS_EXPORT_INTERVAL_S": "0.2"}).start(wait=False)
+    add_path_run(bus, "path-early", n=20, seed=99)  # present at start: reconcile
+    d.wait_for(lambda: "path-early" in exported_runs(bus), "the first export")
+    drop_runs(bus)  # dropped while it runs: inotify
+    expected = {"path-early", "path-0", "path-1", "path-2", "pol-0", "opt-0"}
+    d.wait_for(lambda: exported_runs(bus) == expected, "exports of every run")
+    # Each summary file is rewritten on its own cadence: wait until the summaries published
+    # after runs.parquet carry the policy run too.
+    d.wait_for(lambda: "pol-0" in summary_runs(bus, "policy_comparison"), "the summaries")
+    check_output(run_example(bus.exports_dir))
+    status = json.loads((bus.exports_dir / "_export_status.json").read_text())
+    assert all(entry["ok"] for entry in status["exports"].values()), status
+    assert d.stop() == 0, d.tail()
 
 
 def test_example_script_against_sync_exports(bus: Config) -> None:

@@ -1,8 +1,8 @@
 """Export views (issue 4): contents equal a direct computation over the raw run Parquet files.
 
-Runs are real directories (tests/runs.py ``make_run``: real Parquet + metadata.json), registered by
-the real one-shot path :func:`quantbot_bus.pipeline.sync` (scan → catalog → publish → refresh →
-files). Every summary is checked against the same numbers computed straight from the run files
+Runs are real directories (tests/builders.py ``add_path_run`` and kin: real Parquet, then
+metadata.json), registered by the real one-shot path :func:`quantbot_bus.pipeline.sync` (scan →
+catalog → publish → refresh → files). Every summary is checked against the same numbers computed straight from the run files
 with DuckDB; the caller leaderboard's cross-run quantiles within the documented 0.5 % (relative).
 
 What a test reads as a user would, it reads from the publication: the views file
@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -31,227 +30,28 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import structlog
-from runs import make_run
+from builders import (
+    CALLERS,
+    CALLS,
+    FRONTIER,
+    PATH,
+    POLICY,
+    add_optimize_run,
+    add_path_run,
+    add_policy_run,
+    sync,
+)
 
-from quantbot_bus import exports, pipeline
+from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config, UserExport
 from quantbot_bus.pipeline import Bus
 from quantbot_bus.publication import current_generation
 
-PATH = "backtest_call_path_metrics"
-POLICY = "backtest_policy_results"
-CALLS = "backtest_call_results"
-FRONTIER = "frontier"
-CALLERS = ("alpha", "bravo", "charlie", "delta")
 REL_TOL = math.sqrt(exports.BIN_BASE) - 1 + 1e-9  # the documented quantile resolution
-
-
-# --------------------------------------------------------------------------- builders
-
-
-def path_metrics(run_id: str, n: int, seed: int, *, extra: bool = False) -> pa.Table:
-    rng = random.Random(seed)
-    cols: dict[str, list[Any]] = {
-        "run_id": [],
-        "call_id": [],
-        "caller_name": [],
-        "mint": [],
-        "chain": [],
-        "interval": [],
-        "alert_ts_ms": [],
-        "p0": [],
-        "hit_2x": [],
-        "t_2x_ms": [],
-        "hit_3x": [],
-        "t_3x_ms": [],
-        "hit_4x": [],
-        "t_4x_ms": [],
-        "dd_bps": [],
-        "dd_to_2x_bps": [],
-        "alert_to_activity_ms": [],
-        "peak_multiple": [],
-    }
-    for i in range(n):
-        peak = round(1 + rng.random() * rng.choice((0.5, 2, 6)), 6)
-        dd = 0.0 if rng.random() < 0.1 else -round(rng.random() * 8000, 3)
-        hit2, hit3, hit4 = peak >= 2, peak >= 3, peak >= 4
-        cols["run_id"].append(run_id)
-        cols["call_id"].append(f"{run_id}-c{i}")
-        cols["caller_name"].append(rng.choice(CALLERS))
-        cols["mint"].append(f"mint{rng.randrange(50)}")
-        cols["chain"].append("solana")
-        cols["interval"].append("1m")
-        cols["alert_ts_ms"].append(1_700_000_000_000 + i * 60_000)
-        cols["p0"].append(rng.random())
-        cols["hit_2x"].append(hit2)
-        cols["t_2x_ms"].append(rng.randrange(60_000, 9_000_000) if hit2 else None)
-        cols["hit_3x"].append(hit3)
-        cols["t_3x_ms"].append(rng.randrange(60_000, 9_000_000) if hit3 else None)
-        cols["hit_4x"].append(hit4)
-        cols["t_4x_ms"].append(rng.randrange(60_000, 9_000_000) if hit4 else None)
-        cols["dd_bps"].append(dd)
-        cols["dd_to_2x_bps"].append(dd if hit2 else None)
-        cols["alert_to_activity_ms"].append(rng.randrange(0, 100_000))
-        cols["peak_multiple"].append(peak)
-    schema = pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("call_id", pa.string()),
-            ("caller_name", pa.string()),
-            ("mint", pa.string()),
-            ("chain", pa.string()),
-            ("interval", pa.string()),
-            ("alert_ts_ms", pa.int64()),
-            ("p0", pa.float64()),
-            ("hit_2x", pa.bool_()),
-            ("t_2x_ms", pa.int64()),
-            ("hit_3x", pa.bool_()),
-            ("t_3x_ms", pa.int64()),
-            ("hit_4x", pa.bool_()),
-            ("t_4x_ms", pa.int64()),
-            ("dd_bps", pa.float64()),
-            ("dd_to_2x_bps", pa.float64()),
-            ("alert_to_activity_ms", pa.int64()),
-            ("peak_multiple", pa.float64()),
-        ]
-    )
-    table = pa.table(cols, schema=schema)
-    if extra:  # a producer that added a column
-        table = table.append_column("liquidity_usd", pa.array([float(i) for i in range(n)]))
-    return table
-
-
-def policy_tables(run_id: str, n: int, seed: int) -> dict[str, pa.Table]:
-    rng = random.Random(seed)
-    policies = ("trail-10", "fixed-2x", "time-1h")
-    pol: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "run_id",
-            "policy_id",
-            "call_id",
-            "realized_return_bps",
-            "stop_out",
-            "max_adverse_excursion_bps",
-            "time_exposed_ms",
-            "tail_capture",
-            "entry_ts_ms",
-            "exit_ts_ms",
-            "entry_px",
-            "exit_px",
-            "exit_reason",
-        )
-    }
-    res: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "run_id",
-            "call_id",
-            "caller_name",
-            "policy_id",
-            "entry_px",
-            "exit_px",
-            "pnl_usd",
-            "pnl_pct",
-            "return_bps",
-            "win",
-        )
-    }
-    for i in range(n):
-        for p in policies:
-            ret = round(rng.gauss(50, 900), 2)
-            pol["run_id"].append(run_id)
-            pol["policy_id"].append(p)
-            pol["call_id"].append(f"c{i}")
-            pol["realized_return_bps"].append(ret)
-            pol["stop_out"].append(ret < -500)
-            pol["max_adverse_excursion_bps"].append(-round(rng.random() * 3000, 1))
-            pol["time_exposed_ms"].append(rng.randrange(1000, 3_600_000))
-            pol["tail_capture"].append(rng.random())
-            pol["entry_ts_ms"].append(1_700_000_000_000)
-            pol["exit_ts_ms"].append(1_700_000_100_000)
-            pol["entry_px"].append(1.0)
-            pol["exit_px"].append(1 + ret / 10_000)
-            pol["exit_reason"].append("stop" if ret < -500 else "target")
-        ret = round(rng.gauss(30, 700), 2)
-        res["run_id"].append(run_id)
-        res["call_id"].append(f"c{i}")
-        res["caller_name"].append(rng.choice(CALLERS))
-        res["policy_id"].append(policies[0])
-        res["entry_px"].append(1.0)
-        res["exit_px"].append(1 + ret / 10_000)
-        res["pnl_usd"].append(ret / 10)
-        res["pnl_pct"].append(ret / 100)
-        res["return_bps"].append(ret)
-        res["win"].append(ret > 0)
-    return {POLICY: pa.table(pol), CALLS: pa.table(res)}
-
-
-def frontier_table(run_id: str, seed: int) -> pa.Table:
-    rng = random.Random(seed)
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "run_id",
-            "caller_name",
-            "policy_params",
-            "meets_constraints",
-            "objective_score",
-            "avg_return_bps",
-            "median_return_bps",
-            "stop_out_rate",
-            "rank",
-        )
-    }
-    for caller in CALLERS:
-        for r in range(1, 6):
-            cols["run_id"].append(run_id)
-            cols["caller_name"].append(caller)
-            cols["policy_params"].append(json.dumps({"tp": r, "sl": rng.randrange(5, 50)}))
-            cols["meets_constraints"].append(rng.random() < 0.6)
-            cols["objective_score"].append(round(rng.random() * 10, 4))
-            cols["avg_return_bps"].append(rng.gauss(40, 100))
-            cols["median_return_bps"].append(rng.gauss(30, 100))
-            cols["stop_out_rate"].append(rng.random())
-            cols["rank"].append(r)
-    return pa.table(cols)
-
-
-def add_path_run(cfg: Config, run_id: str, n: int = 40, seed: int = 0, **kw: Any) -> Path:
-    extra = kw.pop("extra", False)
-    return make_run(
-        cfg.root,
-        "backtest-path",
-        run_id,
-        tables={PATH: path_metrics(run_id, n, seed, extra=extra)},
-        **kw,
-    )
-
-
-def add_policy_run(cfg: Config, run_id: str, n: int = 30, seed: int = 0, **kw: Any) -> Path:
-    return make_run(
-        cfg.root, "backtest-policy", run_id, tables=policy_tables(run_id, n, seed), **kw
-    )
-
-
-def add_optimize_run(cfg: Config, run_id: str, seed: int, created_at: str) -> Path:
-    return make_run(
-        cfg.root,
-        "backtest-optimize",
-        run_id,
-        tables={FRONTIER: frontier_table(run_id, seed), "summary": pa.table({"n": [1]})},
-        created_at=created_at,
-    )
-
-
-def sync(cfg: Config) -> dict[str, Any]:
-    pipeline.sync(cfg)
-    return read_status(cfg)
 
 
 def read_status(cfg: Config) -> dict[str, Any]:
@@ -302,6 +102,11 @@ def raw_view(con: duckdb.DuckDBPyConnection, cfg: Config, table: str) -> str:
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
     return con.execute(sql).fetchall()
+
+
+def first_column(cat: Catalog, sql: str) -> set[Any]:
+    """The values of the first column of ``sql`` on the working catalog."""
+    return {r[0] for r in cat.cursor().execute(sql).fetchall()}
 
 
 def approx_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
@@ -594,12 +399,9 @@ def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) ->
     assert not list((gen / "tables" / PATH).glob("*.parquet"))
     assert not list(store_table(cfg, PATH).glob("*.parquet"))
     with Catalog.open(cfg.catalog_path) as cat:
-        names = {
-            r[0]
-            for r in cat.cursor()
-            .execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'exports'")
-            .fetchall()
-        }
+        names = first_column(
+            cat, "SELECT view_name FROM duckdb_views() WHERE schema_name = 'exports'"
+        )
         assert PATH not in names and POLICY in names
         totals = (
             cat.cursor().execute("SELECT count(*) FROM exports_state.caller_hist_tot").fetchone()
@@ -702,7 +504,7 @@ def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con:
         sync(bus)  # one refresh per run: five segments
     before = segment_files(bus, PATH)
     assert len(before) == 5
-    time.sleep(0.01)
+    time.sleep(0.01)  # a time gap: a file written again now would get a later mtime
     add_path_run(bus, "r5", n=10, seed=5)
     status = sync(bus)
     after = segment_files(bus, PATH)
@@ -854,8 +656,10 @@ def test_concurrent_reader_never_sees_a_partial_export(
     args = [str(script), str(bus.exports_dir), str(stop)]
     result = churn_while_reading(bus, args, stop, runs=15, delete_every=5)
     assert result["reads"] > 50
-    # Every runs.parquet the reader saw was one a refresh wrote (1..16 runs, minus deletions).
-    assert set(result["runs_rows"]) <= set(range(1, 17))
+    # Every runs.parquet the reader saw was one a sync published: as many rows as there were
+    # live runs after that sync (a deleted run left in it, or a torn file, would not match).
+    seen = set(result["runs_rows"])
+    assert seen and seen <= set(result["published"]), (sorted(seen), result["published"])
 
 
 def churn_while_reading(
@@ -863,7 +667,13 @@ def churn_while_reading(
 ) -> dict[str, Any]:
     """Run a reader script (``python args...``) while syncs add ``runs`` runs, deleting an older
     one every ``delete_every``; stop it through the ``stop`` file; it must exit 0 and report no
-    error. Returns the JSON it printed last."""
+    error. Returns the JSON it printed last, with ``published``: the number of live runs (run
+    directories on disk) after the sync before the reader started and after each sync since."""
+
+    def live_runs_on_disk() -> int:
+        return sum(1 for d in (cfg.root / "backtest-path").iterdir() if d.is_dir())
+
+    published = [live_runs_on_disk()]
     reader = subprocess.Popen(
         [sys.executable, *args],
         stdout=subprocess.PIPE,
@@ -877,12 +687,14 @@ def churn_while_reading(
             if i % delete_every == 0:
                 shutil.rmtree(cfg.root / "backtest-path" / f"r{i - delete_every + 2:03d}")
             sync(cfg)
+            published.append(live_runs_on_disk())
     finally:
         stop.write_text("stop")
         out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["errors"] == 0, err
+    result["published"] = published
     return result
 
 
@@ -1229,7 +1041,9 @@ def test_view_readers_never_fail_while_refreshes_replace_files(
     args = [str(script), str(bus.root), str(bus.exports_dir), str(bus.state_dir), str(stop)]
     result = churn_while_reading(bus, args, stop, runs=12, delete_every=4)
     assert result["reads"] > 20
-    assert set(result["seen"]) <= set(range(1, 14))
+    # Only whole states: every count the views answered is one a sync published.
+    seen = set(result["seen"])
+    assert seen and seen <= set(result["published"]), (sorted(seen), result["published"])
 
 
 def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
@@ -1298,12 +1112,8 @@ def test_lost_path_segment_rebuilds_the_leaderboard_histograms(mixed_bus: Config
     assert "export.histograms_rebuilt" not in {e["event"] for e in logs}
     check_all(cfg, con)
     with Catalog.open(cfg.catalog_path) as cat:
-        tables = {
-            r[0]
-            for r in cat.cursor()
-            .execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'exports_state'")
-            .fetchall()
-        }
+        sql = "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'exports_state'"
+        tables = first_column(cat, sql)
     assert "caller_hist_p" not in tables
 
 

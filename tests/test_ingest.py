@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runs import make_run, sample_table, write_metadata
+from builders import corrupt_file, make_run, make_ts_run
 from structlog.testing import capture_logs
 
 from quantbot_bus import ingest, pipeline
@@ -21,11 +21,6 @@ from quantbot_bus.config import Config
 from quantbot_bus.errors import CatalogError, ConfigError
 
 BAD_PARQUET = "is not a Parquet file"
-
-
-def corrupt(path: Path) -> None:
-    """Overwrite a Parquet file with junk of the same size (keeps its declared size)."""
-    path.write_bytes(b"x" * path.stat().st_size)
 
 
 @pytest.fixture
@@ -42,7 +37,7 @@ def test_full_scan_sorts_runs_into_valid_rejected_pending(bus: Config, cat: Cata
     for i in range(3):
         make_run(bus.root, "path-only", f"ok{i}")
     bad = make_run(bus.root, "policy", "bad")
-    corrupt(bad / "results.parquet")
+    corrupt_file(bad / "results.parquet")
     waiting = make_run(bus.root, "policy", "waiting")
     (waiting / "results.parquet").unlink()
     make_run(bus.root / ".hidden", "policy", "h1")  # hidden subtree: never read
@@ -66,7 +61,7 @@ def test_full_scan_sorts_runs_into_valid_rejected_pending(bus: Config, cat: Cata
 def test_unchanged_tree_is_not_validated_again(bus: Config, cat: Catalog) -> None:
     good = make_run(bus.root, "path-only", "good")
     bad = make_run(bus.root, "path-only", "bad")
-    corrupt(bad / "results.parquet")
+    corrupt_file(bad / "results.parquet")
     apply(cat, ingest.full_scan(bus, cat))
     assert cat.counts()["rejections"] == 1
 
@@ -74,7 +69,7 @@ def test_unchanged_tree_is_not_validated_again(bus: Config, cat: Catalog) -> Non
     # is unchanged, so the scan must skip it (validating would reject it: hashes are on).
     parquet = good / "results.parquet"
     st = parquet.stat()
-    corrupt(parquet)
+    corrupt_file(parquet)
     os.utime(parquet, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     out = ingest.full_scan(bus, cat)
@@ -115,7 +110,7 @@ def test_full_scan_checks_known_runs_by_stat_alone(
         bus.root,
         "policy",
         "multi",
-        tables={"zeta": sample_table(2), "alpha": sample_table(4), "mid": sample_table(1)},
+        tables={"zeta": 2, "alpha": 4, "mid": 1},
     )
     make_run(bus.root, "path-only", "single")
     make_run(bus.root, "path-only", "failed", tables={}, status="failed", error="boom")
@@ -138,7 +133,7 @@ def test_full_scan_checks_known_runs_by_stat_alone(
 def test_full_scan_detects_a_changed_file_of_a_known_run(
     bus: Config, cat: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = make_run(bus.root, "policy", "run", tables={"b": sample_table(2), "a": sample_table(3)})
+    run = make_run(bus.root, "policy", "run", tables={"b": 2, "a": 3})
     other = make_run(bus.root, "policy", "other")
     apply(cat, ingest.full_scan(bus, cat))
     calls = _count_quick_fingerprints(monkeypatch)
@@ -163,7 +158,7 @@ def test_full_scan_detects_a_changed_file_of_a_known_run(
     assert apply(cat, out).deleted == ["run"]
 
     # metadata.json rewritten to list another file (same mtime second): its stat differs
-    make_run(bus.root, "policy", "other", tables={"results": sample_table(), "x": sample_table(1)})
+    make_run(bus.root, "policy", "other", tables={"results": 3, "x": 1})
     out = ingest.full_scan(bus, cat)
     assert [r.run_id for r in out.batch.valid] == ["other"]
     assert {a.file for a in out.batch.valid[0].artifacts} == {"results.parquet", "x.parquet"}
@@ -175,13 +170,11 @@ def test_changed_and_deleted_runs(bus: Config, cat: Catalog) -> None:
     a = make_run(bus.root, "path-only", "a")
     b = make_run(bus.root, "path-only", "b")
     bad = make_run(bus.root, "path-only", "bad")
-    corrupt(bad / "results.parquet")
+    corrupt_file(bad / "results.parquet")
     apply(cat, ingest.full_scan(bus, cat))
 
-    time.sleep(0.01)
-    make_run(
-        bus.root, "path-only", "a", tables={"results": sample_table(5), "extra": sample_table(1)}
-    )
+    time.sleep(0.01)  # a time gap: the rewritten run's files get a later mtime (new fingerprint)
+    make_run(bus.root, "path-only", "a", tables={"results": 5, "extra": 1})
     shutil.rmtree(b)
     shutil.rmtree(bad)
     out = ingest.full_scan(bus, cat)
@@ -283,33 +276,16 @@ def test_a_missing_root_deletes_nothing(bus: Config, cat: Catalog) -> None:
     assert cat.counts()["runs"] == 1
 
 
-def ts_run(root: Path, run_id: str) -> Path:
-    """A run exactly as the quantbot TypeScript producer writes it."""
-    import pyarrow.parquet as pq
-
-    run_dir = root / "backtest" / run_id
-    run_dir.mkdir(parents=True)
-    pq.write_table(sample_table(4), run_dir / "results.parquet")
-    write_metadata(
-        run_dir,
-        {
-            "run_id": run_id,
-            "backtest_type": "path-only",
-            "table_name": "backtest_call_path_metrics",
-            "rows": 4,
-            "created_at_utc": "2024-06-01T10:00:00.000Z",
-            "parquet_file": "results.parquet",
-            "parquet_path": str(run_dir / "results.parquet"),
-            "interval": "1m",
-            "callsProcessed": 4,
-        },
-    )
-    return run_dir
-
-
 def test_sync_registers_publishes_and_reports(bus: Config) -> None:
     make_run(bus.root, "path-only", "v1run")
-    ts_run(bus.root, "tsrun")
+    make_ts_run(
+        bus.root,
+        "tsrun",
+        rows=4,
+        backtest_type="path-only",
+        table_name="backtest_call_path_metrics",
+        callsProcessed=4,
+    )
     young = make_run(bus.root, "policy", "young")
     (young / "results.parquet").unlink()
     old = make_run(bus.root, "policy", "old")

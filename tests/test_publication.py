@@ -34,35 +34,29 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from reliability.helpers import CLEAN_ENV, DaemonProcess, RunFactory, assert_consistent, live_count
-from runs import live_run_ids, make_run, sample_table, snapshot_query, wait_for
+from builders import (
+    DEADLINE_S,
+    RunFactory,
+    live_count,
+    live_run_ids,
+    make_run,
+    sample_table,
+    snapshot_query,
+    wait_for,
+)
+from reliability.helpers import CLEAN_ENV, DaemonProcess, assert_consistent, run_cli
 
 from quantbot_bus.config import Config
+from quantbot_bus.errors import CatalogMissingError
 from quantbot_bus.pipeline import Bus, sync
 from quantbot_bus.publication import MAX_SEGMENTS, current_generation
 
 REPO = Path(__file__).resolve().parent.parent
 READER = Path(__file__).with_name("_publication_reader.py")
-DEADLINE_S = 60.0
 BUSY_EXIT = 10
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test started; any still running at the end are killed and reaped."""
-    made: list[DaemonProcess] = []
-    yield made
-    for d in made:
-        d.ensure_dead()
-
-
-def start_daemon(daemons: list[DaemonProcess], config: Config, **kw: Any) -> DaemonProcess:
-    d = kw.pop("cls", DaemonProcess)(config, **kw)
-    daemons.append(d)
-    return d.start()
 
 
 # The daemon, with the publication's grace period set (a test cannot wait 60 s per generation).
@@ -89,32 +83,6 @@ class ShortGraceDaemon(DaemonProcess):
         base = super().command
         args = base[base.index("quantbot_bus.cli") + 1 :]
         return [sys.executable, "-c", _SHORT_GRACE, str(self.grace_s), *args]
-
-
-def cli(
-    config: Config, command: str, *, timeout: float = DEADLINE_S
-) -> subprocess.CompletedProcess[str]:
-    """``quantbot-bus COMMAND`` on this bus (a second daemon that did start is killed at timeout)."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quantbot_bus.cli",
-            command,
-            "--root",
-            str(config.root),
-            "--exports-dir",
-            str(config.exports_dir),
-            "--state-dir",
-            str(config.state_dir),
-        ],
-        cwd=config.state_dir.parent,
-        env=CLEAN_ENV,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def posix_lock_holder(path: Path) -> int | None:
@@ -146,7 +114,7 @@ def published_runs(config: Config) -> int:
     """Rows of catalog/runs_d below the current generation (every run here is written once)."""
     try:
         gen = current_generation(config.exports_dir)
-    except Exception:  # noqa: BLE001 - nothing published yet
+    except CatalogMissingError:  # nothing published yet
         return 0
     return sum(pq.read_metadata(f).num_rows for f in (gen / "catalog" / "runs_d").glob("*.parquet"))
 
@@ -215,9 +183,9 @@ def holder(bus: Config) -> Iterator[Holder]:
 
 @pytest.mark.parametrize("runs_before", [0, 1, 30], ids=["empty", "one-run", "thirty-runs"])
 def test_sync_rebuild_and_a_second_daemon_are_refused_while_a_daemon_runs(
-    bus: Config, daemons: list[DaemonProcess], holder: Holder, runs_before: int
+    bus: Config, daemon_factory: Callable[..., DaemonProcess], holder: Holder, runs_before: int
 ) -> None:
-    d = start_daemon(daemons, bus)  # empty root: READY after its first (empty) publication
+    d = daemon_factory(bus).start()  # empty root: READY after its first (empty) publication
     for wave in range(0, runs_before, 10):  # in batches: several publications
         ids = [f"r-{i:03d}" for i in range(wave, min(wave + 10, runs_before))]
         for run_id in ids:
@@ -233,7 +201,7 @@ def test_sync_rebuild_and_a_second_daemon_are_refused_while_a_daemon_runs(
 
     advice = {"sync": "status", "rebuild": "stop the daemon", "daemon": "--state-dir"}
     for command, hint in advice.items():
-        done = cli(bus, command)
+        done = run_cli(bus, command)
         assert done.returncode == BUSY_EXIT, (
             f"`{command}` beside a running daemon exited {done.returncode}:\n{done.stderr}"
         )
@@ -258,7 +226,7 @@ def test_sync_rebuild_and_a_second_daemon_are_refused_while_a_daemon_runs(
     answer = holder.must("query held")
     assert (answer["gen"], answer["runs"]) == (held, runs_before)
     # ... and the catalog is still exclusive after that publication.
-    assert cli(bus, "sync").returncode == BUSY_EXIT
+    assert run_cli(bus, "sync").returncode == BUSY_EXIT
     assert posix_lock_holder(catalog) == d.pid
     holder.must("close held")
     assert not d.events("batch.failed")
@@ -281,27 +249,28 @@ EXPORT_INTERVAL_S = 2.5
 
 
 def test_readers_of_every_documented_path_never_fail_during_a_burst(
-    bus: Config, tmp_path: Path, daemons: list[DaemonProcess]
+    bus: Config,
+    tmp_path: Path,
+    run_factory: RunFactory,
+    daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     """Four reader processes (fresh DuckDB connections, one DuckDB connection held throughout,
     Polars, pyarrow) read while the daemon registers 50 waves of 8 runs. Wave k is written once
     the readers have done (k-1)/50 of the 20,000 reads, so the reads and the publications
     interleave whatever the machine's speed; the daemon's grace period is 3 s, so generations
     are removed under the readers too."""
-    factory = RunFactory(tmp_path / "tpl")
-    factory.make(bus.root / "backtest", "first")
-    d = start_daemon(
-        daemons,
+    run_factory.make(bus.root / "backtest", "first")
+    d = daemon_factory(
         bus,
         cls=ShortGraceDaemon,
         grace_s=READER_GRACE_S,
         env={"QUANTBOT_BUS_EXPORT_INTERVAL_S": str(EXPORT_INTERVAL_S)},
-    )
+    ).start()
 
     def exports_published() -> bool:
         gen = current_generation(bus.exports_dir)
         return (gen / "files" / "runs.parquet").is_file() and any(
-            (gen / "tables" / RunFactory.TABLE).glob("*.parquet")
+            (gen / "tables" / run_factory.entry["name"]).glob("*.parquet")
         )
 
     wait_for(exports_published, "the first export files and tables in the current generation")
@@ -321,7 +290,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
                     str(stop),
                     str(outs[mode]),
                     str(MIN_READS_EACH),
-                    RunFactory.TABLE,
+                    run_factory.entry["name"],
                 ],
                 env=CLEAN_ENV,
                 stdin=subprocess.DEVNULL,
@@ -370,7 +339,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
             wait_for(reads_reach(due), f"{due} reads before wave {wave}")
             for k in range(WAVE):
                 run_id = f"w{wave:03d}-{k}"
-                factory.make(bus.root / "backtest", run_id)
+                run_factory.make(bus.root / "backtest", run_id)
                 expected.add(run_id)
             wait_for(published(len(expected)), f"wave {wave} published", every=0.05)
         wait_for(

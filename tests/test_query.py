@@ -12,8 +12,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from builders import PATH, add_path_run, add_policy_run, sync
 from click.testing import CliRunner, Result
-from test_exports import PATH, add_path_run, add_policy_run, sync
 
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config

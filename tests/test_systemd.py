@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import wait_for
 from click.testing import CliRunner
 
 from quantbot_bus import systemd as sd
@@ -134,6 +135,18 @@ def tmp_context(tmp_path: Path, user: bool) -> sd.UnitContext:
     config_path = write_config(tmp_path / "bus")
     cfg = sd.load_service_config(config_path)
     return sd.build_context(cfg, config_path, user=user, run_as="daemon")
+
+
+def service_to_run(
+    tmp_path: Path, unit: str
+) -> tuple[sd.UnitContext, dict[str, str], dict[str, list[str]]]:
+    """The (system) units of a bus under tmp_path, its directories made, and the [Service]
+    section of ``unit``: what it takes to run that unit's ExecStart as written."""
+    ctx = tmp_context(tmp_path, user=False)
+    units = sd.render_units(ctx)
+    for d in (ctx.root, ctx.state_dir, ctx.exports_dir):
+        d.mkdir(parents=True)
+    return ctx, units, parse_unit(units[unit])["Service"]
 
 
 LAYOUTS = ["srv", "tmp"]
@@ -679,11 +692,7 @@ def test_the_unit_environment_lets_polars_run_without_writable_executable_memory
 
 def test_the_sync_units_command_runs_under_mdwe(tmp_path: Path) -> None:
     """ExecStart of quantbot-bus-sync.service, run as written (cwd, env) under W^X."""
-    ctx = tmp_context(tmp_path, user=False)
-    units = sd.render_units(ctx)
-    svc = parse_unit(units["quantbot-bus-sync.service"])["Service"]
-    for d in (ctx.root, ctx.state_dir, ctx.exports_dir):
-        d.mkdir(parents=True)
+    ctx, units, svc = service_to_run(tmp_path, "quantbot-bus-sync.service")
     proc = run_mdwe(
         svc["ExecStart"][0].split(),
         unit_environment(units["quantbot-bus-sync.service"]),
@@ -698,15 +707,10 @@ def test_the_sync_units_command_runs_under_mdwe(tmp_path: Path) -> None:
 def test_the_daemon_units_command_starts_and_stops_under_mdwe(tmp_path: Path) -> None:
     """ExecStart of quantbot-bus.service as written (cwd, env, W^X): ready, then a clean SIGTERM."""
     import signal
-    import time
 
     from quantbot_bus.status import StatusMissingError, read_status
 
-    ctx = tmp_context(tmp_path, user=False)
-    units = sd.render_units(ctx)
-    svc = parse_unit(units["quantbot-bus.service"])["Service"]
-    for d in (ctx.root, ctx.state_dir, ctx.exports_dir):
-        d.mkdir(parents=True)
+    ctx, units, svc = service_to_run(tmp_path, "quantbot-bus.service")
     probe = run_mdwe(["/bin/true"], {}, tmp_path)
     assert probe.returncode == 0
     base = {k: v for k, v in os.environ.items() if not k.startswith(("POLARS_", "QUANTBOT_BUS_"))}
@@ -718,18 +722,18 @@ def test_the_daemon_units_command_starts_and_stops_under_mdwe(tmp_path: Path) ->
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def running() -> bool:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            raise AssertionError(f"the daemon exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            return read_status(ctx.state_dir / "status.json").get("state") == "running"
+        except StatusMissingError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        state = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                state = read_status(ctx.state_dir / "status.json").get("state")
-            except StatusMissingError:
-                state = None
-            if state == "running":
-                break
-            time.sleep(0.2)
-        assert state == "running", proc.stderr.read() if proc.poll() is not None else state
+        wait_for(running, "the daemon to report state running")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

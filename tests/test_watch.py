@@ -1,14 +1,12 @@
 """The daemon in-process: a real Daemon with a stop_event, the real watchdog observer, real DuckDB.
 
 Every test waits with generous deadlines (polling the reader-side snapshot or the status file),
-never on tight timing. The helpers at the top (write_run, clone_run, snapshot queries) are also
-used by tests/test_daemon_process.py.
+never on tight timing. Runs are built with tests/builders.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -21,11 +19,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from builders import (
+    DEADLINE_S,
+    PATH,
+    RunFactory,
+    live_run_ids,
+    make_run,
+    make_run_from_bytes,
+    open_rejections,
+    snapshot_query,
+    wait_for,
+    write_parquet,
+)
 from click.testing import CliRunner
-from runs import live_run_ids, make_run, sample_table, snapshot_query, wait_for
 from structlog.testing import capture_logs
 
 from quantbot_bus import exports
@@ -34,106 +41,9 @@ from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.errors import BusyError, DaemonError
 from quantbot_bus.notify import Notifier
+from quantbot_bus.pipeline import Bus
 from quantbot_bus.status import read_status
 from quantbot_bus.watch import OVERFLOW_LOGGER, Daemon
-
-DEADLINE_S = 30.0
-
-# ---------------------------------------------------------------------------- run builders
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_parquet(path: Path, rows: int = 10, seed: int = 0) -> None:
-    table = pa.table(
-        {
-            "call_id": pa.array([f"c{seed}-{i}" for i in range(rows)]),
-            "peak_multiple": pa.array([1.0 + (seed + i) % 7 for i in range(rows)]),
-        }
-    )
-    pq.write_table(table, path)
-
-
-def metadata_v1(
-    run_id: str, run_type: str, artifacts: list[dict[str, Any]], **overrides: Any
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "schema_version": 1,
-        "run_id": run_id,
-        "run_type": run_type,
-        "producer": {"name": "test-producer", "version": "1.0"},
-        "status": "success",
-        "created_at": "2024-05-01T12:00:00Z",
-        "started_at": "2024-05-01T12:00:00Z",
-        "finished_at": "2024-05-01T12:00:05Z",
-        "params": {"seed": 1},
-        "metrics": {"trades": 3},
-        "artifacts": artifacts,
-    }
-    meta.update(overrides)
-    return meta
-
-
-def write_metadata(run_dir: Path, meta: dict[str, Any], *, fsync: bool = True) -> None:
-    """metadata.json written last and atomically (hidden temp name, fsync, rename)."""
-    tmp = run_dir / ".metadata.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh)
-        fh.flush()
-        if fsync:  # durability is not what the mass-produced test runs are about
-            os.fsync(fh.fileno())
-    os.replace(tmp, run_dir / "metadata.json")
-
-
-def artifact_entry(path: Path, name: str = "backtest_call_path_metrics") -> dict[str, Any]:
-    return {
-        "name": name,
-        "file": path.name,
-        "format": "parquet",
-        "rows": pq.read_metadata(path).num_rows,
-        "bytes": path.stat().st_size,
-        "sha256": sha256_of(path),
-    }
-
-
-def write_run(root: Path, run_type: str, run_id: str, rows: int = 10) -> Path:
-    """A complete v1 run (one Parquet table, then metadata.json), via tests/runs.py."""
-    return make_run(
-        root, run_type, run_id, tables={"backtest_call_path_metrics": sample_table(rows)}
-    )
-
-
-class RunFactory:
-    """Many runs fast: one Parquet file written once and hard-linked; sha256 computed once."""
-
-    def __init__(self, workdir: Path, rows: int = 20) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.template = workdir / "template.parquet"
-        write_parquet(self.template, rows)
-        self.entry = artifact_entry(self.template)
-        self.entry["file"] = "backtest_call_path_metrics.parquet"
-
-    def make(self, parent: Path, run_id: str, run_type: str = "backtest") -> Path:
-        run_dir = parent / run_id
-        run_dir.mkdir(parents=True)
-        os.link(self.template, run_dir / self.entry["file"])
-        write_metadata(run_dir, metadata_v1(run_id, run_type, [dict(self.entry)]), fsync=False)
-        return run_dir
-
-
-# ---------------------------------------------------------------------------- snapshot reads
-
-
-def rejection_reason(config: Config, run_dir: Path) -> str | None:
-    rows = snapshot_query(
-        config,
-        "SELECT reason FROM catalog.rejections_f WHERE run_dir = ? AND resolved_at IS NULL",
-        [str(run_dir)],
-    )
-    return rows[0][0] if rows else None
-
 
 # ---------------------------------------------------------------------------- the daemon
 
@@ -179,13 +89,13 @@ def fast(bus: Config) -> Config:
 
 
 def test_startup_reconciles_before_ready_then_watches(fast: Config) -> None:
-    before = [write_run(fast.root, "backtest", f"old-{i}") for i in range(3)]
+    before = [make_run(fast.root, "backtest", f"old-{i}") for i in range(3)]
     with capture_logs() as logs:
         with running_daemon(fast) as daemon:
             # Registered by the reconcile, before READY: visible at once, no waiting.
             assert live_run_ids(fast) == {p.name for p in before}
             assert daemon.rescans == 1, logs
-            write_run(fast.root, "backtest", "live-1")
+            make_run(fast.root, "backtest", "live-1")
             wait_for(lambda: "live-1" in live_run_ids(fast), "live run in the snapshot")
     names = [e["event"] for e in logs]
     assert names.index("rescan.done") < names.index("daemon.ready"), logs
@@ -205,24 +115,23 @@ def test_an_empty_root_still_gets_a_snapshot_for_readers(fast: Config) -> None:
 
 def test_restart_is_idempotent(fast: Config) -> None:
     for i in range(5):
-        write_run(fast.root, "backtest", f"r-{i}")
+        make_run(fast.root, "backtest", f"r-{i}")
     with running_daemon(fast):
         pass
     with capture_logs() as logs:
         with running_daemon(fast):
-            write_run(fast.root, "backtest", "r-new")
+            make_run(fast.root, "backtest", "r-new")
             wait_for(lambda: "r-new" in live_run_ids(fast), "new run after restart")
     assert [e["run_id"] for e in events(logs, "run.registered")] == ["r-new"]
     rows = snapshot_query(fast, "SELECT count(*), count(DISTINCT run_id) FROM catalog.runs_d")
     assert rows == [(6, 6)]
 
 
-def test_a_burst_is_committed_in_few_batches(fast: Config, tmp_path: Path) -> None:
-    factory = RunFactory(tmp_path / "tpl")
+def test_a_burst_is_committed_in_few_batches(fast: Config, run_factory: RunFactory) -> None:
     staging = fast.root / "backtest" / ".staging"
     ids = [f"burst-{i:04d}" for i in range(300)]
     for run_id in ids:
-        factory.make(staging, run_id)
+        run_factory.make(staging, run_id)
     with running_daemon(fast) as daemon:
         start = daemon.batches
         for run_id in ids:  # each run appears by one rename, like a producer staging its dir
@@ -233,23 +142,35 @@ def test_a_burst_is_committed_in_few_batches(fast: Config, tmp_path: Path) -> No
     assert 1 <= batches < 150
 
 
-def test_pending_until_the_parquet_is_complete(fast: Config, tmp_path: Path) -> None:
-    full = tmp_path / "full.parquet"
-    write_parquet(full, rows=500)
-    content = full.read_bytes()
+def test_pending_until_the_parquet_is_complete(
+    fast: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = write_parquet(tmp_path / "full.parquet", 500)
+    examined: list[list[Path]] = []  # the directories of every examination, once it is done
+    real_examine = Bus.examine
+
+    def spy(self: Bus, dirs: Any) -> Any:
+        dirs = [Path(d) for d in dirs]
+        outcome = real_examine(self, dirs)
+        examined.append(dirs)
+        return outcome
+
+    monkeypatch.setattr(Bus, "examine", spy)
     with capture_logs() as logs:
         with running_daemon(fast):
-            run_dir = fast.root / "backtest" / "slow-1"
-            run_dir.mkdir(parents=True)
-            data = run_dir / "backtest_call_path_metrics.parquet"
-            data.write_bytes(content[: len(content) // 2])  # still being written
-            entry = artifact_entry(full)
-            entry["file"] = data.name
-            write_metadata(run_dir, metadata_v1("slow-1", "backtest", [entry]))
+            half = content[: len(content) // 2]  # the Parquet file is still being written
+            run_dir = make_run_from_bytes(
+                fast.root, "backtest", "slow-1", half, rows=500, declared=content
+            )
+            data = run_dir / "results.parquet"
             wait_for(lambda: events(logs, "run.pending"), "run.pending")
-            time.sleep(0.5)  # several rechecks: still not registered, not rejected
+            wait_for(
+                lambda: sum(run_dir in dirs for dirs in examined) >= 3,
+                "three rechecks of the pending run",
+            )
+            # Rechecked again and again: still not registered, not rejected.
             assert "slow-1" not in live_run_ids(fast)
-            assert rejection_reason(fast, run_dir) is None
+            assert open_rejections(fast).get(str(run_dir)) is None
             with open(data, "ab") as fh:
                 fh.write(content[len(content) // 2 :])
             wait_for(lambda: "slow-1" in live_run_ids(fast), "completed run registered")
@@ -260,51 +181,27 @@ def test_pending_too_long_is_rejected_then_retried_when_completed(
     fast: Config, tmp_path: Path
 ) -> None:
     cfg = dataclasses.replace(fast, pending_timeout_s=1.0)
-    full = tmp_path / "full.parquet"
-    write_parquet(full, rows=500)
-    content = full.read_bytes()
+    content = write_parquet(tmp_path / "full.parquet", 500)
     with running_daemon(cfg) as daemon:
-        run_dir = cfg.root / "backtest" / "stuck-1"
-        run_dir.mkdir(parents=True)
-        data = run_dir / "backtest_call_path_metrics.parquet"
-        data.write_bytes(content[:100])
-        entry = artifact_entry(full)
-        entry["file"] = data.name
-        write_metadata(run_dir, metadata_v1("stuck-1", "backtest", [entry]))
-        reason = wait_for(lambda: rejection_reason(cfg, run_dir), "timeout rejection")
+        run_dir = make_run_from_bytes(
+            cfg.root, "backtest", "stuck-1", content[:100], rows=500, declared=content
+        )
+        data = run_dir / "results.parquet"
+        reason = wait_for(lambda: open_rejections(cfg).get(str(run_dir)), "timeout rejection")
         assert "still incomplete after" in reason
         assert daemon.pending == {}
         data.write_bytes(content)  # the producer finally finishes: the dir changed → retried
         wait_for(lambda: "stuck-1" in live_run_ids(cfg), "registered after the retry")
-        assert rejection_reason(cfg, run_dir) is None
+        assert open_rejections(cfg).get(str(run_dir)) is None
 
 
 def test_corrupt_parquet_is_rejected_and_the_daemon_carries_on(fast: Config) -> None:
     with capture_logs() as logs:
         with running_daemon(fast):
-            bad = fast.root / "backtest" / "bad-1"
-            bad.mkdir(parents=True)
-            junk = bad / "backtest_call_path_metrics.parquet"
-            junk.write_bytes(b"this is not a parquet file at all" * 10)
-            write_metadata(
-                bad,
-                metadata_v1(
-                    "bad-1",
-                    "backtest",
-                    [
-                        {
-                            "name": "backtest_call_path_metrics",
-                            "file": junk.name,
-                            "format": "parquet",
-                            "rows": 10,
-                            "bytes": junk.stat().st_size,
-                            "sha256": sha256_of(junk),
-                        }
-                    ],
-                ),
-            )
-            reason = wait_for(lambda: rejection_reason(fast, bad), "rejection of bad-1")
-            write_run(fast.root, "backtest", "good-after-bad")
+            junk = b"this is not a parquet file at all" * 10  # declared as it is
+            bad = make_run_from_bytes(fast.root, "backtest", "bad-1", junk, rows=10)
+            reason = wait_for(lambda: open_rejections(fast).get(str(bad)), "rejection of bad-1")
+            make_run(fast.root, "backtest", "good-after-bad")
             wait_for(lambda: "good-after-bad" in live_run_ids(fast), "good run after a bad one")
     assert "bad-1" not in live_run_ids(fast)
     assert "parquet" in reason.lower()
@@ -313,7 +210,7 @@ def test_corrupt_parquet_is_rejected_and_the_daemon_carries_on(fast: Config) -> 
 
 
 def test_deleted_run_is_soft_deleted_and_comes_back(fast: Config, tmp_path: Path) -> None:
-    run_dir = write_run(fast.root, "backtest", "gone-1")
+    run_dir = make_run(fast.root, "backtest", "gone-1")
     keep = tmp_path / "keep"
     with running_daemon(fast):
         assert "gone-1" in live_run_ids(fast)
@@ -327,11 +224,10 @@ def test_deleted_run_is_soft_deleted_and_comes_back(fast: Config, tmp_path: Path
         wait_for(lambda: "gone-1" in live_run_ids(fast), "run back after it reappeared")
 
 
-def test_a_renamed_in_subtree_of_runs_is_found(fast: Config, tmp_path: Path) -> None:
-    factory = RunFactory(tmp_path / "tpl")
+def test_a_renamed_in_subtree_of_runs_is_found(fast: Config, run_factory: RunFactory) -> None:
     staged = fast.root / ".incoming"
     for i in range(20):
-        factory.make(staged / "sweep", f"sweep-{i}")
+        run_factory.make(staged / "sweep", f"sweep-{i}")
     with running_daemon(fast):
         os.rename(staged / "sweep", fast.root / "sweep")
         wait_for(lambda: len(live_run_ids(fast)) == 20, "the 20 runs of the moved subtree")
@@ -363,7 +259,7 @@ def test_a_dead_observer_is_restarted_once(fast: Config, which: str) -> None:
             thread.join()
             wait_for(lambda: events(logs, "watch.restarted"), "observer restart")
             assert daemon._observer is not old and daemon._observer is not None
-            write_run(fast.root, "backtest", "after-restart")
+            make_run(fast.root, "backtest", "after-restart")
             wait_for(lambda: "after-restart" in live_run_ids(fast), "run seen by new observer")
 
 
@@ -411,7 +307,7 @@ def test_status_file_and_status_command(fast: Config, monkeypatch: pytest.Monkey
     assert missing.exit_code == 4
     assert "daemon has never run with this state dir" in missing.output
 
-    write_run(fast.root, "backtest", "s-1")
+    make_run(fast.root, "backtest", "s-1")
     with running_daemon(fast):
         status = read_status(fast.status_path)
         assert status["state"] == "running"
@@ -439,7 +335,7 @@ def test_export_failure_is_logged_and_registration_goes_on(
     monkeypatch.setattr(exports, "refresh", broken_refresh)  # fault injection
     with capture_logs() as logs:
         with running_daemon(fast):
-            write_run(fast.root, "backtest", "despite-exports")
+            make_run(fast.root, "backtest", "despite-exports")
             wait_for(lambda: "despite-exports" in live_run_ids(fast), "registration")
             wait_for(lambda: events(logs, "export.failed"), "export.failed")
     assert "disk on fire" in events(logs, "export.failed")[0]["error"]
@@ -461,7 +357,7 @@ def test_export_refreshes_are_coalesced(fast: Config, monkeypatch: pytest.Monkey
         wait_for(lambda: calls, "the startup refresh")
         first = daemon.batches
         for i in range(4):  # four separate batches
-            write_run(cfg.root, "backtest", f"c-{i}")
+            make_run(cfg.root, "backtest", f"c-{i}")
             wait_for(lambda i=i: f"c-{i}" in live_run_ids(cfg), f"c-{i}")
         assert daemon.batches - first >= 4
         assert len(calls) == 1  # all within one interval: no refresh yet
@@ -522,7 +418,7 @@ def test_the_export_views_follow_a_single_batch(fast: Config) -> None:
             con.close()
 
     with running_daemon(fast):
-        write_run(fast.root, "backtest", "v-1", rows=4)
+        make_run(fast.root, "backtest", "v-1", {PATH: 4})
         assert wait_for(view_rows, "the run's rows in the export view") == [("v-1", 4)]
 
 
@@ -531,7 +427,7 @@ def test_a_failing_publish_is_retried_and_nothing_is_lost(fast: Config) -> None:
         with running_daemon(fast):
             fast.snapshot_path.unlink()
             (fast.snapshot_path / "blocker").mkdir(parents=True)  # os.replace onto it fails
-            write_run(fast.root, "backtest", "during-failure")
+            make_run(fast.root, "backtest", "during-failure")
             wait_for(lambda: events(logs, "batch.failed"), "batch.failed")
             status = wait_for(
                 lambda: (s := read_status(fast.status_path))["state"] == "degraded" and s,

@@ -1,37 +1,16 @@
-"""Fixtures of the reliability suite: daemons that are always reaped, figures printed at the end.
+"""Fixtures of the reliability suite: figures printed at the end.
 
-``daemon_factory(config, **kw)`` returns an unstarted :class:`~reliability.helpers.DaemonProcess`
-(``.start()``, ``.kill()``, ``.restart()``, ``.wait_live_runs(n)``...); every daemon a test made
-is SIGKILLed and reaped when the test ends, whatever happened. ``figures`` collects the numbers
-a test wants reported (printed in the terminal summary, ``-rA`` not needed).
+(``daemon_factory``, the daemons that are always reaped, is in tests/conftest.py.) ``figures``
+collects the numbers a test wants reported (printed in the terminal summary, ``-rA`` not needed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from quantbot_bus.config import Config
-
-from .helpers import DaemonProcess
-
 _FIGURES: list[tuple[str, dict[str, Any]]] = []
-
-
-@pytest.fixture
-def daemon_factory() -> Iterator[Callable[..., DaemonProcess]]:
-    made: list[DaemonProcess] = []
-
-    def factory(config: Config, **kwargs: Any) -> DaemonProcess:
-        d = DaemonProcess(config, **kwargs)
-        made.append(d)
-        return d
-
-    yield factory
-    for d in made:
-        d.ensure_dead()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The daemon as a real subprocess, seen only from the outside, plus fast run builders.
+"""The daemon as a real subprocess, seen only from the outside (runs are built with tests/builders.py).
 
 :class:`DaemonProcess` starts ``python -m quantbot_bus.cli daemon`` (JSON log lines on stderr, one
 log file per start), waits for readiness through the status file, sends real signals, restarts,
@@ -6,13 +6,10 @@ and waits for N runs in the reader-side snapshot. Everything the tests assert is
 user would read it: the snapshot (fresh read-only DuckDB connections), the status file, the
 exports, the log lines, the exit code.
 
-:class:`RunFactory` makes thousands of complete v1 runs quickly: one Parquet file written once and
-hard-linked into each run directory, its sha256 computed once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,15 +21,12 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-import runs
-from runs import live_run_ids, sample_table, snapshot_query
+from builders import DEADLINE_S, live_count, live_run_ids, snapshot_query, wait_for
 
 from quantbot_bus.config import Config
 from quantbot_bus.errors import CatalogMissingError
 from quantbot_bus.publication import current_generation
 
-#: Deadline for anything that should happen "soon" (generous: 2 shared cores).
-DEADLINE_S = 60.0
 #: ``QUANTBOT_BUS_SOAK=1`` (``make soak``) turns up the counts of the slow tests.
 SOAK = os.environ.get("QUANTBOT_BUS_SOAK") == "1"
 
@@ -43,104 +37,7 @@ CLEAN_ENV = {
 }
 
 
-def wait_for(
-    condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, every: float = 0.1
-) -> Any:
-    """:func:`runs.wait_for` with this suite's longer default deadline."""
-    return runs.wait_for(condition, what, timeout, every)
-
-
-# ---------------------------------------------------------------------------- run builders
-
-
-def metadata_v1(run_id: str, run_type: str, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "run_id": run_id,
-        "run_type": run_type,
-        "producer": {"name": "reliability", "version": "1.0"},
-        "status": "success",
-        "created_at": "2024-05-01T12:00:00Z",
-        "started_at": "2024-05-01T12:00:00Z",
-        "finished_at": "2024-05-01T12:00:05Z",
-        "params": {"seed": 1},
-        "metrics": {"trades": 3},
-        "artifacts": artifacts,
-    }
-
-
-def write_metadata(run_dir: Path, meta: Any, *, fsync: bool = False) -> Path:
-    """metadata.json written last and atomically (hidden temp name, then rename)."""
-    tmp = run_dir / ".metadata.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, run_dir / "metadata.json")
-    return run_dir / "metadata.json"
-
-
-def artifact_entry(path: Path, name: str, file: str | None = None) -> dict[str, Any]:
-    data = path.read_bytes()
-    return {
-        "name": name,
-        "file": file or path.name,
-        "format": "parquet",
-        "rows": pq.read_metadata(path).num_rows,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-
-
-class RunFactory:
-    """Many complete runs, fast: one Parquet template hard-linked into every run directory."""
-
-    TABLE = "results"
-    #: A new template (same bytes) every this many links: ext4 allows 65,000 links per inode.
-    LINKS_PER_TEMPLATE = 30_000
-
-    def __init__(self, workdir: Path, rows: int = 20) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.workdir = workdir
-        self.template = workdir / "template.parquet"
-        pq.write_table(sample_table(rows), self.template)
-        self.entry = artifact_entry(self.template, self.TABLE, f"{self.TABLE}.parquet")
-        self.links = 0
-
-    def make(self, parent: Path, run_id: str, run_type: str = "backtest") -> Path:
-        """A complete run ``parent/run_id`` (parquet hard link, then metadata.json)."""
-        run_dir = parent / run_id
-        run_dir.mkdir(parents=True)
-        self.links += 1
-        if self.links % self.LINKS_PER_TEMPLATE == 0:
-            fresh = self.workdir / f"template-{self.links}.parquet"
-            fresh.write_bytes(self.template.read_bytes())
-            self.template = fresh
-        os.link(self.template, run_dir / self.entry["file"])
-        write_metadata(run_dir, metadata_v1(run_id, run_type, [dict(self.entry)]))
-        return run_dir
-
-    def stage(self, staging: Path, run_ids: Sequence[str], run_type: str = "backtest") -> None:
-        """Pre-build runs in ``staging`` (outside the root, same filesystem) for a burst."""
-        for run_id in run_ids:
-            self.make(staging, run_id, run_type)
-
-
 # ---------------------------------------------------------------------------- snapshot reads
-
-
-def live_count(config: Config) -> int:
-    rows = snapshot_query(config, "SELECT count(*) FROM catalog.runs_d WHERE deleted_at IS NULL")
-    return int(rows[0][0]) if rows else 0
-
-
-def open_rejections(config: Config) -> dict[str, str]:
-    """run_dir -> reason of every open rejection in the snapshot."""
-    rows = snapshot_query(
-        config, "SELECT run_dir, reason FROM catalog.rejections_f WHERE resolved_at IS NULL"
-    )
-    return dict(rows)
 
 
 def working_catalog_runs(config: Config) -> int | None:
@@ -170,21 +67,54 @@ def working_catalog_runs(config: Config) -> int | None:
         con.close()
 
 
-# ---------------------------------------------------------------------------- the daemon
+# ---------------------------------------------------------------------------- the CLI and the daemon
+
+
+def bus_flags(config: Config) -> list[str]:
+    """The command-line options that point a quantbot-bus command at this bus."""
+    return [
+        "--root",
+        str(config.root),
+        "--exports-dir",
+        str(config.exports_dir),
+        "--state-dir",
+        str(config.state_dir),
+    ]
+
+
+def run_cli(
+    config: Config, command: str, *args: str, timeout: float = DEADLINE_S
+) -> subprocess.CompletedProcess[str]:
+    """``quantbot-bus COMMAND ARGS`` on this bus, in a subprocess (output captured as text; a
+    daemon that did start is killed at ``timeout``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "quantbot_bus.cli", command, *bus_flags(config), *args],
+        cwd=config.state_dir.parent,
+        env=CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class DaemonProcess:
     """``quantbot-bus daemon`` as a real subprocess; start/kill/restart, logs per start.
 
-    ``env`` adds ``QUANTBOT_BUS_*`` settings; ``user``/``group`` run it as another user (Popen's
-    setuid/setgid, supplementary groups dropped); ``prefix`` wraps the command (e.g. ``unshare``);
-    ``log_dir`` is where its stderr goes (default: beside the state dir).
+    ``args`` are more daemon options (``--polling``); ``path_flags=False`` leaves out ``--root``,
+    ``--exports-dir`` and ``--state-dir`` (the defaults, relative to ``cwd``, default: beside the
+    state dir); ``env`` adds ``QUANTBOT_BUS_*`` settings; ``user``/``group`` run it as another
+    user (Popen's setuid/setgid, supplementary groups dropped); ``prefix`` wraps the command
+    (e.g. ``unshare``); ``log_dir`` is where its stderr goes (default: beside the state dir).
     """
 
     def __init__(
         self,
         config: Config,
         *,
+        args: Sequence[str] = (),
+        path_flags: bool = True,
+        cwd: Path | None = None,
         env: dict[str, str] | None = None,
         user: int | None = None,
         group: int | None = None,
@@ -194,6 +124,9 @@ class DaemonProcess:
         log_dir: Path | None = None,
     ) -> None:
         self.config = config
+        self.args = list(args)
+        self.path_flags = path_flags
+        self.cwd = cwd or config.state_dir.parent
         self.env = {
             **CLEAN_ENV,
             "QUANTBOT_BUS_PENDING_RECHECK_S": "0.2",
@@ -212,20 +145,17 @@ class DaemonProcess:
 
     @property
     def command(self) -> list[str]:
+        paths = bus_flags(self.config)
         return [
             *self.prefix,
             sys.executable,
             "-m",
             "quantbot_bus.cli",
             "daemon",
-            "--root",
-            str(self.config.root),
-            "--exports-dir",
-            str(self.config.exports_dir),
-            "--state-dir",
-            str(self.config.state_dir),
+            *(paths if self.path_flags else []),
             "--log-format",
             "json",
+            *self.args,
         ]
 
     @property
@@ -248,7 +178,7 @@ class DaemonProcess:
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command,
-                cwd=self.config.state_dir.parent,
+                cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -270,14 +200,25 @@ class DaemonProcess:
             return None
         return data if isinstance(data, dict) else None
 
+    def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
+        """:func:`builders.wait_for` that fails at once, with the log's tail, if the daemon
+        exits meanwhile."""
+
+        def alive_and() -> Any:
+            if not self.alive():
+                raise AssertionError(
+                    f"daemon exited with {self.returncode()} waiting for {what}:\n{self.tail()}"
+                )
+            return condition()
+
+        return wait_for(alive_and, what, timeout, every=0.1)
+
     def wait_ready(self, timeout: float = DEADLINE_S) -> None:
         def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
             status = self.status()
             return bool(status and status.get("pid") == self.pid and status.get("ready"))
 
-        wait_for(ready, "the daemon to report ready", timeout)
+        self.wait_for(ready, "the daemon to report ready", timeout)
 
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -285,6 +226,11 @@ class DaemonProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = DEADLINE_S) -> int:
+        """Reap the daemon (it must exit within ``timeout``); returns its exit status."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def kill(self) -> int:
         """SIGKILL and reap; returns the exit status (-9)."""
@@ -332,26 +278,21 @@ class DaemonProcess:
     def wait_live_runs(self, n: int, timeout: float = DEADLINE_S) -> int:
         """Wait until the snapshot holds exactly ``n`` live runs (the daemon must stay alive)."""
 
-        def done() -> bool:
-            if not self.alive():
-                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
-            return live_count(self.config) == n
-
-        wait_for(done, f"{n} live runs in the snapshot", timeout, every=0.2)
+        self.wait_for(
+            lambda: live_count(self.config) == n, f"{n} live runs in the snapshot", timeout
+        )
         return n
 
     def wait_settled(self, timeout: float = DEADLINE_S) -> dict[str, Any]:
         """Wait until the status file says nothing is pending and the daemon is idle."""
 
         def settled() -> dict[str, Any] | None:
-            if not self.alive():
-                raise AssertionError(f"daemon exited with {self.returncode()}:\n{self.tail()}")
             status = self.status()
             if status and status.get("pid") == self.pid and status.get("pending") == 0:
                 return status
             return None
 
-        result: dict[str, Any] = wait_for(settled, "status pending == 0", timeout)
+        result: dict[str, Any] = self.wait_for(settled, "status pending == 0", timeout)
         return result
 
     def cpu_seconds(self) -> float:

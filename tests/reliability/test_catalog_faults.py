@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from runs import live_run_ids, make_run
+from builders import live_run_ids, make_run
 
 from quantbot_bus import pipeline
 from quantbot_bus.config import Config

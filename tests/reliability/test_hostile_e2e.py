@@ -10,7 +10,6 @@ it is here too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,34 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from quantbot_bus.catalog import db_text
-from quantbot_bus.config import Config
-
-from .helpers import (
-    CLEAN_ENV,
-    DaemonProcess,
+from builders import (
     RunFactory,
+    artifact_entry,
     live_run_ids,
-    metadata_v1,
     open_rejections,
     snapshot_query,
+    v1_metadata,
     wait_for,
     write_metadata,
 )
 
+from quantbot_bus.catalog import db_text
+from quantbot_bus.config import Config
+
+from .helpers import CLEAN_ENV, DaemonProcess, run_cli
+
 SQL_RUN_ID = "q'\"; DROP TABLE catalog.runs_d; --\nü"
-
-
-def _entry(file: str, data: bytes | None = None) -> dict[str, Any]:
-    return {
-        "name": "results",
-        "file": file,
-        "format": "parquet",
-        "rows": 20,
-        "bytes": None if data is None else len(data),
-        "sha256": None if data is None else hashlib.sha256(data).hexdigest(),
-    }
 
 
 def build_cases(staging: Path, factory: RunFactory) -> dict[str, tuple[Path, str]]:
@@ -66,28 +54,46 @@ def build_cases(staging: Path, factory: RunFactory) -> dict[str, tuple[Path, str
     d = run("fifo-parquet")
     (d / "results.parquet").unlink()
     os.mkfifo(d / "results.parquet")
-    write_metadata(d, metadata_v1("fifo-parquet", "backtest", [_entry("results.parquet")]))
+    write_metadata(
+        d, v1_metadata("fifo-parquet", "backtest", [artifact_entry("results.parquet", None, 20)])
+    )
     cases["FIFO named x.parquet"] = (d, "FIFO")
 
     d = run("device-parquet")
     (d / "results.parquet").unlink()
     os.mknod(d / "results.parquet", 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero
-    write_metadata(d, metadata_v1("device-parquet", "backtest", [_entry("results.parquet")]))
+    write_metadata(
+        d, v1_metadata("device-parquet", "backtest", [artifact_entry("results.parquet", None, 20)])
+    )
     cases["device file named x.parquet"] = (d, "character device")
 
     d = run("passwd-link")
     (d / "results.parquet").unlink()
     (d / "results.parquet").symlink_to("/etc/passwd")
     data = Path("/etc/passwd").read_bytes()
-    write_metadata(d, metadata_v1("passwd-link", "backtest", [_entry("results.parquet", data)]))
+    write_metadata(
+        d, v1_metadata("passwd-link", "backtest", [artifact_entry("results.parquet", data, 20)])
+    )
     cases["symlink to /etc/passwd"] = (d, "outside the artifacts root")
 
     d = run("dotdot-file")
-    write_metadata(d, metadata_v1("dotdot-file", "backtest", [_entry("../../../etc/passwd")]))
+    write_metadata(
+        d,
+        v1_metadata(
+            "dotdot-file",
+            "backtest",
+            [artifact_entry("../../../etc/passwd", None, 20, name="results")],
+        ),
+    )
     cases["file with ../"] = (d, "..")
 
     d = run("absolute-file")
-    write_metadata(d, metadata_v1("absolute-file", "backtest", [_entry("/etc/passwd")]))
+    write_metadata(
+        d,
+        v1_metadata(
+            "absolute-file", "backtest", [artifact_entry("/etc/passwd", None, 20, name="results")]
+        ),
+    )
     cases["absolute file path"] = (d, "/etc/passwd")
 
     d = run(SQL_RUN_ID)
@@ -108,7 +114,7 @@ def build_cases(staging: Path, factory: RunFactory) -> dict[str, tuple[Path, str
     cases["deeply nested JSON"] = (d, "nested")
 
     d = run("wrong-types")
-    meta = metadata_v1("wrong-types", "backtest", [dict(factory.entry)])
+    meta = v1_metadata("wrong-types", "backtest", [dict(factory.entry)])
     meta.update(status=7, params=[1, 2], metrics="fast", producer=None, created_at=12)
     write_metadata(d, meta)
     cases["wrong types everywhere"] = (d, "must be")
@@ -122,12 +128,12 @@ def build_cases(staging: Path, factory: RunFactory) -> dict[str, tuple[Path, str
 def test_hostile_runs_rejected_by_a_live_daemon(
     bus: Config,
     tmp_path: Path,
+    run_factory: RunFactory,
     daemon_factory: Callable[..., DaemonProcess],
     figures: dict[str, Any],
 ) -> None:
-    factory = RunFactory(tmp_path / "tpl")
     staging = tmp_path / "staging"
-    cases = build_cases(staging, factory)
+    cases = build_cases(staging, run_factory)
     d = daemon_factory(bus).start()
 
     # Drop each case into the live daemon, one rename each (the dup pair too).
@@ -139,15 +145,15 @@ def test_hostile_runs_rejected_by_a_live_daemon(
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(src, dest)
         dropped[name] = (dest, fragment)
-    first = factory.make(bus.root / "backtest", "dup-1")
+    first = run_factory.make(bus.root / "backtest", "dup-1")
     wait_for(lambda: "dup-1" in live_run_ids(bus), "the first dup-1 registered")
-    second = factory.make(bus.root / "optimize", "dup-1", run_type="optimize")
+    second = run_factory.make(bus.root / "optimize", "dup-1", run_type="optimize")
     dropped["duplicated run_id under two run types"] = (second, f"already registered from {first}")
 
     # Good runs behind them all.
     good = {f"good-{i:02d}" for i in range(20)}
     for run_id in sorted(good):
-        factory.make(bus.root / "backtest", run_id)
+        run_factory.make(bus.root / "backtest", run_id)
     wait_for(lambda: good <= live_run_ids(bus), "the good runs after the hostile ones")
 
     # As stored: a non-UTF-8 name has its bad bytes as \xNN text (catalog.db_text).
@@ -164,26 +170,7 @@ def test_hostile_runs_rejected_by_a_live_daemon(
         assert len(reason) > 20, f"{name}: {reason!r} is not a reason a person can act on"
 
     # The same through the CLI's JSON contract (a reader process, while the daemon runs).
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quantbot_bus.cli",
-            "rejected",
-            "--format",
-            "json",
-            "--root",
-            str(bus.root),
-            "--exports-dir",
-            str(bus.exports_dir),
-            "--state-dir",
-            str(bus.state_dir),
-        ],
-        env=CLEAN_ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(bus, "rejected", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = {row["run_dir"]: row for row in json.loads(done.stdout)}
     for name in dropped:

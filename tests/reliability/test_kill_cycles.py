@@ -43,22 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import DEADLINE_S, RunFactory, live_count, live_run_ids, snapshot_query, wait_for
 
 from quantbot_bus.config import Config
 
-from .helpers import (
-    DEADLINE_S,
-    SOAK,
-    DaemonProcess,
-    RunFactory,
-    assert_consistent,
-    exported_run_ids,
-    live_count,
-    live_run_ids,
-    snapshot_query,
-    wait_for,
-    working_catalog_runs,
-)
+from .helpers import SOAK, DaemonProcess, assert_consistent, exported_run_ids, working_catalog_runs
 
 BURST = 2000
 KILL_POINTS = ("random", "wal", "publication", "export", "startup")
@@ -249,7 +238,7 @@ def run_kill_cycles(
     # The final daemon: everything registered exactly once, nothing pending, exports match.
     d.start()
     d.wait_live_runs(len(expected), timeout=180)
-    status = d.wait_settled()
+    d.wait_settled()  # fails unless the status says pending == 0 in time
     assert_consistent(config, expected)
     wait_for(
         lambda: exported_run_ids(config) == expected,
@@ -260,7 +249,6 @@ def run_kill_cycles(
         config, "SELECT count(*) FROM catalog.rejections_f WHERE resolved_at IS NULL"
     )
     assert open_rejections == 0
-    assert status["pending"] == 0
     assert d.stop() == 0
     assert not d.events("worker.crashed")
     # Half-made generations and temp names of killed publications are cleaned up, not leaked.
@@ -313,8 +301,9 @@ def test_sigkill_cycles_fast(
     figures: dict[str, Any],
 ) -> None:
     """3 cycles (random, WAL-write, mid-publication kill points) in the fast suite."""
+    # run_kill_cycles asserts that every run is live exactly once (assert_consistent) and that
+    # the exports hold exactly the live runs: the figures only report.
     figures.update(run_series(tmp_path, daemon_factory, series=1, cycles=3, seed=7))
-    assert figures["runs_lost"] == 0
 
 
 @pytest.mark.slow
@@ -329,5 +318,3 @@ def test_sigkill_cycles_soak(
     figures.update(
         run_series(tmp_path, daemon_factory, series=series, cycles=10, seed=int(time.time()))
     )
-    assert figures["cycles"] == series * 10
-    assert figures["runs_lost"] == 0

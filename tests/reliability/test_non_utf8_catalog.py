@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from runs import make_run, publish_catalog
+from builders import make_run, publish_catalog
 
 from quantbot_bus import ingest
 from quantbot_bus.catalog import Catalog, open_reader

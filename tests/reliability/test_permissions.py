@@ -19,23 +19,16 @@ import socket
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import RunFactory, live_run_ids, open_rejections, snapshot_query, wait_for
 
 from quantbot_bus.config import Config
 
-from .helpers import (
-    DaemonProcess,
-    RunFactory,
-    live_run_ids,
-    open_rejections,
-    snapshot_query,
-    wait_for,
-)
+from .helpers import DaemonProcess, exported_run_ids
 
 UNPRIVILEGED = "nobody"
 
@@ -183,7 +176,10 @@ def test_unprivileged_daemon_read_only_artifacts_no_network_no_world_writable_fi
             "runs dropped by another user while the daemon runs",
         )
         samples.append(_network_sockets(d.pid))
-        time.sleep(1.5)  # exports refreshed meanwhile
+        wait_for(
+            lambda: {f"while-{i:02d}" for i in range(10)} <= (exported_run_ids(config) or set()),
+            "the exports refreshed with those runs",
+        )
         samples.append(_network_sockets(d.pid))
         status = d.wait_settled()
         assert status["registered"] == 30

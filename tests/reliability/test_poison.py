@@ -20,7 +20,6 @@ other run is exported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -29,40 +28,21 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from _contract_util import crafted_parquet
+from builders import (
+    RunFactory,
+    crafted_parquet,
+    live_run_ids,
+    make_run_from_bytes,
+    open_rejections,
+    wait_for,
+)
 
 from quantbot_bus.config import Config
 from quantbot_bus.publication import current_generation
 
-from .helpers import (
-    DaemonProcess,
-    RunFactory,
-    exported_run_ids,
-    live_run_ids,
-    metadata_v1,
-    open_rejections,
-    wait_for,
-    write_metadata,
-)
+from .helpers import DaemonProcess, exported_run_ids
 
 GOOD = 300
-
-
-def _poison_dir(staging: Path, run_id: str, data: bytes, rows: int) -> Path:
-    run_dir = staging / run_id
-    run_dir.mkdir(parents=True)
-    path = run_dir / "results.parquet"
-    path.write_bytes(data)
-    entry = {
-        "name": "results",
-        "file": "results.parquet",
-        "format": "parquet",
-        "rows": rows,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    write_metadata(run_dir, metadata_v1(run_id, "backtest", [entry]))
-    return run_dir
 
 
 def _corrupt_pages(tmp: Path) -> bytes:
@@ -84,17 +64,15 @@ def test_poison_runs_never_block_the_runs_behind_them(
     bus: Config, tmp_path: Path, daemon_factory: Callable[..., DaemonProcess]
 ) -> None:
     staging = tmp_path / "staging"
+    crafted = {  # run_id -> (the file's bytes, the rows metadata.json declares)
+        "aaa-footer-garbage": (_garbage_footer(), 3),
+        "aaa-footer-billion-lies": (crafted_parquet(10**9, 10**9), 3),
+        "aaa-footer-billion-agrees": (crafted_parquet(10**9, 10**9), 10**9),
+        "aaa-pages-corrupt": (_corrupt_pages(tmp_path / "c.parquet"), 1000),
+    }
     poisons = {
-        "aaa-footer-garbage": _poison_dir(staging, "aaa-footer-garbage", _garbage_footer(), 3),
-        "aaa-footer-billion-lies": _poison_dir(
-            staging, "aaa-footer-billion-lies", crafted_parquet(10**9, 10**9), 3
-        ),
-        "aaa-footer-billion-agrees": _poison_dir(
-            staging, "aaa-footer-billion-agrees", crafted_parquet(10**9, 10**9), 10**9
-        ),
-        "aaa-pages-corrupt": _poison_dir(
-            staging, "aaa-pages-corrupt", _corrupt_pages(tmp_path / "c.parquet"), 1000
-        ),
+        run_id: make_run_from_bytes(staging, "backtest", run_id, data, rows=rows)
+        for run_id, (data, rows) in crafted.items()
     }
     # Each poison really is poison for a reader: DuckDB cannot read its rows.
     for run_dir in poisons.values():
@@ -111,11 +89,11 @@ def test_poison_runs_never_block_the_runs_behind_them(
 
     factory = RunFactory(tmp_path / "tpl", rows=20)
     good = [f"good-{i:04d}" for i in range(GOOD)]
-    factory.stage(staging, good)
+    factory.stage(staging / "backtest", good)
     (bus.root / "backtest").mkdir(parents=True)
     d = daemon_factory(bus, env={"QUANTBOT_BUS_EXPORT_INTERVAL_S": "0.5"}).start()
     for name in [*sorted(poisons), *good]:  # the poisons first, then the good runs behind them
-        os.rename(staging / name, bus.root / "backtest" / name)
+        os.rename(staging / "backtest" / name, bus.root / "backtest" / name)
 
     wait_for(lambda: set(good) <= live_run_ids(bus), "every good run registered")
     rejected = wait_for(

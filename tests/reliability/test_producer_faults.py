@@ -20,24 +20,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from builders import (
+    DEADLINE_S,
+    RunFactory,
+    file_entry,
+    live_run_ids,
+    make_run,
+    make_run_from_bytes,
+    open_rejections,
+    snapshot_query,
+    v1_metadata,
+    wait_for,
+    write_metadata,
+    write_parquet,
+)
 
 from quantbot_bus.config import Config
 
-from .helpers import (
-    CLEAN_ENV,
-    DEADLINE_S,
-    DaemonProcess,
-    RunFactory,
-    artifact_entry,
-    live_run_ids,
-    metadata_v1,
-    open_rejections,
-    snapshot_query,
-    wait_for,
-    write_metadata,
-)
+from .helpers import CLEAN_ENV, DaemonProcess
 
 # A real producer: quantbot_bus.writer.RunWriter writing several large tables. It prints one line
 # once the run directory exists, so the test can kill it while the tables are being written.
@@ -65,19 +65,11 @@ PRODUCER = textwrap.dedent(
 )
 
 
-def _big_parquet(path: Path, rows: int, seed: int = 0) -> bytes:
-    table = pa.table(
-        {
-            "i": pa.array(range(seed, seed + rows), pa.int64()),
-            "s": pa.array([f"row-{seed}-{i}" for i in range(rows)]),
-        }
-    )
-    pq.write_table(table, path, compression="none")
-    return path.read_bytes()
-
-
 def test_producer_sigkilled_mid_write(
-    bus: Config, tmp_path: Path, daemon_factory: Callable[..., DaemonProcess]
+    bus: Config,
+    tmp_path: Path,
+    run_factory: RunFactory,
+    daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     d = daemon_factory(bus).start()
     script = tmp_path / "producer.py"
@@ -101,7 +93,7 @@ def test_producer_sigkilled_mid_write(
     for run_id, at in sorted(
         ((run_id, rng.uniform(0.0, 2.0)) for run_id in procs), key=lambda item: item[1]
     ):
-        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        time.sleep(max(0.0, t0 + at - time.monotonic()))  # each kill at its random moment
         procs[run_id].send_signal(signal.SIGKILL)
     outcomes: dict[str, bool] = {}  # run_id -> metadata.json present after the kill
     for run_id, proc in procs.items():
@@ -112,15 +104,13 @@ def test_producer_sigkilled_mid_write(
     assert not all(outcomes.values()), "every producer finished before the kill: kill earlier"
     print(f"producers killed mid-write: {sum(not v for v in outcomes.values())}/{len(outcomes)}")
 
-    factory = RunFactory(tmp_path / "tpl")
-    factory.make(bus.root / "backtest", "after-crash")
+    run_factory.make(bus.root / "backtest", "after-crash")
     wait_for(lambda: "after-crash" in live_run_ids(bus), "a good run after the crashes")
-    status = d.wait_settled()
+    d.wait_settled()  # fails unless the status says pending == 0 in time
     live = live_run_ids(bus)
     for run_id, complete in outcomes.items():
         # A producer that got as far as metadata.json made a complete run; the others made none.
         assert (run_id in live) == complete, (run_id, complete)
-    assert status["pending"] == 0
     assert open_rejections(bus) == {}  # half-written runs are ignored, not rejected
     assert d.alive()
     assert d.stop() == 0
@@ -133,7 +123,7 @@ def test_metadata_before_parquet_pending_then_registered_or_rejected(
     registered. The same producer killed half way: pending, then rejected after the timeout with
     the reason; once the file is completed, the rejected run is retried and registered."""
     d = daemon_factory(bus, env={"QUANTBOT_BUS_PENDING_TIMEOUT_S": "4"}).start()
-    content = _big_parquet(tmp_path / "full.parquet", 200_000)
+    content = write_parquet(tmp_path / "full.parquet", 200_000, compression="none")
     writer_script = tmp_path / "slow_writer.py"
     writer_script.write_text(
         textwrap.dedent(
@@ -145,7 +135,7 @@ def test_metadata_before_parquet_pending_then_registered_or_rejected(
                 for i in range(0, len(data), 256 * 1024):
                     fh.write(data[i : i + 256 * 1024])
                     fh.flush()
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # a slow writer: pending for a while
                 print("done", flush=True)
                 time.sleep(3600)  # the "killed" producer never gets further
             """
@@ -153,17 +143,10 @@ def test_metadata_before_parquet_pending_then_registered_or_rejected(
     )
 
     def producer(run_id: str, stop_at: int) -> tuple[Path, subprocess.Popen[bytes]]:
-        run_dir = bus.root / "backtest" / run_id
-        run_dir.mkdir(parents=True)
-        entry = {
-            "name": "results",
-            "file": "results.parquet",
-            "format": "parquet",
-            "rows": 200_000,
-            "bytes": len(content),
-            "sha256": hashlib.sha256(content).hexdigest(),
-        }
-        write_metadata(run_dir, metadata_v1(run_id, "backtest", [entry]))
+        # metadata.json declaring the whole file, before a byte of it is written
+        run_dir = make_run_from_bytes(
+            bus.root, "backtest", run_id, None, rows=200_000, declared=content
+        )
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -203,7 +186,7 @@ def test_metadata_before_parquet_pending_then_registered_or_rejected(
     assert f"has {len(content) // 3} of its {len(content)} declared bytes" in reason
     assert "still incomplete after" in reason
     assert "meta-first-killed" not in live_run_ids(bus)
-    assert d.wait_settled()["pending"] == 0
+    d.wait_settled()  # fails unless the status says pending == 0 in time
 
     # The producer (or a person) completes the file: the rejected run is retried and registered.
     shutil.copyfile(tmp_path / "full.parquet", killed_dir / "results.parquet")
@@ -223,16 +206,8 @@ def test_parquet_truncated_or_overwritten_after_registration(
     runs: dict[str, Path] = {}
     originals: dict[str, bytes] = {}
     for run_id in ("truncated", "overwritten", "rewritten", "untouched"):
-        run_dir = bus.root / "backtest" / run_id
-        run_dir.mkdir(parents=True)
-        originals[run_id] = _big_parquet(run_dir / "results.parquet", 1000)
-        write_metadata(
-            run_dir,
-            metadata_v1(
-                run_id, "backtest", [artifact_entry(run_dir / "results.parquet", "results")]
-            ),
-        )
-        runs[run_id] = run_dir
+        runs[run_id] = make_run(bus.root, "backtest", run_id, {"results": 1000})
+        originals[run_id] = (runs[run_id] / "results.parquet").read_bytes()
     wait_for(lambda: set(runs) <= live_run_ids(bus), "the four runs registered")
 
     # 1. truncated: shorter than declared -> pending (incomplete), then rejected; run withdrawn.
@@ -246,9 +221,9 @@ def test_parquet_truncated_or_overwritten_after_registration(
     # right after each other (the entry is computed first): in between, the run is briefly a
     # mismatch, and a worker that looked then would reject it before seeing the new metadata.
     new_path = runs["rewritten"] / "results.parquet"
-    _big_parquet(tmp_path / "new.parquet", 5000, seed=7)
-    entry = artifact_entry(tmp_path / "new.parquet", "results", file="results.parquet")
-    new_meta = metadata_v1("rewritten", "backtest", [entry])
+    write_parquet(tmp_path / "new.parquet", 5000)
+    entry = file_entry(tmp_path / "new.parquet", file="results.parquet")
+    new_meta = v1_metadata("rewritten", "backtest", [entry])
     os.replace(tmp_path / "new.parquet", new_path)
     write_metadata(runs["rewritten"], new_meta)
 
@@ -314,7 +289,7 @@ def test_run_directory_deleted_while_being_validated(
         while not stop.is_set():
             run_id = f"churn-{rng.randrange(20)}"  # the same 20 paths over and over
             run_dir = factory.make(bus.root / "churn", run_id, run_type="churn")
-            time.sleep(rng.choice((0.0, 0.0005, 0.002, 0.01)))
+            time.sleep(rng.choice((0.0, 0.0005, 0.002, 0.01)))  # gone at random moments
             shutil.rmtree(run_dir)
             churned += 1
 
@@ -323,14 +298,13 @@ def test_run_directory_deleted_while_being_validated(
     try:
         for i in range(100):
             factory.make(bus.root / "backtest", f"steady-{i:03d}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # steady runs spread over the churn
     finally:
         stop.set()
         thread.join(DEADLINE_S)
     expected = {f"steady-{i:03d}" for i in range(100)}
     wait_for(lambda: live_run_ids(bus) == expected, "exactly the steady runs live")
-    status = d.wait_settled()
-    assert status["pending"] == 0
+    d.wait_settled()  # fails unless the status says pending == 0 in time
     assert open_rejections(bus) == {}, "a rejection was left for a directory that is gone"
     assert d.alive()
     assert not d.events("batch.failed") and not d.events("worker.crashed")

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from builders import RunFactory, wait_for
+
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
 
-from .helpers import CLEAN_ENV, DaemonProcess, RunFactory, assert_consistent, wait_for
+from .helpers import CLEAN_ENV, DaemonProcess, assert_consistent
 
 READER = textwrap.dedent(
     """
@@ -70,13 +72,13 @@ READER = textwrap.dedent(
 def test_held_reader_and_four_looping_readers_see_no_error(
     bus: Config,
     tmp_path: Path,
+    run_factory: RunFactory,
     daemon_factory: Callable[..., DaemonProcess],
     figures: dict[str, Any],
 ) -> None:
-    factory = RunFactory(tmp_path / "tpl")
     ids = [f"r-{i:05d}" for i in range(1500)]
-    factory.stage(tmp_path / "staging", ids)
-    factory.make(bus.root / "backtest", "first")
+    run_factory.stage(tmp_path / "staging", ids)
+    run_factory.make(bus.root / "backtest", "first")
     d = daemon_factory(bus).start()
 
     held = open_reader(bus.snapshot_path)  # held for the whole test
@@ -106,7 +108,7 @@ def test_held_reader_and_four_looping_readers_see_no_error(
             os.rename(tmp_path / "staging" / run_id, bus.root / "backtest" / run_id)
             if i % 300 == 299:  # five waves; the held reader answers between them
                 assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
-                time.sleep(0.5)
+                time.sleep(0.5)  # a gap between waves: each is published on its own
         d.wait_live_runs(len(ids) + 1, timeout=120)
 
         def last_seen(i: int) -> str:
