@@ -49,8 +49,8 @@ def markdown_table(results: list[Result]) -> str:
 #: What the bench's subprocesses import; compiled once before anything is timed.
 _WARM_IMPORTS = (
     "import duckdb, pyarrow, pyarrow.parquet, structlog, click, watchdog.observers, "
-    "watchdog.events, quantbot_bus.cli, quantbot_bus.watch, quantbot_bus.pipeline, "
-    "quantbot_bus.publication, quantbot_bus.exports, quantbot_bus.contract, quantbot_bus.doctor, "
+    "watchdog.events, quantbot_bus.cli, quantbot_bus.daemon.supervisor, quantbot_bus.pipeline, "
+    "quantbot_bus.publication, quantbot_bus.exports, quantbot_bus.contract, quantbot_bus.ops.doctor, "
     "bench.reader, bench.baseline"
 )
 

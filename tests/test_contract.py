@@ -35,6 +35,7 @@ from quantbot_bus.contract import (
     validate_run_dir,
     walk_run_dirs,
 )
+from quantbot_bus.contract import schema as contract_schema
 from quantbot_bus.ignore import is_ignored
 
 REPO = Path(__file__).resolve().parents[1]
@@ -958,10 +959,9 @@ def test_validation_fingerprint_matches_for_odd_listings(root: Path) -> None:
 def test_fast_schema_path_never_accepts_what_the_full_validator_rejects(root: Path) -> None:
     """The compiled (fastjsonschema) validator is trusted only when it says valid: for each
     tricky value at each field, "valid" from it must mean valid for the jsonschema one."""
-    from quantbot_bus import contract
 
-    fast_v1, fast_ts = contract._fast_validators()
-    full_v1, full_ts = contract._validators()
+    fast_v1, fast_ts = contract_schema._fast_validators()
+    full_v1, full_ts = contract_schema._validators()
     values: list[Any] = [
         True,
         False,

@@ -36,7 +36,7 @@ from reliability.helpers import CLEAN_ENV, DaemonProcess
 
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
-from quantbot_bus.status import read_status
+from quantbot_bus.daemon.status import read_status
 
 Factory = Callable[..., DaemonProcess]
 

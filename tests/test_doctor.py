@@ -20,12 +20,12 @@ import pytest
 from builders import make_catalog, make_run
 from click.testing import CliRunner
 
-from quantbot_bus import doctor
 from quantbot_bus.catalog import SCHEMA_VERSION
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
+from quantbot_bus.daemon.status import write_status
+from quantbot_bus.ops import doctor
 from quantbot_bus.publication import current_generation
-from quantbot_bus.status import write_status
 from quantbot_bus.timeutil import iso_utc
 
 NAMES = [

@@ -48,6 +48,7 @@ from builders import (
 from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config, UserExport
+from quantbot_bus.exports import compaction
 from quantbot_bus.pipeline import Bus
 from quantbot_bus.publication import current_generation
 
@@ -536,8 +537,8 @@ def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con:
 def test_compaction_keeps_segment_count_bounded_and_content_equal(
     bus: Config, con: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(exports, "MAX_SEGMENTS", 4)
-    monkeypatch.setattr(exports, "MERGE_FAN", 3)
+    monkeypatch.setattr(compaction, "MAX_SEGMENTS", 4)
+    monkeypatch.setattr(compaction, "MERGE_FAN", 3)
     counts = []
     for i in range(14):
         add_path_run(bus, f"r{i:02d}", n=5 + i, seed=i)
@@ -646,8 +647,8 @@ READER = textwrap.dedent(
 def test_concurrent_reader_never_sees_a_partial_export(
     bus: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(exports, "MAX_SEGMENTS", 3)  # compactions (file removals) happen too
-    monkeypatch.setattr(exports, "MERGE_FAN", 2)
+    monkeypatch.setattr(compaction, "MAX_SEGMENTS", 3)  # compactions (file removals) happen too
+    monkeypatch.setattr(compaction, "MERGE_FAN", 2)
     add_path_run(bus, "r000", n=200, seed=0)
     sync(bus)
     stop = tmp_path / "stop"
@@ -915,14 +916,14 @@ def test_compaction_merges_like_sized_segments_only() -> None:
     """One new run never drags big segments into a merge (size tiers, not just 'smallest')."""
     small = [(f"s{i}", 1_000) for i in range(5)]
     big = [(f"b{i}", 500_000) for i in range(20)]
-    assert exports._merge_victims(small + big) == [s for s, _ in small]
-    assert exports._merge_victims(big) == [s for s, _ in big[: exports.MERGE_FAN]]
+    assert compaction.merge_victims(small + big) == [s for s, _ in small]
+    assert compaction.merge_victims(big) == [s for s, _ in big[: compaction.MERGE_FAN]]
     # sizes that grow by more than 3x each time: nothing alike to merge (yet)
     tiers = [(f"t{i}", 4**i) for i in range(12)]
-    assert exports._merge_victims(tiers) == []
+    assert compaction.merge_victims(tiers) == []
     # ... until the count doubles the bound: then the smallest are merged anyway
-    many = [(f"m{i}", 4**i) for i in range(2 * exports.MAX_SEGMENTS + 1)]
-    assert exports._merge_victims(many) == [s for s, _ in many[: exports.MERGE_FAN]]
+    many = [(f"m{i}", 4**i) for i in range(2 * compaction.MAX_SEGMENTS + 1)]
+    assert compaction.merge_victims(many) == [s for s, _ in many[: compaction.MERGE_FAN]]
 
 
 # --------------------------------------------------------------------------- files vs views
@@ -1001,8 +1002,8 @@ def test_view_readers_never_fail_while_refreshes_replace_files(
 ) -> None:
     """A reader process querying the summary views through the snapshot while syncs add and
     delete runs (rewriting every summary file) sees no error and only whole states."""
-    monkeypatch.setattr(exports, "MAX_SEGMENTS", 3)  # compactions retire segment files too
-    monkeypatch.setattr(exports, "MERGE_FAN", 2)
+    monkeypatch.setattr(compaction, "MAX_SEGMENTS", 3)  # compactions retire segment files too
+    monkeypatch.setattr(compaction, "MERGE_FAN", 2)
     add_path_run(bus, "r000", n=200, seed=0)
     sync(bus)
     stop = tmp_path / "stop"
@@ -1052,7 +1053,7 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
     """The daemon writes a merged segment without the catalog lock; if a refresh rewrote one of
     its victims meanwhile (a run in it was deleted), the commit drops the merge and its file,
     and the exports stay exact. An unchanged plan commits, and retires the victims."""
-    monkeypatch.setattr(exports, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(compaction, "MAX_SEGMENTS", 3)
     for i in range(4):
         add_path_run(bus, f"r{i}", n=10 + i, seed=i)
         register_only(bus)

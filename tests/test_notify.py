@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from quantbot_bus.notify import Notifier
+from quantbot_bus.daemon.notify import Notifier
 
 
 def recv_with_pid(sock: socket.socket, timeout: float = 5.0) -> tuple[str, int | None]:

@@ -17,10 +17,11 @@ import pytest
 from builders import wait_for
 from click.testing import CliRunner
 
-from quantbot_bus import systemd as sd
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.errors import ConfigError, InstallError
+from quantbot_bus.ops import systemd as sd
+from quantbot_bus.ops.systemd.render import _template
 
 REPO = Path(__file__).resolve().parent.parent
 ANALYZE = shutil.which("systemd-analyze")
@@ -288,7 +289,7 @@ def test_sync_units(tmp_path: Path) -> None:
         f"{ctx.executable} sync --config {tmp_path / 'bus' / 'quantbot-bus.toml'}"
     ]
     assert "WatchdogSec" not in sync and "Restart" not in sync
-    sandbox = set(parse_unit(sd._template("hardening.conf").template)[""].keys())
+    sandbox = set(parse_unit(_template("hardening.conf").template)[""].keys())
     assert sandbox, "hardening.conf parsed to nothing"
     for key in sandbox:  # the same sandbox, value for value
         assert sync[key] == daemon[key], key
@@ -370,12 +371,14 @@ def test_bad_memory_max_and_user_name() -> None:
 
 def test_examples_in_the_repository_are_the_current_render() -> None:
     """systemd/ holds the templates rendered for the example layout; regenerate with
-    `.venv/bin/python -m quantbot_bus.systemd examples systemd`."""
+    `.venv/bin/python -m quantbot_bus.ops.systemd examples systemd`."""
     for rel, content in sd.example_units().items():
         path = REPO / "systemd" / rel
-        assert path.exists(), f"missing {path}: run python -m quantbot_bus.systemd examples systemd"
+        assert path.exists(), (
+            f"missing {path}: run python -m quantbot_bus.ops.systemd examples systemd"
+        )
         assert path.read_text() == content, (
-            f"{path} is out of date: run python -m quantbot_bus.systemd examples systemd"
+            f"{path} is out of date: run python -m quantbot_bus.ops.systemd examples systemd"
         )
 
 
@@ -708,7 +711,7 @@ def test_the_daemon_units_command_starts_and_stops_under_mdwe(tmp_path: Path) ->
     """ExecStart of quantbot-bus.service as written (cwd, env, W^X): ready, then a clean SIGTERM."""
     import signal
 
-    from quantbot_bus.status import StatusMissingError, read_status
+    from quantbot_bus.daemon.status import StatusMissingError, read_status
 
     ctx, units, svc = service_to_run(tmp_path, "quantbot-bus.service")
     probe = run_mdwe(["/bin/true"], {}, tmp_path)

@@ -39,11 +39,12 @@ from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
+from quantbot_bus.daemon.notify import Notifier
+from quantbot_bus.daemon.observer import OVERFLOW_LOGGER
+from quantbot_bus.daemon.status import read_status
+from quantbot_bus.daemon.supervisor import Daemon
 from quantbot_bus.errors import BusyError, DaemonError
-from quantbot_bus.notify import Notifier
 from quantbot_bus.pipeline import Bus
-from quantbot_bus.status import read_status
-from quantbot_bus.watch import OVERFLOW_LOGGER, Daemon
 
 # ---------------------------------------------------------------------------- the daemon
 

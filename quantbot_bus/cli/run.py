@@ -47,8 +47,8 @@ def daemon_cmd(
     """
     import dataclasses
 
+    from ..daemon.supervisor import run_daemon
     from ..log import configure_logging
-    from ..watch import run_daemon
 
     changes: dict[str, Any] = {}
     if polling:

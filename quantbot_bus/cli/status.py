@@ -44,7 +44,7 @@ def status_cmd(config: Config, fmt: str | None) -> None:
     starting, stale (alive but not writing), stopped (clean stop) or dead.
     Exits 4 when the daemon has never run with this state dir.
     """
-    from ..status import read_status
+    from ..daemon.status import read_status
 
     data = read_status(config.status_path)
     if resolve_format(fmt) == "table":

@@ -41,8 +41,6 @@ from .model import (
     ValidationResult,
 )
 from .scan import iter_run_dir_paths, iter_run_dirs, walk_run_dirs
-from .schema import _fast_validators as _fast_validators  # for tests: fast vs full validator
-from .schema import _validators as _validators
 from .schema import load_run_schema
 from .validate import validate_run_dir
 

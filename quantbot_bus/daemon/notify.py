@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from ..log import get_logger
 
-log = get_logger("quantbot_bus.notify")
+log = get_logger(__name__)
 
 _STICKY = ("READY=1", "STOPPING=1")
 

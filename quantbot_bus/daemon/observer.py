@@ -45,7 +45,7 @@ from ..log import get_logger
 from .dirty import DirtySet
 from .status import DaemonStatus
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 #: The event types the observer asks for. Explicit on purpose: with watchdog's default mask a
 #: tree of ~5,000 directories falls into an endless inotify queue-overflow loop.

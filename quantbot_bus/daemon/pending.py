@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..log import get_logger
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 
 @dataclass

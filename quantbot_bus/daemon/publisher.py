@@ -22,7 +22,7 @@ from ..pipeline import Bus
 from . import IDLE_TICK_S
 from .status import DaemonStatus
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 
 class ExportsDue:

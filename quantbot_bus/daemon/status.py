@@ -53,7 +53,7 @@ from ..timeutil import age_s, iso_utc
 if TYPE_CHECKING:
     from ..pipeline import Bus
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 #: A running daemon rewrites the file at least this often (seconds).
 WRITE_INTERVAL_S = 5.0

@@ -49,7 +49,7 @@ from .publisher import ExportsDue, Publisher
 from .status import WRITE_INTERVAL_S, DaemonStatus
 from .worker import Worker
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 
 class Daemon:

@@ -34,7 +34,7 @@ from .pending import PendingRuns
 from .publisher import ExportsDue
 from .status import DaemonStatus
 
-log = get_logger("quantbot_bus.watch")
+log = get_logger(__name__)
 
 
 class Worker:

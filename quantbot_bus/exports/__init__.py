@@ -32,11 +32,9 @@ and in), :mod:`.segments`, :mod:`.compaction`, :mod:`.summaries`, :mod:`.histogr
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
-from . import compaction, plugins
+from . import plugins
 from .compaction import (
     MAX_SEGMENTS,
     MERGE_FAN,
@@ -46,7 +44,6 @@ from .compaction import (
     plan_compaction,
     write_compaction,
 )
-from .compaction import merge_victims as _merge_victims
 from .files import FILE_WRITE_SPACING, file_generations, write_files
 from .histograms import BIN_BASE, bin_value
 from .query import QueryResult, available_relations, open_query_connection, query_to_file, run_query
@@ -71,7 +68,6 @@ __all__ = [
     "TMP_MARK",
     "Merge",
     "QueryResult",
-    "_merge_victims",
     "available_relations",
     "bin_value",
     "commit_compaction",
@@ -96,19 +92,3 @@ def __getattr__(name: str) -> Any:
     if name == "SUMMARIES":
         return plugins.summary_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_TUNABLES = ("MAX_SEGMENTS", "MERGE_FAN")
-
-
-class _Package(types.ModuleType):
-    """The compaction tunables set on the package (tests lower them) are set where they are
-    read: in :mod:`.compaction`."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _TUNABLES:
-            setattr(compaction, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

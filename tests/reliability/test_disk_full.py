@@ -21,8 +21,8 @@ from builders import RunFactory, live_run_ids, wait_for
 
 from quantbot_bus.catalog import open_reader
 from quantbot_bus.config import Config
+from quantbot_bus.daemon.status import read_status
 from quantbot_bus.publication import current_generation
-from quantbot_bus.status import read_status
 
 from .helpers import DaemonProcess, assert_consistent, exported_run_ids
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ...config import Config
-from ...status import STALE_AFTER_S, StatusMissingError, pid_alive, read_status
+from ...daemon.status import STALE_AFTER_S, StatusMissingError, pid_alive, read_status
 from .base import FAIL, OK, PROC, WARN, Check
 
 
