@@ -30,9 +30,11 @@ $(OLDDUCK)/.installed:
 	$(OLDDUCK)/bin/python -m pip install --quiet duckdb-cli==1.5.6 duckdb==1.4.5
 	touch $(OLDDUCK)/.installed
 
-## test: the fast test suite (real DuckDB, real Parquet, real inotify, real subprocesses)
+## test: the fast test suite (real DuckDB, real Parquet, real inotify, real subprocesses), in
+## TEST_WORKERS processes (most tests wait on daemons and readers, so more than the cores help)
+TEST_WORKERS ?= 3
 test: $(STAMP) $(OLDDUCK)/.installed
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 ## soak: the long fault-injection suite (under 15 minutes)
 soak: $(STAMP)

@@ -49,6 +49,8 @@ from quantbot_bus.publication import Publication, Published
 
 #: Deadline for anything that should happen "soon" (generous: the suite shares 2 busy cores).
 DEADLINE_S = 60.0
+#: The long (soak) sizes of the scaled tests: ``make soak`` sets QUANTBOT_BUS_SOAK=1.
+SOAK = os.environ.get("QUANTBOT_BUS_SOAK") == "1"
 
 DEFAULT_TIME = "2024-05-01T12:00:00Z"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from builders import (
+    SOAK,
     V1_REQUIRED,
     assert_invalid,
     crafted_parquet,
@@ -40,7 +41,6 @@ from quantbot_bus.contract import (
     validate_run_dir,
 )
 
-SOAK = os.environ.get("QUANTBOT_BUS_SOAK") == "1"
 PROPERTY = settings(
     max_examples=5000 if SOAK else 200,
     deadline=None,

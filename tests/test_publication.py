@@ -239,24 +239,32 @@ def test_sync_rebuild_and_a_second_daemon_are_refused_while_a_daemon_runs(
 
 READER_MODES = ("duckdb", "held", "polars", "pyarrow")
 MIN_READS_EACH = 400  #: every path is read at least this often...
-MIN_TOTAL_READS = 20_000  #: ... and all of them together at least this often
 WAVE = 8  #: runs per wave; each wave is waited for (published) before the next one
-WAVES = 50  #: ≥ 50 publications of catalog rows: > MAX_SEGMENTS segments, so compaction
+#: (waves, total reads of all readers together): the fast suite's burst and the soak's. Each wave
+#: is one publication of catalog rows; more of them than 2 x MAX_SEGMENTS segments, so the
+#: catalog segments are compacted under the readers too.
+BURSTS = [
+    pytest.param(20, 6_000, id="20-waves"),
+    pytest.param(50, 20_000, id="50-waves", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+]
 READER_GRACE_S = 3.0  #: the daemon's GC removes generations superseded this long ago
 #: Export refreshes (each one a new export-table segment) at most this often: a dozen or more in
 #: the burst, without dozens of segments making every read of exports.<table> slower.
 EXPORT_INTERVAL_S = 2.5
 
 
+@pytest.mark.parametrize(("waves", "total_reads"), BURSTS)
 def test_readers_of_every_documented_path_never_fail_during_a_burst(
+    waves: int,
+    total_reads: int,
     bus: Config,
     tmp_path: Path,
     run_factory: RunFactory,
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     """Four reader processes (fresh DuckDB connections, one DuckDB connection held throughout,
-    Polars, pyarrow) read while the daemon registers 50 waves of 8 runs. Wave k is written once
-    the readers have done (k-1)/50 of the 20,000 reads, so the reads and the publications
+    Polars, pyarrow) read while the daemon registers ``waves`` waves of 8 runs. Wave k is written once the
+    readers have done (k-1)/waves of the ``total_reads`` reads, so the reads and the publications
     interleave whatever the machine's speed; the daemon's grace period is 3 s, so generations
     are removed under the readers too."""
     run_factory.make(bus.root / "backtest", "first")
@@ -334,8 +342,8 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
 
     try:
         wait_for(lambda: marked(".started"), "every reader's first round")
-        for wave in range(1, WAVES + 1):
-            due = (wave - 1) * MIN_TOTAL_READS // WAVES
+        for wave in range(1, waves + 1):
+            due = (wave - 1) * total_reads // waves
             wait_for(reads_reach(due), f"{due} reads before wave {wave}")
             for k in range(WAVE):
                 run_id = f"w{wave:03d}-{k}"
@@ -343,8 +351,8 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
                 expected.add(run_id)
             wait_for(published(len(expected)), f"wave {wave} published", every=0.05)
         wait_for(
-            lambda: marked(".quota") and reads_so_far() >= MIN_TOTAL_READS,
-            f"{MIN_TOTAL_READS} reads, {MIN_READS_EACH} by each reader",
+            lambda: marked(".quota") and reads_so_far() >= total_reads,
+            f"{total_reads} reads, {MIN_READS_EACH} by each reader",
             DEADLINE_S,
         )
         gens_left = generations(bus)
@@ -365,7 +373,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
         tallies[mode] = json.loads(out.read_text())
     reads = sum(t["reads"] for t in tallies.values())
     print(
-        f"\n{reads} reads, {len(expected)} runs in {WAVES} waves, last generation {current}, "
+        f"\n{reads} reads, {len(expected)} runs in {waves} waves, last generation {current}, "
         f"{len(gens_left)} generations left; "
         + "; ".join(
             f"{m}: {t['reads']} reads in {t['seconds']} s ({t['cpu_s']} s CPU), "
@@ -376,7 +384,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
     failed = {m: t["errors"] for m, t in tallies.items() if t["failures"] or t["inconsistent"]}
     print(f"daemon CPU {d.cpu_seconds():.1f} s")
     assert not failed, f"readers failed: {json.dumps(failed, indent=1)}"
-    assert reads >= MIN_TOTAL_READS
+    assert reads >= total_reads
     for mode, t in tallies.items():
         counts = t["counts"]
         if mode == "held":  # one connection, one generation: its count never moves
@@ -392,7 +400,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
     # current generation holds few. Garbage collection removed old generations.
     for table in ("runs_d", "artifacts_f"):
         segments = list((current_generation(bus.exports_dir) / "catalog" / table).glob("*.parquet"))
-        assert len(segments) <= 2 * MAX_SEGMENTS < WAVES, f"{len(segments)} {table} segments"
+        assert len(segments) <= 2 * MAX_SEGMENTS < waves, f"{len(segments)} {table} segments"
     assert len(gens_left) < int(current) // 2, f"{len(gens_left)} of {current} generations left"
     d.wait_live_runs(len(expected))
     assert_consistent(bus, expected)

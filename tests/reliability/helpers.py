@@ -27,9 +27,6 @@ from quantbot_bus.config import Config
 from quantbot_bus.errors import CatalogMissingError
 from quantbot_bus.publication import current_generation
 
-#: ``QUANTBOT_BUS_SOAK=1`` (``make soak``) turns up the counts of the slow tests.
-SOAK = os.environ.get("QUANTBOT_BUS_SOAK") == "1"
-
 CLEAN_ENV = {
     k: v
     for k, v in os.environ.items()

@@ -43,11 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import DEADLINE_S, RunFactory, live_count, live_run_ids, snapshot_query, wait_for
+from builders import (
+    DEADLINE_S,
+    SOAK,
+    RunFactory,
+    live_count,
+    live_run_ids,
+    snapshot_query,
+    wait_for,
+)
 
 from quantbot_bus.config import Config
 
-from .helpers import SOAK, DaemonProcess, assert_consistent, exported_run_ids, working_catalog_runs
+from .helpers import DaemonProcess, assert_consistent, exported_run_ids, working_catalog_runs
 
 BURST = 2000
 KILL_POINTS = ("random", "wal", "publication", "export", "startup")

@@ -255,7 +255,19 @@ def test_parquet_truncated_or_overwritten_after_registration(
         )
     )
     assert deleted == {"truncated": True, "overwritten": True}  # kept, marked deleted
-    assert [e["run_id"] for e in d.events("run.updated")] == ["rewritten"]
+    # Updated in place; or, when the worker looked between the two renames, rejected as a
+    # mismatch first and registered again once the new metadata.json arrived.
+    history = [
+        e["event"]
+        for e in d.events()
+        if e.get("run_id") == "rewritten"
+        and e["event"].startswith("run.")
+        and e["event"] != "run.pending"
+    ]
+    if "run.rejected" in history:
+        assert history[0] == "run.registered" and history[-1] in ("run.registered", "run.updated")
+    else:
+        assert history == ["run.registered", "run.updated"], history
     [(sha,)] = snapshot_query(
         bus, "SELECT sha256 FROM catalog.artifacts_f WHERE run_id = 'rewritten'"
     )
