@@ -62,6 +62,10 @@ class Bus:
         self.publish_due = True  # readers get a generation at start even if nothing changed
         self._files: dict[str, Path] | None = None  # summary + user export files, when changed
         self._tables_changed = True
+        #: Export segment files the state no longer names (retired by a refresh or a
+        #: compaction) that the publication may still link: unlinked by :meth:`publish` once it
+        #: has handed the publication a table list without them.
+        self._retired: list[Path] = []
 
     @classmethod
     def open(cls, config: Config, *, role: str = "daemon") -> Bus:
@@ -204,10 +208,19 @@ class Bus:
             self._tables_changed = False
             self._files = None
             self.publish_due = False
+            if tables is not None:
+                self._unlink_retired()
             if self.degraded is not None:
                 log.info("bus.recovered", was=self.degraded)
             self.degraded = None
             return published
+
+    def _unlink_retired(self) -> None:
+        """Remove the retired export segment files: the publication was just handed the table
+        list without them (the generations that linked them keep their own links)."""
+        for path in self._retired:
+            path.unlink(missing_ok=True)
+        self._retired.clear()
 
     def _degrade(self, step: str, exc: BaseException) -> None:
         reason = f"{step} failed: {type(exc).__name__}: {exc}"
@@ -224,18 +237,23 @@ class Bus:
         It runs on a cursor of its own **without** the Bus lock: its transaction writes only
         the export state (DuckDB runs it beside the batches' transactions, which write only
         ``catalog.*``), so a refresh — ≈ 2 s per 500-run chunk of a catch-up at 100k — never
-        holds up registration. The segments it retires are unlinked under the lock, so that a
-        publication never links a file that is going away."""
+        holds up registration. The segments it retires stay on disk until the next
+        publication has handed the publication the new table list (:meth:`publish`): until then
+        the publication's table list still names them, and any generation it makes meanwhile
+        (its catalog compaction, the next one made ahead) links them."""
         with self.lock:
             cursor = self._cat().cursor()
+            pending = list(self._retired)  # not orphans: the refresh leaves them alone
         retired: list[Path] = []
         try:
-            status = exports.refresh(self.config, cursor, retired_out=retired)
+            status = exports.refresh(self.config, cursor, retired_out=retired, pending=pending)
         finally:
             cursor.close()
         with self.lock:
-            for path in retired:
-                path.unlink(missing_ok=True)
+            if retired:
+                self._retired.extend(retired)
+                self._tables_changed = True
+                self.publish_due = True
             changed = status.get("changed_runs", {})
             if changed.get("added") or changed.get("removed") or status.get("views_changed"):
                 self._tables_changed = True
@@ -301,7 +319,10 @@ class Bus:
                 with self.lock:
                     cursor = self._cat().cursor()
                     try:
-                        if exports.commit_compaction(self.config, cursor, written):
+                        # the victims stay until the publication has the new table list
+                        if exports.commit_compaction(
+                            self.config, cursor, written, retired_out=self._retired
+                        ):
                             self._tables_changed = True
                             self.publish_due = True
                             self.publish()

@@ -50,6 +50,7 @@ from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config, UserExport
 from quantbot_bus.exports import compaction
 from quantbot_bus.pipeline import Bus
+from quantbot_bus.publication import compaction as publication_compaction
 from quantbot_bus.publication import current_generation
 
 REL_TOL = math.sqrt(exports.BIN_BASE) - 1 + 1e-9  # the documented quantile resolution
@@ -1092,6 +1093,31 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
     check_leaderboard(con, bus)
     direct = con.execute(f"SELECT count(*) FROM read_parquet('{raw_glob(bus, PATH)}')").fetchone()
     assert views == direct
+
+
+def test_a_publication_after_a_refresh_retired_a_segment_links_only_current_segments(
+    bus: Config, con: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh retires an export segment (a run in it was deleted), then, before the Bus
+    publishes the new table list, the publication compacts its catalog segments: that new
+    generation must link the current export segments, not the retired one (whose file the
+    refresh used to unlink at once: ``export.failed`` "No such file or directory")."""
+    monkeypatch.setattr(publication_compaction, "MAX_SEGMENTS", 1)  # the catalog's: due at once
+    add_path_run(bus, "r0", n=5, seed=0)
+    add_path_run(bus, "r1", n=5, seed=1)
+    sync(bus)
+    (retired,) = segment_files(bus, PATH)  # both runs in one segment: r0 leaving rewrites it
+    shutil.rmtree(bus.root / "backtest-path" / "r0")
+    with structlog.testing.capture_logs() as logs:
+        sync(bus)
+    failed = [e for e in logs if e["log_level"] == "error"]
+    assert failed == [], failed
+    assert retired not in segment_files(bus, PATH)  # removed once no publication names it
+    got = con.execute(
+        f"SELECT DISTINCT run_id FROM read_parquet('{published_table_glob(published(bus), PATH)}')"
+    ).fetchall()
+    assert got == [("r1",)]
+    check_consolidated(con, bus, PATH)
 
 
 def test_lost_path_segment_rebuilds_the_leaderboard_histograms(mixed_bus: Config, con: Any) -> None:

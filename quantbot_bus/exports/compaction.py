@@ -117,11 +117,17 @@ def write_compaction(config: Config, plans: Sequence[Merge]) -> list[Merge]:
 
 
 def commit_compaction(
-    config: Config, con: duckdb.DuckDBPyConnection, merges: Sequence[Merge]
+    config: Config,
+    con: duckdb.DuckDBPyConnection,
+    merges: Sequence[Merge],
+    *,
+    retired_out: list[Path] | None = None,
 ) -> int:
     """Swap written merges into the state (one transaction; under the lock), re-point the views,
-    then remove the victims' files. A merge whose victims are no longer all there unchanged
-    (a refresh rewrote one meanwhile) is dropped with its file. Returns the merges applied."""
+    then remove the victims' files, or, with ``retired_out``, hand them to the caller (who may
+    be publishing links to them meanwhile). A merge whose victims are no longer all there
+    unchanged (a refresh rewrote one meanwhile) is dropped with its file. Returns the merges
+    applied."""
     exports_dir = Path(config.exports_dir)
     tables_dir = exports_dir / TABLES_DIR
     applied: list[Merge] = []
@@ -139,8 +145,12 @@ def commit_compaction(
         con.execute("ROLLBACK")
         raise
     for m in applied:
-        for v in m.victims:
-            (tables_dir / m.table / v).unlink(missing_ok=True)
+        victims = [tables_dir / m.table / v for v in m.victims]
+        if retired_out is not None:
+            retired_out.extend(victims)  # the caller unlinks them when nothing may link them
+        else:
+            for path in victims:
+                path.unlink(missing_ok=True)
         log.debug("export.segments_merged", table=m.table, merged=len(m.victims), rows=m.rows)
     return len(applied)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ def refresh(
     *,
     max_runs: int = DEFAULT_MAX_RUNS,
     retired_out: list[Path] | None = None,
+    pending: Collection[Path] = (),
 ) -> dict[str, Any]:
     """Bring the exports up to date with the working catalog, ``max_runs`` changed runs at most.
 
@@ -55,7 +56,8 @@ def refresh(
     bounded. The returned status has ``"more": True`` when changed runs remain: call again
     (every call leaves consistent exports behind; it just does not hold every run yet).
     Segment files the refresh retired are unlinked at the end, or, with ``retired_out``, handed
-    to the caller (who may be publishing links to them meanwhile).
+    to the caller (who may be publishing links to them meanwhile); ``pending``: such files
+    retired earlier that the caller has not unlinked yet (not orphans: left alone).
     """
     if max_runs < 1:
         raise ValueError(f"max_runs must be at least 1 (got {max_runs})")
@@ -64,7 +66,7 @@ def refresh(
     (exports_dir / TABLES_DIR).mkdir(parents=True, exist_ok=True)
     ensure_state(con)
     clean_temp_files(exports_dir)
-    check_segment_files(con, exports_dir)
+    check_segment_files(con, exports_dir, pending=pending)
 
     skip: set[str] = set()  # incoming Parquet files that cannot be read (see below)
     changes = Changes()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,27 @@ def staged_relation(name: str) -> str:
     return q("_qb_in_" + name)
 
 
-def check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> None:
+def check_segment_files(
+    con: duckdb.DuckDBPyConnection, exports_dir: Path, *, pending: Collection[Path] = ()
+) -> None:
     """Remove orphan segment files; runs whose segment file went missing get exported again;
-    every live segment has its pinned link; pins retired long enough are removed."""
+    every live segment has its pinned link; pins retired long enough are removed. ``pending``:
+    retired segment files the caller unlinks itself once no publication names them (they and
+    their pins stay)."""
     known: dict[str, set[str]] = {}
     for table_name, segment in con.execute(
         "SELECT table_name, segment FROM exports_state.segments"
     ).fetchall():
         known.setdefault(table_name, set()).add(segment)
     tables_dir = exports_dir / TABLES_DIR
+    held: dict[str, set[str]] = {}
+    for path in pending:
+        held.setdefault(Path(path).parent.name, set()).add(Path(path).name)
     missing: list[tuple[str, str]] = []
     on_disk_tables = {p.name for p in tables_dir.iterdir() if p.is_dir()}
     for name in on_disk_tables | set(known):
         on_disk = {p.name for p in (tables_dir / name).glob("*.parquet")}
-        for orphan in on_disk - known.get(name, set()):
+        for orphan in on_disk - known.get(name, set()) - held.get(name, set()):
             (tables_dir / name / orphan).unlink(missing_ok=True)
             log.info("export.orphan_removed", table=name, segment=orphan)
         missing += [(name, seg) for seg in known.get(name, set()) - on_disk]
@@ -58,7 +66,7 @@ def check_segment_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> No
         for seg in live:
             if not (tables_dir / name / PIN_DIR / seg).exists():
                 pin(tables_dir / name / seg)  # written by a version without pins, or a crash
-        clean_pins(tables_dir / name, live, time.time())
+        clean_pins(tables_dir / name, live | held.get(name, set()), time.time())
     for name, seg in missing:
         log.warning("export.segment_missing", table=name, segment=seg)
         # A NULL fingerprint makes the refresh see these runs as updated: out, then in again.
