@@ -57,7 +57,7 @@ from quantbot_bus.config import Config
 
 from .helpers import DaemonProcess, assert_consistent, exported_run_ids, working_catalog_runs
 
-BURST = 2000
+BURST = 2000 if SOAK else 800  #: runs per cycle (fast suite: 800)
 KILL_POINTS = ("random", "wal", "publication", "export", "startup")
 
 
