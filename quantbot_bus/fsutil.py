@@ -46,6 +46,13 @@ def install(tmp: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
+def replaceable(dest: Path) -> bool:
+    """Whether ``dest`` is a file the bus may replace by rename: absent or a regular file, and
+    not a symlink. A symlink (``/dev/stdout``, a link a user made) or a device or pipe is written
+    through instead: a rename would replace the link itself, not what it points to."""
+    return not dest.is_symlink() and (not dest.exists() or dest.is_file())
+
+
 def write_atomic(dest: Path, text: str, *, mode: int | None = None) -> None:
     """Replace ``dest`` with ``text`` (UTF-8) atomically and durably; ``mode`` sets permissions."""
     tmp = temp_path_for(dest)

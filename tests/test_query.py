@@ -8,6 +8,7 @@ Exact outputs and exit codes; the bus is built by the real ``ingest.sync`` from 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -156,3 +157,25 @@ def test_help_documents_the_command() -> None:
     result = CliRunner().invoke(main, ["query", "--help"])
     assert result.exit_code == 0
     assert "read-only SQL" in result.output and "--output" in result.output
+
+
+def test_output_replaces_a_file_atomically_and_writes_through_a_symlink(
+    qbus: Config, tmp_path: Path
+) -> None:
+    """A regular --output file is replaced (a new inode: readers of the old one never see a
+    half-written file); a symlink (e.g. /dev/stdout) is written through, the link kept."""
+    for fmt in ("json", "csv", "parquet"):
+        plain = tmp_path / f"plain.{fmt}"
+        plain.write_text("old")
+        inode = plain.stat().st_ino
+        assert run(qbus, SQL, "--format", fmt, "--output", str(plain)).exit_code == 0
+        assert plain.stat().st_ino != inode
+        target = tmp_path / f"target.{fmt}"
+        target.write_text("old")
+        link = tmp_path / f"link.{fmt}"
+        link.symlink_to(target)
+        result = run(qbus, SQL, "--format", fmt, "--output", str(link))
+        assert result.exit_code == 0, result.output
+        assert link.is_symlink() and os.readlink(link) == str(target)
+        got = duckdb.sql(f"SELECT count(*) FROM '{target}'").fetchall()
+        assert got == [(3,)], fmt

@@ -201,7 +201,7 @@ def query_command(config: Config, sql: str, fmt: str | None, output: str | None)
 
     from ..errors import QueryError
     from ..exports import query_to_file, run_query
-    from ..fsutil import write_atomic
+    from ..fsutil import replaceable, write_atomic
 
     if fmt == "parquet" and output is None:
         raise QueryError("--format parquet writes a binary file: add --output FILE")
@@ -214,10 +214,10 @@ def query_command(config: Config, sql: str, fmt: str | None, output: str | None)
     if output is not None:
         text = render(result.dicts(), fmt or "json", result.columns)
         dest = Path(output)
-        if dest.exists() and not dest.is_file():  # a device or pipe, e.g. /dev/stdout
-            dest.write_text(text, encoding="utf-8")
-        else:
+        if replaceable(dest):
             write_atomic(dest, text)
+        else:  # through the link (e.g. /dev/stdout) or into the device or pipe
+            dest.write_text(text, encoding="utf-8")
         click.echo(f"{len(result.rows)} rows written to {output}")
         return
     emit(result.dicts(), fmt, result.columns)

@@ -18,6 +18,7 @@ import duckdb
 from ..catalog import open_reader
 from ..config import Config
 from ..errors import QueryError
+from ..fsutil import replaceable
 from .store import copy_to
 
 _READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
@@ -107,13 +108,21 @@ def run_query(config: Config, sql: str) -> QueryResult:
 
 
 def query_to_file(config: Config, sql: str, output: Path, fmt: str) -> int:
-    """Write the result of one read-only SELECT to ``output`` (parquet or csv) atomically."""
+    """Write the result of one read-only SELECT to ``output`` (parquet or csv): atomically, or
+    through it when it is a symlink, a device or a pipe (:func:`~quantbot_bus.fsutil.replaceable`)."""
     con = open_query_connection(config)
     try:
         text = check_read_only(con, sql)
         output = Path(output).absolute()
         try:
-            return copy_to(con, text, {}, output, "parquet" if fmt == "parquet" else "csv")
+            return copy_to(
+                con,
+                text,
+                {},
+                output,
+                "parquet" if fmt == "parquet" else "csv",
+                atomic=replaceable(output),
+            )
         except duckdb.Error as exc:
             raise _query_error(con, exc) from None
     finally:

@@ -60,14 +60,24 @@ def copy_to(
     params: dict[str, Any],
     dest: Path,
     fmt: str = "parquet",
+    *,
+    atomic: bool = True,
 ) -> int:
-    """``COPY (sql) TO`` a temp file next to ``dest``, fsync, replace. Returns the row count."""
+    """``COPY (sql) TO`` a temp file next to ``dest``, fsync, replace (``atomic=False``: straight
+    to ``dest``). Returns the row count."""
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
-    with installing(dest) as tmp:
+
+    def copy(path: Path) -> int:
         row = con.execute(
-            f"COPY ({sql}) TO $qb_dest ({options})", {**params, "qb_dest": str(tmp)}
+            f"COPY ({sql}) TO $qb_dest ({options})", {**params, "qb_dest": str(path)}
         ).fetchone()
-    return int(row[0]) if row else 0
+        return int(row[0]) if row else 0
+
+    if not atomic:  # and not DuckDB's own temp file + rename either
+        options += ", USE_TMP_FILE false"
+        return copy(dest)
+    with installing(dest) as tmp:
+        return copy(tmp)
 
 
 def write_json(dest: Path, data: Any) -> None:
