@@ -250,10 +250,17 @@ def test_6000_run_dirs_new_runs_detected_and_idle_cpu(
         return export_status.exists() and time.time() - export_status.stat().st_mtime > 3.0
 
     wait_for(exports_settled, "the export refresh to finish", every=0.2)
-    cpu0 = d.cpu_seconds()
-    time.sleep(3.0)  # the idle window the CPU use is measured over
-    idle_cpu = d.cpu_seconds() - cpu0
-    assert idle_cpu < 0.3, f"daemon used {idle_cpu:.2f} s of CPU in 3 s of idleness"
+    # Then a 3 s window with < 0.3 s of CPU must come: a spinning daemon never has one; a loaded
+    # machine may stretch the last summary write into the first window, not into all of them.
+    windows: list[float] = []
+
+    def idle_window() -> bool:
+        cpu0 = d.cpu_seconds()
+        time.sleep(3.0)  # the idle window the CPU use is measured over
+        windows.append(d.cpu_seconds() - cpu0)
+        return windows[-1] < 0.3
+
+    wait_for(idle_window, "a 3 s window with < 0.3 s of daemon CPU", timeout=60, every=0)
 
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
