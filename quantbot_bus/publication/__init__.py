@@ -30,7 +30,9 @@ publication, off the path to readers; again only when a table's or file's schema
 then two renames: ≈ 3-5 ms here. The reader views keep the newest version of each row
 (``_seq``); compaction merges small segments in the background (like-sized ones,
 :data:`MAX_SEGMENTS`), so the segment count stays bounded. Views files are written sparse
-(≈ 32 KiB on disk each).
+(≈ 44 KiB on disk each), all with the same header (:mod:`.views`): DuckDB reads a file's header
+and its blocks through two opens of its path, so a reader whose opens straddle a swap reads the
+old file's header with the new file's blocks, which works only when the two headers are equal.
 
 | module | what it is |
 |---|---|
@@ -38,7 +40,7 @@ then two renames: ≈ 3-5 ms here. The reader views keep the newest version of e
 | :mod:`.layout` | names on disk, the manifest and its segments |
 | :mod:`.segments` | copying the catalog rows newer than the last publication into store segments |
 | :mod:`.generation` | a generation directory: its links into the store, the swap of ``current`` |
-| :mod:`.views` | a generation's views file |
+| :mod:`.views` | a generation's views file (one header for all of them) |
 | :mod:`.preparer` | the thread that makes the next generation ahead, compacts and collects |
 | :mod:`.gc` | removing superseded generations |
 | :mod:`.compaction` | merging a catalog table's small segments |

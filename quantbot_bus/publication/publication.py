@@ -45,7 +45,7 @@ from .layout import (
 from .preparer import Preparer
 from .recovery import load
 from .segments import copy_new_rows, retired
-from .views import views_key, write_views
+from .views import ViewsWriter, views_key
 
 log = get_logger("quantbot_bus.publication")
 
@@ -62,12 +62,11 @@ class Publication:
         self.dir = Path(exports_dir).absolute()
         self.grace_s = grace_s
         self._lock = threading.RLock()
-        self._views = duckdb.connect()  # in-memory: only attaches the views files it writes
         self._last_gc = 0.0
         self._views_key = ""
         self._key_files: dict[str, str] | None = None
         self._pins: dict[int, int] = {}  # generations this process reads (see open_current)
-        self._prepared: tuple[int, str] | None = None  # (gen, views key) made ahead
+        self._prepared: tuple[int, str, int] | None = None  # (gen, views key, layout) made ahead
         self._seg_path = functools.partial(seg_path, self.dir)
         for d in (
             self.dir / GEN_DIR,
@@ -76,6 +75,8 @@ class Publication:
         ):
             d.mkdir(parents=True, exist_ok=True)
         self.manifest = load(self.dir)
+        # every views file has the installed one's header (see .views): readers never mix two
+        self._views = ViewsWriter(self.dir / VIEWS_NAME)
         self._tables: dict[str, list[Path]] = tables_of(self.dir, self.manifest.gen)
         # The next generation is made ahead after each publication: inline, or (the daemon)
         # by a thread of its own, so the publishing thread goes back to work at once.
@@ -94,8 +95,7 @@ class Publication:
             if self._prepared is not None:
                 shutil.rmtree(gen_dir(self.dir, self._prepared[0]), ignore_errors=True)
                 self._prepared = None
-            with contextlib.suppress(duckdb.Error):
-                self._views.close()
+            self._views.close()
 
     def _prepare_round(self) -> None:
         """What the preparer thread does after a publication."""
@@ -201,9 +201,12 @@ class Publication:
             self._views_key = views_key(self.dir, gdir, table_names, file_names)
             self._key_files = dict(m.files)
         views = gdir / VIEWS_NAME
-        if prepared is None or prepared[1] != self._views_key or not views.exists():
-            views.unlink(missing_ok=True)
-            write_views(self._views, views, gdir, table_names, file_names)
+        if (
+            prepared is None
+            or prepared[1:] != (self._views_key, self._views.layout)
+            or not views.exists()
+        ):
+            self._views.write(views, gdir, table_names, file_names)
         m.views_key = self._views_key
         (gdir / MANIFEST).write_text(json.dumps(m.to_json(), indent=1))
         fsync_dir(gdir)
@@ -221,12 +224,12 @@ class Publication:
             shutil.rmtree(gdir, ignore_errors=True)
             gdir.mkdir()
             table_names, file_names = fill(self.dir, gdir, m, self._tables)
-            write_views(self._views, gdir / VIEWS_NAME, gdir, table_names, file_names)
+            self._views.write(gdir / VIEWS_NAME, gdir, table_names, file_names)
         except Exception as exc:  # noqa: BLE001 - it only saves time; publish makes it itself
             shutil.rmtree(gdir, ignore_errors=True)
             log.debug("publication.prepare_failed", error=str(exc))
             return
-        self._prepared = (m.gen + 1, self._views_key)
+        self._prepared = (m.gen + 1, self._views_key, self._views.layout)
 
     @contextlib.contextmanager
     def open_current(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,12 +1,29 @@
-"""The views file of a generation: what it declares, and when an existing one still fits."""
+"""The views file of a generation: what it declares, its fixed header, and when an existing one
+still fits.
+
+**Every views file has the same header.** DuckDB opens a database file by its path twice: once
+to read its headers (the first :data:`HEADER_BYTES`), then again to read its blocks. A reader
+whose two opens straddle the rename of a new ``bus.duckdb`` (or of ``current``) reads one
+generation's header with the next one's blocks. With equal headers that is exactly the new file;
+with different ones it fails ("IO Error: No more data remaining in MetadataReader"). The header
+names where the free list starts, right after the catalog, so it moves whenever the catalog
+grows or shrinks by a 4 KiB metadata block (a view more, the first export files, ...). So the
+catalog of every views file is padded (a comment on ``catalog.schema_version``) to fill exactly
+:attr:`ViewsWriter.layout` metadata blocks: :data:`LAYOUT_MIN` (≈ 32 KiB of view definitions; the
+bus's own views take 3), read back from the installed file at start. A catalog that outgrows it
+moves the layout to the next power of two, for good (logged as ``publication.views_layout``): the
+one swap that installs the first file of the new layout is the only one a reader can straddle.
+"""
 
 # ruff: noqa: S608 - paths in views are our own, quoted with lit; table names are constants.
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +33,108 @@ import pyarrow.parquet as pq
 
 from ..catalog import LATEST_VIEW, SCHEMA_VERSION
 from ..fsutil import fsync_file
+from ..log import get_logger
 from ..sqltext import lit, q
 from .layout import HIDDEN, STORAGE_VERSION, VIEWS_VERSION
+
+log = get_logger("quantbot_bus.publication")
+
+HEADER_BYTES = 3 * 4096  #: DuckDB's main header and its two database headers (its first open)
+LAYOUT_MIN = 8  #: metadata blocks the catalog of a views file fills, at least
+_META_PER_BLOCK = 64  # metadata blocks (4 KiB each) per storage block (256 KiB)
+_META_PAYLOAD = 4080  # catalog bytes one metadata block holds (measured: DuckDB 1.2-2.0)
+_PAD_TRIES = 6  # writes to find the padding (1 when the views are those of the previous file)
+_PAD_NOTE = "padding: every views file has the same header (quantbot_bus.publication.views) "
+
+
+class ViewsWriter:
+    """Writes views files (:func:`write_views`) padded to one layout, so that all of them have
+    the same header. ``installed`` is the views file readers open now: its layout is kept."""
+
+    def __init__(self, installed: Path) -> None:
+        self._con = duckdb.connect()  # in-memory: only attaches the views files it writes
+        self.layout = max(LAYOUT_MIN, layout_of(installed) or 0)
+        self._pads: dict[str, int] = {}  # views (their directory left out) -> padding that fits
+
+    def close(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()
+
+    def write(
+        self, path: Path, base: Path, tables: Sequence[str], files: Mapping[str, str]
+    ) -> None:
+        """Write the views file of the generation seen at ``base`` to ``path``, padded to the
+        layout (usually one write: the views of the previous file, another directory)."""
+        sql = view_statements(base, tables, files)
+        key = hashlib.sha256("\n".join(sql).replace(str(base), "").encode()).hexdigest()
+        pad = self._pads.get(key)
+        if pad is not None and self._write(path, base, tables, files, pad) == self.layout:
+            return
+        got = self._write(path, base, tables, files, 0)
+        if got is None:
+            return  # not laid out as this module knows (another DuckDB): as it is
+        if got > self.layout:
+            old, self.layout = self.layout, _level(got)
+            self._pads.clear()
+            log.info("publication.views_layout", blocks=self.layout, was=old)
+        pad, low, high = 0, 0, None  # pads known to give fewer / more blocks than the layout
+        for _ in range(_PAD_TRIES):
+            if got == self.layout:
+                if len(self._pads) > 64:
+                    self._pads.clear()
+                self._pads[key] = pad
+                return
+            if got is None:
+                break
+            if got < self.layout:
+                low = pad
+                pad += (self.layout - got) * _META_PAYLOAD - (_META_PAYLOAD // 2 if pad else 0)
+            else:
+                high = pad
+                pad -= (got - self.layout) * _META_PAYLOAD - _META_PAYLOAD // 2
+            if high is not None and not low < pad < high:
+                pad = (low + high) // 2
+            got = self._write(path, base, tables, files, pad)
+        log.warning("publication.views_unpadded", path=str(path), blocks=got, layout=self.layout)
+
+    def _write(
+        self,
+        path: Path,
+        base: Path,
+        tables: Sequence[str],
+        files: Mapping[str, str],
+        pad: int,
+    ) -> int | None:
+        path.unlink(missing_ok=True)
+        write_views(self._con, path, base, tables, files, pad=pad)
+        return layout_of(path)
+
+
+def _level(blocks: int) -> int:
+    """The layout for a catalog of ``blocks`` metadata blocks: LAYOUT_MIN doubled until it fits."""
+    level = LAYOUT_MIN
+    while level < blocks:
+        level *= 2
+    return level
+
+
+def layout_of(path: Path) -> int | None:
+    """How many metadata blocks the catalog of the views file ``path`` fills (where its free list
+    starts); None when there is no such file or it is not laid out as :func:`write_views` makes
+    them (one checkpoint of a new file, catalog first)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+    except OSError:
+        return None
+    if len(head) < HEADER_BYTES or head[8:12] != b"DUCK":
+        return None
+    # the database header in use is the one with the higher iteration (checksum, then fields)
+    headers = [struct.unpack_from("<QqqQ", head, off + 8) for off in (4096, 8192)]
+    iteration, meta_block, free_list, _blocks = max(headers, key=lambda h: h[0])
+    if iteration != 1 or meta_block != 0 or free_list < 0:
+        return None
+    return (free_list & ((1 << 56) - 1)) * _META_PER_BLOCK + (free_list >> 56)
 
 
 def write_views(
@@ -26,10 +143,16 @@ def write_views(
     base: Path,
     tables: Sequence[str],
     files: Mapping[str, str],
+    *,
+    pad: int = 0,
 ) -> None:
     """Write a views-only DuckDB file at ``path`` (storage v1.2.0) over the generation seen
-    at ``base``; ``con`` is an in-memory connection that attaches it for the time it takes."""
+    at ``base``, its catalog ``pad`` bytes longer (:class:`ViewsWriter`); ``con`` is an
+    in-memory connection that attaches it for the time it takes."""
     sql = view_statements(base, tables, files)
+    if pad > 0:
+        note = (_PAD_NOTE + "." * pad)[: max(pad, 1)]
+        sql.append(f"COMMENT ON VIEW catalog.schema_version IS {lit(note)}")
     con.execute(f"ATTACH {lit(str(path))} AS qb_pub (STORAGE_VERSION {lit(STORAGE_VERSION)})")
     try:
         con.execute("USE qb_pub")
@@ -51,7 +174,8 @@ def write_views(
 
 def _punch_zeros(path: Path, block: int = 4096) -> None:
     """Rewrite ``path`` with its all-zero blocks as holes: a views file is 268 KiB, of which
-    DuckDB fills ~30 KiB; one per generation costs ~32 KiB of disk instead."""
+    DuckDB fills ~44 KiB (headers, the catalog padded to 8 metadata blocks, the free list); one
+    per generation costs that much disk instead."""
     data = path.read_bytes()
     tmp = path.with_name(path.name + ".qbpub-sparse")
     zero = bytes(block)
