@@ -372,7 +372,7 @@ def _remove_legacy_exports(config: Config) -> None:
     """Files of the layout before generations (``exports/tables/``, ``exports/<name>.parquet``):
     readers of those would read data that is never updated again, so they go."""
     base = Path(config.exports_dir)
-    names = [f"{n}.parquet" for n in exports.SUMMARIES]
+    names = [f"{n}.parquet" for n in exports.summary_names()]
     names += [f"{e.name}.{e.format}" for e in config.exports]
     legacy = [base / n for n in names if (base / n).is_file()]
     if (base / "tables").is_dir():

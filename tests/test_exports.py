@@ -75,8 +75,10 @@ def store_table(cfg: Config, table: str) -> Path:
     return cfg.exports_dir / exports.TABLES_DIR / table
 
 
-def file_entries(cfg: Config, names: Any = exports.SUMMARIES) -> dict[str, dict[str, Any]]:
-    """The status entries of export files ``names`` (each names its store ``file``)."""
+def file_entries(cfg: Config, names: Any = None) -> dict[str, dict[str, Any]]:
+    """The status entries of export files ``names`` (default: the summaries; each names its
+    store ``file``)."""
+    names = exports.summary_names() if names is None else names
     entries = read_status(cfg)["exports"]
     return {n: dict(entries[n]) for n in names if n in entries}
 
@@ -332,7 +334,7 @@ def test_exports_equal_direct_computation_over_raw_files(mixed_bus: Config, con:
     assert latest == [("backtest-optimize", "frontier", "opt-new")]
 
     status = json.loads((cfg.exports_dir / "_export_status.json").read_text())
-    for name in exports.SUMMARIES:
+    for name in exports.summary_names():
         entry = status["exports"][name]
         assert entry["ok"] is True and entry["error"] is None and entry["rows"] >= 1, name
         assert set(entry) >= {"last_run_at", "rows", "ms", "ok", "error"}
@@ -350,7 +352,9 @@ def test_views_are_created_in_the_working_catalog(mixed_bus: Config) -> None:
                 "AND database_name = current_database()"
             ).fetchall()
         )
-        assert set(exports.SUMMARIES) | {PATH, POLICY, CALLS, FRONTIER, "summary"} == set(views)
+        assert set(exports.summary_names()) | {PATH, POLICY, CALLS, FRONTIER, "summary"} == set(
+            views
+        )
         # A table's view lists its committed segment files (every one on disk, nothing else);
         # the summaries' views read the state tables that travel with the snapshot.
         # (through their pinned hard links in .v/: same files, kept a while after retirement)
@@ -519,7 +523,7 @@ def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con:
     # touched, and the new generation publishes those same files (same inodes).
     store = bus.exports_dir / exports.FILES_DIR
     files = {n: e["file"] for n, e in file_entries(bus).items()}
-    assert sorted(files) == sorted(exports.SUMMARIES)
+    assert sorted(files) == sorted(exports.summary_names())
     mtimes = {p.name: p.stat().st_mtime_ns for p in store.iterdir()}
     gen_before = published(bus)
     status = sync(bus)
@@ -527,7 +531,7 @@ def test_one_more_run_writes_one_segment_and_leaves_the_others(bus: Config, con:
     assert {n: e["file"] for n, e in file_entries(bus).items()} == files
     assert {p.name: p.stat().st_mtime_ns for p in store.iterdir()} == mtimes
     gen = published(bus)
-    for name in exports.SUMMARIES:
+    for name in exports.summary_names():
         published_file = gen / "files" / f"{name}.parquet"
         assert os.path.samefile(published_file, store / files[name]), name
         assert os.path.samefile(published_file, gen_before / "files" / f"{name}.parquet"), name
@@ -654,7 +658,7 @@ def test_concurrent_reader_never_sees_a_partial_export(
     sync(bus)
     stop = tmp_path / "stop"
     script = tmp_path / "reader.py"
-    script.write_text(READER % (list(exports.SUMMARIES), PATH))
+    script.write_text(READER % (list(exports.summary_names()), PATH))
     args = [str(script), str(bus.exports_dir), str(stop)]
     result = churn_while_reading(bus, args, stop, runs=15, delete_every=5)
     assert result["reads"] > 50
@@ -707,7 +711,7 @@ def test_refresh_without_changes_is_cheap_and_idempotent(mixed_bus: Config) -> N
         first = exports.refresh(mixed_bus, cur)
         second = exports.refresh(mixed_bus, cur)
     assert first["changed_runs"] == second["changed_runs"] == {"added": 0, "removed": 0}
-    for name in exports.SUMMARIES:
+    for name in exports.summary_names():
         assert second["exports"][name]["last_run_at"] == first["exports"][name]["last_run_at"]
 
 
@@ -937,7 +941,7 @@ def test_summary_views_are_the_generations_files(mixed_bus: Config) -> None:
     gen = published(cfg)
     q = exports.open_query_connection(cfg)
     try:
-        for name in exports.SUMMARIES:
+        for name in exports.summary_names():
             from_view = q.execute(f"SELECT * FROM exports.{name}").fetchall()
             from_file = q.execute(
                 f"SELECT * FROM read_parquet('{gen / 'files' / (name + '.parquet')}')"

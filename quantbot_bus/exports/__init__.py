@@ -32,9 +32,6 @@ and in), :mod:`.segments`, :mod:`.compaction`, :mod:`.summaries`, :mod:`.histogr
 
 from __future__ import annotations
 
-from typing import Any
-
-from . import plugins
 from .compaction import (
     MAX_SEGMENTS,
     MERGE_FAN,
@@ -46,6 +43,7 @@ from .compaction import (
 )
 from .files import FILE_WRITE_SPACING, file_generations, write_files
 from .histograms import BIN_BASE, bin_value
+from .plugins import summary_names
 from .query import QueryResult, available_relations, open_query_connection, query_to_file, run_query
 from .refresh import DEFAULT_MAX_RUNS, refresh
 from .segments import export_table_files
@@ -63,7 +61,7 @@ __all__ = [
     "PIN_GRACE_S",
     "STATE_VERSION",
     "STATUS_NAME",
-    "SUMMARIES",
+    "summary_names",
     "TABLES_DIR",
     "TMP_MARK",
     "Merge",
@@ -82,13 +80,3 @@ __all__ = [
     "write_compaction",
     "write_files",
 ]
-
-#: Every summary export's name (:func:`quantbot_bus.exports.plugins.summary_names`; reading it
-#: loads the plug-ins).
-SUMMARIES: tuple[str, ...]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SUMMARIES":
-        return plugins.summary_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
