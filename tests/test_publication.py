@@ -238,14 +238,14 @@ def test_sync_rebuild_and_a_second_daemon_are_refused_while_a_daemon_runs(
 
 
 READER_MODES = ("duckdb", "held", "polars", "pyarrow")
-MIN_READS_EACH = 400  #: every path is read at least this often...
 WAVE = 8  #: runs per wave; each wave is waited for (published) before the next one
-#: (waves, total reads of all readers together): the fast suite's burst and the soak's. Each wave
-#: is one publication of catalog rows; more of them than 2 x MAX_SEGMENTS segments, so the
-#: catalog segments are compacted under the readers too.
+#: (waves, reads by each reader at least): the fast suite's burst and the soak's. Each wave is one
+#: publication of catalog rows; more of them than 2 x MAX_SEGMENTS segments, so the catalog
+#: segments are compacted under the readers too. The fresh-connection reader is the slowest
+#: (a new DuckDB instance per round): the burst is paced on it.
 BURSTS = [
-    pytest.param(20, 6_000, id="20-waves"),
-    pytest.param(50, 20_000, id="50-waves", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+    pytest.param(20, 400, id="20-waves"),
+    pytest.param(50, 800, id="50-waves", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
 ]
 READER_GRACE_S = 3.0  #: the daemon's GC removes generations superseded this long ago
 #: Export refreshes (each one a new export-table segment) at most this often: a dozen or more in
@@ -253,19 +253,19 @@ READER_GRACE_S = 3.0  #: the daemon's GC removes generations superseded this lon
 EXPORT_INTERVAL_S = 2.5
 
 
-@pytest.mark.parametrize(("waves", "total_reads"), BURSTS)
+@pytest.mark.parametrize(("waves", "reads_each"), BURSTS)
 def test_readers_of_every_documented_path_never_fail_during_a_burst(
     waves: int,
-    total_reads: int,
+    reads_each: int,
     bus: Config,
     tmp_path: Path,
     run_factory: RunFactory,
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     """Four reader processes (fresh DuckDB connections, one DuckDB connection held throughout,
-    Polars, pyarrow) read while the daemon registers ``waves`` waves of 8 runs. Wave k is written once the
-    readers have done (k-1)/waves of the ``total_reads`` reads, so the reads and the publications
-    interleave whatever the machine's speed; the daemon's grace period is 3 s, so generations
+    Polars, pyarrow) read while the daemon registers ``waves`` waves of 8 runs. Wave k is written once every
+    reader has done (k-1)/waves of its ``reads_each`` reads, so each reader's reads and the
+    publications interleave whatever the machine's speed and whichever reader is slowest; the daemon's grace period is 3 s, so generations
     are removed under the readers too."""
     run_factory.make(bus.root / "backtest", "first")
     d = daemon_factory(
@@ -297,7 +297,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
                     str(bus.exports_dir),
                     str(stop),
                     str(outs[mode]),
-                    str(MIN_READS_EACH),
+                    str(reads_each),
                     run_factory.entry["name"],
                 ],
                 env=CLEAN_ENV,
@@ -318,20 +318,20 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
         check_alive()
         return all(Path(f"{out}{suffix}").exists() for out in outs.values())
 
-    def reads_so_far() -> int:
+    def reads_by_reader() -> dict[str, int]:
         check_alive()
-        total = 0
-        for out in outs.values():
+        done = {}
+        for mode, out in outs.items():
             try:
-                total += int(Path(f"{out}.progress").read_text())
+                done[mode] = int(Path(f"{out}.progress").read_text())
             except (FileNotFoundError, ValueError):
-                pass
-        return total
+                done[mode] = 0
+        return done
 
     expected = {"first"}
 
-    def reads_reach(n: int) -> Callable[[], bool]:
-        return lambda: reads_so_far() >= n
+    def every_reader_reaches(n: int) -> Callable[[], bool]:
+        return lambda: min(reads_by_reader().values()) >= n
 
     def published(n: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -343,20 +343,22 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
     try:
         wait_for(lambda: marked(".started"), "every reader's first round")
         for wave in range(1, waves + 1):
-            due = (wave - 1) * total_reads // waves
-            wait_for(reads_reach(due), f"{due} reads before wave {wave}")
+            due = (wave - 1) * reads_each // waves
+            wait_for(every_reader_reaches(due), f"{due} reads by every reader before wave {wave}")
             for k in range(WAVE):
                 run_id = f"w{wave:03d}-{k}"
                 run_factory.make(bus.root / "backtest", run_id)
                 expected.add(run_id)
             wait_for(published(len(expected)), f"wave {wave} published", every=0.05)
-        wait_for(
-            lambda: marked(".quota") and reads_so_far() >= total_reads,
-            f"{total_reads} reads, {MIN_READS_EACH} by each reader",
-            DEADLINE_S,
-        )
-        gens_left = generations(bus)
+        wait_for(lambda: marked(".quota"), f"{reads_each} reads by every reader")
+        # Garbage collection removes superseded generations while the readers go on reading.
         current = current_generation(bus.exports_dir).name
+
+        def collected() -> set[str] | None:
+            left = generations(bus)
+            return left if len(left) < int(current) // 2 else None
+
+        gens_left = wait_for(collected, f"fewer than half of {current} generations left")
     finally:
         stop.touch()
         for p in readers.values():
@@ -384,7 +386,7 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
     failed = {m: t["errors"] for m, t in tallies.items() if t["failures"] or t["inconsistent"]}
     print(f"daemon CPU {d.cpu_seconds():.1f} s")
     assert not failed, f"readers failed: {json.dumps(failed, indent=1)}"
-    assert reads >= total_reads
+    assert all(t["reads"] >= reads_each for t in tallies.values()), tallies
     for mode, t in tallies.items():
         counts = t["counts"]
         if mode == "held":  # one connection, one generation: its count never moves
@@ -396,12 +398,11 @@ def test_readers_of_every_documented_path_never_fail_during_a_burst(
         assert counts == sorted(set(counts)), f"{mode}: the run count went backwards: {counts}"
         assert len(counts) >= 2 and counts[-1] > counts[0], f"{mode} never saw the count grow"
 
-    # Compaction ran: each of the 50 waves published a segment per catalog table, yet the
-    # current generation holds few. Garbage collection removed old generations.
+    # Compaction ran: each wave published a segment per catalog table, yet the
+    # current generation holds few.
     for table in ("runs_d", "artifacts_f"):
         segments = list((current_generation(bus.exports_dir) / "catalog" / table).glob("*.parquet"))
         assert len(segments) <= 2 * MAX_SEGMENTS < waves, f"{len(segments)} {table} segments"
-    assert len(gens_left) < int(current) // 2, f"{len(gens_left)} of {current} generations left"
     d.wait_live_runs(len(expected))
     assert_consistent(bus, expected)
 
