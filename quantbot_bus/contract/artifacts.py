@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -153,11 +154,72 @@ def _check_size(decl: _Declared, size: int) -> None:
         )
 
 
-def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
-    """Parquet magic bytes + footer (never the data pages), rows, sha256."""
+def read_parquet_footer(
+    decl: _Declared, size: int, read_at: Callable[[int, int], bytes]
+) -> tuple[int, str]:
+    """Check a Parquet file's magic bytes and footer through ``read_at(offset, length)`` (a
+    local file or ranged reads of an object) and return its row count and Arrow schema as
+    JSON. Never reads a data page. Raises _Stop(Invalid | Incomplete)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    not_parquet = f"{decl.label} is not a Parquet file (it must start and end with the bytes PAR1)"
+    if size < 12:
+        raise _Stop(Invalid(f"{not_parquet}; it has only {size} bytes"))
+    head = read_at(0, 4)
+    tail = read_at(size - 8, 8)
+    if len(tail) != 8:
+        raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
+    if head != _PAR1 or tail[4:] != _PAR1:
+        if decl.bytes is None:
+            hint = "; it may be truncated: write metadata.json only after the file is complete"
+        else:
+            hint = " although it has its full declared size"
+        raise _Stop(Invalid(not_parquet + hint))
+    footer_len = int.from_bytes(tail[:4], "little")
+    if footer_len == 0 or footer_len > size - 12:
+        raise _Stop(
+            Invalid(
+                f"{decl.label}: the Parquet footer is damaged (footer length {footer_len} "
+                f"does not fit in a file of {size} bytes)"
+            )
+        )
+    footer = read_at(size - 8 - footer_len, footer_len + 8)
+    if len(footer) != footer_len + 8:
+        raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
+    try:
+        # The footer alone, framed as a minimal Parquet file: pyarrow parses it from memory
+        # (no Python file object, no data pages).
+        md = pq.read_metadata(pa.BufferReader(_PAR1 + footer))
+        num_rows = int(md.num_rows)
+        group_rows = sum(int(md.row_group(i).num_rows) for i in range(md.num_row_groups))
+        schema_json = _schema_json(md.schema.to_arrow_schema())
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise _Stop(
+            Invalid(
+                f"{decl.label}: the Parquet footer cannot be read "
+                f"({type(exc).__name__}: {str(exc)[:300]})"
+            )
+        ) from None
+    if num_rows < 0 or group_rows != num_rows:
+        raise _Stop(
+            Invalid(
+                f"{decl.label}: the Parquet footer is inconsistent: it says {num_rows} rows "
+                f"but its row groups hold {group_rows}"
+            )
+        )
+    if decl.rows is not None and decl.rows != num_rows:
+        raise _Stop(
+            Invalid(
+                f"{decl.label} has {num_rows} rows in its Parquet footer but metadata.json "
+                f"declares {decl.rows}; rewrite metadata.json with the real row count"
+            )
+        )
+    return num_rows, schema_json
+
+
+def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
+    """Parquet magic bytes + footer (never the data pages), rows, sha256."""
     decl = loc.decl
     try:
         fd = _open_regular(loc.target)
@@ -170,67 +232,18 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
     try:
         size = os.fstat(fd).st_size
         _check_size(decl, size)  # it may have changed since the lstat
-        not_parquet = (
-            f"{decl.label} is not a Parquet file (it must start and end with the bytes PAR1)"
-        )
-        if size < 12:
-            raise _Stop(Invalid(f"{not_parquet}; it has only {size} bytes"))
         # A small file that is hashed anyway is read once: hash, magic bytes and footer all come
         # from that one read. Otherwise only the magic bytes and the footer are read.
         whole = os.pread(fd, size, 0) if verify_hashes and size <= WHOLE_READ_MAX else None
         if whole is not None and len(whole) != size:  # shrank while being read
             raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
-        head = whole[:4] if whole is not None else os.pread(fd, 4, 0)
-        tail = whole[-8:] if whole is not None else os.pread(fd, 8, size - 8)
-        if head != _PAR1 or tail[4:] != _PAR1:
-            if decl.bytes is None:
-                hint = "; it may be truncated: write metadata.json only after the file is complete"
-            else:
-                hint = " although it has its full declared size"
-            raise _Stop(Invalid(not_parquet + hint))
-        footer_len = int.from_bytes(tail[:4], "little")
-        if footer_len == 0 or footer_len > size - 12:
-            raise _Stop(
-                Invalid(
-                    f"{decl.label}: the Parquet footer is damaged (footer length {footer_len} "
-                    f"does not fit in a file of {size} bytes)"
-                )
-            )
-        start = size - 8 - footer_len
-        if whole is not None:
-            footer = whole[start:]
-        else:
-            footer = os.pread(fd, footer_len + 8, start)
-            if len(footer) != footer_len + 8:
-                raise _Stop(Incomplete(f"{decl.label} changed size while being read"))
-        try:
-            # The footer alone, framed as a minimal Parquet file: pyarrow parses it from memory
-            # (no Python file object, no data pages).
-            md = pq.read_metadata(pa.BufferReader(_PAR1 + footer))
-            num_rows = int(md.num_rows)
-            group_rows = sum(int(md.row_group(i).num_rows) for i in range(md.num_row_groups))
-            schema_json = _schema_json(md.schema.to_arrow_schema())
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise _Stop(
-                Invalid(
-                    f"{decl.label}: the Parquet footer cannot be read "
-                    f"({type(exc).__name__}: {str(exc)[:300]})"
-                )
-            ) from None
-        if num_rows < 0 or group_rows != num_rows:
-            raise _Stop(
-                Invalid(
-                    f"{decl.label}: the Parquet footer is inconsistent: it says {num_rows} rows "
-                    f"but its row groups hold {group_rows}"
-                )
-            )
-        if decl.rows is not None and decl.rows != num_rows:
-            raise _Stop(
-                Invalid(
-                    f"{decl.label} has {num_rows} rows in its Parquet footer but metadata.json "
-                    f"declares {decl.rows}; rewrite metadata.json with the real row count"
-                )
-            )
+
+        def read_at(offset: int, length: int) -> bytes:
+            if whole is not None:
+                return whole[offset : offset + length]
+            return os.pread(fd, length, offset)
+
+        num_rows, schema_json = read_parquet_footer(decl, size, read_at)
         sha = decl.sha256.lower() if decl.sha256 else None
         if verify_hashes:
             actual = (
