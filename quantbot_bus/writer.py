@@ -54,6 +54,8 @@ from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
 from .ignore import any_ignored
 from .log import get_logger
+from .objectstore.location import S3Location, S3Settings, is_s3_url
+from .objectstore.upload import run_exists, staging_dir, upload_run
 from .timeutil import iso_utc, utc_now
 
 PARTIAL_SUFFIX = ".partial"
@@ -183,7 +185,9 @@ def _check_metric(name: Any, value: Any) -> float | int:
 class RunWriter:
     """Write one run directory: Parquet tables, then ``metadata.json`` last and atomically.
 
-    ``root``: the artifacts root; the run goes to ``root/run_type/run_id``.
+    ``root``: the artifacts root; the run goes to ``root/run_type/run_id``. An ``s3://BUCKET/PREFIX``
+    root writes the run into a local staging directory and uploads it when the run ends,
+    metadata.json last (:mod:`quantbot_bus.objectstore.upload`; credentials from AWS_*).
     ``run_id``: default ``<run_type>-<UTC yyyymmddTHHMMSS>-<8 hex>``.
     ``producer``: ``(name, version)``. ``params``: JSON-serialisable object.
     ``git``: ``"auto"`` (detect), ``None`` (omit) or a mapping {commit, branch, dirty}.
@@ -223,6 +227,10 @@ class RunWriter:
             json.dumps(self.params, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ContractError(f"params must be JSON-serialisable (no NaN): {exc}") from None
+        self.remote = None
+        if is_s3_url(root):
+            self.remote = S3Location.parse(str(root))
+            root = staging_dir()
         self.root = Path(root)
         self.run_type = run_type
         self.producer = (str(producer[0]), str(producer[1]))
@@ -243,6 +251,13 @@ class RunWriter:
     def __enter__(self) -> RunWriter:
         if self._entered:
             raise ContractError(f"RunWriter for {self.run_id!r} can only be entered once")
+        if self.remote is not None and run_exists(
+            S3Settings.from_env().client(), self.remote, self.run_type, self.run_id
+        ):
+            raise ContractError(
+                f"run {self.run_type}/{self.run_id} is already in {self.remote.url}; runs are "
+                "immutable: choose another run_id"
+            )
         (self.root / self.run_type).mkdir(parents=True, exist_ok=True)
         try:
             self.run_dir.mkdir()
@@ -447,6 +462,13 @@ class RunWriter:
         text = json.dumps(self.metadata(status, error), indent=2, allow_nan=False) + "\n"
         write_atomic(self.run_dir / METADATA_NAME, text)  # temp, fsync, rename, fsync dir
         fsync_dir(self.run_dir.parent)
+        if self.remote is not None:
+            try:
+                upload_run(
+                    S3Settings.from_env().client(), self.run_dir, self.remote, self.run_type, self.run_id
+                )
+            finally:
+                shutil.rmtree(self.root, ignore_errors=True)
         self._log.info(
             "run.written",
             status=status,

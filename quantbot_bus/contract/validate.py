@@ -6,14 +6,24 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from ..ignore import is_within
 from .artifacts import _locate_all, _read_artifact
 from .files import _kind
 from .fingerprint import _files_in, _fingerprint
 from .metadata import _check_tree, _is_unicode, _parse, _read_metadata
-from .model import MAX_JSON_DEPTH, RUN_ID_RE, Incomplete, Invalid, RunInfo, Valid, ValidationResult
-from .normalise import _check_semantics, _normalise
+from .model import (
+    MAX_JSON_DEPTH,
+    RUN_ID_RE,
+    ArtifactInfo,
+    Incomplete,
+    Invalid,
+    RunInfo,
+    Valid,
+    ValidationResult,
+)
+from .normalise import _check_semantics, _normalise, _Normalised
 from .reasons import _clean, _show, _show_path, _Stop
 
 
@@ -56,40 +66,55 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
         located = _locate_all(norm.declared, run_abs, run_real, root_real)
         artifacts = tuple(_read_artifact(loc, verify_hashes) for loc in located)
     except _Stop as stop:
-        # name the run in the rejection whenever metadata.json gives a well-formed run_id
-        result = stop.result
-        if (
-            isinstance(result, Invalid)
-            and result.run_id is None
-            and isinstance(declared_id, str)
-            and RUN_ID_RE.fullmatch(declared_id)
-        ):
-            raise _Stop(Invalid(result.reason, run_id=declared_id)) from None
-        raise
-    return Valid(
-        RunInfo(
-            run_id=norm.run_id,
-            run_type=norm.run_type,
-            producer=norm.producer,
-            producer_version=norm.producer_version,
-            status=norm.status,
-            created_at=norm.created_at,
-            started_at=norm.started_at,
-            finished_at=norm.finished_at,
-            params=norm.params,
-            metrics=norm.metrics,
-            git_commit=norm.git_commit,
-            git_branch=norm.git_branch,
-            git_dirty=norm.git_dirty,
-            host=norm.host,
-            error=norm.error,
-            artifacts=artifacts,
-            run_dir=Path(run_abs),
-            metadata_json=meta.text,
-            metadata_mtime_ns=meta.mtime_ns,
-            fingerprint=fingerprint,
-            shape=norm.shape,
-        )
+        raise named_rejection(stop, declared_id) from None
+    return Valid(run_info(norm, artifacts, Path(run_abs), meta.text, meta.mtime_ns, fingerprint))
+
+
+def named_rejection(stop: _Stop, declared_id: Any) -> _Stop:
+    """The same stop, its rejection naming the run whenever metadata.json gives a well-formed
+    run_id."""
+    result = stop.result
+    if (
+        isinstance(result, Invalid)
+        and result.run_id is None
+        and isinstance(declared_id, str)
+        and RUN_ID_RE.fullmatch(declared_id)
+    ):
+        return _Stop(Invalid(result.reason, run_id=declared_id))
+    return stop
+
+
+def run_info(
+    norm: _Normalised,
+    artifacts: tuple[ArtifactInfo, ...],
+    run_dir: Path,
+    metadata_json: str,
+    metadata_mtime_ns: int,
+    fingerprint: str,
+) -> RunInfo:
+    """The :class:`RunInfo` of a normalised metadata.json and its checked artifacts."""
+    return RunInfo(
+        run_id=norm.run_id,
+        run_type=norm.run_type,
+        producer=norm.producer,
+        producer_version=norm.producer_version,
+        status=norm.status,
+        created_at=norm.created_at,
+        started_at=norm.started_at,
+        finished_at=norm.finished_at,
+        params=norm.params,
+        metrics=norm.metrics,
+        git_commit=norm.git_commit,
+        git_branch=norm.git_branch,
+        git_dirty=norm.git_dirty,
+        host=norm.host,
+        error=norm.error,
+        artifacts=artifacts,
+        run_dir=run_dir,
+        metadata_json=metadata_json,
+        metadata_mtime_ns=metadata_mtime_ns,
+        fingerprint=fingerprint,
+        shape=norm.shape,
     )
 
 

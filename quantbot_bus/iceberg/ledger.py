@@ -1,0 +1,110 @@
+"""The daemon's local ledger (``state_dir/iceberg.duckdb``): which keys the shared tables already
+hold, and the listing cursors.
+
+Exactly-once does not depend on it (that is :mod:`quantbot_bus.iceberg.commit`'s job); it keeps
+each batch's cost in proportion to the batch: a listed run is looked up here, not in the
+tables. It follows ``runs_d`` and ``rejections_f`` by the keys each new snapshot's summary lists
+(walking back from the current snapshot to the last one it read), and reads the key columns
+whole only when it has never synced or its last snapshot was expired meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .tables import keys_of
+
+#: The followed tables and the columns that make their key.
+FOLLOWED = {"runs_d": ("run_id",), "rejections_f": ("run_dir", "fingerprint")}
+
+
+def rejection_key(run_dir: str, fingerprint: str | None) -> str:
+    return f"{run_dir}#{fingerprint or ''}"
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(path))
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS known (tbl VARCHAR, key VARCHAR, PRIMARY KEY (tbl, key))"
+        )
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- keys
+    def known(self, table: str, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        if not wanted:
+            return set()
+        rows = self.con.execute(
+            "SELECT key FROM known WHERE tbl = ? AND key IN (SELECT unnest(?::VARCHAR[]))",
+            [table, wanted],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def add(self, table: str, keys: Iterable[str]) -> None:
+        new = sorted(set(keys))
+        if new:
+            self.con.execute(
+                "INSERT OR IGNORE INTO known SELECT ?, unnest(?::VARCHAR[])", [table, new]
+            )
+
+    def count(self, table: str) -> int:
+        row = self.con.execute("SELECT count(*) FROM known WHERE tbl = ?", [table]).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- small values
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def put(self, key: str, value: Any) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, json.dumps(value)])
+
+    # -- following a table
+    def sync(self, table: str, iceberg_table: Any) -> int:
+        """Bring the keys of ``table`` up to its current snapshot; returns how many were read."""
+        current = iceberg_table.current_snapshot()
+        mark = f"synced:{table}"
+        last = self.get(mark)
+        if current is None or current.snapshot_id == last:
+            return 0
+        keys = self._since(last, current, iceberg_table) if last is not None else None
+        if keys is None:  # never synced, or the snapshots since `last` were expired
+            keys = self._read_all(table, iceberg_table)
+        self.add(table, keys)
+        self.put(mark, current.snapshot_id)
+        return len(keys)
+
+    @staticmethod
+    def _since(last: int, current: Any, iceberg_table: Any) -> list[str] | None:
+        """The keys of the snapshots after ``last`` up to ``current``; None when the chain
+        does not reach back to ``last`` any more."""
+        by_id = {s.snapshot_id: s for s in iceberg_table.snapshots()}
+        keys: list[str] = []
+        snap = current
+        while snap.snapshot_id != last:
+            keys.extend(keys_of(snap))
+            parent = snap.parent_snapshot_id
+            if parent is None or parent not in by_id:
+                return None
+            snap = by_id[parent]
+        return keys
+
+    def _read_all(self, table: str, iceberg_table: Any) -> list[str]:
+        cols = FOLLOWED[table]
+        data = iceberg_table.scan(selected_fields=cols).to_arrow()
+        if len(cols) == 1:
+            return [str(v) for v in data.column(cols[0]).to_pylist()]
+        return [
+            rejection_key(a, b)
+            for a, b in zip(*(data.column(c).to_pylist() for c in cols), strict=True)
+        ]

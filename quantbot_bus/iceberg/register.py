@@ -1,0 +1,313 @@
+"""A batch of validated runs into the Iceberg tables, each run exactly once.
+
+Order: every artifact table first, then ``artifacts_f``, then ``runs_d``: a run is registered
+when its ``runs_d`` row is committed, and by then its rows are in every other table. A daemon
+killed half-way leaves artifact rows whose runs ``runs_d`` lacks; whichever daemon registers the
+run next finds those keys in the tables' snapshots and does not append them again.
+
+Each table gets one commit per batch. An artifact file is registered where it lies (pyiceberg
+``add_files``, no copy) when it carries a ``run_id`` column holding its run's id; otherwise it is
+rewritten into the warehouse with that column added (logged as ``iceberg.rewrite`` with the
+reason). An artifact whose columns cannot join its table's (a string where the table has
+numbers) rejects the run before anything of it is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import structlog
+
+from ..objectstore.validate import ObjectRun
+from ..timeutil import utc_now
+from .commit import append_once
+from .tables import ARTIFACTS_SCHEMA, REJECTIONS_SCHEMA, RUNS_SCHEMA, ensure_table, identifier
+
+log = structlog.get_logger("quantbot_bus.iceberg")
+
+
+@dataclass
+class Rejected:
+    run_dir: str
+    run_id: str | None
+    reason: str
+    fingerprint: str | None
+
+
+@dataclass
+class Registered:
+    """What one batch did: run ids this daemon registered, run ids another daemon had
+    registered first, and runs rejected while registering (schema conflicts)."""
+
+    registered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def _ts(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    except ValueError:
+        return None
+
+
+def _runs_rows(runs: list[ObjectRun], daemon_id: str, now: dt.datetime) -> pa.Table:
+    rows = []
+    for r in runs:
+        i = r.info
+        rows.append(
+            {
+                "run_id": i.run_id,
+                "run_type": i.run_type,
+                "producer": i.producer,
+                "producer_version": i.producer_version,
+                "status": i.status,
+                "created_at": _ts(i.created_at),
+                "started_at": _ts(i.started_at),
+                "finished_at": _ts(i.finished_at),
+                "git_commit": i.git_commit,
+                "git_branch": i.git_branch,
+                "git_dirty": i.git_dirty,
+                "params": json.dumps(i.params, sort_keys=True),
+                "metrics": json.dumps(i.metrics, sort_keys=True),
+                "metadata": i.metadata_json,
+                "run_dir": r.uri,
+                "artifact_count": len(i.artifacts),
+                "total_rows": i.total_rows,
+                "total_bytes": i.total_bytes,
+                "fingerprint": i.fingerprint,
+                "host": i.host,
+                "error": i.error,
+                "shape": i.shape,
+                "registered_at": now,
+                "registered_by": daemon_id,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
+
+
+def _artifact_rows(
+    runs: list[ObjectRun], how: dict[tuple[str, str], str], now: dt.datetime
+) -> pa.Table:
+    rows = []
+    for r in runs:
+        for a, uri in zip(r.info.artifacts, r.artifact_uris, strict=True):
+            rows.append(
+                {
+                    "run_id": r.info.run_id,
+                    "name": a.name,
+                    "path": uri,
+                    "format": a.format,
+                    "rows": a.rows,
+                    "bytes": a.bytes,
+                    "sha256": a.sha256,
+                    "arrow_schema": a.arrow_schema,
+                    "registered_how": how.get((r.info.run_id, a.name), "add_files"),
+                    "registered_at": now,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=ARTIFACTS_SCHEMA)
+
+
+def rejection_rows(rejected: list[Rejected], daemon_id: str, now: dt.datetime) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "run_dir": r.run_dir,
+                "run_id": r.run_id,
+                "reason": r.reason,
+                "fingerprint": r.fingerprint,
+                "rejected_at": now,
+                "rejected_by": daemon_id,
+            }
+            for r in rejected
+        ],
+        schema=REJECTIONS_SCHEMA,
+    )
+
+
+class Registrar:
+    """Registers batches into the tables of one catalog; ``fs`` reads the artifact objects
+    (a pyarrow filesystem) when a file must be rewritten."""
+
+    def __init__(self, catalog: Any, fs: Any, daemon_id: str) -> None:
+        self.catalog = catalog
+        self.fs = fs
+        self.daemon_id = daemon_id
+        self._tables: dict[str, Any] = {}
+
+    def table(self, name: str, schema: pa.Schema, partition_by: str | None = None) -> Any:
+        if name not in self._tables:
+            self._tables[name] = ensure_table(self.catalog, name, schema, partition_by=partition_by)
+        return self._tables[name]
+
+    def core(self) -> None:
+        self.table("runs_d", RUNS_SCHEMA, "run_type")
+        self.table("artifacts_f", ARTIFACTS_SCHEMA)
+        self.table("rejections_f", REJECTIONS_SCHEMA)
+
+    # ------------------------------------------------------------------ artifact tables
+    def _file_schema(self, uri: str) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(uri.removeprefix("s3://"), filesystem=self.fs)
+
+    def _fit(self, name: str, schema: pa.Schema) -> str | None:
+        """Make the Iceberg table ``name`` accept files of ``schema`` (creating it, or adding
+        new columns by name); returns a reason when it cannot."""
+        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
+
+        wanted = (
+            schema if "run_id" in schema.names else schema.append(pa.field("run_id", pa.string()))
+        )
+        table = (
+            self.catalog.load_table(identifier(name))
+            if name in self._tables
+            else self.table(name, wanted, "run_id")
+        )
+        try:
+            _check_pyarrow_schema_compatible(table.schema(), wanted)
+            return None
+        except ValueError:
+            pass
+        try:
+            with table.update_schema() as update:
+                update.union_by_name(wanted)
+            self._tables[name] = self.catalog.load_table(identifier(name))
+            log.info("iceberg.schema_evolved", table=name, columns=wanted.names)
+            return None
+        except Exception as exc:  # noqa: BLE001 - pyiceberg raises ValueError, ValidationError...
+            return (
+                f"artifact table {name!r}: its columns do not fit the Iceberg table "
+                f"{identifier(name)} ({type(exc).__name__}: {str(exc)[:300]}); keep a column's "
+                "type across runs, or write a new table name"
+            )
+
+    def _stage_artifacts(
+        self, name: str, items: list[tuple[str, str, pa.Schema]], how: dict[tuple[str, str], str]
+    ) -> Any:
+        """The ``act`` that appends ``items`` (run id, uri, file schema) of table ``name``:
+        in place where the file's ``run_id`` column holds its run's id, else rewritten."""
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+
+        by_key = {run_id: (uri, schema) for run_id, uri, schema in items}
+
+        def act(tx: Any, keys: list[str], props: dict[str, str]) -> None:
+            in_place, rewrite = [], []
+            for k in keys:
+                uri, schema = by_key[k]
+                reason = None
+                if not _has_run_id(schema):
+                    reason = "the file has no string run_id column"
+                else:
+                    try:
+                        data_file = parquet_file_to_data_file(tx._table.io, tx.table_metadata, uri)
+                        same = data_file.partition[0] == k
+                    except ValueError:  # several run_id values: no single partition
+                        same = False
+                    if not same:
+                        reason = "the file's run_id column does not hold this run's id alone"
+                if reason is None:
+                    in_place.append(data_file)
+                    how[(k, name)] = "add_files"
+                else:
+                    rewrite.append(k)
+                    how[(k, name)] = "rewritten"
+                    log.info("iceberg.rewrite", table=name, run_id=k, reason=reason)
+            if in_place:
+                with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                    for data_file in in_place:
+                        append.append_data_file(data_file)
+            if rewrite:
+                target = tx.table_metadata.schema().as_arrow()
+                parts = [_with_run_id(self._read(by_key[k][0]), k, target) for k in rewrite]
+                tx.append(pa.concat_tables(parts), snapshot_properties=props)
+
+        return act
+
+    def _read(self, uri: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(uri.removeprefix("s3://"), filesystem=self.fs)
+
+    # ------------------------------------------------------------------ the batch
+    def register(self, runs: list[ObjectRun]) -> Registered:
+        out = Registered()
+        self.core()
+        now = utc_now()
+        # 1. every artifact file's schema, fitted to its table; a misfit rejects its run
+        per_table: dict[str, list[tuple[str, str, pa.Schema]]] = defaultdict(list)
+        bad: dict[str, str] = {}
+        for r in runs:
+            for a, uri in zip(r.info.artifacts, r.artifact_uris, strict=True):
+                schema = self._file_schema(uri)
+                reason = self._fit(a.name, schema)
+                if reason is not None:
+                    bad.setdefault(r.info.run_id, reason)
+                per_table[a.name].append((r.info.run_id, uri, schema))
+        good = [r for r in runs if r.info.run_id not in bad]
+        out.rejected = [
+            Rejected(r.uri, r.info.run_id, bad[r.info.run_id], r.info.fingerprint)
+            for r in runs
+            if r.info.run_id in bad
+        ]
+        good_ids = {r.info.run_id for r in good}
+        how: dict[tuple[str, str], str] = {}
+        # 2. artifact tables, 3. artifacts_f, 4. runs_d: one commit each
+        for name, items in sorted(per_table.items()):
+            items = [it for it in items if it[0] in good_ids]
+            if items:
+                act = self._stage_artifacts(name, items, how)
+                append_once(self.catalog, name, [it[0] for it in items], act)
+        rows = _artifact_rows(good, how, now)
+        append_once(
+            self.catalog,
+            "artifacts_f",
+            [r.info.run_id for r in good],
+            lambda tx, keys, props: tx.append(_only(rows, keys), snapshot_properties=props),
+        )
+        runs_rows = _runs_rows(good, self.daemon_id, now)
+        done = append_once(
+            self.catalog,
+            "runs_d",
+            [r.info.run_id for r in good],
+            lambda tx, keys, props: tx.append(_only(runs_rows, keys), snapshot_properties=props),
+        )
+        out.registered = done
+        out.already = sorted(good_ids - set(done))
+        return out
+
+
+def _only(rows: pa.Table, keys: list[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return rows.filter(pc.is_in(rows.column("run_id"), value_set=pa.array(keys, pa.string())))
+
+
+def _has_run_id(schema: pa.Schema) -> bool:
+    return "run_id" in schema.names and schema.field("run_id").type in (
+        pa.string(),
+        pa.large_string(),
+    )
+
+
+def _with_run_id(data: pa.Table, run_id: str, target: pa.Schema) -> pa.Table:
+    """``data`` with a ``run_id`` column of ``run_id``, in the table's column order and types
+    (columns it lacks are null)."""
+    if "run_id" in data.column_names:
+        data = data.drop_columns(["run_id"])
+    data = data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))
+    cols = []
+    for f in target:
+        if f.name in data.column_names:
+            cols.append(data.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(data.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=target)

@@ -1,0 +1,176 @@
+"""The Iceberg catalog and its tables: a SQL catalog on PostgreSQL named ``quantbot``, namespace
+``quantbot``, tables ``runs_d``, ``artifacts_f``, ``rejections_f`` and one per artifact table.
+
+Any Iceberg client configured with the same database and warehouse finds the same tables
+(docs/scale-out.md gives the Spark, Trino, DuckDB and Polars settings).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+
+CATALOG_NAME = "quantbot"
+NAMESPACE = "quantbot"
+#: The snapshot summary property that lists the keys (run ids) a commit registers.
+KEYS_PROPERTY = "quantbot.keys"
+#: Our own optimistic retry (reload, drop what is there, commit again) replaces pyiceberg's,
+#: which would re-apply the same append on top of another daemon's and register a run twice.
+TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
+
+_TS = pa.timestamp("us", tz="UTC")
+
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("run_type", pa.string(), nullable=False),
+        ("producer", pa.string()),
+        ("producer_version", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        ("created_at", _TS),
+        ("started_at", _TS),
+        ("finished_at", _TS),
+        ("git_commit", pa.string()),
+        ("git_branch", pa.string()),
+        ("git_dirty", pa.bool_()),
+        ("params", pa.string()),
+        ("metrics", pa.string()),
+        ("metadata", pa.string()),
+        pa.field("run_dir", pa.string(), nullable=False),
+        pa.field("artifact_count", pa.int32(), nullable=False),
+        pa.field("total_rows", pa.int64(), nullable=False),
+        pa.field("total_bytes", pa.int64(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        ("host", pa.string()),
+        ("error", pa.string()),
+        ("shape", pa.string()),
+        pa.field("registered_at", _TS, nullable=False),
+        pa.field("registered_by", pa.string(), nullable=False),
+    ]
+)
+
+ARTIFACTS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        ("sha256", pa.string()),
+        ("arrow_schema", pa.string()),
+        pa.field("registered_how", pa.string(), nullable=False),  # add_files | rewritten
+        pa.field("registered_at", _TS, nullable=False),
+    ]
+)
+
+REJECTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("run_dir", pa.string(), nullable=False),
+        ("run_id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        ("fingerprint", pa.string()),
+        pa.field("rejected_at", _TS, nullable=False),
+        pa.field("rejected_by", pa.string(), nullable=False),
+    ]
+)
+
+CORE_TABLES = {
+    "runs_d": RUNS_SCHEMA,
+    "artifacts_f": ARTIFACTS_SCHEMA,
+    "rejections_f": REJECTIONS_SCHEMA,
+}
+
+
+def sqlalchemy_uri(uri: str) -> str:
+    """``postgresql://...`` as SQLAlchemy wants it (the psycopg2 driver)."""
+    if uri.startswith("postgresql+"):
+        return uri
+    if uri.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    raise ConfigError(
+        f"config field 'catalog_uri' must be postgresql://USER@HOST:PORT/DB, got {uri!r}"
+    )
+
+
+def open_catalog(catalog_uri: str, warehouse: str, file_io: dict[str, str]) -> Any:
+    """The SQL catalog (created on first use: pyiceberg makes its two tables)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props = {
+        "uri": sqlalchemy_uri(catalog_uri),
+        "warehouse": warehouse.rstrip("/"),
+        "pool_pre_ping": "true",
+        **file_io,
+    }
+    return SqlCatalog(CATALOG_NAME, **props)
+
+
+def identifier(table: str) -> str:
+    return f"{NAMESPACE}.{table}"
+
+
+def ensure_table(
+    catalog: Any, table: str, schema: pa.Schema, *, partition_by: str | None = None
+) -> Any:
+    """Load ``table``, creating it (with :data:`TABLE_PROPERTIES` and an identity partition on
+    ``partition_by``) if no daemon has yet. Safe when two daemons race to create it."""
+    from pyiceberg.exceptions import (
+        NamespaceAlreadyExistsError,
+        NoSuchTableError,
+        TableAlreadyExistsError,
+    )
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    try:
+        return catalog.load_table(identifier(table))
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace(NAMESPACE)
+    except NamespaceAlreadyExistsError:
+        pass
+    from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+    from pyiceberg.schema import assign_fresh_schema_ids
+
+    iceberg_schema = assign_fresh_schema_ids(_pyarrow_to_schema_without_ids(schema))
+    spec = PartitionSpec()
+    if partition_by is not None:
+        source = iceberg_schema.find_field(partition_by)
+        spec = PartitionSpec(
+            PartitionField(
+                source_id=source.field_id,
+                field_id=1000,
+                transform=IdentityTransform(),
+                name=partition_by,
+            )
+        )
+    props = dict(TABLE_PROPERTIES)
+    props["schema.name-mapping.default"] = iceberg_schema.name_mapping.model_dump_json()
+    try:
+        return catalog.create_table(
+            identifier(table), schema=iceberg_schema, partition_spec=spec, properties=props
+        )
+    except TableAlreadyExistsError:
+        return catalog.load_table(identifier(table))
+
+
+def keys_of(snapshot: Any) -> list[str]:
+    """The keys a snapshot's commit registered (its :data:`KEYS_PROPERTY`)."""
+    summary = snapshot.summary
+    if summary is None:
+        return []
+    raw = summary.additional_properties.get(KEYS_PROPERTY)
+    if not raw:
+        return []
+    value = json.loads(raw)
+    return [str(k) for k in value] if isinstance(value, list) else []

@@ -1,0 +1,122 @@
+"""Where runs live in object storage: an ``s3://BUCKET/PREFIX`` root and the clients for it.
+
+The endpoint and credentials come from the standard environment variables, so every S3 tool
+on the host agrees with the bus:
+
+=========================  =============================================================
+``AWS_ENDPOINT_URL``       the S3-compatible server (unset: AWS itself)
+``AWS_ACCESS_KEY_ID``      access key
+``AWS_SECRET_ACCESS_KEY``  secret key
+``AWS_REGION``             region (``AWS_DEFAULT_REGION`` as a fallback; default us-east-1)
+=========================  =============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from ..errors import ConfigError
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_s3_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("s3://")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str, field: str = "root") -> S3Location:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigError(
+                f"config field {field!r} must look like s3://BUCKET/PREFIX, got {url!r}"
+            )
+        if not _BUCKET.match(parsed.netloc):
+            raise ConfigError(
+                f"config field {field!r}: {parsed.netloc!r} is not a valid bucket name "
+                "(3-63 lower-case letters, digits, dots and hyphens)"
+            )
+        prefix = parsed.path.strip("/")
+        if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+            raise ConfigError(
+                f"config field {field!r}: the prefix {prefix!r} has an empty or dot part"
+            )
+        return cls(parsed.netloc, prefix)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, *parts: str) -> str:
+        """The object key of ``parts`` below the prefix."""
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def key_prefix(self) -> str:
+        """The prefix every key below this location starts with ('' or 'PREFIX/')."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Endpoint and credentials, read from the AWS_* environment variables."""
+
+    endpoint_url: str | None
+    access_key_id: str | None
+    secret_access_key: str | None
+    region: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
+        env = os.environ if env is None else env
+        return cls(
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+    def client(self, *, timeout_s: float = 10.0, retries: int = 2) -> Any:
+        """A boto3 S3 client with short timeouts: a slow or dead server makes a call fail
+        soon (the daemon retries with its own backoff) instead of hanging a thread."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+            config=BotoConfig(
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                retries={"max_attempts": retries, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def pyiceberg_properties(self) -> dict[str, str]:
+        """The same settings as pyiceberg FileIO properties."""
+        props = {"s3.region": self.region}
+        if self.endpoint_url:
+            props["s3.endpoint"] = self.endpoint_url
+        if self.access_key_id:
+            props["s3.access-key-id"] = self.access_key_id
+        if self.secret_access_key:
+            props["s3.secret-access-key"] = self.secret_access_key
+        return props

@@ -1,0 +1,62 @@
+"""Putting a finished run directory into object storage, ``metadata.json`` last.
+
+A single PUT is atomic, so ``metadata.json`` appearing is the commit marker, as its rename is on
+a local disk. It is written with ``If-None-Match: *``: a run id already in the bucket is never
+overwritten (runs are immutable), even by two writers racing for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..contract import METADATA_NAME
+from ..errors import ContractError
+from .location import S3Location
+
+
+def run_exists(client: Any, loc: S3Location, run_type: str, run_id: str) -> bool:
+    try:
+        client.head_object(Bucket=loc.bucket, Key=loc.key(run_type, run_id, METADATA_NAME))
+    except Exception as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_id: str) -> str:
+    """Upload every file below ``run_dir`` to ``<prefix>/<run_type>/<run_id>/``, metadata.json
+    last; returns the run's URI. Raises ContractError if that run id is in the bucket already."""
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != METADATA_NAME)
+    for path in files:
+        rel = path.relative_to(run_dir).as_posix()
+        client.upload_file(str(path), loc.bucket, loc.key(run_type, run_id, rel))
+    meta = run_dir / METADATA_NAME
+    if meta.is_file():
+        try:
+            client.put_object(
+                Bucket=loc.bucket,
+                Key=loc.key(run_type, run_id, METADATA_NAME),
+                Body=meta.read_bytes(),
+                IfNoneMatch="*",
+                ContentType="application/json",
+            )
+        except Exception as exc:
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ContractError(
+                    f"run {run_type}/{run_id} is already in {loc.url}; runs are immutable: "
+                    "choose another run_id"
+                ) from None
+            raise
+    return loc.uri(loc.key(run_type, run_id))
+
+
+def staging_dir(base: str | os.PathLike[str] | None = None) -> Path:
+    """A fresh local directory to write a run into before it is uploaded."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="quantbot-bus-run-", dir=base))

@@ -1,0 +1,182 @@
+"""One run in object storage against the contract (docs/contract.md), read with small requests.
+
+The same checks as :func:`quantbot_bus.contract.validate_run_dir`, through S3 calls: metadata.json
+is fetched (at most 8 MiB, checked by its listed size first), each listed file is HEADed, and
+its Parquet magic bytes and footer are fetched with ranged GETs (the tail first, the rest of a
+long footer only if needed). Data pages are never read, so declared sha256 hashes are kept as
+given, not verified (that would read every byte; the store checks transfers itself).
+
+Objects are written whole (a PUT is atomic), so a listed file shorter than declared will never
+grow: unlike on a local disk it is rejected at once instead of waited for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..contract import MAX_METADATA_BYTES, ArtifactInfo, Incomplete, Invalid, RunInfo
+from ..contract.artifacts import _Declared, read_parquet_footer
+from ..contract.metadata import _check_tree, _parse
+from ..contract.model import MAX_JSON_DEPTH
+from ..contract.normalise import _check_semantics, _normalise
+from ..contract.reasons import _clean, _show, _Stop
+from ..contract.validate import named_rejection, run_info
+from .listing import RunObject
+from .location import S3Location
+
+#: The first ranged GET of a Parquet file fetches this many bytes of its tail: most footers fit.
+TAIL_READ = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectRun:
+    """A valid run in object storage: its :class:`RunInfo` and where its objects are."""
+
+    info: RunInfo
+    uri: str  # s3://bucket/prefix/run_type/run_id
+    artifact_uris: tuple[str, ...]  # one per info.artifacts, same order
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class _Object:
+    """Ranged reads of one object, with its size from a HEAD; the last tail read is kept."""
+
+    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
+        self.client, self.bucket, self.key, self.size = client, bucket, key, size
+        self._tail_at = size
+        self._tail = b""
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset >= self._tail_at and offset + length <= self.size:
+            start = offset - self._tail_at
+            return self._tail[start : start + length]
+        if offset + length == self.size and length < TAIL_READ:  # the tail: fetch a long one
+            offset = max(0, self.size - TAIL_READ)
+            self._tail = self._get(offset, self.size - offset)
+            self._tail_at = offset
+            return self.read_at(self.size - length, length)
+        return self._get(offset, length)
+
+    def _get(self, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        resp = self.client.get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{offset + length - 1}"
+        )
+        return bytes(resp["Body"].read())
+
+
+def _head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(client.head_object(Bucket=bucket, Key=key))
+    except Exception as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _artifact(
+    client: Any, loc: S3Location, run: RunObject, decl: _Declared
+) -> tuple[ArtifactInfo, str]:
+    key = run.run_prefix + decl.file
+    head = _head(client, loc.bucket, key)
+    if head is None:
+        raise _Stop(
+            Incomplete(f"{decl.label} does not exist yet; waiting for the producer to upload it")
+        )
+    size = int(head["ContentLength"])
+    if decl.bytes is not None and size != decl.bytes:
+        raise _Stop(
+            Invalid(
+                f"{decl.label} has {size} bytes but metadata.json declares {decl.bytes}; objects "
+                "are uploaded whole, so it will not change: rewrite metadata.json with the real size"
+            )
+        )
+    num_rows, schema_json = read_parquet_footer(
+        decl, size, _Object(client, loc.bucket, key, size).read_at
+    )
+    info = ArtifactInfo(
+        name=decl.name,
+        file=decl.file,
+        path=PurePosixPath("/", loc.bucket, key),  # type: ignore[arg-type]
+        format="parquet",
+        rows=num_rows,
+        bytes=size,
+        sha256=decl.sha256.lower() if decl.sha256 else None,
+        arrow_schema=schema_json,
+    )
+    return info, loc.uri(key)
+
+
+def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
+    if run.size > MAX_METADATA_BYTES:
+        raise _Stop(
+            Invalid(
+                f"metadata.json is {run.size} bytes, over the {MAX_METADATA_BYTES} byte (8 MiB) "
+                "limit; keep large data in Parquet artifacts, not in metadata.json"
+            )
+        )
+    try:
+        resp = client.get_object(
+            Bucket=loc.bucket, Key=run.metadata_key, Range=f"bytes=0-{MAX_METADATA_BYTES}"
+        )
+    except Exception as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            raise _Stop(Incomplete("metadata.json disappeared (the run was deleted?)")) from None
+        raise
+    raw = bytes(resp["Body"].read())
+    if len(raw) > MAX_METADATA_BYTES:
+        raise _Stop(Invalid(f"metadata.json is over the {MAX_METADATA_BYTES} byte (8 MiB) limit"))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Stop(
+            Invalid(f"metadata.json is not UTF-8 text (invalid byte at offset {exc.start})")
+        ) from None
+    doc = _parse(text)
+    _check_tree(doc, text)
+    if not isinstance(doc, dict):
+        raise _Stop(Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}"))
+    declared_id = doc.get("run_id")
+    try:
+        norm = _normalise(doc)
+        _check_semantics(norm, run.run_id)
+        found = [_artifact(client, loc, run, decl) for decl in norm.declared]
+    except _Stop as stop:
+        raise named_rejection(stop, declared_id) from None
+    fingerprint = hashlib.sha256(
+        "\n".join([run.etag, *(f"{a.file}:{a.bytes}" for a, _ in found)]).encode()
+    ).hexdigest()[:32]
+    info = run_info(
+        norm,
+        tuple(a for a, _ in found),
+        PurePosixPath("/", loc.bucket, run.run_prefix.rstrip("/")),  # type: ignore[arg-type]
+        text,
+        0,
+        fingerprint,
+    )
+    return ObjectRun(info, loc.uri(run.run_prefix.rstrip("/")), tuple(uri for _, uri in found))
+
+
+def validate_object_run(
+    client: Any, loc: S3Location, run: RunObject
+) -> ObjectRun | Incomplete | Invalid:
+    """Check one listed run; never raises for bad input. Errors talking to the store (a timeout,
+    a refused connection, a 5xx) are raised: they say nothing about the run and the caller
+    retries."""
+    try:
+        return _validate(client, loc, run)
+    except _Stop as stop:
+        result = stop.result
+    except RecursionError:
+        result = Invalid(f"metadata.json is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
+    if isinstance(result, Incomplete):
+        return Incomplete(_clean(result.reason))
+    assert isinstance(result, Invalid)
+    return Invalid(_clean(result.reason), run_id=result.run_id)
