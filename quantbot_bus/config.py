@@ -13,7 +13,7 @@ Keys (TOML, top level unless noted) and their environment names:
 =====================  ==================================  =====================================
 key                    env                                 default
 =====================  ==================================  =====================================
-root                   QUANTBOT_BUS_ROOT                   ./artifacts
+root                   QUANTBOT_BUS_ROOT                   ./artifacts (or s3://BUCKET/PREFIX)
 exports_dir            QUANTBOT_BUS_EXPORTS_DIR            ./exports
 state_dir              QUANTBOT_BUS_STATE_DIR              ./state
 rescan_interval_s      QUANTBOT_BUS_RESCAN_INTERVAL_S      300
@@ -28,8 +28,15 @@ verify_hashes          QUANTBOT_BUS_VERIFY_HASHES          true
 memory_limit           QUANTBOT_BUS_MEMORY_LIMIT           1GB (DuckDB memory cap of the catalog)
 log_level              QUANTBOT_BUS_LOG_LEVEL              info
 log_format             QUANTBOT_BUS_LOG_FORMAT             auto (json|console|auto)
+catalog                QUANTBOT_BUS_CATALOG                duckdb (duckdb|iceberg)
+catalog_uri            QUANTBOT_BUS_CATALOG_URI            none: postgresql://USER@HOST:PORT/DB
+warehouse              QUANTBOT_BUS_WAREHOUSE              none: s3://BUCKET/warehouse
 [[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
 =====================  ==================================  =====================================
+
+``root = "s3://BUCKET/PREFIX"`` reads runs from object storage (docs/scale-out.md) and needs
+``catalog = "iceberg"``; the AWS_* environment variables name the endpoint and credentials
+(:mod:`quantbot_bus.objectstore.location`).
 
 Relative paths in a TOML file are resolved against the file's directory; relative paths from
 the environment or flags against the current directory.
@@ -47,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .objectstore.location import S3Location, is_s3_url
 
 ENV_PREFIX = "QUANTBOT_BUS_"
 CONFIG_ENV = "QUANTBOT_BUS_CONFIG"
@@ -80,6 +88,11 @@ class Config:
     memory_limit: str = "1GB"
     log_level: str = "info"
     log_format: str = "auto"
+    catalog: str = "duckdb"
+    catalog_uri: str = ""
+    warehouse: str = ""
+    #: ``root`` when it is an ``s3://`` URL (``root`` then keeps its default)
+    object_root: str = ""
     exports: tuple[UserExport, ...] = field(default_factory=tuple)
 
     # Derived locations: one place that says where each file lives.
@@ -167,7 +180,38 @@ class Config:
         for name in ("root", "exports_dir", "state_dir"):
             if str(getattr(self, name)) == "":
                 raise ConfigError(f"config field {name!r} must not be empty")
+        self._validate_scale_out()
         return self
+
+    @property
+    def s3_root(self) -> S3Location | None:
+        """The object-storage root, when ``root`` is an ``s3://`` URL."""
+        return S3Location.parse(self.object_root) if self.object_root else None
+
+    def _validate_scale_out(self) -> None:
+        if self.catalog not in ("duckdb", "iceberg"):
+            raise ConfigError(
+                f"config field 'catalog' must be duckdb or iceberg, got {self.catalog!r}"
+            )
+        if self.object_root:
+            S3Location.parse(self.object_root, "root")
+            if self.catalog != "iceberg":
+                raise ConfigError(
+                    "config field 'root' is an s3:// URL, which needs catalog = \"iceberg\" "
+                    "(the DuckDB catalog reads runs from a local directory)"
+                )
+        if self.catalog != "iceberg":
+            return
+        if not self.object_root:
+            raise ConfigError(
+                "config field 'root' must be an s3://BUCKET/PREFIX URL when catalog = \"iceberg\""
+            )
+        if not self.catalog_uri.startswith(("postgresql://", "postgres://", "postgresql+")):
+            raise ConfigError(
+                "config field 'catalog_uri' must be postgresql://USER@HOST:PORT/DB when "
+                f'catalog = "iceberg", got {self.catalog_uri!r}'
+            )
+        S3Location.parse(self.warehouse, "warehouse")
 
 
 def _summary_names() -> tuple[str, ...]:
@@ -190,6 +234,8 @@ def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
         )
     default = getattr(Config(), name)
     try:
+        if name == "root" and is_s3_url(raw):
+            return str(raw)
         if name in _PATH_FIELDS:
             path = Path(os.path.expanduser(str(raw)))
             if base is not None and not path.is_absolute():
@@ -299,6 +345,8 @@ def load_config(
         if raw is not None:
             values[key] = _coerce(key, raw, base=cwd)
 
+    if is_s3_url(values.get("root")):
+        values["object_root"] = values.pop("root")
     for key in _PATH_FIELDS:
         path_value = values.get(key, getattr(Config(), key))
         values[key] = path_value if path_value.is_absolute() else cwd / path_value

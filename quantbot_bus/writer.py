@@ -465,7 +465,11 @@ class RunWriter:
         if self.remote is not None:
             try:
                 upload_run(
-                    S3Settings.from_env().client(), self.run_dir, self.remote, self.run_type, self.run_id
+                    S3Settings.from_env().client(),
+                    self.run_dir,
+                    self.remote,
+                    self.run_type,
+                    self.run_id,
                 )
             finally:
                 shutil.rmtree(self.root, ignore_errors=True)

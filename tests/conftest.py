@@ -56,3 +56,29 @@ def daemon_factory() -> Iterator[Callable[..., DaemonProcess]]:
     yield factory
     for d in made:
         d.ensure_dead()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (Debian's package) for this test process."""
+    from servers import Postgres
+
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """moto's S3-compatible server as its own process on 127.0.0.1, for this test process."""
+    from servers import S3Server
+
+    with S3Server() as s3:
+        yield s3
+
+
+@pytest.fixture
+def scaleout(pg_server: Any, s3_server: Any, tmp_path: Path) -> Any:
+    """A fresh bucket and database on the shared servers (see :mod:`scaleout`)."""
+    from scaleout import new_scaleout
+
+    return new_scaleout(pg_server, s3_server, tmp_path)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..config import Config
+from ..exports.query import open_query_connection
 from ..output import FORMATS, render
 from .options import UtcDateTime, config_options, emit, format_option, resolve_format
 
@@ -64,9 +65,9 @@ def runs_cmd(
     include_deleted: bool,
 ) -> None:
     """List cataloged runs, newest first (by created_at)."""
-    from ..catalog import RUN_LIST_COLUMNS, list_runs, open_reader
+    from ..catalog import RUN_LIST_COLUMNS, list_runs
 
-    with open_reader(config.snapshot_path) as con:
+    with open_query_connection(config) as con:
         rows = list_runs(
             con,
             run_type=run_type,
@@ -94,9 +95,9 @@ def show_cmd(config: Config, fmt: str | None, run_id: str) -> None:
 
     Exits 5 when there is no run with that id.
     """
-    from ..catalog import get_run, open_reader
+    from ..catalog import get_run
 
-    with open_reader(config.snapshot_path) as con:
+    with open_query_connection(config) as con:
         run = get_run(con, run_id)
     fmt = resolve_format(fmt)
     if fmt != "table":
@@ -122,9 +123,9 @@ def artifacts_cmd(config: Config, fmt: str | None, run_id: str | None, name: str
     The bare paths are for piping, e.g. into DuckDB's read_parquet; with --format the full
     rows are printed instead (run_id, run_type, name, path, rows, bytes, sha256, ...).
     """
-    from ..catalog import ARTIFACT_COLUMNS, list_artifacts, open_reader
+    from ..catalog import ARTIFACT_COLUMNS, list_artifacts
 
-    with open_reader(config.snapshot_path) as con:
+    with open_query_connection(config) as con:
         rows = list_artifacts(con, run_id=run_id, name=name)
     if fmt is None:
         for row in rows:
@@ -141,9 +142,9 @@ def stats_cmd(config: Config, fmt: str | None) -> None:
 
     The last row is the total (run_type and status null; "(all)" in the table).
     """
-    from ..catalog import STATS_COLUMNS, open_reader, run_stats
+    from ..catalog import STATS_COLUMNS, run_stats
 
-    with open_reader(config.snapshot_path) as con:
+    with open_query_connection(config) as con:
         rows = run_stats(con)
     fmt = resolve_format(fmt)
     if fmt == "table":
@@ -164,9 +165,9 @@ def rejected_cmd(config: Config, fmt: str | None) -> None:
 
     Fix the run (or delete it) and the daemon or the next `sync` picks it up again.
     """
-    from ..catalog import REJECTION_COLUMNS, list_rejections, open_reader
+    from ..catalog import REJECTION_COLUMNS, list_rejections
 
-    with open_reader(config.snapshot_path) as con:
+    with open_query_connection(config) as con:
         rows = list_rejections(con)
     emit(rows, fmt, REJECTION_COLUMNS)
 

@@ -156,7 +156,7 @@ class DaemonStatus:
     Every thread of the daemon updates it; :meth:`write` writes it to ``path`` under the same lock
     (so a later state is never overwritten by an earlier one)."""
 
-    def __init__(self, path: Path, *, root: Path, observer: str) -> None:
+    def __init__(self, path: Path, *, root: Path | str, observer: str) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._worker_error: str | None = None  # why the last worker round failed, if it did

@@ -244,4 +244,9 @@ def run_daemon(config: Config) -> None:
     """Run the daemon in the foreground with signal handlers (what ``quantbot-bus daemon`` does)."""
     stop = threading.Event()
     install_signal_handlers(stop)
+    if config.catalog == "iceberg":
+        from .scaleout import ScaleOutDaemon
+
+        ScaleOutDaemon(config, stop_event=stop).run()
+        return
     Daemon(config, stop_event=stop).run()

@@ -34,7 +34,12 @@ class QueryResult:
 
 
 def open_query_connection(config: Config) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the publication (``catalog.*`` and ``exports.*`` views)."""
+    """A read-only connection to the publication (``catalog.*`` and ``exports.*`` views), or
+    to the Iceberg tables under the same names when ``catalog = "iceberg"``."""
+    if config.catalog == "iceberg":
+        from ..iceberg.reader import open_iceberg_reader
+
+        return open_iceberg_reader(config)
     return open_reader(config.snapshot_path)
 
 

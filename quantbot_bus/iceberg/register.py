@@ -15,6 +15,7 @@ numbers) rejects the run before anything of it is committed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,10 +34,16 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 
 @dataclass
 class Rejected:
+    """A rejected run; ``fingerprint`` digests the reason, so the same problem seen again (by
+    a reconcile, by another daemon) is recorded once and a new problem is recorded anew."""
+
     run_dir: str
     run_id: str | None
     reason: str
-    fingerprint: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.reason.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -148,6 +155,10 @@ class Registrar:
             self._tables[name] = ensure_table(self.catalog, name, schema, partition_by=partition_by)
         return self._tables[name]
 
+    def table_fresh(self, name: str) -> Any:
+        """Table ``name`` as the catalog has it now."""
+        return self.catalog.load_table(identifier(name))
+
     def core(self) -> None:
         self.table("runs_d", RUNS_SCHEMA, "run_type")
         self.table("artifacts_f", ARTIFACTS_SCHEMA)
@@ -254,9 +265,7 @@ class Registrar:
                 per_table[a.name].append((r.info.run_id, uri, schema))
         good = [r for r in runs if r.info.run_id not in bad]
         out.rejected = [
-            Rejected(r.uri, r.info.run_id, bad[r.info.run_id], r.info.fingerprint)
-            for r in runs
-            if r.info.run_id in bad
+            Rejected(r.uri, r.info.run_id, bad[r.info.run_id]) for r in runs if r.info.run_id in bad
         ]
         good_ids = {r.info.run_id for r in good}
         how: dict[tuple[str, str], str] = {}

@@ -1,14 +1,20 @@
 """Finding finished runs in a bucket by listing (ListObjectsV2).
 
-A finished run is a ``<run_type>/<run_id>/metadata.json`` key below the root's prefix (a single
-PUT is atomic, so the key exists only once the whole metadata.json does). Two ways to list:
+A finished run is a ``<run_type>/<run_id>/metadata.json`` key below the root's prefix (a PUT is
+atomic, so the key exists only once the whole file does). Listing keys in their sort order
+cannot find *new* runs cheaply (run ids sort by name, not by when they finished), so a writer
+also puts an empty **completion marker** after metadata.json:
 
-- :meth:`Lister.new_runs`: per run type, only the keys after that run type's **cursor** (the
-  greatest metadata key seen so far, ``StartAfter``). Cheap: it costs the new keys, not the
-  bucket. Run ids that sort in time order (the writer's default ``YYYYMMDDTHHMMSS-...``, ULIDs)
-  are all found this way.
-- :meth:`Lister.all_runs`: the whole prefix (the periodic **reconcile**). It finds what the
-  cursor cannot: run ids that sort before the cursor, late files, deleted runs.
+    <prefix>/_inbox/<UTC finish time, YYYYMMDDTHHMMSS.ffffffZ>/<run_type>/<run_id>
+
+Marker keys sort by finish time, so two ways to list:
+
+- :meth:`Lister.new_runs`: the markers after a persisted **cursor** (``StartAfter``): costs the
+  new runs, not the bucket. The cursor trails the newest marker by :data:`CLOCK_SKEW_S`, so a
+  writer whose clock runs a little behind is not skipped (markers seen twice are the caller's
+  to skip).
+- :meth:`Lister.all_runs`: every ``metadata.json`` below each run type (the periodic
+  **reconcile**). It finds runs from producers that put no marker, late files and deletions.
 
 Keys that cannot be a run (``..`` or ``.`` parts, a run id the contract forbids) are returned
 as :class:`BadKey` so they are rejected with a reason instead of skipped in silence.
@@ -16,7 +22,7 @@ as :class:`BadKey` so they are rejected with a reason instead of skipped in sile
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +31,21 @@ from ..contract import METADATA_NAME, RUN_ID_RE
 from ..ignore import is_ignored_name
 from .location import S3Location
 
+INBOX = "_inbox"
+#: The cursor trails the newest marker by this much (clocks of writer hosts differ a little).
+CLOCK_SKEW_S = 5.0
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+
 
 @dataclass(frozen=True)
 class RunObject:
-    """A ``metadata.json`` key of a run, with what the listing says about it."""
+    """A run's ``metadata.json`` key; ``etag`` and ``size`` when a listing gave them."""
 
     run_type: str
     run_id: str
     metadata_key: str
-    etag: str
-    size: int
+    etag: str = ""
+    size: int = -1
 
     @property
     def run_prefix(self) -> str:
@@ -44,49 +55,63 @@ class RunObject:
 
 @dataclass(frozen=True)
 class BadKey:
-    """A ``metadata.json`` key that cannot name a run; ``reason`` says why."""
+    """A key that cannot name a run; ``reason`` says why."""
 
     key: str
     reason: str
 
 
-def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None:
-    key: str = obj["Key"]
-    rel = key[len(loc.key_prefix()) :]
-    parts = rel.split("/")
-    if parts[-1] != METADATA_NAME:
+def marker_key(loc: S3Location, run_type: str, run_id: str, finished: dt.datetime) -> str:
+    return loc.key(INBOX, finished.astimezone(dt.UTC).strftime(_STAMP), run_type, run_id)
+
+
+def _run_object(
+    loc: S3Location, key: str, run_type: str, run_id: str, **listed: Any
+) -> RunObject | BadKey | None:
+    if is_ignored_name(run_type) or is_ignored_name(run_id):
         return None
-    if len(parts) > 3 and all(p not in ("", ".", "..") for p in parts):
-        return None  # a metadata.json file inside a run directory: part of that run
-    if len(parts) != 3 or any(p in ("", ".", "..") for p in parts):
+    if any(p in ("", ".", "..") for p in (run_type, run_id)):
         return BadKey(
             key,
             "the key is not <run_type>/<run_id>/metadata.json below the root (an empty, '.' or "
-            "'..' part, or the wrong depth); keys are never resolved as paths",
+            "'..' part); keys are never resolved as paths",
         )
-    run_type, run_id, _ = parts
-    if is_ignored_name(run_type) or is_ignored_name(run_id):
-        return None
     if not RUN_ID_RE.fullmatch(run_id) or not RUN_ID_RE.fullmatch(run_type):
         return BadKey(
             key,
             f"{run_type}/{run_id}: run types and run ids are 1-128 characters from "
             "A-Z a-z 0-9 . _ - starting with a letter or digit",
         )
-    return RunObject(run_type, run_id, key, str(obj.get("ETag", "")).strip('"'), int(obj["Size"]))
+    return RunObject(run_type, run_id, loc.key(run_type, run_id, METADATA_NAME), **listed)
+
+
+def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None:
+    """A listed ``<run_type>/<run_id>/metadata.json`` object (None: not a run's metadata)."""
+    key: str = obj["Key"]
+    parts = key[len(loc.key_prefix()) :].split("/")
+    if parts[-1] != METADATA_NAME:
+        return None
+    if len(parts) > 3 and all(p not in ("", ".", "..") for p in parts):
+        return None  # a metadata.json file inside a run directory: part of that run
+    if len(parts) != 3:
+        return BadKey(
+            key, "metadata.json is not at <run_type>/<run_id>/metadata.json below the root"
+        )
+    etag = str(obj.get("ETag", "")).strip('"')
+    return _run_object(loc, key, parts[0], parts[1], etag=etag, size=int(obj["Size"]))
 
 
 class Lister:
-    """Lists the runs below an :class:`S3Location`; ``cursors`` (run type -> last metadata
-    key seen) is the caller's, kept up to date by :meth:`new_runs`."""
+    """Lists the runs below an :class:`S3Location`. ``cursor`` is the marker key the next
+    :meth:`new_runs` starts after ('' for the first); the caller persists it."""
 
-    def __init__(self, client: Any, loc: S3Location, cursors: dict[str, str]) -> None:
+    def __init__(self, client: Any, loc: S3Location, cursor: str = "") -> None:
         self.client = client
         self.loc = loc
-        self.cursors = cursors
+        self.cursor = cursor
 
     def _pages(
-        self, prefix: str, start_after: str | None = None, delimiter: str | None = None
+        self, prefix: str, start_after: str = "", delimiter: str = ""
     ) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": self.loc.bucket, "Prefix": prefix}
         if start_after:
@@ -108,55 +133,46 @@ class Lister:
         for page in self._pages(base, delimiter="/"):
             for cp in page.get("CommonPrefixes", []):
                 name = cp["Prefix"][len(base) :].rstrip("/")
-                if name and not is_ignored_name(name):
+                if name and name != INBOX and not is_ignored_name(name):
                     found.append(name)
         return found
 
-    def new_runs(self, *, open_for_s: float = 600.0) -> list[RunObject | BadKey]:
-        """Runs whose metadata key sorts after their run type's cursor; advances the cursors.
-
-        The cursor never passes a run that is still being uploaded (objects but no
-        metadata.json yet, the newest written less than ``open_for_s`` ago): writers finish out
-        of order, and a run finishing after a later-sorting one must still be found here, not
-        only by the reconcile. Runs listed again are the caller's to skip."""
+    def new_runs(self) -> list[RunObject | BadKey]:
+        """The runs whose markers sort after the cursor; moves :attr:`cursor` to trail the
+        newest of them by :data:`CLOCK_SKEW_S`."""
+        inbox = self.loc.key(INBOX) + "/"
         out: list[RunObject | BadKey] = []
-        now = time.time()
-        for run_type in self.run_types():
-            prefix = self.loc.key(run_type) + "/"
-            cursor = self.cursors.get(run_type)
-            newest_meta: str | None = None
-            open_runs: dict[str, float] = {}  # run prefix -> newest object's mtime
-            done: set[str] = set()
-            for page in self._pages(prefix, start_after=cursor):
-                for obj in page.get("Contents", []):
-                    key: str = obj["Key"]
-                    found = _classify(self.loc, obj)
-                    if found is not None:
-                        out.append(found)
-                        if isinstance(found, RunObject):
-                            done.add(found.run_prefix)
-                            newest_meta = max(newest_meta or key, key)
-                        continue
-                    cut = key.find("/", len(prefix))
-                    if cut < 0:
-                        continue  # an object right below the run type: not part of a run
-                    run_prefix = key[: cut + 1]
-                    if cursor is not None and run_prefix < cursor:
-                        continue  # the rest of a run whose metadata.json was seen before
-                    modified = obj.get("LastModified")
-                    stamp = modified.timestamp() if modified is not None else now
-                    if now - stamp < open_for_s:
-                        open_runs[run_prefix] = max(open_runs.get(run_prefix, 0.0), stamp)
-            still_open = sorted(p for p in open_runs if p not in done)
-            candidate = still_open[0] if still_open else newest_meta
-            if candidate is not None and (cursor is None or candidate > cursor):
-                self.cursors[run_type] = candidate
+        newest = ""
+        for page in self._pages(inbox, start_after=self.cursor):
+            for obj in page.get("Contents", []):
+                key: str = obj["Key"]
+                parts = key[len(inbox) :].split("/")
+                if len(parts) != 3:
+                    out.append(
+                        BadKey(
+                            key, "a completion marker must be _inbox/<UTC time>/<run_type>/<run_id>"
+                        )
+                    )
+                    continue
+                newest = max(newest, parts[0])
+                found = _run_object(self.loc, key, parts[1], parts[2])
+                if found is not None:
+                    out.append(found)
+        if newest:
+            try:
+                at = dt.datetime.strptime(newest, _STAMP).replace(tzinfo=dt.UTC)
+            except ValueError:
+                at = None
+            if at is not None:
+                trail = inbox + (at - dt.timedelta(seconds=CLOCK_SKEW_S)).strftime(_STAMP)
+                self.cursor = max(self.cursor, trail)
         return out
 
     def all_runs(self) -> Iterator[RunObject | BadKey]:
-        """Every run below the prefix (the reconcile's full listing)."""
-        for page in self._pages(self.loc.key_prefix()):
-            for obj in page.get("Contents", []):
-                found = _classify(self.loc, obj)
-                if found is not None:
-                    yield found
+        """Every run below each run type (the reconcile's full listing)."""
+        for run_type in self.run_types():
+            for page in self._pages(self.loc.key(run_type) + "/"):
+                for obj in page.get("Contents", []):
+                    found = _classify(self.loc, obj)
+                    if found is not None:
+                        yield found

@@ -110,6 +110,21 @@ class S3Settings:
             ),
         )
 
+    def arrow_filesystem(self) -> Any:
+        """A pyarrow S3 filesystem with the same settings (paths are ``bucket/key``)."""
+        from pyarrow import fs as pafs
+
+        scheme = "http" if (self.endpoint_url or "").startswith("http://") else "https"
+        return pafs.S3FileSystem(
+            endpoint_override=self.endpoint_url,
+            access_key=self.access_key_id,
+            secret_key=self.secret_access_key,
+            region=self.region,
+            scheme=scheme,
+            connect_timeout=10,
+            request_timeout=30,
+        )
+
     def pyiceberg_properties(self) -> dict[str, str]:
         """The same settings as pyiceberg FileIO properties."""
         props = {"s3.region": self.region}

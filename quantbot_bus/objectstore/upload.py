@@ -1,18 +1,21 @@
 """Putting a finished run directory into object storage, ``metadata.json`` last.
 
 A single PUT is atomic, so ``metadata.json`` appearing is the commit marker, as its rename is on
-a local disk. It is written with ``If-None-Match: *``: a run id already in the bucket is never
+a local disk. An empty completion marker follows it, so daemons list the new run at once
+(:mod:`quantbot_bus.objectstore.listing`). It is written with ``If-None-Match: *``: a run id already in the bucket is never
 overwritten (runs are immutable), even by two writers racing for it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
 
 from ..contract import METADATA_NAME
 from ..errors import ContractError
+from .listing import marker_key
 from .location import S3Location
 
 
@@ -29,7 +32,7 @@ def run_exists(client: Any, loc: S3Location, run_type: str, run_id: str) -> bool
 
 def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_id: str) -> str:
     """Upload every file below ``run_dir`` to ``<prefix>/<run_type>/<run_id>/``, metadata.json
-    last; returns the run's URI. Raises ContractError if that run id is in the bucket already."""
+    last, then its completion marker; returns the run's URI. Raises ContractError if that run id is in the bucket already."""
     files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != METADATA_NAME)
     for path in files:
         rel = path.relative_to(run_dir).as_posix()
@@ -52,6 +55,9 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
                     "choose another run_id"
                 ) from None
             raise
+        # the completion marker: new runs are listed by it (objectstore.listing)
+        marker = marker_key(loc, run_type, run_id, dt.datetime.now(dt.UTC))
+        client.put_object(Bucket=loc.bucket, Key=marker, Body=b"")
     return loc.uri(loc.key(run_type, run_id))
 
 

@@ -115,24 +115,24 @@ def _artifact(
 
 
 def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
-    if run.size > MAX_METADATA_BYTES:
-        raise _Stop(
-            Invalid(
-                f"metadata.json is {run.size} bytes, over the {MAX_METADATA_BYTES} byte (8 MiB) "
-                "limit; keep large data in Parquet artifacts, not in metadata.json"
-            )
-        )
+    too_big = (
+        f"metadata.json is over the {MAX_METADATA_BYTES} byte (8 MiB) limit; keep large data "
+        "in Parquet artifacts, not in metadata.json"
+    )
+    if run.size > MAX_METADATA_BYTES:  # the listing said so: not even fetched
+        raise _Stop(Invalid(too_big))
     try:
         resp = client.get_object(
             Bucket=loc.bucket, Key=run.metadata_key, Range=f"bytes=0-{MAX_METADATA_BYTES}"
         )
     except Exception as exc:
         if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            raise _Stop(Incomplete("metadata.json disappeared (the run was deleted?)")) from None
+            raise _Stop(Incomplete("no metadata.json (yet, or the run was deleted)")) from None
         raise
     raw = bytes(resp["Body"].read())
     if len(raw) > MAX_METADATA_BYTES:
-        raise _Stop(Invalid(f"metadata.json is over the {MAX_METADATA_BYTES} byte (8 MiB) limit"))
+        raise _Stop(Invalid(too_big))
+    etag = run.etag or str(resp.get("ETag", "")).strip('"')
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -151,7 +151,7 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
     except _Stop as stop:
         raise named_rejection(stop, declared_id) from None
     fingerprint = hashlib.sha256(
-        "\n".join([run.etag, *(f"{a.file}:{a.bytes}" for a, _ in found)]).encode()
+        "\n".join([etag, *(f"{a.file}:{a.bytes}" for a, _ in found)]).encode()
     ).hexdigest()[:32]
     info = run_info(
         norm,

@@ -1,0 +1,110 @@
+"""The daemon for ``catalog = "iceberg"``: one thread polling the bucket (litestream's shape:
+reconcile first, then new keys every ``poll_interval_s``, a full reconcile every
+``rescan_interval_s``).
+
+A failed poll (the object store or PostgreSQL down, slow or erroring) never stops it: the status
+says ``degraded`` with the reason, the next poll waits a capped, doubling backoff (1 s up to
+:data:`MAX_BACKOFF_S`), and a poll that goes through clears it. Nothing is lost meanwhile: the
+cursors move only after a poll's runs are registered (:mod:`quantbot_bus.iceberg.bus`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ..config import Config
+from ..iceberg.bus import IcebergBus
+from ..log import get_logger
+from ..statelock import StateLock
+from ..timeutil import iso_utc
+from .notify import Notifier
+from .status import DaemonStatus
+
+log = get_logger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+class ScaleOutDaemon:
+    def __init__(self, config: Config, *, stop_event: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop_event = stop_event or threading.Event()
+        self.notifier = Notifier.from_env()
+        self.status = DaemonStatus(config.status_path, root=config.object_root, observer="listing")
+        self.status.update(backend="iceberg")
+        self.polls = 0
+
+    def run(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = StateLock(config.lock_path, "daemon")
+        lock.acquire()
+        bus = IcebergBus(config)
+        log.info("daemon.started", root=config.object_root, backend="iceberg", daemon=bus.daemon_id)
+        try:
+            self._loop(bus)
+        finally:
+            bus.close()
+            self.status.update(ready=False, stopped_at=iso_utc())
+            self.status.write()
+            self.notifier.send("STOPPING=1")
+            self.notifier.close()
+            lock.release()
+            log.info("daemon.stopped")
+
+    def _loop(self, bus: IcebergBus) -> None:
+        backoff = 0.0
+        last_full = -float("inf")
+        last_ping = 0.0
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            full = now - last_full >= self.config.rescan_interval_s
+            try:
+                result = bus.poll(full=full)
+            except Exception as exc:  # the store or the catalog failed: degraded, retried
+                backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
+                reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if self.status.get("degraded") != reason:
+                    log.warning("daemon.degraded", reason=reason, retry_in_s=backoff)
+                self.status.update(degraded=reason, ready=True)
+                bus.drop_connections()
+            else:
+                if self.status.get("degraded"):
+                    log.info("daemon.recovered")
+                backoff = 0.0
+                if full:
+                    last_full = now
+                self.polls += 1
+                counts = bus.counts()
+                n = len(result.registered) + len(result.already) + len(result.rejected)
+                fields: dict[str, object] = {
+                    "degraded": None,
+                    "ready": True,
+                    "pending": result.pending,
+                }
+                if n:
+                    fields.update(
+                        last_batch_at=iso_utc(),
+                        last_batch_n=n,
+                        last_batch_ms=round(result.seconds * 1000, 1),
+                    )
+                    log.info(
+                        "batch.committed",
+                        registered=len(result.registered),
+                        already=len(result.already),
+                        rejected=len(result.rejected),
+                        pending=result.pending,
+                        full=full,
+                        ms=round(result.seconds * 1000, 1),
+                    )
+                self.status.set_counts(counts, **fields)
+            if self.polls == 1 or backoff:
+                self.notifier.send("READY=1")
+            self.status.write()
+            self.notifier.send(f"STATUS={self.status.line()}")
+            interval = self.notifier.watchdog_interval()
+            if interval is not None and time.monotonic() - last_ping >= interval:
+                self.notifier.send("WATCHDOG=1")
+                last_ping = time.monotonic()
+            self.stop_event.wait(backoff or self.config.poll_interval_s)

@@ -1,0 +1,195 @@
+"""The scale-out pipeline: runs listed in a bucket, validated with ranged reads and registered
+into the Iceberg tables, exactly once per run whichever daemon gets there first.
+
+:class:`IcebergBus` is to ``catalog = "iceberg"`` what :class:`quantbot_bus.pipeline.Bus` is to
+the DuckDB catalog: the one object every entry point (the daemon, ``sync``) drives. One
+:meth:`~IcebergBus.poll` is: list (completion markers after the cursor, or every run on a reconcile),
+drop what the ledger knows, validate the rest (a few at a time in threads: each is a handful of
+small requests), register the valid ones and record the rejected ones, then move the persisted
+cursor. A failure anywhere (the store or PostgreSQL down) raises before the cursor moves, so
+the next poll sees the same runs again: nothing is lost, and nothing is registered twice
+(:mod:`quantbot_bus.iceberg.commit`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import structlog
+
+from ..config import Config
+from ..contract import Invalid
+from ..objectstore.listing import BadKey, Lister, RunObject
+from ..objectstore.location import S3Location, S3Settings
+from ..objectstore.validate import ObjectRun, validate_object_run
+from ..timeutil import utc_now
+from .commit import append_once
+from .ledger import Ledger, rejection_key
+from .register import Registrar, Rejected, rejection_rows
+from .tables import open_catalog
+
+log = structlog.get_logger("quantbot_bus.iceberg")
+
+#: Runs per Iceberg commit: each commit lists its run ids in its snapshot summary, which every
+#: later metadata file repeats while the snapshot is retained; this keeps that bounded.
+MAX_COMMIT_RUNS = 1000
+VALIDATE_THREADS = 16
+
+
+@dataclass
+class PollResult:
+    listed: int = 0
+    registered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    pending: int = 0
+    full: bool = False
+    seconds: float = 0.0
+
+
+def daemon_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class IcebergBus:
+    def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
+        loc = config.s3_root
+        assert loc is not None, "IcebergBus needs an s3:// root (Config.validate checks it)"
+        self.config = config
+        self.loc: S3Location = loc
+        self.settings = S3Settings.from_env(env)
+        self.client = self.settings.client()
+        self.ledger = Ledger(config.state_dir / "iceberg.duckdb")
+        self.daemon_id = daemon_id()
+        self._catalog: Any = None
+        self._registrar: Registrar | None = None
+        #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
+        self.pending: dict[str, tuple[float, RunObject, str]] = {}
+
+    # ------------------------------------------------------------------ connections
+    @property
+    def registrar(self) -> Registrar:
+        if self._registrar is None:
+            s = self.settings
+            self._catalog = open_catalog(
+                self.config.catalog_uri, self.config.warehouse, s.pyiceberg_properties()
+            )
+            fs = s.arrow_filesystem()
+            self._registrar = Registrar(self._catalog, fs, self.daemon_id)
+        return self._registrar
+
+    def drop_connections(self) -> None:
+        """Forget the catalog connection (after a failure: the next poll opens a fresh one)."""
+        if self._catalog is not None:
+            engine = getattr(self._catalog, "engine", None)
+            if engine is not None:
+                engine.dispose()
+        self._catalog = None
+        self._registrar = None
+
+    def close(self) -> None:
+        self.drop_connections()
+        self.ledger.close()
+
+    # ------------------------------------------------------------------ one poll
+    def poll(self, *, full: bool = False) -> PollResult:
+        """List, validate and register once; see the module doc."""
+        t0 = time.monotonic()
+        lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
+        found = list(lister.all_runs()) if full else lister.new_runs()
+        result = PollResult(full=full)
+        registrar = self.registrar
+        registrar.core()
+        self.ledger.sync("runs_d", registrar.table_fresh("runs_d"))
+        self.ledger.sync("rejections_f", registrar.table_fresh("rejections_f"))
+        runs = {f.metadata_key: f for f in found if isinstance(f, RunObject)}
+        bad = [f for f in found if isinstance(f, BadKey)]
+        result.listed = len(runs) + len(bad)
+        for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
+            runs.setdefault(key, waiting)
+        known = self.ledger.known("runs_d", [r.run_id for r in runs.values()])
+        for key in [k for k, r in runs.items() if r.run_id in known]:
+            runs.pop(key)
+            self.pending.pop(key, None)  # registered meanwhile (by another daemon)
+        rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
+        valid: list[ObjectRun] = []
+        with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
+            verdicts = list(
+                pool.map(
+                    lambda r: (r, validate_object_run(self.client, self.loc, r)), runs.values()
+                )
+            )
+        now = time.monotonic()
+        for run, verdict in verdicts:
+            run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
+            first = self.pending.pop(run.metadata_key, (now, run, ""))[0]
+            if isinstance(verdict, ObjectRun):
+                valid.append(verdict)
+            elif isinstance(verdict, Invalid):
+                rejected.append(Rejected(run_dir, verdict.run_id or run.run_id, verdict.reason))
+            elif now - first >= self.config.pending_timeout_s:
+                rejected.append(
+                    Rejected(
+                        run_dir,
+                        run.run_id,
+                        f"incomplete for {now - first:.0f} s: {verdict.reason}",
+                    )
+                )
+            else:
+                self.pending[run.metadata_key] = (first, run, verdict.reason)
+        for i in range(0, len(valid), MAX_COMMIT_RUNS):
+            done = registrar.register(valid[i : i + MAX_COMMIT_RUNS])
+            result.registered += done.registered
+            result.already += done.already
+            rejected += done.rejected
+        self.ledger.add("runs_d", result.registered + result.already)
+        result.rejected = self._record_rejections(rejected)
+        for run_id in result.registered:
+            log.info("run.registered", run_id=run_id, backend="iceberg")
+        for run_id in result.already:
+            log.info("run.already_registered", run_id=run_id, backend="iceberg")
+        self.ledger.put("cursor", lister.cursor)
+        result.pending = len(self.pending)
+        result.seconds = time.monotonic() - t0
+        return result
+
+    def _record_rejections(self, rejected: list[Rejected]) -> list[Rejected]:
+        """Append the rejections the table does not hold yet (one row per run and metadata
+        version, whichever daemon saw it first); returns the new ones."""
+        fresh = {rejection_key(r.run_dir, r.fingerprint): r for r in rejected}
+        known = self.ledger.known("rejections_f", fresh)
+        todo = {k: r for k, r in fresh.items() if k not in known}
+        if not todo:
+            return []
+        rows = rejection_rows(list(todo.values()), self.daemon_id, utc_now())
+        keys = list(todo)
+
+        def act(tx: Any, add: list[str], props: dict[str, str]) -> None:
+            wanted = set(add)
+            tx.append(rows.filter(pa.array([k in wanted for k in keys])), snapshot_properties=props)
+
+        done = append_once(self.registrar.catalog, "rejections_f", keys, act)
+        self.ledger.add("rejections_f", keys)
+        for k in done:
+            r = todo[k]
+            log.warning(
+                "run.rejected",
+                run_dir=r.run_dir,
+                run_id=r.run_id,
+                reason=r.reason,
+                backend="iceberg",
+            )
+        return [todo[k] for k in done]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "runs": self.ledger.count("runs_d"),
+            "rejections": self.ledger.count("rejections_f"),
+            "deleted": 0,
+        }

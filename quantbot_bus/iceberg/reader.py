@@ -1,0 +1,77 @@
+"""Reading the Iceberg tables the way the CLI reads the DuckDB publication.
+
+:func:`open_iceberg_reader` gives an in-memory DuckDB connection whose ``catalog.runs_d``,
+``catalog.artifacts_f`` and ``catalog.rejections_f`` views have the DuckDB catalog's columns, and
+whose ``exports.<table>`` views are the artifact tables, so ``runs``, ``show``, ``query`` and
+``stats`` run unchanged on either backend. Each view is a pyarrow dataset over the data files of
+the table's current snapshot (pyiceberg plans the files; DuckDB reads only the columns and row
+groups a query needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from ..config import Config
+from ..errors import CatalogError, CatalogMissingError
+from ..objectstore.location import S3Settings
+from ..sqltext import q
+from .tables import CORE_TABLES, NAMESPACE, open_catalog
+
+#: The DuckDB catalog's columns the Iceberg tables do not have, as SQL over the Iceberg ones.
+_RUNS_EXTRA = "registered_at AS first_registered_at, NULL::TIMESTAMP AS deleted_at"
+_REJECTIONS_SQL = (
+    "SELECT run_dir, run_id, reason, rejected_at AS first_seen_at, rejected_at AS last_seen_at, "
+    "1 AS attempts, NULL::TIMESTAMP AS resolved_at, fingerprint FROM {src}"
+)
+
+
+def table_dataset(table: Any, fs: Any) -> Any:
+    """A pyarrow dataset of ``table``'s current data files, in the table's schema."""
+    import pyarrow.dataset as ds
+
+    paths = [task.file.file_path.removeprefix("s3://") for task in table.scan().plan_files()]
+    return ds.dataset(paths, schema=table.schema().as_arrow(), format="parquet", filesystem=fs)
+
+
+def open_iceberg_reader(config: Config) -> duckdb.DuckDBPyConnection:
+    settings = S3Settings.from_env()
+    try:
+        catalog = open_catalog(
+            config.catalog_uri, config.warehouse, settings.pyiceberg_properties()
+        )
+        names = [ident[-1] for ident in catalog.list_tables(NAMESPACE)]
+    except Exception as exc:
+        if type(exc).__name__ == "NoSuchNamespaceError":
+            raise CatalogMissingError(
+                f"no Iceberg tables in {config.catalog_uri} yet: start the daemon "
+                '(catalog = "iceberg") or run `quantbot-bus sync`'
+            ) from None
+        raise CatalogError(f"cannot read the Iceberg catalog {config.catalog_uri}: {exc}") from exc
+    if "runs_d" not in names:
+        raise CatalogMissingError(
+            "the Iceberg catalog has no runs_d table yet: nothing is registered"
+        )
+    fs = settings.arrow_filesystem()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE SCHEMA catalog")
+    con.execute("CREATE SCHEMA exports")
+    for name in names:
+        src = q(f"_iceberg_{name}")
+        con.register(
+            f"_iceberg_{name}", table_dataset(catalog.load_table(f"{NAMESPACE}.{name}"), fs)
+        )
+        # identifiers quoted by q(); the rest is this module's own SQL
+        if name == "runs_d":
+            sql = f"CREATE VIEW catalog.runs_d AS SELECT *, {_RUNS_EXTRA} FROM {src}"  # noqa: S608
+        elif name == "rejections_f":
+            sql = f"CREATE VIEW catalog.rejections_f AS {_REJECTIONS_SQL.format(src=src)}"
+        elif name in CORE_TABLES:
+            sql = f"CREATE VIEW catalog.{q(name)} AS SELECT * FROM {src}"  # noqa: S608
+        else:
+            sql = f"CREATE VIEW exports.{q(name)} AS SELECT * FROM {src}"  # noqa: S608
+        con.execute(sql)
+    return con
