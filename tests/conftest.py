@@ -77,8 +77,15 @@ def s3_server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def scaleout(pg_server: Any, s3_server: Any, tmp_path: Path) -> Any:
-    """A fresh bucket and database on the shared servers (see :mod:`scaleout`)."""
+def scaleout(pg_server: Any, s3_server: Any, tmp_path: Path) -> Iterator[Any]:
+    """A fresh bucket and database on the shared servers (see :mod:`scaleout`); its daemons
+    and writers are killed and reaped when the test ends."""
     from scaleout import new_scaleout
 
-    return new_scaleout(pg_server, s3_server, tmp_path)
+    so = new_scaleout(pg_server, s3_server, tmp_path)
+    try:
+        yield so
+    finally:
+        so.close()
+        if not pg_server.running():
+            pg_server.start()  # a test that stopped it and failed

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,17 @@ class ScaleOut:
     bucket: str
     database: str
     tmp: Path
+    daemons: list[DaemonProcess] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """SIGKILL and reap every daemon and writer the test started, whatever happened."""
+        for d in self.daemons:
+            d.ensure_dead()
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(60)
 
     @property
     def catalog_uri(self) -> str:
@@ -56,14 +67,20 @@ class ScaleOut:
 
     def daemon(self, state: str = "state", **env: str) -> DaemonProcess:
         """An unstarted daemon with its own state dir (a daemon on another host)."""
-        return DaemonProcess(
-            self.config(state), path_flags=False, cwd=self.tmp, env={**self.env(state), **env}
+        d = DaemonProcess(
+            self.config(state),
+            path_flags=False,
+            cwd=self.tmp,
+            env={**self.env(state), **env},
+            log_dir=self.tmp / f"logs-{state}",
         )
+        self.daemons.append(d)
+        return d
 
     def writers(self, n_procs: int, runs_each: int, *, tag: str = "w") -> list[subprocess.Popen[bytes]]:
         """``n_procs`` writer processes, each uploading ``runs_each`` runs with RunWriter."""
         env = {**os.environ, **self.s3.env}
-        return [
+        procs = [
             subprocess.Popen(
                 [sys.executable, str(WRITER), self.root, f"{tag}{i}", str(runs_each)],
                 env=env,
@@ -71,6 +88,8 @@ class ScaleOut:
             )
             for i in range(n_procs)
         ]
+        self.procs += procs
+        return procs
 
     def catalog(self) -> Any:
         from quantbot_bus.iceberg.tables import open_catalog

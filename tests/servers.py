@@ -95,6 +95,13 @@ class Postgres:
         )
         _wait_port(self.port, "PostgreSQL")
 
+    def running(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
             _as_cluster_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),

@@ -3,9 +3,10 @@ Iceberg tables on a real PostgreSQL catalog by real daemon processes, each run e
 
 from __future__ import annotations
 
-import signal
+import datetime
 from typing import Any
 
+import pytest
 from builders import wait_for
 
 
@@ -28,3 +29,210 @@ def test_a_daemon_registers_uploaded_runs_once_in_every_table(scaleout: Any) -> 
     assert how == {"the file has no string run_id column"}
     assert d.stop() == 0
     assert d.events("daemon.stopped")
+
+
+#: (writer processes, runs each): the fast suite's race and the soak's (500 runs).
+RACES = [
+    pytest.param(4, 25, id="100-runs"),
+    pytest.param(4, 125, id="500-runs", marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
+]
+
+
+def _exactly_once(so: Any, expected: set[str]) -> None:
+    runs = so.run_counts("runs_d")
+    assert set(runs) == expected, (
+        f"missing {sorted(expected - set(runs))[:5]}, extra {sorted(set(runs) - expected)[:5]}"
+    )
+    assert {r: n for r, n in runs.items() if n != 1} == {}
+    assert so.run_counts("trades") == {r: 3 for r in expected}
+    assert so.run_counts("fills") == {r: 2 for r in expected}
+    arts = so.run_counts("artifacts_f")
+    assert arts == {r: 2 for r in expected}
+
+
+@pytest.mark.parametrize(("procs", "each"), RACES)
+def test_two_daemons_and_four_writers_register_every_run_exactly_once(
+    scaleout: Any, procs: int, each: int
+) -> None:
+    """Two daemons (own state dirs and processes, as on two hosts) race for the same runs while
+    four writer processes upload; one daemon is SIGKILLed mid-stream and restarted."""
+    a = scaleout.daemon("state-a").start()
+    b = scaleout.daemon("state-b").start()
+    writers = scaleout.writers(procs, each)
+    expected = {f"w{i}-{j:05d}" for i in range(procs) for j in range(each)}
+    # kill -9 one daemon once it has registered something: mid-commit as often as not
+    a.wait_for(lambda: a.events("batch.committed"), "daemon a's first batch", 120)
+    a.kill()
+    a.start()
+    for p in writers:
+        assert p.wait(600) == 0
+    wait_for(
+        lambda: len(scaleout.run_counts("runs_d")) >= len(expected), f"{len(expected)} runs", 300
+    )
+    _exactly_once(scaleout, expected)
+    by = {e["run_id"] for d in (a, b) for e in d.events("run.registered")}
+    assert by == expected
+    lost = sum(len(d.events("run.already_registered")) for d in (a, b))
+    print(
+        f"\n{len(expected)} runs; daemon a registered {len(a.events('run.registered'))}, "
+        f"b {len(b.events('run.registered'))}; lost races {lost}; "
+        f"commit retries {sum(len(d.events('iceberg.commit_lost')) for d in (a, b))}"
+    )
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_append_once_is_exactly_once_under_concurrent_commits(scaleout: Any) -> None:
+    """Eight threads commit overlapping key sets to one table at once (each with its own
+    catalog connection): every key lands exactly once."""
+    import threading
+
+    import pyarrow as pa
+
+    from quantbot_bus.iceberg.commit import append_once
+    from quantbot_bus.iceberg.tables import ensure_table
+
+    schema = pa.schema([pa.field("run_id", pa.string(), nullable=False)])
+    ensure_table(scaleout.catalog(), "race", schema)
+    keys = [f"k{i:03d}" for i in range(60)]
+    errors: list[BaseException] = []
+    won: list[list[str]] = []
+
+    def worker(n: int) -> None:
+        try:
+            cat = scaleout.catalog()
+            mine = keys[n * 5 : n * 5 + 30]  # each overlaps its neighbours
+            for start in range(0, len(mine), 10):
+                chunk = mine[start : start + 10]
+                won.append(
+                    append_once(
+                        cat,
+                        "race",
+                        chunk,
+                        lambda tx, add, props: tx.append(
+                            pa.table({"run_id": add}, schema=schema), snapshot_properties=props
+                        ),
+                    )
+                )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    counts = scaleout.run_counts("race")
+    covered = {k for n in range(8) for k in keys[n * 5 : n * 5 + 30]}
+    assert counts == {k: 1 for k in covered}
+    assert sorted(k for w in won for k in w) == sorted(covered)
+
+
+def test_postgres_down_mid_stream_degrades_then_loses_nothing(scaleout: Any) -> None:
+    """PostgreSQL stops while runs arrive: the daemon stays up, reports degraded with the
+    reason, and registers every run once PostgreSQL is back."""
+    d = scaleout.daemon().start()
+    first = scaleout.writers(1, 5, tag="a")
+    assert first[0].wait(120) == 0
+    wait_for(lambda: len(scaleout.run_counts("runs_d")) == 5, "the first 5 runs", 120)
+    scaleout.pg.stop()
+    try:
+        second = scaleout.writers(1, 5, tag="b")
+        assert second[0].wait(120) == 0
+        status = d.wait_for(
+            lambda: s if (s := d.status()) and s.get("degraded") else None, "status degraded", 120
+        )
+        assert "OperationalError" in status["degraded"] or "connect" in status["degraded"]
+        assert d.alive()
+    finally:
+        scaleout.pg.start()
+    d.wait_for(
+        lambda: len(scaleout.run_counts("runs_d")) == 10, "all 10 runs after the outage", 120
+    )
+    d.wait_for(lambda: (d.status() or {}).get("degraded") is None, "degraded cleared", 60)
+    expected = {f"{t}0-{j:05d}" for t in "ab" for j in range(5)}
+    assert set(scaleout.run_counts("runs_d")) == expected
+    assert set(scaleout.run_counts("runs_d").values()) == {1}
+    assert d.events("daemon.degraded") and d.events("daemon.recovered")
+    assert d.stop() == 0
+
+
+def _local_run(tmp: Any, run_id: str, edit: Any = None) -> Any:
+    """A run written locally by RunWriter; ``edit(meta)`` may change its metadata.json."""
+    import json
+
+    import pyarrow as pa
+
+    from quantbot_bus.writer import RunWriter
+
+    with RunWriter(tmp / "local", "backtest", run_id=run_id, git=None) as w:
+        w.write_table("trades", pa.table({"run_id": [run_id] * 3, "pnl": [0.1, 0.2, -0.1]}))
+    run_dir = tmp / "local" / "backtest" / run_id
+    if edit is not None:
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        edit(meta, run_dir)
+        (run_dir / "metadata.json").write_text(json.dumps(meta))
+    return run_dir
+
+
+def test_hostile_objects_are_rejected_with_a_reason_and_good_runs_still_register(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    def bad_parquet(meta: dict[str, Any], run_dir: Any) -> None:
+        path = run_dir / "trades.parquet"
+        path.write_bytes(b"PAR1" + b"\x00" * (path.stat().st_size - 4))
+        meta["artifacts"][0].pop("sha256", None)
+
+    def huge(meta: dict[str, Any], run_dir: Any) -> None:
+        meta["artifacts"][0]["bytes"] = 5 * 1024**3  # a 5 GB claimed size
+
+    for k, v in scaleout.s3.env.items():  # this process reads the tables as a user would
+        monkeypatch.setenv(k, v)
+    client = scaleout.s3.client()
+    loc = S3Location.parse(scaleout.root)
+    d = scaleout.daemon(QUANTBOT_BUS_RESCAN_INTERVAL_S="2").start()
+    for run_id, edit in (
+        ("good-1", None),
+        ("bad-parquet", bad_parquet),
+        ("huge", huge),
+        ("good-2", None),
+    ):
+        upload_run(client, _local_run(scaleout.tmp, run_id, edit), loc, "backtest", run_id)
+    # a key that climbs out of its run type, and a marker that does
+    client.put_object(Bucket=scaleout.bucket, Key="runs/backtest/../evil/metadata.json", Body=b"{}")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    client.put_object(Bucket=scaleout.bucket, Key=f"runs/_inbox/{stamp}/backtest/..", Body=b"")
+
+    def rejections() -> dict[str, str]:
+        """run_dir (below the root) -> reason, as a reader of rejections_f sees them."""
+        from quantbot_bus.iceberg.reader import open_iceberg_reader
+
+        with open_iceberg_reader(scaleout.config()) as con:
+            rows = con.execute("SELECT run_dir, reason FROM catalog.rejections_f").fetchall()
+        return {run_dir.removeprefix(scaleout.root + "/"): reason for run_dir, reason in rows}
+
+    d.wait_for(lambda: len(scaleout.run_counts("runs_d")) == 2, "the two good runs", 120)
+    found = d.wait_for(lambda: r if len(r := rejections()) >= 4 else None, "four rejections", 120)
+    assert set(scaleout.run_counts("runs_d")) == {"good-1", "good-2"}
+    reasons = "\n".join(f"{k}: {v}" for k, v in sorted(found.items()))
+    assert set(found) == {
+        "backtest/bad-parquet",
+        "backtest/huge",
+        "backtest/../evil/metadata.json",
+        f"_inbox/{stamp}/backtest/..",
+    }, reasons
+    assert "is not a Parquet file" in found["backtest/bad-parquet"], reasons
+    assert "5368709120" in found["backtest/huge"] and "will not change" in found["backtest/huge"]
+    assert "<run_type>/<run_id>/metadata.json" in found["backtest/../evil/metadata.json"]
+    assert "'..'" in found[f"_inbox/{stamp}/backtest/.."]
+    assert d.alive()
+    # seen again by every reconcile, recorded once
+    seen = (d.status() or {}).get("reconciles", 0)
+    d.wait_for(
+        lambda: (d.status() or {}).get("reconciles", 0) >= seen + 2, "two more reconciles", 60
+    )
+    assert len(rejections()) == len(found)
+    assert d.stop() == 0

@@ -34,6 +34,7 @@ class ScaleOutDaemon:
         self.status = DaemonStatus(config.status_path, root=config.object_root, observer="listing")
         self.status.update(backend="iceberg")
         self.polls = 0
+        self.reconciles = 0
 
     def run(self) -> None:
         config = self.config
@@ -75,6 +76,7 @@ class ScaleOutDaemon:
                 backoff = 0.0
                 if full:
                     last_full = now
+                    self.reconciles += 1
                 self.polls += 1
                 counts = bus.counts()
                 n = len(result.registered) + len(result.already) + len(result.rejected)
@@ -82,6 +84,8 @@ class ScaleOutDaemon:
                     "degraded": None,
                     "ready": True,
                     "pending": result.pending,
+                    "polls": self.polls,
+                    "reconciles": self.reconciles,
                 }
                 if n:
                     fields.update(

@@ -68,14 +68,14 @@ def marker_key(loc: S3Location, run_type: str, run_id: str, finished: dt.datetim
 def _run_object(
     loc: S3Location, key: str, run_type: str, run_id: str, **listed: Any
 ) -> RunObject | BadKey | None:
-    if is_ignored_name(run_type) or is_ignored_name(run_id):
-        return None
     if any(p in ("", ".", "..") for p in (run_type, run_id)):
         return BadKey(
             key,
             "the key is not <run_type>/<run_id>/metadata.json below the root (an empty, '.' or "
             "'..' part); keys are never resolved as paths",
         )
+    if is_ignored_name(run_type) or is_ignored_name(run_id):
+        return None
     if not RUN_ID_RE.fullmatch(run_id) or not RUN_ID_RE.fullmatch(run_type):
         return BadKey(
             key,

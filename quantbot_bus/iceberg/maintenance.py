@@ -1,0 +1,192 @@
+"""Snapshot expiry and orphan-file cleanup for the tables of namespace ``quantbot``, so a catalog
+that runs for months does not grow without bound.
+
+Every commit adds a snapshot, a manifest list, a manifest and a metadata file, and every
+metadata file repeats the whole snapshot list. :func:`expire_snapshots` drops old snapshots from
+the metadata (pyiceberg 0.12 only commits new metadata: it deletes no manifest list, manifest or
+data file); :func:`remove_orphan_files` then deletes the objects under the table's location that
+nothing retained refers to any more (lost commits' files too).
+:func:`maintain` does both for every table. Data files registered in place (``add_files``) lie
+in the producers' run prefixes, outside every table location, and are never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import structlog
+
+from ..objectstore.location import S3Settings
+from .tables import NAMESPACE
+
+log = structlog.get_logger("quantbot_bus.iceberg")
+
+#: The newest snapshots every table keeps, whatever their age. The exactly-once check
+#: (:func:`~quantbot_bus.iceberg.commit.present_keys`) looks for keys in retained snapshots, so
+#: this stays far above the number of commits that can race at once.
+KEEP_SNAPSHOTS = 100
+#: Snapshots older than this (seconds) and not among the newest :data:`KEEP_SNAPSHOTS` expire.
+MAX_SNAPSHOT_AGE_S = 3600.0
+#: An unreferenced object younger than this (seconds) is never deleted: it may belong to a commit
+#: in flight (written, not yet swapped in) or to one that just lost a race and will retry.
+ORPHAN_MIN_AGE_S = 3600.0
+#: The sub-prefixes of a table location that pyiceberg writes to.
+TABLE_PREFIXES = ("metadata/", "data/")
+_DELETE_CHUNK = 1000  #: S3 DeleteObjects takes at most 1000 keys
+
+
+def expire_snapshots(
+    table: Any,
+    *,
+    keep: int = KEEP_SNAPSHOTS,
+    max_age_s: float = MAX_SNAPSHOT_AGE_S,
+    now: float | None = None,
+) -> int:
+    """Expire the snapshots of ``table`` older than ``max_age_s`` that are not among its newest
+    ``keep`` nor the head of a branch or tag (so never the current one); returns how many.
+
+    A commit lost to another daemon's (``CommitFailedException``) is not an error: it is logged
+    and 0 returned, and the next run tries again."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    now = time.time() if now is None else now
+    cutoff_ms = (now - max_age_s) * 1000
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    newest_first = sorted(
+        table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0), reverse=True
+    )
+    expired = [
+        s.snapshot_id
+        for s in newest_first[max(keep, 0) :]
+        if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected
+    ]
+    if not expired:
+        return 0
+    try:
+        table.maintenance.expire_snapshots().by_ids(expired).commit()
+    except CommitFailedException as exc:
+        log.info("iceberg.expire_lost", table=_name(table), error=str(exc)[:200])
+        return 0
+    log.info(
+        "iceberg.expired",
+        table=_name(table),
+        expired=len(expired),
+        kept=len(newest_first) - len(expired),
+    )
+    return len(expired)
+
+
+def _name(table: Any) -> str:
+    return ".".join(table.name())
+
+
+def _bucket_key(uri: str) -> tuple[str, str] | None:
+    """``(bucket, key)`` of an ``s3://`` (or ``s3a://``, ``s3n://``) URI; None for others."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("s3", "s3a", "s3n") or not parsed.netloc:
+        return None
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def referenced_files(table: Any) -> set[str]:
+    """Every file the table's metadata refers to, as ``s3://bucket/key``: the current metadata
+    file, the previous ones in its metadata log, statistics files, and for each retained
+    snapshot its manifest list, the manifests in it and every file those manifests list
+    (deleted entries included, to err on the safe side)."""
+    md = table.metadata
+    paths = {table.metadata_location, *(e.metadata_file for e in md.metadata_log)}
+    paths.update(f.statistics_path for f in md.statistics)
+    paths.update(f.statistics_path for f in md.partition_statistics)
+    manifests: dict[str, Any] = {}
+    for snap in table.snapshots():
+        paths.add(snap.manifest_list)
+        for manifest in snap.manifests(table.io):
+            manifests.setdefault(manifest.manifest_path, manifest)
+    for path, manifest in manifests.items():
+        paths.add(path)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+            paths.add(entry.data_file.file_path)
+    return {f"s3://{bk[0]}/{bk[1]}" for p in paths if (bk := _bucket_key(p)) is not None}
+
+
+def _list(client: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def remove_orphan_files(
+    table: Any, client: Any, *, min_age_s: float = ORPHAN_MIN_AGE_S, now: float | None = None
+) -> int:
+    """Delete the objects under the ``metadata/`` and ``data/`` prefixes of ``table``'s location
+    that :func:`referenced_files` does not name and that are older than ``min_age_s`` (by their
+    S3 ``LastModified``); returns how many were deleted. ``client`` is a boto3 S3 client
+    (``S3Settings.client()``). Keys outside the table location are never listed, so never
+    deleted. The table is reloaded first, so the newest commit's files count as referenced."""
+    now = time.time() if now is None else now
+    table.refresh()
+    location = _bucket_key(table.location().rstrip("/") + "/")
+    if location is None:
+        raise ValueError(f"{_name(table)}: location {table.location()!r} is not on S3")
+    bucket, base = location
+    referenced = referenced_files(table)
+    doomed: list[str] = []
+    for sub in TABLE_PREFIXES:
+        for obj in _list(client, bucket, base + sub):
+            key = obj["Key"]
+            if key.endswith("/"):  # a directory marker (pyarrow makes them), not a file
+                continue
+            young = now - obj["LastModified"].timestamp() < min_age_s
+            if not young and f"s3://{bucket}/{key}" not in referenced:
+                doomed.append(key)
+    deleted = 0
+    for i in range(0, len(doomed), _DELETE_CHUNK):
+        chunk = doomed[i : i + _DELETE_CHUNK]
+        resp = client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        errors = resp.get("Errors", [])
+        for err in errors[:5]:
+            log.warning("iceberg.orphan_delete_failed", key=err.get("Key"), error=err.get("Code"))
+        deleted += len(chunk) - len(errors)
+    log.info(
+        "iceberg.orphans_removed",
+        table=_name(table),
+        removed=deleted,
+        referenced=len(referenced),
+    )
+    return deleted
+
+
+def maintain(
+    catalog: Any, settings: S3Settings, *, now: float | None = None
+) -> dict[str, dict[str, int]]:
+    """:func:`expire_snapshots` then :func:`remove_orphan_files` (with the default limits) for
+    every table of namespace ``quantbot``; returns ``{table: {"expired": n, "orphans_removed":
+    m}}``. A table that fails is logged (``iceberg.maintenance_failed``), left out of the result,
+    and does not stop the others."""
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    try:
+        identifiers = catalog.list_tables(NAMESPACE)
+    except NoSuchNamespaceError:
+        return {}
+    client = settings.client()
+    out: dict[str, dict[str, int]] = {}
+    for ident in sorted(identifiers):
+        name = ident[-1]
+        try:
+            table = catalog.load_table(ident)
+            expired = expire_snapshots(table, now=now)
+            removed = remove_orphan_files(table, client, now=now)
+        except Exception as exc:  # noqa: BLE001 - one table's trouble must not stop the rest
+            log.warning(
+                "iceberg.maintenance_failed",
+                table=".".join(ident),
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            )
+            continue
+        out[name] = {"expired": expired, "orphans_removed": removed}
+    return out
