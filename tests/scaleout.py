@@ -77,7 +77,9 @@ class ScaleOut:
         self.daemons.append(d)
         return d
 
-    def writers(self, n_procs: int, runs_each: int, *, tag: str = "w") -> list[subprocess.Popen[bytes]]:
+    def writers(
+        self, n_procs: int, runs_each: int, *, tag: str = "w"
+    ) -> list[subprocess.Popen[bytes]]:
         """``n_procs`` writer processes, each uploading ``runs_each`` runs with RunWriter."""
         env = {**os.environ, **self.s3.env}
         procs = [
