@@ -24,6 +24,8 @@ from .status import DaemonStatus
 log = get_logger(__name__)
 
 MAX_BACKOFF_S = 30.0
+#: Snapshot expiry and orphan cleanup (:mod:`quantbot_bus.iceberg.maintenance`) at most this often.
+MAINTENANCE_INTERVAL_S = 3600.0
 
 
 class ScaleOutDaemon:
@@ -58,6 +60,7 @@ class ScaleOutDaemon:
         backoff = 0.0
         last_full = -float("inf")
         last_ping = 0.0
+        last_maintenance = time.monotonic() - MAINTENANCE_INTERVAL_S + 60.0  # a minute in
         while not self.stop_event.is_set():
             now = time.monotonic()
             full = now - last_full >= self.config.rescan_interval_s
@@ -103,6 +106,9 @@ class ScaleOutDaemon:
                         ms=round(result.seconds * 1000, 1),
                     )
                 self.status.set_counts(counts, **fields)
+                if time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_S:
+                    last_maintenance = time.monotonic()
+                    bus.maintain()
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

@@ -187,6 +187,12 @@ class IcebergBus:
             )
         return [todo[k] for k in done]
 
+    def maintain(self) -> dict[str, dict[str, int]]:
+        """Snapshot expiry and orphan cleanup on every table (failures are logged)."""
+        from .maintenance import maintain
+
+        return maintain(self.registrar.catalog, self.settings)
+
     def counts(self) -> dict[str, int]:
         return {
             "runs": self.ledger.count("runs_d"),

@@ -27,7 +27,14 @@ import structlog
 from ..objectstore.validate import ObjectRun
 from ..timeutil import utc_now
 from .commit import append_once
-from .tables import ARTIFACTS_SCHEMA, REJECTIONS_SCHEMA, RUNS_SCHEMA, ensure_table, identifier
+from .tables import (
+    ARTIFACTS_SCHEMA,
+    CORE_TABLES,
+    REJECTIONS_SCHEMA,
+    RUNS_SCHEMA,
+    ensure_table,
+    identifier,
+)
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
@@ -233,7 +240,7 @@ class Registrar:
                     how[(k, name)] = "rewritten"
                     log.info("iceberg.rewrite", table=name, run_id=k, reason=reason)
             if in_place:
-                with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
                     for data_file in in_place:
                         append.append_data_file(data_file)
             if rewrite:
@@ -258,6 +265,9 @@ class Registrar:
         bad: dict[str, str] = {}
         for r in runs:
             for a, uri in zip(r.info.artifacts, r.artifact_uris, strict=True):
+                if a.name.lower() in CORE_TABLES:
+                    bad.setdefault(r.info.run_id, _reserved(a.name))
+                    continue
                 schema = self._file_schema(uri)
                 reason = self._fit(a.name, schema)
                 if reason is not None:
@@ -298,6 +308,13 @@ def _only(rows: pa.Table, keys: list[str]) -> pa.Table:
     import pyarrow.compute as pc
 
     return rows.filter(pc.is_in(rows.column("run_id"), value_set=pa.array(keys, pa.string())))
+
+
+def _reserved(name: str) -> str:
+    return (
+        f"artifact name {name!r} is the name of one of the catalog's own Iceberg tables "
+        f"({', '.join(CORE_TABLES)}); give the table another name"
+    )
 
 
 def _has_run_id(schema: pa.Schema) -> bool:

@@ -24,6 +24,8 @@ TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
+    # appends merge small manifests, so a table's manifest list stays short after months
+    "commit.manifest-merge.enabled": "true",
 }
 
 _TS = pa.timestamp("us", tz="UTC")
