@@ -91,8 +91,9 @@ class Config:
     catalog: str = "duckdb"
     catalog_uri: str = ""
     warehouse: str = ""
-    #: ``root`` when it is an ``s3://`` URL (``root`` then keeps its default)
-    object_root: str = ""
+    #: ``root`` when it is an ``s3://`` URL (``root`` then keeps its default); not a key of its
+    #: own: set through ``root``
+    object_root: str = field(default="", metadata={"derived_from": "root"})
     exports: tuple[UserExport, ...] = field(default_factory=tuple)
 
     # Derived locations: one place that says where each file lives.
@@ -222,7 +223,8 @@ def _summary_names() -> tuple[str, ...]:
     return summary_names()
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+#: The keys a TOML file, the environment or a flag may set (derived fields are not keys).
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if "derived_from" not in f.metadata}
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}
 
 

@@ -409,14 +409,24 @@ def _move_aside(path: Path) -> None:
     log.info("catalog.backup", path=str(path), backup=str(backup))
 
 
-def sync(config: Config) -> BatchResult:
-    """One-shot reconcile of the whole root, then publish and refresh the exports."""
+def sync(config: Config) -> Any:
+    """One-shot reconcile of the whole root, then publish and refresh the exports (with
+    ``catalog = "iceberg"``: one reconcile of the bucket into the Iceberg tables)."""
+    if config.catalog == "iceberg":
+        from .iceberg.bus import sync_once
+
+        return sync_once(config)
     with Bus.open(config, role="sync") as bus:
         return bus.reconcile()
 
 
 def rebuild(config: Config) -> BatchResult:
     """Move the working catalog aside (``<name>.bak``), build a fresh one from disk, publish."""
+    if config.catalog == "iceberg":
+        raise ConfigError(
+            "rebuild recreates the local DuckDB catalog; the Iceberg tables are shared by every "
+            "daemon and are not rebuilt (use `quantbot-bus sync` to reconcile the bucket)"
+        )
     root = os.path.abspath(os.fspath(config.root))
     if not os.path.isdir(root):
         raise ConfigError(

@@ -289,8 +289,11 @@ def test_sync_units(tmp_path: Path) -> None:
         f"{ctx.executable} sync --config {tmp_path / 'bus' / 'quantbot-bus.toml'}"
     ]
     assert "WatchdogSec" not in sync and "Restart" not in sync
-    sandbox = set(parse_unit(_template("hardening.conf").template)[""].keys())
-    assert sandbox, "hardening.conf parsed to nothing"
+    text = _template("hardening.conf").template
+    fixed = "\n".join(ln for ln in text.splitlines() if not ln.startswith("${"))
+    # the lines the backend chooses (network, what is read) are rendered in both units alike
+    sandbox = set(parse_unit(fixed)[""].keys()) | {"ReadOnlyPaths", "PrivateNetwork"}
+    assert len(sandbox) > 20, "hardening.conf parsed to nothing"
     for key in sandbox:  # the same sandbox, value for value
         assert sync[key] == daemon[key], key
     timer = parse_unit(units["quantbot-bus-sync.timer"])
@@ -617,6 +620,8 @@ def test_operations_doc_covers_every_config_key_and_exit_code() -> None:
     doc = (REPO / "docs" / "operations.md").read_text()
     defaults = Config()
     for f in dataclasses.fields(Config):
+        if f.metadata:  # derived (object_root from root): not a key of its own
+            continue
         if f.name == "exports":
             assert "| `[[exports]]` | (TOML only) |" in doc
             continue
@@ -745,3 +750,19 @@ def test_the_daemon_units_command_starts_and_stops_under_mdwe(tmp_path: Path) ->
             proc.communicate()
     assert proc.returncode == 0, err
     assert '"event": "daemon.stopped"' in err
+
+
+def test_scale_out_units_reach_the_network_and_read_credentials_from_a_file(tmp_path: Path) -> None:
+    """catalog = "iceberg": TCP to the object store and PostgreSQL, no local root to read, the
+    AWS_* settings from quantbot-bus.env beside the config; the local sandbox keeps no network."""
+    local = tmp_context(tmp_path, user=False)
+    scale = dataclasses.replace(local, scale_out=True)
+    for name in ("quantbot-bus.service", "quantbot-bus-sync.service"):
+        lo = parse_unit(sd.render_units(local)[name])["Service"]
+        so = parse_unit(sd.render_units(scale)[name])["Service"]
+        assert lo["PrivateNetwork"] == ["yes"] and lo["RestrictAddressFamilies"] == ["AF_UNIX"]
+        assert lo["ReadOnlyPaths"] == [str(local.root)] and "EnvironmentFile" not in lo
+        assert "PrivateNetwork" not in so and "IPAddressDeny" not in so
+        assert so["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+        assert so["EnvironmentFile"] == [f"{local.workdir}/quantbot-bus.env"]
+        assert "ReadOnlyPaths" not in so

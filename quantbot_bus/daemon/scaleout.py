@@ -86,7 +86,8 @@ class ScaleOutDaemon:
                 fields: dict[str, object] = {
                     "degraded": None,
                     "ready": True,
-                    "pending": result.pending,
+                    "pending": len(result.pending),
+                    "backlog": result.backlog,
                     "polls": self.polls,
                     "reconciles": self.reconciles,
                 }
@@ -101,7 +102,7 @@ class ScaleOutDaemon:
                         registered=len(result.registered),
                         already=len(result.already),
                         rejected=len(result.rejected),
-                        pending=result.pending,
+                        pending=len(result.pending),
                         full=full,
                         ms=round(result.seconds * 1000, 1),
                     )
@@ -117,4 +118,5 @@ class ScaleOutDaemon:
             if interval is not None and time.monotonic() - last_ping >= interval:
                 self.notifier.send("WATCHDOG=1")
                 last_ping = time.monotonic()
-            self.stop_event.wait(backoff or self.config.poll_interval_s)
+            busy = not backoff and self.status.get("backlog")
+            self.stop_event.wait(0 if busy else backoff or self.config.poll_interval_s)

@@ -40,17 +40,30 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 #: later metadata file repeats while the snapshot is retained; this keeps that bounded.
 MAX_COMMIT_RUNS = 1000
 VALIDATE_THREADS = 16
+#: Runs validated and registered per poll; more found at once wait in the backlog.
+MAX_POLL_RUNS = 2000
 
 
 @dataclass
 class PollResult:
+    """One poll: run ids registered by this daemon and by another one first (``already``),
+    new rejections, and the metadata keys still pending. ``updated``, ``unchanged`` and
+    ``deleted`` are empty on this backend (a run's first version wins; see docs/scale-out.md)."""
+
     listed: int = 0
     registered: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    pending: int = 0
+    pending: list[str] = field(default_factory=list)
     full: bool = False
     seconds: float = 0.0
+    backlog: int = 0
+    updated: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+    @property
+    def unchanged(self) -> list[str]:
+        return self.already
 
 
 def daemon_id() -> str:
@@ -71,6 +84,8 @@ class IcebergBus:
         self._registrar: Registrar | None = None
         #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
         self.pending: dict[str, tuple[float, RunObject, str]] = {}
+        #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once)
+        self.backlog: dict[str, RunObject] = {}
 
     # ------------------------------------------------------------------ connections
     @property
@@ -108,15 +123,19 @@ class IcebergBus:
         registrar.core()
         self.ledger.sync("runs_d", registrar.table_fresh("runs_d"))
         self.ledger.sync("rejections_f", registrar.table_fresh("rejections_f"))
-        runs = {f.metadata_key: f for f in found if isinstance(f, RunObject)}
+        listed = {f.metadata_key: f for f in found if isinstance(f, RunObject)}
         bad = [f for f in found if isinstance(f, BadKey)]
-        result.listed = len(runs) + len(bad)
+        result.listed = len(listed) + len(bad)
         for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
-            runs.setdefault(key, waiting)
-        known = self.ledger.known("runs_d", [r.run_id for r in runs.values()])
-        for key in [k for k, r in runs.items() if r.run_id in known]:
-            runs.pop(key)
+            listed.setdefault(key, waiting)
+        known = self.ledger.known("runs_d", [r.run_id for r in listed.values()])
+        for key in [k for k, r in listed.items() if r.run_id in known]:
+            listed.pop(key)
             self.pending.pop(key, None)  # registered meanwhile (by another daemon)
+        # at most MAX_POLL_RUNS per poll (each poll stays short: the watchdog, a prompt stop);
+        # the rest waits in the backlog for the next polls
+        self.backlog.update(listed)
+        runs = {k: self.backlog[k] for k in list(self.backlog)[:MAX_POLL_RUNS]}
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
@@ -155,7 +174,10 @@ class IcebergBus:
         for run_id in result.already:
             log.info("run.already_registered", run_id=run_id, backend="iceberg")
         self.ledger.put("cursor", lister.cursor)
-        result.pending = len(self.pending)
+        for key in runs:  # looked at: out of the backlog only now the poll went through
+            self.backlog.pop(key, None)
+        result.pending = sorted(self.pending)
+        result.backlog = len(self.backlog)
         result.seconds = time.monotonic() - t0
         return result
 
@@ -199,3 +221,20 @@ class IcebergBus:
             "rejections": self.ledger.count("rejections_f"),
             "deleted": 0,
         }
+
+
+def sync_once(config: Config) -> PollResult:
+    """One reconcile of the whole bucket under the state-dir lock (``quantbot-bus sync``)."""
+    from ..statelock import StateLock
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    lock = StateLock(config.lock_path, "sync")
+    lock.acquire()
+    try:
+        bus = IcebergBus(config)
+        try:
+            return bus.poll(full=True)
+        finally:
+            bus.close()
+    finally:
+        lock.release()

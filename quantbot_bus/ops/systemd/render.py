@@ -73,6 +73,8 @@ class UnitContext:
     protect_home_reason: str = _HOME_HIDDEN
     private_tmp: str = "yes"
     private_tmp_reason: str = _TMP_PRIVATE
+    #: catalog = "iceberg": runs come from object storage and go to PostgreSQL over TCP
+    scale_out: bool = False
 
     @property
     def workdir(self) -> Path:
@@ -204,6 +206,7 @@ def build_context(
         user=user,
         run_as=run_as,
         memory_max=memory_max,
+        scale_out=config.catalog == "iceberg",
     )
 
 
@@ -217,6 +220,7 @@ def sandboxed_context(
     user: bool,
     run_as: str | None,
     memory_max: str = DEFAULT_MEMORY_MAX,
+    scale_out: bool = False,
 ) -> UnitContext:
     """A :class:`UnitContext` for these paths, its sandbox chosen by :func:`sandbox_choices`."""
     paths = needed_paths(executable, config_path, root, state_dir, exports_dir)
@@ -234,6 +238,7 @@ def sandboxed_context(
         protect_home_reason=home_reason,
         private_tmp=private_tmp,
         private_tmp_reason=tmp_reason,
+        scale_out=scale_out,
     )
 
 
@@ -251,6 +256,20 @@ def _unit_path(path: Path, what: str) -> str:
 
 def _template(name: str) -> string.Template:
     return string.Template(resources.files("quantbot_bus").joinpath("units", name).read_text())
+
+
+_LOCAL_READ = "# The artifacts root is only ever read.\nReadOnlyPaths=${root}"
+_SCALE_OUT_READ = (
+    "# catalog = iceberg: runs are read from object storage. The endpoint and credentials\n"
+    "# (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) come from this\n"
+    "# file beside the config, readable by the service user only (docs/scale-out.md).\n"
+    "EnvironmentFile=${workdir}/quantbot-bus.env"
+)
+_LOCAL_NETWORK = "PrivateNetwork=yes\nIPAddressDeny=any\nRestrictAddressFamilies=AF_UNIX"
+_SCALE_OUT_NETWORK = (
+    "# catalog = iceberg: the object store and PostgreSQL are reached over TCP.\n"
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+)
 
 
 def render_units(ctx: UnitContext) -> dict[str, str]:
@@ -273,7 +292,11 @@ def render_units(ctx: UnitContext) -> dict[str, str]:
         "protect_home_reason": ctx.protect_home_reason,
         "private_tmp": ctx.private_tmp,
         "private_tmp_reason": ctx.private_tmp_reason,
+        "read_only": _SCALE_OUT_READ if ctx.scale_out else _LOCAL_READ,
+        "network": _SCALE_OUT_NETWORK if ctx.scale_out else _LOCAL_NETWORK,
     }
+    for key in ("read_only", "network"):
+        values[key] = string.Template(values[key]).substitute(values)
     values["hardening"] = _template("hardening.conf").substitute(values).rstrip("\n")
     out = {}
     for name in UNIT_NAMES:
