@@ -4,6 +4,7 @@ Iceberg tables on a real PostgreSQL catalog by real daemon processes, each run e
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,66 @@ def test_hostile_objects_are_rejected_with_a_reason_and_good_runs_still_register
     )
     assert len(rejections()) == len(found)
     assert d.stop() == 0
+
+
+def test_other_processes_read_the_tables_with_pyiceberg_duckdb_polars_and_the_cli(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a sync, a separate reader process sees the runs through pyiceberg -> Arrow ->
+    DuckDB and Polars ``scan_iceberg``; the CLI's runs, show, query and stats read the same."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from quantbot_bus.cli import main as cli
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():  # this process is a user's shell
+        monkeypatch.setenv(k, v)
+    for p in scaleout.writers(1, 4):
+        assert p.wait(120) == 0
+    result = sync(scaleout.config())
+    assert sorted(result.registered) == [f"w0-{i:05d}" for i in range(4)]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_iceberg_reader.py")),
+            scaleout.catalog_uri,
+            f"s3://{scaleout.bucket}/warehouse",
+        ],
+        env={**os.environ, **scaleout.s3.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout)
+    assert seen == {"runs": 4, "per_run": {f"w0-{i:05d}": 3 for i in range(4)}, "joined": 12}
+
+    env = {**scaleout.env(), "QUANTBOT_BUS_LOG_LEVEL": "warning"}
+    runner = CliRunner()
+    runs = runner.invoke(cli, ["runs", "--format", "json"], env=env)
+    assert runs.exit_code == 0, runs.output
+    assert sorted(r["run_id"] for r in json.loads(runs.output)) == [f"w0-{i:05d}" for i in range(4)]
+    show = runner.invoke(cli, ["show", "w0-00002", "--format", "json"], env=env)
+    assert show.exit_code == 0, show.output
+    [shown] = json.loads(show.output)
+    assert shown["run_id"] == "w0-00002" and {a["name"] for a in shown["artifacts"]} == {
+        "trades",
+        "fills",
+    }
+    query = runner.invoke(
+        cli, ["query", "SELECT count(*) AS n FROM exports.trades", "--format", "csv"], env=env
+    )
+    assert (query.exit_code, query.output) == (0, "n\n12\n")
+    stats = runner.invoke(cli, ["stats", "--format", "json"], env=env)
+    assert stats.exit_code == 0, stats.output
+    assert [(s["run_type"], s["runs"]) for s in json.loads(stats.output)] == [
+        ("backtest", 4),
+        (None, 4),  # the total row
+    ]
+    missing = runner.invoke(cli, ["show", "nope"], env=env)
+    assert missing.exit_code == 5, missing.output
