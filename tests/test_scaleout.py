@@ -300,3 +300,38 @@ def test_other_processes_read_the_tables_with_pyiceberg_duckdb_polars_and_the_cl
     ]
     missing = runner.invoke(cli, ["show", "nope"], env=env)
     assert missing.exit_code == 5, missing.output
+
+
+def test_doctor_checks_the_object_store_and_the_catalog(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantbot_bus.ops.doctor import run_checks
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    config = scaleout.config()
+
+    def by_name() -> dict[str, Any]:
+        return {c.name: c for c in run_checks(config, expect_daemon=False)}
+
+    checks = by_name()
+    assert set(checks) == {
+        "duckdb",
+        "state_dir",
+        "disk.state",
+        "object_store",
+        "iceberg_catalog",
+        "status",
+    }
+    assert checks["object_store"].status == "ok"
+    assert checks["iceberg_catalog"].status == "warn"  # nothing registered yet
+    scaleout.pg.stop()
+    try:
+        down = by_name()["iceberg_catalog"]
+    finally:
+        scaleout.pg.start()
+    assert down.status == "fail" and "OperationalError" in down.detail and down.fix
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    unreachable = by_name()["object_store"]
+    assert unreachable.status == "fail" and "AWS_ENDPOINT_URL" in (unreachable.fix or "")

@@ -224,7 +224,8 @@ class IcebergBus:
 
 
 def sync_once(config: Config) -> PollResult:
-    """One reconcile of the whole bucket under the state-dir lock (``quantbot-bus sync``)."""
+    """One reconcile of the whole bucket under the state-dir lock (``quantbot-bus sync``),
+    polling on until its backlog is empty."""
     from ..statelock import StateLock
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,14 @@ def sync_once(config: Config) -> PollResult:
     try:
         bus = IcebergBus(config)
         try:
-            return bus.poll(full=True)
+            result = bus.poll(full=True)
+            while result.backlog:  # more than one poll's worth: go on until all are looked at
+                more = bus.poll()
+                result.registered += more.registered
+                result.already += more.already
+                result.rejected += more.rejected
+                result.pending, result.backlog = more.pending, more.backlog
+            return result
         finally:
             bus.close()
     finally:

@@ -21,6 +21,11 @@ catalog             the working catalog's schema version, opened read-only and o
 status              the daemon's status file is fresh (when a daemon is expected)
 ==================  ========================================================================
 
+With ``catalog = "iceberg"`` (:mod:`.scaleout`) the local root, inotify, exports and
+publication checks do not apply; instead ``object_store`` (the bucket can be listed) and
+``iceberg_catalog`` (the PostgreSQL catalog answers) run, beside duckdb, state_dir, disk.state
+and status.
+
 The checks live by area: :mod:`.filesystem` (root, writability, disk), :mod:`.inotify`,
 :mod:`.catalog` (duckdb, publication, working catalog) and :mod:`.daemon` (lock holder, status).
 
@@ -70,7 +75,7 @@ def run_checks(
     disk_fail_bytes: int = DISK_FAIL_BYTES,
 ) -> list[Check]:
     """Run every check for ``config``; ``expect_daemon`` None means "if a status file exists"."""
-    scan = scan_tree(config.root) if config.root.is_dir() else None
+    scan = scan_tree(config.root) if config.root.is_dir() and not config.object_root else None
     holder = daemon_lock_holder(config.lock_path, proc)
     daemon_expected = bool(expect_daemon) or (
         expect_daemon is None and (holder is not None or config.status_path.exists())
@@ -85,6 +90,18 @@ def run_checks(
             fail_bytes=disk_fail_bytes,
         )
 
+    if config.catalog == "iceberg":
+        from .scaleout import check_iceberg_catalog, check_object_store
+
+        scale_out: list[Callable[[], Check]] = [
+            check_duckdb,
+            lambda: check_writable("state_dir", config.state_dir),
+            lambda: disk("disk.state", config.state_dir),
+            lambda: check_object_store(config),
+            lambda: check_iceberg_catalog(config),
+            lambda: check_status(config, expect_daemon, now),
+        ]
+        return [step() for step in scale_out]
     steps: list[Callable[[], Check]] = [
         check_duckdb,
         lambda: check_root(config, scan),
