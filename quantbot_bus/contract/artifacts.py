@@ -156,10 +156,11 @@ def _check_size(decl: _Declared, size: int) -> None:
 
 def read_parquet_footer(
     decl: _Declared, size: int, read_at: Callable[[int, int], bytes]
-) -> tuple[int, str]:
+) -> tuple[int, str, Any]:
     """Check a Parquet file's magic bytes and footer through ``read_at(offset, length)`` (a
-    local file or ranged reads of an object) and return its row count and Arrow schema as
-    JSON. Never reads a data page. Raises _Stop(Invalid | Incomplete)."""
+    local file or ranged reads of an object) and return its row count, its Arrow schema as
+    JSON and the parsed footer (``pyarrow.parquet.FileMetaData``). Never reads a data page.
+    Raises _Stop(Invalid | Incomplete)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,7 +216,7 @@ def read_parquet_footer(
                 f"declares {decl.rows}; rewrite metadata.json with the real row count"
             )
         )
-    return num_rows, schema_json
+    return num_rows, schema_json, md
 
 
 def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
@@ -243,7 +244,7 @@ def _read_artifact(loc: _Located, verify_hashes: bool) -> ArtifactInfo:
                 return whole[offset : offset + length]
             return os.pread(fd, length, offset)
 
-        num_rows, schema_json = read_parquet_footer(decl, size, read_at)
+        num_rows, schema_json, _ = read_parquet_footer(decl, size, read_at)
         sha = decl.sha256.lower() if decl.sha256 else None
         if verify_hashes:
             actual = (

@@ -107,9 +107,12 @@ class ScaleOutDaemon:
                         ms=round(result.seconds * 1000, 1),
                     )
                 self.status.set_counts(counts, **fields)
-                if time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_S:
-                    last_maintenance = time.monotonic()
-                    bus.maintain()
+            if not backoff and time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_S:
+                last_maintenance = time.monotonic()
+                try:
+                    bus.maintain()  # per-table failures are logged inside
+                except Exception as exc:  # the catalog went away: the next poll degrades
+                    log.warning("iceberg.maintenance_failed", error=f"{type(exc).__name__}: {exc}")
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

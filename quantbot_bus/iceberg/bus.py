@@ -157,7 +157,9 @@ class IcebergBus:
                     Rejected(
                         run_dir,
                         run.run_id,
-                        f"incomplete for {now - first:.0f} s: {verdict.reason}",
+                        # no seconds counted in the reason: the same problem, the same row
+                        f"still incomplete after {self.config.pending_timeout_s:g} s: "
+                        f"{verdict.reason}",
                     )
                 )
             else:

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ from .tables import (
 )
 
 log = structlog.get_logger("quantbot_bus.iceberg")
+
+#: Artifact files read at once when a batch must rewrite them.
+READ_THREADS = 8
 
 
 @dataclass
@@ -61,6 +65,50 @@ class Registered:
     registered: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One artifact file of one run, bound for its table."""
+
+    run_id: str
+    uri: str
+    size: int
+    footer: Any  # pyarrow.parquet.FileMetaData, read when the run was validated
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.footer.schema.to_arrow_schema()
+
+
+def _data_file(metadata: Any, item: _Item) -> Any:
+    """The Iceberg data file of ``item`` registered in place, built from its footer (what
+    pyiceberg's ``add_files`` computes after reading the footer once more)."""
+    from pyiceberg.io.pyarrow import (
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+    schema = metadata.schema()
+    stats = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=item.footer,
+        stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=item.uri,
+        file_format=FileFormat.PARQUET,
+        partition=stats.partition(metadata.spec(), schema),
+        file_size_in_bytes=item.size,
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **stats.to_serialized_dict(),
+    )
 
 
 def _ts(value: str | None) -> dt.datetime | None:
@@ -172,11 +220,6 @@ class Registrar:
         self.table("rejections_f", REJECTIONS_SCHEMA)
 
     # ------------------------------------------------------------------ artifact tables
-    def _file_schema(self, uri: str) -> pa.Schema:
-        import pyarrow.parquet as pq
-
-        return pq.read_schema(uri.removeprefix("s3://"), filesystem=self.fs)
-
     def _fit(self, name: str, schema: pa.Schema) -> str | None:
         """Make the Iceberg table ``name`` accept files of ``schema`` (creating it, or adding
         new columns by name); returns a reason when it cannot."""
@@ -209,24 +252,22 @@ class Registrar:
             )
 
     def _stage_artifacts(
-        self, name: str, items: list[tuple[str, str, pa.Schema]], how: dict[tuple[str, str], str]
+        self, name: str, items: list[_Item], how: dict[tuple[str, str], str]
     ) -> Any:
-        """The ``act`` that appends ``items`` (run id, uri, file schema) of table ``name``:
-        in place where the file's ``run_id`` column holds its run's id, else rewritten."""
-        from pyiceberg.io.pyarrow import parquet_file_to_data_file
-
-        by_key = {run_id: (uri, schema) for run_id, uri, schema in items}
+        """The ``act`` that appends ``items`` of table ``name``: in place where the file's
+        ``run_id`` column holds its run's id, else rewritten with that column."""
+        by_key = {it.run_id: it for it in items}
 
         def act(tx: Any, keys: list[str], props: dict[str, str]) -> None:
             in_place, rewrite = [], []
             for k in keys:
-                uri, schema = by_key[k]
+                item = by_key[k]
                 reason = None
-                if not _has_run_id(schema):
+                if not _has_run_id(item.schema):
                     reason = "the file has no string run_id column"
                 else:
                     try:
-                        data_file = parquet_file_to_data_file(tx._table.io, tx.table_metadata, uri)
+                        data_file = _data_file(tx.table_metadata, item)
                         same = data_file.partition[0] == k
                     except ValueError:  # several run_id values: no single partition
                         same = False
@@ -236,7 +277,7 @@ class Registrar:
                     in_place.append(data_file)
                     how[(k, name)] = "add_files"
                 else:
-                    rewrite.append(k)
+                    rewrite.append(item)
                     how[(k, name)] = "rewritten"
                     log.info("iceberg.rewrite", table=name, run_id=k, reason=reason)
             if in_place:
@@ -245,7 +286,12 @@ class Registrar:
                         append.append_data_file(data_file)
             if rewrite:
                 target = tx.table_metadata.schema().as_arrow()
-                parts = [_with_run_id(self._read(by_key[k][0]), k, target) for k in rewrite]
+                with ThreadPoolExecutor(READ_THREADS) as pool:
+                    tables = list(pool.map(lambda it: self._read(it.uri), rewrite))
+                parts = [
+                    _with_run_id(t, it.run_id, target)
+                    for t, it in zip(tables, rewrite, strict=True)
+                ]
                 tx.append(pa.concat_tables(parts), snapshot_properties=props)
 
         return act
@@ -260,19 +306,23 @@ class Registrar:
         out = Registered()
         self.core()
         now = utc_now()
-        # 1. every artifact file's schema, fitted to its table; a misfit rejects its run
-        per_table: dict[str, list[tuple[str, str, pa.Schema]]] = defaultdict(list)
+        # 1. every artifact file's schema (from the footer read at validation), fitted to its
+        # table once per distinct schema; a misfit rejects its run
+        per_table: dict[str, list[_Item]] = defaultdict(list)
         bad: dict[str, str] = {}
+        fitted: dict[tuple[str, str], str | None] = {}
         for r in runs:
-            for a, uri in zip(r.info.artifacts, r.artifact_uris, strict=True):
+            for a, uri, footer in zip(r.info.artifacts, r.artifact_uris, r.footers, strict=True):
                 if a.name.lower() in CORE_TABLES:
                     bad.setdefault(r.info.run_id, _reserved(a.name))
                     continue
-                schema = self._file_schema(uri)
-                reason = self._fit(a.name, schema)
-                if reason is not None:
-                    bad.setdefault(r.info.run_id, reason)
-                per_table[a.name].append((r.info.run_id, uri, schema))
+                item = _Item(r.info.run_id, uri, a.bytes, footer)
+                key = (a.name, a.arrow_schema)
+                if key not in fitted:
+                    fitted[key] = self._fit(a.name, item.schema)
+                if fitted[key] is not None:
+                    bad.setdefault(r.info.run_id, str(fitted[key]))
+                per_table[a.name].append(item)
         good = [r for r in runs if r.info.run_id not in bad]
         out.rejected = [
             Rejected(r.uri, r.info.run_id, bad[r.info.run_id]) for r in runs if r.info.run_id in bad
@@ -281,10 +331,10 @@ class Registrar:
         how: dict[tuple[str, str], str] = {}
         # 2. artifact tables, 3. artifacts_f, 4. runs_d: one commit each
         for name, items in sorted(per_table.items()):
-            items = [it for it in items if it[0] in good_ids]
+            items = [it for it in items if it.run_id in good_ids]
             if items:
                 act = self._stage_artifacts(name, items, how)
-                append_once(self.catalog, name, [it[0] for it in items], act)
+                append_once(self.catalog, name, [it.run_id for it in items], act)
         rows = _artifact_rows(good, how, now)
         append_once(
             self.catalog,

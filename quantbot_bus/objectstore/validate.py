@@ -38,6 +38,9 @@ class ObjectRun:
     info: RunInfo
     uri: str  # s3://bucket/prefix/run_type/run_id
     artifact_uris: tuple[str, ...]  # one per info.artifacts, same order
+    #: the parsed Parquet footers (``pyarrow.parquet.FileMetaData``), same order: registration
+    #: builds its Iceberg data files from them without reading the objects again
+    footers: tuple[Any, ...] = ()
 
 
 def _error_code(exc: Exception) -> str:
@@ -81,9 +84,14 @@ def _head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise
 
 
-def _artifact(
-    client: Any, loc: S3Location, run: RunObject, decl: _Declared
-) -> tuple[ArtifactInfo, str]:
+@dataclass(frozen=True)
+class _Found:
+    info: ArtifactInfo
+    uri: str
+    footer: Any  # pyarrow.parquet.FileMetaData
+
+
+def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> _Found:
     key = run.run_prefix + decl.file
     head = _head(client, loc.bucket, key)
     if head is None:
@@ -98,7 +106,7 @@ def _artifact(
                 "are uploaded whole, so it will not change: rewrite metadata.json with the real size"
             )
         )
-    num_rows, schema_json = read_parquet_footer(
+    num_rows, schema_json, footer = read_parquet_footer(
         decl, size, _Object(client, loc.bucket, key, size).read_at
     )
     info = ArtifactInfo(
@@ -111,7 +119,7 @@ def _artifact(
         sha256=decl.sha256.lower() if decl.sha256 else None,
         arrow_schema=schema_json,
     )
-    return info, loc.uri(key)
+    return _Found(info, loc.uri(key), footer)
 
 
 def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
@@ -151,17 +159,22 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
     except _Stop as stop:
         raise named_rejection(stop, declared_id) from None
     fingerprint = hashlib.sha256(
-        "\n".join([etag, *(f"{a.file}:{a.bytes}" for a, _ in found)]).encode()
+        "\n".join([etag, *(f"{f.info.file}:{f.info.bytes}" for f in found)]).encode()
     ).hexdigest()[:32]
     info = run_info(
         norm,
-        tuple(a for a, _ in found),
+        tuple(f.info for f in found),
         PurePosixPath("/", loc.bucket, run.run_prefix.rstrip("/")),  # type: ignore[arg-type]
         text,
         0,
         fingerprint,
     )
-    return ObjectRun(info, loc.uri(run.run_prefix.rstrip("/")), tuple(uri for _, uri in found))
+    return ObjectRun(
+        info,
+        loc.uri(run.run_prefix.rstrip("/")),
+        tuple(f.uri for f in found),
+        tuple(f.footer for f in found),
+    )
 
 
 def validate_object_run(
