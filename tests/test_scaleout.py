@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from builders import wait_for
 
+#: Every poll is a few PostgreSQL commits and many requests to moto: generous on a loaded machine.
+pytestmark = pytest.mark.timeout(240)
+
 
 def _registered(so: Any, n: int) -> bool:
     return sum(so.run_counts("runs_d").values()) >= n
@@ -32,9 +35,10 @@ def test_a_daemon_registers_uploaded_runs_once_in_every_table(scaleout: Any) -> 
     assert d.events("daemon.stopped")
 
 
-#: (writer processes, runs each): the fast suite's race and the soak's (500 runs).
+#: (writer processes, runs each): the fast suite's race and the soak's (500 runs). Each poll is
+#: a few commits to PostgreSQL and many requests to moto: seconds on a loaded 2-core machine.
 RACES = [
-    pytest.param(4, 25, id="100-runs"),
+    pytest.param(4, 15, id="60-runs", marks=pytest.mark.timeout(300)),
     pytest.param(4, 125, id="500-runs", marks=[pytest.mark.slow, pytest.mark.timeout(900)]),
 ]
 
