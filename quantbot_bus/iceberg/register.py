@@ -257,9 +257,13 @@ class Registrar:
         """The ``act`` that appends ``items`` of table ``name``: in place where the file's
         ``run_id`` column holds its run's id, else rewritten with that column."""
         by_key = {it.run_id: it for it in items}
+        # rewritten files by (run id, schema id), kept across attempts: a lost race (whose
+        # next attempt has the same schema) does not write them again
+        written: dict[tuple[str, int], Any] = {}
 
         def act(tx: Any, keys: list[str], props: dict[str, str]) -> None:
             in_place, rewrite = [], []
+            reasons: dict[str, list[str]] = defaultdict(list)
             for k in keys:
                 item = by_key[k]
                 reason = None
@@ -279,20 +283,23 @@ class Registrar:
                 else:
                     rewrite.append(item)
                     how[(k, name)] = "rewritten"
-                    log.info("iceberg.rewrite", table=name, run_id=k, reason=reason)
-            if in_place:
-                with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
-                    for data_file in in_place:
-                        append.append_data_file(data_file)
+                    reasons[reason].append(k)
+            for reason, run_ids in reasons.items():
+                log.info(
+                    "iceberg.rewrite",
+                    table=name,
+                    runs=len(run_ids),
+                    first=run_ids[0],
+                    reason=reason,
+                )
             if rewrite:
-                target = tx.table_metadata.schema().as_arrow()
                 with ThreadPoolExecutor(READ_THREADS) as pool:
-                    tables = list(pool.map(lambda it: self._read(it.uri), rewrite))
-                parts = [
-                    _with_run_id(t, it.run_id, target)
-                    for t, it in zip(tables, rewrite, strict=True)
-                ]
-                tx.append(pa.concat_tables(parts), snapshot_properties=props)
+                    in_place += pool.map(
+                        lambda it: self._rewrite(tx.table_metadata, it, written), rewrite
+                    )
+            with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
+                for data_file in in_place:
+                    append.append_data_file(data_file)
 
         return act
 
@@ -300,6 +307,28 @@ class Registrar:
         import pyarrow.parquet as pq
 
         return pq.read_table(uri.removeprefix("s3://"), filesystem=self.fs)
+
+    def _rewrite(self, metadata: Any, item: _Item, written: dict[tuple[str, int], Any]) -> Any:
+        """``item``'s rows with its ``run_id``, written as one file below the table's ``data/``
+        (one file per run, as in place); returns its Iceberg data file."""
+        import uuid
+        from urllib.parse import quote
+
+        import pyarrow.parquet as pq
+
+        key = (item.run_id, metadata.current_schema_id)
+        if key in written:
+            return written[key]
+        rows = _with_run_id(self._read(item.uri), item.run_id, metadata.schema().as_arrow())
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows, sink, compression="zstd")
+        body = sink.getvalue()
+        uri = f"{metadata.location}/data/run_id={quote(item.run_id, safe='')}/{uuid.uuid4().hex}.parquet"
+        with self.fs.open_output_stream(uri.removeprefix("s3://")) as out:
+            out.write(body)
+        footer = pq.read_metadata(pa.BufferReader(body))
+        written[key] = _data_file(metadata, _Item(item.run_id, uri, len(body), footer))
+        return written[key]
 
     # ------------------------------------------------------------------ the batch
     def register(self, runs: list[ObjectRun]) -> Registered:

@@ -1,13 +1,13 @@
 """One run in object storage against the contract (docs/contract.md), read with small requests.
 
 The same checks as :func:`quantbot_bus.contract.validate_run_dir`, through S3 calls: metadata.json
-is fetched (at most 8 MiB, checked by its listed size first), each listed file is HEADed, and
-its Parquet magic bytes and footer are fetched with ranged GETs (the tail first, the rest of a
-long footer only if needed). Data pages are never read, so declared sha256 hashes are kept as
+is fetched (at most 8 MiB, checked by its listed size first); of each listed file one ranged
+GET of its last 64 KiB gives its size, its magic bytes and footer (a second one fetches the
+rest of a longer footer, and the first bytes of a larger file). Data pages are never read, so declared sha256 hashes are kept as
 given, not verified (that would read every byte; the store checks transfers itself).
 
 Objects are written whole (a PUT is atomic), so a listed file shorter than declared will never
-grow: unlike on a local disk it is rejected at once instead of waited for.
+grow: unlike on a local disk it is rejected at once instead of waited for; so is a longer one.
 """
 
 from __future__ import annotations
@@ -48,40 +48,47 @@ def _error_code(exc: Exception) -> str:
 
 
 class _Object:
-    """Ranged reads of one object, with its size from a HEAD; the last tail read is kept."""
+    """Ranged reads of one object. :meth:`open` fetches its last :data:`TAIL_READ` bytes
+    (the whole object when smaller) and learns its size from the same response, so a small
+    Parquet file costs one GET: magic bytes, footer and size all come from it."""
 
-    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
-        self.client, self.bucket, self.key, self.size = client, bucket, key, size
-        self._tail_at = size
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.size = 0
+        self._tail_at = 0
         self._tail = b""
+
+    def open(self) -> bool:
+        """Fetch the tail; False if the object does not exist."""
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes=-{TAIL_READ}"
+            )
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return False
+            if code in ("416", "InvalidRange"):  # an empty object has no last bytes
+                return True
+            raise
+        self._tail = bytes(resp["Body"].read())
+        content_range = str(resp.get("ContentRange") or "")
+        self.size = (
+            int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(self._tail)
+        )
+        self._tail_at = self.size - len(self._tail)
+        return True
 
     def read_at(self, offset: int, length: int) -> bytes:
         if offset >= self._tail_at and offset + length <= self.size:
             start = offset - self._tail_at
             return self._tail[start : start + length]
-        if offset + length == self.size and length < TAIL_READ:  # the tail: fetch a long one
-            offset = max(0, self.size - TAIL_READ)
-            self._tail = self._get(offset, self.size - offset)
-            self._tail_at = offset
-            return self.read_at(self.size - length, length)
-        return self._get(offset, length)
-
-    def _get(self, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
         resp = self.client.get_object(
             Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{offset + length - 1}"
         )
         return bytes(resp["Body"].read())
-
-
-def _head(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return dict(client.head_object(Bucket=bucket, Key=key))
-    except Exception as exc:
-        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
 
 
 @dataclass(frozen=True)
@@ -93,12 +100,12 @@ class _Found:
 
 def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> _Found:
     key = run.run_prefix + decl.file
-    head = _head(client, loc.bucket, key)
-    if head is None:
+    obj = _Object(client, loc.bucket, key)
+    if not obj.open():
         raise _Stop(
             Incomplete(f"{decl.label} does not exist yet; waiting for the producer to upload it")
         )
-    size = int(head["ContentLength"])
+    size = obj.size
     if decl.bytes is not None and size != decl.bytes:
         raise _Stop(
             Invalid(
@@ -106,9 +113,7 @@ def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> 
                 "are uploaded whole, so it will not change: rewrite metadata.json with the real size"
             )
         )
-    num_rows, schema_json, footer = read_parquet_footer(
-        decl, size, _Object(client, loc.bucket, key, size).read_at
-    )
+    num_rows, schema_json, footer = read_parquet_footer(decl, size, obj.read_at)
     info = ArtifactInfo(
         name=decl.name,
         file=decl.file,
