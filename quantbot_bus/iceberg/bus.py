@@ -31,7 +31,8 @@ from ..objectstore.validate import ObjectRun, validate_object_run
 from ..timeutil import utc_now
 from .commit import append_once
 from .ledger import Ledger, rejection_key
-from .register import Registrar, Rejected, rejection_rows
+from .register import Registrar
+from .rows import Rejected, rejection_rows
 from .tables import open_catalog
 
 log = structlog.get_logger("quantbot_bus.iceberg")

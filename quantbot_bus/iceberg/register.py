@@ -14,9 +14,6 @@ numbers) rejects the run before anything of it is committed.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ import structlog
 from ..objectstore.validate import ObjectRun
 from ..timeutil import utc_now
 from .commit import append_once
+from .rows import Rejected, artifact_rows, runs_rows
 from .tables import (
     ARTIFACTS_SCHEMA,
     CORE_TABLES,
@@ -41,20 +39,6 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 
 #: Artifact files read at once when a batch must rewrite them.
 READ_THREADS = 8
-
-
-@dataclass
-class Rejected:
-    """A rejected run; ``fingerprint`` digests the reason, so the same problem seen again (by
-    a reconcile, by another daemon) is recorded once and a new problem is recorded anew."""
-
-    run_dir: str
-    run_id: str | None
-    reason: str
-
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.reason.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -108,90 +92,6 @@ def _data_file(metadata: Any, item: _Item) -> Any:
         equality_ids=None,
         key_metadata=None,
         **stats.to_serialized_dict(),
-    )
-
-
-def _ts(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
-    except ValueError:
-        return None
-
-
-def _runs_rows(runs: list[ObjectRun], daemon_id: str, now: dt.datetime) -> pa.Table:
-    rows = []
-    for r in runs:
-        i = r.info
-        rows.append(
-            {
-                "run_id": i.run_id,
-                "run_type": i.run_type,
-                "producer": i.producer,
-                "producer_version": i.producer_version,
-                "status": i.status,
-                "created_at": _ts(i.created_at),
-                "started_at": _ts(i.started_at),
-                "finished_at": _ts(i.finished_at),
-                "git_commit": i.git_commit,
-                "git_branch": i.git_branch,
-                "git_dirty": i.git_dirty,
-                "params": json.dumps(i.params, sort_keys=True),
-                "metrics": json.dumps(i.metrics, sort_keys=True),
-                "metadata": i.metadata_json,
-                "run_dir": r.uri,
-                "artifact_count": len(i.artifacts),
-                "total_rows": i.total_rows,
-                "total_bytes": i.total_bytes,
-                "fingerprint": i.fingerprint,
-                "host": i.host,
-                "error": i.error,
-                "shape": i.shape,
-                "registered_at": now,
-                "registered_by": daemon_id,
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)
-
-
-def _artifact_rows(
-    runs: list[ObjectRun], how: dict[tuple[str, str], str], now: dt.datetime
-) -> pa.Table:
-    rows = []
-    for r in runs:
-        for a, uri in zip(r.info.artifacts, r.artifact_uris, strict=True):
-            rows.append(
-                {
-                    "run_id": r.info.run_id,
-                    "name": a.name,
-                    "path": uri,
-                    "format": a.format,
-                    "rows": a.rows,
-                    "bytes": a.bytes,
-                    "sha256": a.sha256,
-                    "arrow_schema": a.arrow_schema,
-                    "registered_how": how.get((r.info.run_id, a.name), "add_files"),
-                    "registered_at": now,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=ARTIFACTS_SCHEMA)
-
-
-def rejection_rows(rejected: list[Rejected], daemon_id: str, now: dt.datetime) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {
-                "run_dir": r.run_dir,
-                "run_id": r.run_id,
-                "reason": r.reason,
-                "fingerprint": r.fingerprint,
-                "rejected_at": now,
-                "rejected_by": daemon_id,
-            }
-            for r in rejected
-        ],
-        schema=REJECTIONS_SCHEMA,
     )
 
 
@@ -364,19 +264,19 @@ class Registrar:
             if items:
                 act = self._stage_artifacts(name, items, how)
                 append_once(self.catalog, name, [it.run_id for it in items], act)
-        rows = _artifact_rows(good, how, now)
+        rows = artifact_rows(good, how, now)
         append_once(
             self.catalog,
             "artifacts_f",
             [r.info.run_id for r in good],
             lambda tx, keys, props: tx.append(_only(rows, keys), snapshot_properties=props),
         )
-        runs_rows = _runs_rows(good, self.daemon_id, now)
+        run_rows = runs_rows(good, self.daemon_id, now)
         done = append_once(
             self.catalog,
             "runs_d",
             [r.info.run_id for r in good],
-            lambda tx, keys, props: tx.append(_only(runs_rows, keys), snapshot_properties=props),
+            lambda tx, keys, props: tx.append(_only(run_rows, keys), snapshot_properties=props),
         )
         out.registered = done
         out.already = sorted(good_ids - set(done))
