@@ -365,3 +365,22 @@ def test_object_store_unreachable_mid_stream_degrades_then_loses_nothing(scaleou
         assert d.stop() == 0
     finally:
         proxy.close()
+
+
+def test_status_shows_the_scale_out_daemons_fields(scaleout: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from quantbot_bus.cli import main as cli
+
+    d = scaleout.daemon().start()
+    d.wait_for(lambda: (d.status() or {}).get("polls", 0) >= 1, "a first poll")
+    out = CliRunner().invoke(cli, ["status", "--format", "json"], env=scaleout.env())
+    assert out.exit_code == 0, out.output
+    [row] = json.loads(out.output)
+    assert (
+        row["state"] == "running" and row["backend"] == "iceberg" and row["observer"] == "listing"
+    )
+    assert row["root"] == scaleout.root and row["backlog"] == 0 and row["polls"] >= 1
+    assert d.stop() == 0

@@ -31,6 +31,8 @@ _STATUS_COLUMNS = (
     "degraded",
     "stopped_at",
 )
+#: Shown too when the status file is a scale-out daemon's (``catalog = "iceberg"``).
+_SCALE_OUT_COLUMNS = ("backend", "backlog", "polls", "reconciles")
 _CHECK_COLUMNS = ("name", "status", "detail", "fix")
 
 
@@ -47,13 +49,14 @@ def status_cmd(config: Config, fmt: str | None) -> None:
     from ..daemon.status import read_status
 
     data = read_status(config.status_path)
+    columns = _STATUS_COLUMNS + (_SCALE_OUT_COLUMNS if data.get("backend") else ())
     if resolve_format(fmt) == "table":
-        width = max(len(c) for c in _STATUS_COLUMNS)
-        for col in _STATUS_COLUMNS:
+        width = max(len(c) for c in columns)
+        for col in columns:
             value = data.get(col)
             click.echo(f"{col.ljust(width)}  {'' if value is None else value}")
         return
-    emit([data], fmt, _STATUS_COLUMNS)
+    emit([data], fmt, columns)
 
 
 @click.command("doctor")
