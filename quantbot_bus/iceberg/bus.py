@@ -13,6 +13,7 @@ the next poll sees the same runs again: nothing is lost, and nothing is register
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -42,7 +43,7 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 MAX_COMMIT_RUNS = 1000
 VALIDATE_THREADS = 16
 #: Runs validated and registered per poll; more found at once wait in the backlog.
-MAX_POLL_RUNS = 2000
+MAX_POLL_RUNS = 500
 
 
 @dataclass
@@ -129,14 +130,22 @@ class IcebergBus:
         result.listed = len(listed) + len(bad)
         for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
             listed.setdefault(key, waiting)
-        known = self.ledger.known("runs_d", [r.run_id for r in listed.values()])
-        for key in [k for k, r in listed.items() if r.run_id in known]:
-            listed.pop(key)
-            self.pending.pop(key, None)  # registered meanwhile (by another daemon)
-        # at most MAX_POLL_RUNS per poll (each poll stays short: the watchdog, a prompt stop);
-        # the rest waits in the backlog for the next polls
         self.backlog.update(listed)
-        runs = {k: self.backlog[k] for k in list(self.backlog)[:MAX_POLL_RUNS]}
+        known = self.ledger.known("runs_d", [r.run_id for r in self.backlog.values()])
+        for key in [k for k, r in self.backlog.items() if r.run_id in known]:
+            self.backlog.pop(key)  # registered meanwhile (by another daemon, say)
+            self.pending.pop(key, None)
+        # At most MAX_POLL_RUNS per poll (a poll stays short: the watchdog, a prompt stop); the
+        # rest waits in the backlog. Each daemon takes them in its own order (a hash of its id
+        # and the key), so daemons sharing a bucket mostly start on different runs, and each
+        # poll's ledger sync drops what the others registered meanwhile.
+        order = sorted(
+            self.backlog,
+            key=lambda k: hashlib.blake2b(
+                f"{self.daemon_id}\n{k}".encode(), digest_size=8
+            ).digest(),
+        )
+        runs = {k: self.backlog[k] for k in order[:MAX_POLL_RUNS]}
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
