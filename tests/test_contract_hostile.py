@@ -498,7 +498,7 @@ def test_unexpected_failure_becomes_invalid(root: Path, monkeypatch: pytest.Monk
     def boom(*args: Any) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(validate, "_check_tree", boom)
+    monkeypatch.setattr(validate, "metadata_object", boom)
     assert_invalid(
         validate_run_dir(run_dir, root),
         "unexpected error while validating this run: RuntimeError: injected fault",

@@ -86,14 +86,26 @@ def _read_metadata(run_abs: str, root_real: str) -> _Metadata:
         os.close(fd)
     if total > MAX_METADATA_BYTES:
         raise _Stop(Invalid(f"metadata.json grew over the {MAX_METADATA_BYTES} byte (8 MiB) limit"))
-    raw = b"".join(chunks)
+    return _Metadata(decode_metadata(b"".join(chunks)), fst.st_mtime_ns, fst)
+
+
+def decode_metadata(raw: bytes) -> str:
+    """metadata.json's bytes as text (UTF-8, a BOM allowed), or a rejection."""
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _Stop(
             Invalid(f"metadata.json is not UTF-8 text (invalid byte at offset {exc.start})")
         ) from None
-    return _Metadata(text, fst.st_mtime_ns, fst)
+
+
+def metadata_object(text: str) -> dict[str, Any]:
+    """metadata.json's text parsed and checked as a JSON object, or a rejection."""
+    doc = _parse(text)
+    _check_tree(doc, text)
+    if not isinstance(doc, dict):
+        raise _Stop(Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}"))
+    return doc
 
 
 def _parse(text: str) -> Any:

@@ -12,7 +12,7 @@ from ..ignore import is_within
 from .artifacts import _locate_all, _read_artifact
 from .files import _kind
 from .fingerprint import _files_in, _fingerprint
-from .metadata import _check_tree, _is_unicode, _parse, _read_metadata
+from .metadata import _is_unicode, _read_metadata, metadata_object
 from .model import (
     MAX_JSON_DEPTH,
     RUN_ID_RE,
@@ -24,7 +24,7 @@ from .model import (
     ValidationResult,
 )
 from .normalise import _check_semantics, _normalise, _Normalised
-from .reasons import _clean, _show, _show_path, _Stop
+from .reasons import _clean, _show_path, _Stop
 
 
 def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResult:
@@ -52,10 +52,7 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
     if not stat.S_ISDIR(st.st_mode):
         return Invalid(f"the run directory is {_kind(st.st_mode)}, not a directory")
     meta = _read_metadata(run_abs, root_real)  # a missing metadata.json: Incomplete
-    doc = _parse(meta.text)
-    _check_tree(doc, meta.text)
-    if not isinstance(doc, dict):
-        return Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}")
+    doc = metadata_object(meta.text)
     # == quick_fingerprint(run_abs): metadata.json as opened (before it was read) and the files it
     # lists, statted before they are read, so a later change always shows as a new fingerprint.
     fingerprint = _fingerprint(run_abs, meta.stat, _files_in(doc))

@@ -19,10 +19,10 @@ from typing import Any
 
 from ..contract import MAX_METADATA_BYTES, ArtifactInfo, Incomplete, Invalid, RunInfo
 from ..contract.artifacts import _Declared, read_parquet_footer
-from ..contract.metadata import _check_tree, _parse
+from ..contract.metadata import decode_metadata, metadata_object
 from ..contract.model import MAX_JSON_DEPTH
 from ..contract.normalise import _check_semantics, _normalise
-from ..contract.reasons import _clean, _show, _Stop
+from ..contract.reasons import _clean, _Stop
 from ..contract.validate import named_rejection, run_info
 from .listing import RunObject
 from .location import S3Location
@@ -146,16 +146,8 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
     if len(raw) > MAX_METADATA_BYTES:
         raise _Stop(Invalid(too_big))
     etag = run.etag or str(resp.get("ETag", "")).strip('"')
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _Stop(
-            Invalid(f"metadata.json is not UTF-8 text (invalid byte at offset {exc.start})")
-        ) from None
-    doc = _parse(text)
-    _check_tree(doc, text)
-    if not isinstance(doc, dict):
-        raise _Stop(Invalid(f"metadata.json must hold a JSON object, got {_show(doc)}"))
+    text = decode_metadata(raw)
+    doc = metadata_object(text)
     declared_id = doc.get("run_id")
     try:
         norm = _normalise(doc)
