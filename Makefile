@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 OLDDUCK := .venv-oldduck
-.PHONY: run test lint bench soak clean demo
+.PHONY: run test lint bench bench-scaleout soak clean demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ lint: $(STAMP)
 ## bench: the benchmark suite; QUICK=1 for the 1,000-run version
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+## bench-scaleout: the Iceberg/S3 figures on a throwaway PostgreSQL and moto; QUICK=1 for 1,000 runs
+bench-scaleout: $(STAMP)
+	$(BIN)/python -m bench.scaleout $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) $(OLDDUCK) .pytest_cache .mypy_cache .ruff_cache state
