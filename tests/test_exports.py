@@ -974,12 +974,16 @@ def test_whole_files_are_rewritten_at_most_once_per_ten_times_their_cost(bus: Co
         assert pipe.refresh_exports()["more"] is False
         pipe.publish()
         _set_entry_ms(cfg, "runs", 60_000.0)  # "the last write took a minute": due in ~10 min
+        for name in exports.summary_names():  # the others cost nothing: due at once, whatever
+            if name != "runs":  # their real cost was on a loaded machine
+                _set_entry_ms(cfg, name, 0.0)
         before = file_entries(cfg)
         next_due = pipe.write_files()
         after = file_entries(cfg)
         held = rewritten(before, after)
         assert "runs" not in held
-        assert next_due is not None and 590 < next_due <= 600
+        # due 600 s after its last write, which was moments ago (generous for a loaded machine)
+        assert next_due is not None and 540 < next_due <= 600
         assert "caller_leaderboard" in held  # the others are cheap: written at once
         gen = published(cfg)
         for name in held:  # ... and published
