@@ -121,6 +121,10 @@ class IcebergBus:
         lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
         found = list(lister.all_runs()) if full else lister.new_runs()
         result = PollResult(full=full)
+        if not (found or self.backlog or self.pending):  # an idle poll costs one listing
+            self.ledger.put("cursor", lister.cursor)
+            result.seconds = time.monotonic() - t0
+            return result
         registrar = self.registrar
         registrar.core()
         self.ledger.sync("runs_d", registrar.table_fresh("runs_d"))
