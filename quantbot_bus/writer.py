@@ -254,6 +254,7 @@ class RunWriter:
         if self.remote is not None and run_exists(
             S3Settings.from_env().client(), self.remote, self.run_type, self.run_id
         ):
+            shutil.rmtree(self.root, ignore_errors=True)  # the staging directory
             raise ContractError(
                 f"run {self.run_type}/{self.run_id} is already in {self.remote.url}; runs are "
                 "immutable: choose another run_id"

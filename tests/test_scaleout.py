@@ -384,3 +384,27 @@ def test_status_shows_the_scale_out_daemons_fields(scaleout: Any) -> None:
     )
     assert row["root"] == scaleout.root and row["backlog"] == 0 and row["polls"] >= 1
     assert d.stop() == 0
+
+
+def test_run_writer_uploads_to_s3_and_refuses_a_run_id_already_there(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    from quantbot_bus.errors import ContractError
+    from quantbot_bus.writer import RunWriter
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    with RunWriter(scaleout.root, "backtest", run_id="once", git=None) as w:
+        w.write_table("trades", pa.table({"run_id": ["once"], "pnl": [1.0]}))
+    assert not w.root.exists()  # the staging directory is gone
+    keys = sorted(
+        o["Key"] for o in scaleout.s3.client().list_objects_v2(Bucket=scaleout.bucket)["Contents"]
+    )
+    assert keys[-2:] == ["runs/backtest/once/metadata.json", "runs/backtest/once/trades.parquet"]
+    assert keys[0].startswith("runs/_inbox/") and keys[0].endswith("/backtest/once")
+    again = RunWriter(scaleout.root, "backtest", run_id="once", git=None)
+    with pytest.raises(ContractError, match="already in s3://"):
+        again.__enter__()
+    assert not again.root.exists()
