@@ -43,7 +43,8 @@ def _pg_bin(name: str) -> str:
 def _as_cluster_owner(cmd: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return cmd
-    return ["runuser", "-u", "postgres", "--", *cmd]
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"  # util-linux; sbin may not be on PATH
+    return [runuser, "-u", "postgres", "--", *cmd]
 
 
 def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
