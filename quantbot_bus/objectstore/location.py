@@ -25,6 +25,15 @@ from ..errors import ConfigError
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+#: Error codes S3-compatible servers answer for a key that does not exist.
+NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ('' for any other exception)."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
 def is_s3_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith("s3://")
 

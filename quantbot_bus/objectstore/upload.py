@@ -16,15 +16,14 @@ from typing import Any
 from ..contract import METADATA_NAME
 from ..errors import ContractError
 from .listing import marker_key
-from .location import S3Location
+from .location import NOT_FOUND, S3Location, error_code
 
 
 def run_exists(client: Any, loc: S3Location, run_type: str, run_id: str) -> bool:
     try:
         client.head_object(Bucket=loc.bucket, Key=loc.key(run_type, run_id, METADATA_NAME))
     except Exception as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in NOT_FOUND:
             return False
         raise
     return True
@@ -48,8 +47,7 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
                 ContentType="application/json",
             )
         except Exception as exc:
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise ContractError(
                     f"run {run_type}/{run_id} is already in {loc.url}; runs are immutable: "
                     "choose another run_id"

@@ -25,7 +25,7 @@ from ..contract.normalise import _check_semantics, _normalise
 from ..contract.reasons import _clean, _Stop
 from ..contract.validate import named_rejection, run_info
 from .listing import RunObject
-from .location import S3Location
+from .location import NOT_FOUND, S3Location, error_code
 
 #: The first ranged GET of a Parquet file fetches this many bytes of its tail: most footers fit.
 TAIL_READ = 64 * 1024
@@ -41,10 +41,6 @@ class ObjectRun:
     #: the parsed Parquet footers (``pyarrow.parquet.FileMetaData``), same order: registration
     #: builds its Iceberg data files from them without reading the objects again
     footers: tuple[Any, ...] = ()
-
-
-def _error_code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class _Object:
@@ -65,8 +61,8 @@ class _Object:
                 Bucket=self.bucket, Key=self.key, Range=f"bytes=-{TAIL_READ}"
             )
         except Exception as exc:
-            code = _error_code(exc)
-            if code in ("404", "NoSuchKey", "NotFound"):
+            code = error_code(exc)
+            if code in NOT_FOUND:
                 return False
             if code in ("416", "InvalidRange"):  # an empty object has no last bytes
                 return True
@@ -139,7 +135,7 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
             Bucket=loc.bucket, Key=run.metadata_key, Range=f"bytes=0-{MAX_METADATA_BYTES}"
         )
     except Exception as exc:
-        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in NOT_FOUND:
             raise _Stop(Incomplete("no metadata.json (yet, or the run was deleted)")) from None
         raise
     raw = bytes(resp["Body"].read())
