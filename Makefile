@@ -49,9 +49,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
-## bench-scaleout: the Iceberg/S3 figures on a throwaway PostgreSQL and moto; QUICK=1 for 1,000 runs
+## bench-scaleout: the Iceberg/S3 figures on a throwaway PostgreSQL and SeaweedFS (S3=moto for
+## moto_server); QUICK=1 for 1,000 runs
 bench-scaleout: $(STAMP)
-	$(BIN)/python -m bench.scaleout $(if $(QUICK),--quick,)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.scaleout $(if $(QUICK),--quick,) $(if $(S3),--s3 $(S3),)
 
 clean:
 	rm -rf $(VENV) $(OLDDUCK) .pytest_cache .mypy_cache .ruff_cache state

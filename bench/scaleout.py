@@ -2,8 +2,9 @@
 
     python -m bench.scaleout [--quick]
 
-Real servers, as in the tests: a PostgreSQL cluster from the Debian package and moto's S3 server,
-each its own process on 127.0.0.1 (tests/servers.py). Prints one line per figure and a Markdown
+Real servers, as in the tests: a PostgreSQL cluster from the Debian package and an S3 server,
+each its own process on 127.0.0.1 (tests/servers.py): SeaweedFS by default (``--s3 moto`` for
+moto_server, the tests' server, which is several times slower per request). Prints one line per figure and a Markdown
 table. Figures:
 
 1. ``register_1``: N runs already in the bucket (uploaded beforehand, not timed), one
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import Postgres, S3Server  # noqa: E402
+from servers import Postgres, S3Server, SeaweedFS  # noqa: E402
 
 TARGET_RUNS_S = 500.0
 TARGET_P50_S = 2.0
@@ -316,13 +317,20 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="1,000 runs, 200 commits (else 10,000 and 2,000)"
     )
+    parser.add_argument(
+        "--s3",
+        choices=("seaweedfs", "moto"),
+        default="seaweedfs",
+        help="the S3 server: SeaweedFS (Go, the default) or moto_server (Python, the tests' one)",
+    )
     args = parser.parse_args()
     n, commits, lat = (1000, 200, 10) if args.quick else (10_000, 2000, 20)
     rows = []
+    print(f"S3 server: {args.s3}", flush=True)
     with (
         tempfile.TemporaryDirectory(prefix="qbus-scaleout-") as tmp,
         Postgres() as pg,
-        S3Server() as s3,
+        SeaweedFS() if args.s3 == "seaweedfs" else S3Server() as s3,
     ):
         b = Bench(pg, s3, Path(tmp))
         for name, value, note in b.register(n):

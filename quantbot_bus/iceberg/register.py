@@ -59,6 +59,7 @@ class _Item:
     uri: str
     size: int
     footer: Any  # pyarrow.parquet.FileMetaData, read when the run was validated
+    body: bytes | None = None  # the whole file, when validation fetched all of it
 
     @property
     def schema(self) -> pa.Schema:
@@ -203,10 +204,12 @@ class Registrar:
 
         return act
 
-    def _read(self, uri: str) -> pa.Table:
+    def _read(self, item: _Item) -> pa.Table:
         import pyarrow.parquet as pq
 
-        return pq.read_table(uri.removeprefix("s3://"), filesystem=self.fs)
+        if item.body is not None:
+            return pq.read_table(pa.BufferReader(item.body))
+        return pq.read_table(item.uri.removeprefix("s3://"), filesystem=self.fs)
 
     def _rewrite(self, metadata: Any, item: _Item, written: dict[tuple[str, int], Any]) -> Any:
         """``item``'s rows with its ``run_id``, written as one file below the table's ``data/``
@@ -219,7 +222,7 @@ class Registrar:
         key = (item.run_id, metadata.current_schema_id)
         if key in written:
             return written[key]
-        rows = _with_run_id(self._read(item.uri), item.run_id, metadata.schema().as_arrow())
+        rows = _with_run_id(self._read(item), item.run_id, metadata.schema().as_arrow())
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink, compression="zstd")
         body = sink.getvalue()
@@ -241,11 +244,14 @@ class Registrar:
         bad: dict[str, str] = {}
         fitted: dict[tuple[str, str], str | None] = {}
         for r in runs:
-            for a, uri, footer in zip(r.info.artifacts, r.artifact_uris, r.footers, strict=True):
+            bodies = r.bodies or (None,) * len(r.footers)
+            for a, uri, footer, body in zip(
+                r.info.artifacts, r.artifact_uris, r.footers, bodies, strict=True
+            ):
                 if a.name.lower() in CORE_TABLES:
                     bad.setdefault(r.info.run_id, _reserved(a.name))
                     continue
-                item = _Item(r.info.run_id, uri, a.bytes, footer)
+                item = _Item(r.info.run_id, uri, a.bytes, footer, body)
                 key = (a.name, a.arrow_schema)
                 if key not in fitted:
                     fitted[key] = self._fit(a.name, item.schema)

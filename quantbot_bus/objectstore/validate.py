@@ -41,6 +41,9 @@ class ObjectRun:
     #: the parsed Parquet footers (``pyarrow.parquet.FileMetaData``), same order: registration
     #: builds its Iceberg data files from them without reading the objects again
     footers: tuple[Any, ...] = ()
+    #: each file's whole bytes when its first ranged GET fetched all of it (a file of at most
+    #: :data:`TAIL_READ` bytes), else None, same order: a rewrite needs no second GET
+    bodies: tuple[bytes | None, ...] = ()
 
 
 class _Object:
@@ -75,6 +78,11 @@ class _Object:
         self._tail_at = self.size - len(self._tail)
         return True
 
+    @property
+    def body(self) -> bytes | None:
+        """The whole object, when the tail read fetched all of it."""
+        return self._tail if self._tail_at == 0 and len(self._tail) == self.size else None
+
     def read_at(self, offset: int, length: int) -> bytes:
         if offset >= self._tail_at and offset + length <= self.size:
             start = offset - self._tail_at
@@ -92,6 +100,7 @@ class _Found:
     info: ArtifactInfo
     uri: str
     footer: Any  # pyarrow.parquet.FileMetaData
+    body: bytes | None
 
 
 def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> _Found:
@@ -120,7 +129,7 @@ def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> 
         sha256=decl.sha256.lower() if decl.sha256 else None,
         arrow_schema=schema_json,
     )
-    return _Found(info, loc.uri(key), footer)
+    return _Found(info, loc.uri(key), footer, obj.body)
 
 
 def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
@@ -167,6 +176,7 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
         loc.uri(run.run_prefix.rstrip("/")),
         tuple(f.uri for f in found),
         tuple(f.footer for f in found),
+        tuple(f.body for f in found),
     )
 
 
