@@ -11,6 +11,7 @@ both are context managers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -238,6 +239,12 @@ class SeaweedFS(S3Server):
         }
         args = [f"-{name}={port}" for name, port in ports.items()]
         (self.dir / "data").mkdir(exist_ok=True)
+        identity = {  # the credentials of :attr:`env`, allowed everything
+            "name": "testing",
+            "credentials": [{"accessKey": "testing", "secretKey": "testing"}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        (self.dir / "s3.json").write_text(json.dumps({"identities": [identity]}))
         with open(self.dir / "log", "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -248,6 +255,7 @@ class SeaweedFS(S3Server):
                     "-ip.bind=127.0.0.1",
                     "-s3",
                     f"-s3.port={self.port}",
+                    f"-s3.config={self.dir / 's3.json'}",
                     "-volume.max=50",
                     "-master.volumeSizeLimitMB=64",
                     "-master.telemetry=false",

@@ -408,3 +408,42 @@ def test_run_writer_uploads_to_s3_and_refuses_a_run_id_already_there(
     with pytest.raises(ContractError, match="already in s3://"):
         again.__enter__()
     assert not again.root.exists()
+
+
+def test_a_run_deleted_from_the_bucket_leaves_every_table_and_may_come_back(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile takes a deleted run out of runs_d, artifacts_f and its artifact tables
+    (after which every table still scans: no data file points at a deleted object); the same
+    run id uploaded again is registered again, once."""
+    import pyarrow as pa
+
+    from quantbot_bus.pipeline import sync
+    from quantbot_bus.writer import RunWriter
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    for p in scaleout.writers(1, 3, tag="d"):
+        assert p.wait(120) == 0
+    ids = [f"d0-{i:05d}" for i in range(3)]
+    assert sorted(sync(scaleout.config()).registered) == ids
+    client = scaleout.s3.client()
+    listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/d0-00001/")
+    for obj in listed["Contents"]:
+        client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+
+    result = sync(scaleout.config())
+    assert result.registered == [] and list(result.deleted) == ["d0-00001"]
+    kept = {"d0-00000", "d0-00002"}
+    assert scaleout.run_counts("runs_d") == {r: 1 for r in kept}
+    assert scaleout.run_counts("artifacts_f") == {r: 2 for r in kept}
+    assert scaleout.run_counts("trades") == {r: 3 for r in kept}  # in place: the file is gone
+    assert scaleout.run_counts("fills") == {r: 2 for r in kept}  # rewritten copy
+    assert list(sync(scaleout.config()).deleted) == []  # done once
+
+    with RunWriter(scaleout.root, "backtest", run_id="d0-00001", git=None) as w:
+        w.write_table("trades", pa.table({"run_id": ["d0-00001"] * 4, "pnl": [1.0] * 4}))
+    assert sync(scaleout.config()).registered == ["d0-00001"]
+    assert scaleout.run_counts("runs_d") == {r: 1 for r in ids}
+    assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, "d0-00001": 4}
+    assert sync(scaleout.config("state-other-host")).registered == []

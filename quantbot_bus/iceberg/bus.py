@@ -31,6 +31,7 @@ from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.validate import ObjectRun, validate_object_run
 from ..timeutil import utc_now
 from .commit import append_once
+from .delete import confirm_gone, delete_runs
 from .ledger import Ledger, rejection_key
 from .register import Registrar
 from .rows import Rejected, rejection_rows
@@ -49,8 +50,9 @@ MAX_POLL_RUNS = 500
 @dataclass
 class PollResult:
     """One poll: run ids registered by this daemon and by another one first (``already``),
-    new rejections, and the metadata keys still pending. ``updated``, ``unchanged`` and
-    ``deleted`` are empty on this backend (a run's first version wins; see docs/scale-out.md)."""
+    new rejections, the metadata keys still pending, and (on a full reconcile) the runs deleted
+    from the bucket and so from the tables. ``updated`` and ``unchanged`` are empty on this
+    backend (a run's first version wins; see docs/scale-out.md)."""
 
     listed: int = 0
     registered: list[str] = field(default_factory=list)
@@ -121,7 +123,7 @@ class IcebergBus:
         lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
         found = list(lister.all_runs()) if full else lister.new_runs()
         result = PollResult(full=full)
-        if not (found or self.backlog or self.pending):  # an idle poll costs one listing
+        if not (full or found or self.backlog or self.pending):  # idle: one listing
             self.ledger.put("cursor", lister.cursor)
             result.seconds = time.monotonic() - t0
             return result
@@ -189,6 +191,8 @@ class IcebergBus:
             log.info("run.registered", run_id=run_id, backend="iceberg")
         for run_id in result.already:
             log.info("run.already_registered", run_id=run_id, backend="iceberg")
+        if full:
+            result.deleted = tuple(self._deletions(found))
         self.ledger.put("cursor", lister.cursor)
         for key in runs:  # looked at: out of the backlog only now the poll went through
             self.backlog.pop(key, None)
@@ -196,6 +200,19 @@ class IcebergBus:
         result.backlog = len(self.backlog)
         result.seconds = time.monotonic() - t0
         return result
+
+    def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:
+        """Take the runs a full listing no longer finds out of the tables (see
+        :mod:`quantbot_bus.iceberg.delete`); returns their run ids."""
+        listed = {f.run_id for f in found if isinstance(f, RunObject)}
+        candidates = sorted(self.ledger.all("runs_d") - listed)
+        catalog = self.registrar.catalog
+        gone = confirm_gone(catalog, self.client, self.loc, candidates)
+        if gone:
+            delete_runs(catalog, gone)
+            self.ledger.remove("runs_d", gone)
+            self.ledger.put("deleted", self.ledger.get("deleted", 0) + len(gone))
+        return gone
 
     def _record_rejections(self, rejected: list[Rejected]) -> list[Rejected]:
         """Append the rejections the table does not hold yet (one row per run and metadata
@@ -235,7 +252,7 @@ class IcebergBus:
         return {
             "runs": self.ledger.count("runs_d"),
             "rejections": self.ledger.count("rejections_f"),
-            "deleted": 0,
+            "deleted": int(self.ledger.get("deleted", 0)),
         }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from ..errors import CatalogError
-from .tables import KEYS_PROPERTY, identifier, keys_of
+from .tables import KEYS_PROPERTY, identifier, key_changes
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
@@ -42,11 +42,8 @@ class CommitConflict(CatalogError):
 
 
 def present_keys(table: Any) -> set[str]:
-    """The keys every retained snapshot of ``table`` lists."""
-    found: set[str] = set()
-    for snap in table.snapshots():
-        found.update(keys_of(snap))
-    return found
+    """The keys the retained snapshots of ``table`` list as appended and not deleted after."""
+    return key_changes(table.snapshots())[0]
 
 
 def append_once(catalog: Any, table_name: str, keys: Sequence[str], act: Act) -> list[str]:

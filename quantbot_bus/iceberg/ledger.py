@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from .tables import keys_of
+from .tables import key_changes
 
 #: The followed tables and the columns that make their key.
 FOLLOWED = {"runs_d": ("run_id",), "rejections_f": ("run_dir", "fingerprint")}
@@ -57,6 +57,19 @@ class Ledger:
                 "INSERT OR IGNORE INTO known SELECT ?, unnest(?::VARCHAR[])", [table, new]
             )
 
+    def remove(self, table: str, keys: Iterable[str]) -> None:
+        gone = sorted(set(keys))
+        if gone:
+            self.con.execute(
+                "DELETE FROM known WHERE tbl = ? AND key IN (SELECT unnest(?::VARCHAR[]))",
+                [table, gone],
+            )
+
+    def all(self, table: str) -> set[str]:
+        """Every key of ``table`` (a reconcile compares them with the full listing)."""
+        rows = self.con.execute("SELECT key FROM known WHERE tbl = ?", [table]).fetchall()
+        return {r[0] for r in rows}
+
     def count(self, table: str) -> int:
         row = self.con.execute("SELECT count(*) FROM known WHERE tbl = ?", [table]).fetchone()
         return int(row[0]) if row else 0
@@ -77,27 +90,33 @@ class Ledger:
         last = self.get(mark)
         if current is None or current.snapshot_id == last:
             return 0
-        keys = self._since(last, current, iceberg_table) if last is not None else None
-        if keys is None:  # never synced, or the snapshots since `last` were expired
+        snaps = self._since(last, current, iceberg_table) if last is not None else None
+        if snaps is None:  # never synced, or the snapshots since `last` were expired
             keys = self._read_all(table, iceberg_table)
-        self.add(table, keys)
+            self.con.execute("DELETE FROM known WHERE tbl = ?", [table])
+            self.add(table, keys)
+        else:
+            added, deleted = key_changes(snaps)
+            self.remove(table, deleted)
+            self.add(table, added)
+            keys = [*added, *deleted]
         self.put(mark, current.snapshot_id)
         return len(keys)
 
     @staticmethod
-    def _since(last: int, current: Any, iceberg_table: Any) -> list[str] | None:
-        """The keys of the snapshots after ``last`` up to ``current``; None when the chain
-        does not reach back to ``last`` any more."""
+    def _since(last: int, current: Any, iceberg_table: Any) -> list[Any] | None:
+        """The snapshots after ``last`` up to ``current``; None when the chain does not reach
+        back to ``last`` any more."""
         by_id = {s.snapshot_id: s for s in iceberg_table.snapshots()}
-        keys: list[str] = []
+        snaps: list[Any] = []
         snap = current
         while snap.snapshot_id != last:
-            keys.extend(keys_of(snap))
+            snaps.append(snap)
             parent = snap.parent_snapshot_id
             if parent is None or parent not in by_id:
                 return None
             snap = by_id[parent]
-        return keys
+        return snaps
 
     def _read_all(self, table: str, iceberg_table: Any) -> list[str]:
         cols = FOLLOWED[table]

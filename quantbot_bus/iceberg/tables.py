@@ -8,6 +8,7 @@ Any Iceberg client configured with the same database and warehouse finds the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,8 @@ CATALOG_NAME = "quantbot"
 NAMESPACE = "quantbot"
 #: The snapshot summary property that lists the keys (run ids) a commit registers.
 KEYS_PROPERTY = "quantbot.keys"
+#: The snapshot summary property that lists the keys (run ids) a commit deletes.
+DELETED_PROPERTY = "quantbot.deleted"
 #: Our own optimistic retry (reload, drop what is there, commit again) replaces pyiceberg's,
 #: which would re-apply the same append on top of another daemon's and register a run twice.
 TABLE_PROPERTIES = {
@@ -166,13 +169,28 @@ def ensure_table(
         return catalog.load_table(identifier(table))
 
 
-def keys_of(snapshot: Any) -> list[str]:
-    """The keys a snapshot's commit registered (its :data:`KEYS_PROPERTY`)."""
+def keys_of(snapshot: Any, prop: str = KEYS_PROPERTY) -> list[str]:
+    """The keys a snapshot's commit registered (its :data:`KEYS_PROPERTY`), or deleted with
+    ``prop=DELETED_PROPERTY``."""
     summary = snapshot.summary
     if summary is None:
         return []
-    raw = summary.additional_properties.get(KEYS_PROPERTY)
+    raw = summary.additional_properties.get(prop)
     if not raw:
         return []
     value = json.loads(raw)
     return [str(k) for k in value] if isinstance(value, list) else []
+
+
+def key_changes(snapshots: Iterable[Any]) -> tuple[set[str], set[str]]:
+    """The keys ``snapshots`` leave present and those they leave deleted, each key judged by
+    its last mention (snapshots in commit order)."""
+    present: set[str] = set()
+    deleted: set[str] = set()
+    for snap in sorted(snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms)):
+        added, gone = keys_of(snap), keys_of(snap, DELETED_PROPERTY)
+        present.update(added)
+        deleted.difference_update(added)
+        present.difference_update(gone)
+        deleted.update(gone)
+    return present, deleted

@@ -99,9 +99,11 @@ class S3Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
-    def client(self, *, timeout_s: float = 10.0, retries: int = 2) -> Any:
+    def client(self, *, timeout_s: float = 10.0, retries: int = 2, connections: int = 32) -> Any:
         """A boto3 S3 client with short timeouts: a slow or dead server makes a call fail
-        soon (the daemon retries with its own backoff) instead of hanging a thread."""
+        soon (the daemon retries with its own backoff) instead of hanging a thread. It keeps
+        up to ``connections`` connections open (boto3 keeps 10: more threads than that would
+        open a new connection for most requests and throw it away after)."""
         import boto3
         from botocore.config import Config as BotoConfig
 
@@ -116,6 +118,7 @@ class S3Settings:
                 read_timeout=timeout_s,
                 retries={"max_attempts": retries, "mode": "standard"},
                 s3={"addressing_style": "path"},
+                max_pool_connections=connections,
             ),
         )
 
