@@ -61,6 +61,7 @@ class ScaleOutDaemon:
         last_full = -float("inf")
         last_ping = 0.0
         last_maintenance = time.monotonic() - MAINTENANCE_INTERVAL_S + 60.0  # a minute in
+        claimed = 0
         while not self.stop_event.is_set():
             now = time.monotonic()
             full = now - last_full >= self.config.rescan_interval_s
@@ -77,6 +78,7 @@ class ScaleOutDaemon:
                 if self.status.get("degraded"):
                     log.info("daemon.recovered")
                 backoff = 0.0
+                claimed = result.claimed
                 if full:
                     last_full = now
                     self.reconciles += 1
@@ -121,5 +123,6 @@ class ScaleOutDaemon:
             if interval is not None and time.monotonic() - last_ping >= interval:
                 self.notifier.send("WATCHDOG=1")
                 last_ping = time.monotonic()
-            busy = not backoff and self.status.get("backlog")
+            # more backlog than one poll takes: poll again at once, unless other daemons hold it
+            busy = not backoff and self.status.get("backlog") and claimed
             self.stop_event.wait(0 if busy else backoff or self.config.poll_interval_s)

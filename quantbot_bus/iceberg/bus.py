@@ -30,6 +30,7 @@ from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.validate import ObjectRun, validate_object_run
 from ..timeutil import utc_now
+from .claims import Claims, claim_owner
 from .commit import append_once
 from .delete import confirm_gone, delete_runs
 from .ledger import Ledger, rejection_key
@@ -62,6 +63,8 @@ class PollResult:
     full: bool = False
     seconds: float = 0.0
     backlog: int = 0
+    #: runs of the backlog this poll claimed (0 while other daemons hold all of it)
+    claimed: int = 0
     updated: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
 
@@ -86,6 +89,7 @@ class IcebergBus:
         self.daemon_id = daemon_id()
         self._catalog: Any = None
         self._registrar: Registrar | None = None
+        self._claims: Claims | None = None
         #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
         self.pending: dict[str, tuple[float, RunObject, str]] = {}
         #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once)
@@ -101,7 +105,14 @@ class IcebergBus:
             )
             fs = s.arrow_filesystem()
             self._registrar = Registrar(self._catalog, fs, self.daemon_id)
+            self._claims = Claims(self._catalog.engine, claim_owner(self.config.state_dir))
         return self._registrar
+
+    @property
+    def claims(self) -> Claims:
+        self.registrar  # noqa: B018 - opens the catalog, whose engine the claims use
+        assert self._claims is not None
+        return self._claims
 
     def drop_connections(self) -> None:
         """Forget the catalog connection (after a failure: the next poll opens a fresh one)."""
@@ -111,6 +122,7 @@ class IcebergBus:
                 engine.dispose()
         self._catalog = None
         self._registrar = None
+        self._claims = None
 
     def close(self) -> None:
         self.drop_connections()
@@ -142,16 +154,18 @@ class IcebergBus:
             self.backlog.pop(key)  # registered meanwhile (by another daemon, say)
             self.pending.pop(key, None)
         # At most MAX_POLL_RUNS per poll (a poll stays short: the watchdog, a prompt stop); the
-        # rest waits in the backlog. Each daemon takes them in its own order (a hash of its id
-        # and the key), so daemons sharing a bucket mostly start on different runs, and each
-        # poll's ledger sync drops what the others registered meanwhile.
+        # rest waits in the backlog. Each daemon claims runs in its own order (a hash of its id
+        # and the key) and skips those another daemon holds (claims.py); each poll's ledger
+        # sync drops what the others registered meanwhile.
         order = sorted(
             self.backlog,
             key=lambda k: hashlib.blake2b(
                 f"{self.daemon_id}\n{k}".encode(), digest_size=8
             ).digest(),
         )
-        runs = {k: self.backlog[k] for k in order[:MAX_POLL_RUNS]}
+        claimed = self.claims.claim(order, MAX_POLL_RUNS)
+        runs = {k: self.backlog[k] for k in order if k in claimed}
+        result.claimed = len(runs)
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
@@ -246,7 +260,12 @@ class IcebergBus:
         """Snapshot expiry and orphan cleanup on every table (failures are logged)."""
         from .maintenance import maintain
 
-        return maintain(self.registrar.catalog, self.settings)
+        done = maintain(self.registrar.catalog, self.settings)
+        try:
+            done["quantbot_claims"] = {"expired": self.claims.expire()}
+        except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
+            log.warning("iceberg.maintenance_failed", table="quantbot_claims", error=str(exc)[:300])
+        return done
 
     def counts(self) -> dict[str, int]:
         return {
@@ -269,11 +288,14 @@ def sync_once(config: Config) -> PollResult:
         try:
             result = bus.poll(full=True)
             while result.backlog:  # more than one poll's worth: go on until all are looked at
+                if not result.claimed:  # other daemons hold the rest: let them work
+                    time.sleep(config.poll_interval_s)
                 more = bus.poll()
                 result.registered += more.registered
                 result.already += more.already
                 result.rejected += more.rejected
                 result.pending, result.backlog = more.pending, more.backlog
+                result.claimed = more.claimed
             return result
         finally:
             bus.close()

@@ -1,0 +1,106 @@
+"""Leases on listed runs, so daemons sharing a bucket divide the work instead of all doing it.
+
+A table ``quantbot_claims`` in the catalog's PostgreSQL database holds, per run (its
+``metadata.json`` key), which daemon took it and until when. Before validating, a daemon claims
+up to a poll's worth of its backlog in one statement: a run nobody holds, or whose lease ran out,
+or that it holds itself. Runs another daemon holds stay in the backlog; that daemon registers
+them, and the next ledger sync drops them.
+
+Claims are advice, not the guarantee: exactly-once comes from the commits
+(:mod:`quantbot_bus.iceberg.commit`), so a daemon that stalls past its lease, or a lost claims
+table, costs duplicated work, never a run twice. A claim is not released when its run is done
+(a release would let a daemon whose ledger has not seen that commit yet take the run again);
+it runs out, and expired claims are deleted an hour later. The owner is the host and the state
+directory, so a daemon restarted after a crash takes its own claims back at once, while the runs
+of a daemon that never comes back wait for its leases to run out (:data:`LEASE_S`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: How long a claim keeps other daemons off a run: longer than one poll takes.
+LEASE_S = 300
+#: Expired claims older than this are deleted (by the hourly maintenance).
+KEEP_EXPIRED_S = 3600
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS quantbot_claims (
+    run_key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TIMESTAMPTZ NOT NULL
+)
+"""
+
+# Candidates in the caller's order; the first `lim` that nobody else holds are taken. Two daemons
+# racing for one key: the ON CONFLICT guard lets one of them have it.
+_CLAIM = """
+WITH cand AS (
+    SELECT k, ord FROM unnest(CAST(:keys AS TEXT[])) WITH ORDINALITY AS t(k, ord)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM quantbot_claims c
+        WHERE c.run_key = t.k AND c.owner <> :owner AND c.until >= now()
+    )
+    ORDER BY ord
+    LIMIT :lim
+)
+INSERT INTO quantbot_claims (run_key, owner, until)
+SELECT k, :owner, now() + make_interval(secs => :lease) FROM cand
+ON CONFLICT (run_key) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+    WHERE quantbot_claims.owner = EXCLUDED.owner OR quantbot_claims.until < now()
+RETURNING run_key
+"""
+
+
+def claim_owner(state_dir: Path) -> str:
+    """This daemon as a claim owner: its host and its state directory."""
+    return f"{socket.gethostname()}:{state_dir.resolve()}"
+
+
+class Claims:
+    """The claims table on the catalog's SQLAlchemy ``engine``."""
+
+    def __init__(self, engine: Any, owner: str, lease_s: float = LEASE_S) -> None:
+        self.engine, self.owner, self.lease_s = engine, owner, lease_s
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        from sqlalchemy import exc, text
+
+        try:
+            with self.engine.begin() as con:
+                con.execute(text(_DDL))
+        except exc.IntegrityError:  # another daemon created it in the same instant
+            pass
+        self._ready = True
+
+    def claim(self, keys: Sequence[str], limit: int) -> set[str]:
+        """Claim up to ``limit`` of ``keys`` (in their order); returns the claimed ones."""
+        if not keys or limit <= 0:
+            return set()
+        from sqlalchemy import text
+
+        self._ensure()
+        with self.engine.begin() as con:
+            rows = con.execute(
+                text(_CLAIM),
+                {"keys": list(keys), "owner": self.owner, "lim": limit, "lease": self.lease_s},
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def expire(self, keep_expired_s: float = KEEP_EXPIRED_S) -> int:
+        """Delete claims that ran out more than ``keep_expired_s`` ago; returns how many."""
+        from sqlalchemy import text
+
+        self._ensure()
+        with self.engine.begin() as con:
+            result = con.execute(
+                text("DELETE FROM quantbot_claims WHERE until < now() - make_interval(secs => :s)"),
+                {"s": keep_expired_s},
+            )
+        return int(result.rowcount or 0)
