@@ -31,14 +31,11 @@ current directory (silently omitted outside one or without git). ``host`` is the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
-import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -52,101 +49,16 @@ import pyarrow.parquet as pq
 from .contract import ARTIFACT_NAME_RE, METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
 from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
+from .hashing import CHUNK, HashingFile, sha256_file
 from .ignore import any_ignored
 from .log import get_logger
 from .objectstore.location import S3Location, S3Settings, is_s3_url
 from .objectstore.upload import run_exists, staging_dir, upload_run
+from .provenance import default_run_id, git_info
 from .timeutil import iso_utc, utc_now
 
 PARTIAL_SUFFIX = ".partial"
-_CHUNK = 1 << 20
 _log = get_logger("quantbot_bus.writer")
-
-
-def default_run_id(run_type: str, now: dt.datetime | None = None) -> str:
-    """``<run_type>-<UTC yyyymmddTHHMMSS>-<8 hex>``, e.g. ``backtest-20260108T120000-1f2e3d4c``."""
-    now = utc_now() if now is None else now
-    return f"{run_type}-{now.astimezone(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-
-
-def git_info(cwd: Path | None = None) -> dict[str, Any] | None:
-    """Commit, branch and dirty flag of the git work tree around ``cwd``; None when unavailable."""
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    if git("rev-parse", "--is-inside-work-tree") != "true":
-        return None
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return None  # a repository without commits yet
-    branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    info: dict[str, Any] = {"commit": commit}
-    if branch and branch != "HEAD":
-        info["branch"] = branch
-    if status is not None:
-        info["dirty"] = bool(status)
-    return info
-
-
-def sha256_file(path: Path) -> str:
-    """Hash a file by streaming it (never loads it whole)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class _HashingFile:
-    """A write-only file object for pyarrow that hashes and counts bytes as they are written."""
-
-    def __init__(self, path: Path) -> None:
-        self._fh = open(path, "xb")  # noqa: SIM115 - closed in close()
-        self.sha256 = hashlib.sha256()
-        self.nbytes = 0
-
-    @property
-    def closed(self) -> bool:
-        return self._fh.closed
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.sha256.update(view)
-        self.nbytes += view.nbytes
-        return self._fh.write(view)
-
-    def tell(self) -> int:
-        return self.nbytes
-
-    def flush(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-
-    def close(self, *, sync: bool = True) -> None:
-        if self._fh.closed:
-            return
-        try:
-            self._fh.flush()
-            if sync:
-                os.fsync(self._fh.fileno())
-        finally:
-            self._fh.close()
 
 
 def _as_stream(data: Any) -> pa.RecordBatchReader:
@@ -323,7 +235,7 @@ class RunWriter:
             rows = int(data.height)
         else:
             reader = _as_stream(data)
-            sink = _HashingFile(partial)
+            sink = HashingFile(partial)
             ok = False
             rows = 0
             try:
@@ -368,11 +280,11 @@ class RunWriter:
         else:
             target = self.path_for(name)
             self._open_partials.add(target)
-            sink = _HashingFile(target)
+            sink = HashingFile(target)
             ok = False
             try:
                 with open(real, "rb") as fh:
-                    shutil.copyfileobj(fh, sink, _CHUNK)
+                    shutil.copyfileobj(fh, sink, CHUNK)
                 ok = True
             finally:
                 sink.close(sync=ok)

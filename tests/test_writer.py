@@ -27,7 +27,8 @@ from structlog.testing import capture_logs
 
 from quantbot_bus.contract import Valid, validate_run_dir
 from quantbot_bus.errors import ContractError
-from quantbot_bus.writer import RunWriter, git_info
+from quantbot_bus.provenance import git_info
+from quantbot_bus.writer import RunWriter
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
