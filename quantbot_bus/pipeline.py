@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -36,10 +35,11 @@ from typing import Any
 
 from . import exports, ingest
 from .catalog import Batch, BatchResult, Catalog, Rejection
+from .catalog.store import move_aside
 from .config import Config
 from .contract import METADATA_NAME, quick_fingerprint
 from .errors import CatalogError, ConfigError
-from .fsutil import lock_holder
+from .exports.files import remove_legacy_exports
 from .log import get_logger
 from .publication import Publication, Published
 from .statelock import StateLock
@@ -78,9 +78,9 @@ class Bus:
         try:
             bus = cls(config, lock)
             if role == "rebuild":
-                _move_aside(Path(config.catalog_path).absolute())
+                move_aside(Path(config.catalog_path).absolute())
             bus.catalog = Catalog.open(config.catalog_path, memory_limit=config.memory_limit)
-            _remove_legacy_exports(config)
+            remove_legacy_exports(config)
         except BaseException:
             if bus is not None:
                 bus.publication.close()
@@ -366,47 +366,6 @@ class Bus:
             ms=round((time.perf_counter() - t0) * 1000, 1),
         )
         return result
-
-
-def _remove_legacy_exports(config: Config) -> None:
-    """Files of the layout before generations (``exports/tables/``, ``exports/<name>.parquet``):
-    readers of those would read data that is never updated again, so they go."""
-    base = Path(config.exports_dir)
-    names = [f"{n}.parquet" for n in exports.summary_names()]
-    names += [f"{e.name}.{e.format}" for e in config.exports]
-    legacy = [base / n for n in names if (base / n).is_file()]
-    if (base / "tables").is_dir():
-        legacy.append(base / "tables")
-    for path in legacy:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    if legacy:
-        log.info("export.legacy_removed", paths=[str(p) for p in legacy])
-
-
-def _move_aside(path: Path) -> None:
-    """``rebuild``: the old catalog (and its WAL) becomes ``<name>.bak``."""
-    if not path.exists():
-        return
-    holder = lock_holder(path)
-    if holder is not None:
-        raise CatalogError(
-            f"the catalog {path} is in use by another process (pid {holder}); close whatever "
-            "holds it open (a DuckDB shell, a script) before `rebuild`"
-        )
-    backup = path.with_name(path.name + ".bak")
-    try:
-        os.replace(path, backup)
-        wal = path.with_name(path.name + ".wal")
-        if wal.exists():
-            os.replace(wal, backup.with_name(backup.name + ".wal"))
-        else:
-            backup.with_name(backup.name + ".wal").unlink(missing_ok=True)
-    except OSError as exc:
-        raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
-    log.info("catalog.backup", path=str(path), backup=str(backup))
 
 
 def sync(config: Config) -> Any:

@@ -22,10 +22,14 @@ from typing import Any
 import duckdb
 
 from ..errors import CatalogError
+from ..fsutil import lock_holder
+from ..log import get_logger
 from ..sqltext import lit
 from .batch import Batch, BatchResult, KnownRun, apply_batch
 from .schema import DB_ALIAS, max_seq, migrate, schema_version
 from .text import db_text, fs_text
+
+log = get_logger("quantbot_bus.catalog")
 
 _INLINE_PATHS = 512  #: up to this many run_dir values are inlined (the index needs literals)
 
@@ -251,3 +255,26 @@ class Catalog:
             out["artifacts"] = int(row[2])
         out["rejections"] = int(row[3])
         return out
+
+
+def move_aside(path: Path) -> None:
+    """``rebuild``: the old catalog (and its WAL) becomes ``<name>.bak``."""
+    if not path.exists():
+        return
+    holder = lock_holder(path)
+    if holder is not None:
+        raise CatalogError(
+            f"the catalog {path} is in use by another process (pid {holder}); close whatever "
+            "holds it open (a DuckDB shell, a script) before `rebuild`"
+        )
+    backup = path.with_name(path.name + ".bak")
+    try:
+        os.replace(path, backup)
+        wal = path.with_name(path.name + ".wal")
+        if wal.exists():
+            os.replace(wal, backup.with_name(backup.name + ".wal"))
+        else:
+            backup.with_name(backup.name + ".wal").unlink(missing_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"cannot move the old catalog {path} aside: {exc}") from exc
+    log.info("catalog.backup", path=str(path), backup=str(backup))

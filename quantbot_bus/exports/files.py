@@ -14,6 +14,7 @@ write took, so the whole-file rewrites take a bounded share of the time at any h
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,21 @@ def _entry(
         "ok": error is None,
         "error": error,
     }
+
+
+def remove_legacy_exports(config: Config) -> None:
+    """Files of the layout before generations (``exports/tables/``, ``exports/<name>.parquet``):
+    readers of those would read data that is never updated again, so they go."""
+    base = Path(config.exports_dir)
+    names = [f"{n}.parquet" for n in plugins.summary_names()]
+    names += [f"{e.name}.{e.format}" for e in config.exports]
+    legacy = [base / n for n in names if (base / n).is_file()]
+    if (base / "tables").is_dir():
+        legacy.append(base / "tables")
+    for path in legacy:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if legacy:
+        log.info("export.legacy_removed", paths=[str(p) for p in legacy])
