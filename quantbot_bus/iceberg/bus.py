@@ -146,6 +146,10 @@ class IcebergBus:
         listed = {f.metadata_key: f for f in found if isinstance(f, RunObject)}
         bad = [f for f in found if isinstance(f, BadKey)]
         result.listed = len(listed) + len(bad)
+        # a run rejected before whose objects have not changed since is not validated again
+        signed = {k: r.signature for k, r in listed.items() if r.signature}
+        for key in self.ledger.rejected_unchanged(signed):
+            listed.pop(key)
         for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
             listed.setdefault(key, waiting)
         self.backlog.update(listed)
@@ -175,6 +179,7 @@ class IcebergBus:
                 )
             )
         now = time.monotonic()
+        noted: dict[str, str] = {}  # metadata key -> listing signature of runs rejected now
         for run, verdict in verdicts:
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
             first = self.pending.pop(run.metadata_key, (now, run, ""))[0]
@@ -182,7 +187,9 @@ class IcebergBus:
                 valid.append(verdict)
             elif isinstance(verdict, Invalid):
                 rejected.append(Rejected(run_dir, verdict.run_id or run.run_id, verdict.reason))
+                noted[run.metadata_key] = run.signature
             elif now - first >= self.config.pending_timeout_s:
+                noted[run.metadata_key] = run.signature
                 rejected.append(
                     Rejected(
                         run_dir,
@@ -194,13 +201,18 @@ class IcebergBus:
                 )
             else:
                 self.pending[run.metadata_key] = (first, run, verdict.reason)
+        by_id = {r.run_id: r for r in runs.values()}
         for i in range(0, len(valid), MAX_COMMIT_RUNS):
             done = registrar.register(valid[i : i + MAX_COMMIT_RUNS])
             result.registered += done.registered
             result.already += done.already
             rejected += done.rejected
+            for r in done.rejected:  # a schema conflict: the run's own id, validated
+                if r.run_id in by_id:
+                    noted[by_id[r.run_id].metadata_key] = by_id[r.run_id].signature
         self.ledger.add("runs_d", result.registered + result.already)
         result.rejected = self._record_rejections(rejected)
+        self.ledger.note_rejected({k: sig for k, sig in noted.items() if sig})
         for run_id in result.registered:
             log.info("run.registered", run_id=run_id, backend="iceberg")
         for run_id in result.already:

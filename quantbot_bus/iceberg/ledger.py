@@ -35,6 +35,9 @@ class Ledger:
             "CREATE TABLE IF NOT EXISTS known (tbl VARCHAR, key VARCHAR, PRIMARY KEY (tbl, key))"
         )
         self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS rejected (key VARCHAR PRIMARY KEY, signature VARCHAR)"
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -73,6 +76,26 @@ class Ledger:
     def count(self, table: str) -> int:
         row = self.con.execute("SELECT count(*) FROM known WHERE tbl = ?", [table]).fetchone()
         return int(row[0]) if row else 0
+
+    # -- rejected runs, by the listing signature they were rejected at
+    def rejected_unchanged(self, signatures: dict[str, str]) -> set[str]:
+        """The metadata keys of ``signatures`` rejected before at the same signature."""
+        if not signatures:
+            return set()
+        keys, sigs = list(signatures), list(signatures.values())
+        rows = self.con.execute(
+            "SELECT r.key FROM rejected r JOIN (SELECT unnest(?::VARCHAR[]) AS key,"
+            " unnest(?::VARCHAR[]) AS signature) l USING (key) WHERE r.signature = l.signature",
+            [keys, sigs],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def note_rejected(self, signatures: dict[str, str]) -> None:
+        if signatures:
+            self.con.execute(
+                "INSERT OR REPLACE INTO rejected SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                [list(signatures), list(signatures.values())],
+            )
 
     # -- small values
     def get(self, key: str, default: Any = None) -> Any:

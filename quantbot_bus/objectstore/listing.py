@@ -23,8 +23,9 @@ as :class:`BadKey` so they are rejected with a reason instead of skipped in sile
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..contract import METADATA_NAME, RUN_ID_RE
@@ -39,13 +40,16 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 @dataclass(frozen=True)
 class RunObject:
-    """A run's ``metadata.json`` key; ``etag`` and ``size`` when a listing gave them."""
+    """A run's ``metadata.json`` key; ``etag`` and ``size`` when a listing gave them, and on a
+    full listing ``signature``: a hash of every object below the run's prefix (key, ETag,
+    size), which changes whenever any of its files does."""
 
     run_type: str
     run_id: str
     metadata_key: str
     etag: str = ""
     size: int = -1
+    signature: str = ""
 
     @property
     def run_prefix(self) -> str:
@@ -169,10 +173,24 @@ class Lister:
         return out
 
     def all_runs(self) -> Iterator[RunObject | BadKey]:
-        """Every run below each run type (the reconcile's full listing)."""
+        """Every run below each run type (the reconcile's full listing), each with its
+        :attr:`RunObject.signature`. Keys come in order, so a run's objects are contiguous."""
+        base = self.loc.key_prefix()
         for run_type in self.run_types():
+            prefix, found, digest = "", None, hashlib.sha256()
             for page in self._pages(self.loc.key(run_type) + "/"):
                 for obj in page.get("Contents", []):
-                    found = _classify(self.loc, obj)
-                    if found is not None:
-                        yield found
+                    key: str = obj["Key"]
+                    run_prefix = "/".join(key[len(base) :].split("/", 2)[:2])  # type/id
+                    if run_prefix != prefix:  # the previous run's objects are all seen
+                        if found is not None:
+                            yield replace(found, signature=digest.hexdigest()[:32])
+                        prefix, found, digest = run_prefix, None, hashlib.sha256()
+                    digest.update(f"{key}\0{obj.get('ETag', '')}\0{obj.get('Size')}\n".encode())
+                    classified = _classify(self.loc, obj)
+                    if isinstance(classified, BadKey):
+                        yield classified
+                    elif classified is not None:
+                        found = classified
+            if found is not None:
+                yield replace(found, signature=digest.hexdigest()[:32])

@@ -1,0 +1,100 @@
+"""The reconcile on the scale-out backend (real moto_server and PostgreSQL): runs deleted from
+the bucket leave the Iceberg tables, and a rejected run is not validated again until one of its
+objects changes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from test_scaleout import _local_run
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_a_run_deleted_from_the_bucket_leaves_every_table_and_may_come_back(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile takes a deleted run out of runs_d, artifacts_f and its artifact tables
+    (after which every table still scans: no data file points at a deleted object); the same
+    run id uploaded again is registered again, once."""
+    import pyarrow as pa
+
+    from quantbot_bus.pipeline import sync
+    from quantbot_bus.writer import RunWriter
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    for p in scaleout.writers(1, 3, tag="d"):
+        assert p.wait(120) == 0
+    ids = [f"d0-{i:05d}" for i in range(3)]
+    assert sorted(sync(scaleout.config()).registered) == ids
+    client = scaleout.s3.client()
+    listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/d0-00001/")
+    for obj in listed["Contents"]:
+        client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+
+    result = sync(scaleout.config())
+    assert result.registered == [] and list(result.deleted) == ["d0-00001"]
+    kept = {"d0-00000", "d0-00002"}
+    assert scaleout.run_counts("runs_d") == {r: 1 for r in kept}
+    assert scaleout.run_counts("artifacts_f") == {r: 2 for r in kept}
+    assert scaleout.run_counts("trades") == {r: 3 for r in kept}  # in place: the file is gone
+    assert scaleout.run_counts("fills") == {r: 2 for r in kept}  # rewritten copy
+    assert list(sync(scaleout.config()).deleted) == []  # done once
+
+    with RunWriter(scaleout.root, "backtest", run_id="d0-00001", git=None) as w:
+        w.write_table("trades", pa.table({"run_id": ["d0-00001"] * 4, "pnl": [1.0] * 4}))
+    assert sync(scaleout.config()).registered == ["d0-00001"]
+    assert scaleout.run_counts("runs_d") == {r: 1 for r in ids}
+    assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, "d0-00001": 4}
+    assert sync(scaleout.config("state-other-host")).registered == []
+
+
+def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reconcile lists every run; one rejected before whose objects are unchanged costs no
+    request. Fixed (deleted and uploaded again), it is validated and registered."""
+    from quantbot_bus.iceberg.bus import IcebergBus
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    client = scaleout.s3.client()
+    loc = S3Location.parse(scaleout.root)
+
+    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
+        (run_dir / "trades.parquet").unlink()  # declared, never uploaded
+
+    upload_run(client, _local_run(scaleout.tmp, "good"), loc, "backtest", "good")
+    upload_run(client, _local_run(scaleout.tmp, "bad", no_trades), loc, "backtest", "bad")
+    # incomplete runs are rejected at once
+    bus = IcebergBus(dataclasses.replace(scaleout.config(), pending_timeout_s=0.0))
+    gets: list[str] = []
+    bus.client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
+    try:
+        first = bus.poll(full=True)
+        assert first.registered == ["good"]
+        assert [r.run_id for r in first.rejected] == ["bad"]
+        assert any("/bad/" in k for k in gets)
+
+        gets.clear()
+        again = bus.poll(full=True)
+        assert again.registered == [] and again.rejected == [] and again.pending == []
+        assert [k for k in gets if "/bad/" in k] == []  # listed, not fetched
+
+        for obj in client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/bad/")[
+            "Contents"
+        ]:
+            client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+        upload_run(client, _local_run(scaleout.tmp / "fixed", "bad"), loc, "backtest", "bad")
+        fixed = bus.poll(full=True)
+        assert fixed.registered == ["bad"]
+    finally:
+        bus.close()
+    assert set(scaleout.run_counts("runs_d")) == {"good", "bad"}
