@@ -98,3 +98,46 @@ def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
     finally:
         bus.close()
     assert set(scaleout.run_counts("runs_d")) == {"good", "bad"}
+
+
+def test_completion_markers_older_than_a_week_are_deleted_and_their_runs_still_found(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly maintenance deletes markers over MARKER_KEEP_S old (and only those); a
+    fresh daemon's reconcile still registers a run whose marker is gone."""
+    import datetime as dt
+
+    from quantbot_bus.iceberg.bus import IcebergBus
+    from quantbot_bus.objectstore.listing import INBOX, MARKER_KEEP_S, Lister, marker_key
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    client = scaleout.s3.client()
+    loc = S3Location.parse(scaleout.root)
+    upload_run(client, _local_run(scaleout.tmp, "old-run"), loc, "backtest", "old-run")
+    now = dt.datetime.now(dt.UTC)
+    ages = {"old": MARKER_KEEP_S + 3600, "older": MARKER_KEEP_S * 3, "young": 60}
+    for name, age in ages.items():
+        key = marker_key(loc, "backtest", f"m-{name}", now - dt.timedelta(seconds=age))
+        client.put_object(Bucket=scaleout.bucket, Key=key, Body=b"")
+
+    def markers() -> list[str]:
+        listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix=loc.key(INBOX) + "/")
+        return sorted(o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", []))
+
+    assert markers() == ["m-old", "m-older", "m-young", "old-run"]
+    assert Lister(client, loc).expire_markers(now=now) == 2
+    assert markers() == ["m-young", "old-run"]
+    assert Lister(client, loc).expire_markers(now=now) == 0
+    # a week on, the run's own marker goes too; a new daemon finds the run by its reconcile
+    later = now + dt.timedelta(seconds=MARKER_KEEP_S + 60)
+    assert Lister(client, loc).expire_markers(now=later) == 2
+    assert markers() == []
+    bus = IcebergBus(scaleout.config("state-new-host"))
+    try:
+        assert bus.poll(full=True).registered == ["old-run"]
+        assert "_inbox" in bus.maintain()
+    finally:
+        bus.close()

@@ -277,6 +277,10 @@ class IcebergBus:
             done["quantbot_claims"] = {"expired": self.claims.expire()}
         except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
             log.warning("iceberg.maintenance_failed", table="quantbot_claims", error=str(exc)[:300])
+        try:
+            done["_inbox"] = {"expired": Lister(self.client, self.loc).expire_markers()}
+        except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
+            log.warning("iceberg.maintenance_failed", table="_inbox", error=str(exc)[:300])
         return done
 
     def counts(self) -> dict[str, int]:

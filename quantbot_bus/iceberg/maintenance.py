@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import structlog
 
-from ..objectstore.location import S3Settings
+from ..objectstore.location import S3Settings, delete_objects
 from .tables import NAMESPACE
 
 log = structlog.get_logger("quantbot_bus.iceberg")
@@ -35,7 +35,6 @@ MAX_SNAPSHOT_AGE_S = 3600.0
 ORPHAN_MIN_AGE_S = 3600.0
 #: The sub-prefixes of a table location that pyiceberg writes to.
 TABLE_PREFIXES = ("metadata/", "data/")
-_DELETE_CHUNK = 1000  #: S3 DeleteObjects takes at most 1000 keys
 
 
 def expire_snapshots(
@@ -141,16 +140,7 @@ def remove_orphan_files(
             young = now - obj["LastModified"].timestamp() < min_age_s
             if not young and f"s3://{bucket}/{key}" not in referenced:
                 doomed.append(key)
-    deleted = 0
-    for i in range(0, len(doomed), _DELETE_CHUNK):
-        chunk = doomed[i : i + _DELETE_CHUNK]
-        resp = client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-        )
-        errors = resp.get("Errors", [])
-        for err in errors[:5]:
-            log.warning("iceberg.orphan_delete_failed", key=err.get("Key"), error=err.get("Code"))
-        deleted += len(chunk) - len(errors)
+    deleted = delete_objects(client, bucket, doomed)
     log.info(
         "iceberg.orphans_removed",
         table=_name(table),

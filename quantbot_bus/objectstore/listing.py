@@ -30,11 +30,14 @@ from typing import Any
 
 from ..contract import METADATA_NAME, RUN_ID_RE
 from ..ignore import is_ignored_name
-from .location import S3Location
+from .location import S3Location, delete_objects
 
 INBOX = "_inbox"
 #: The cursor trails the newest marker by this much (clocks of writer hosts differ a little).
 CLOCK_SKEW_S = 5.0
+#: Completion markers older than this are deleted (:meth:`Lister.expire_markers`): every daemon
+#: starts with a full reconcile, so one stopped for longer finds those runs without them.
+MARKER_KEEP_S = 7 * 86400.0
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 
@@ -171,6 +174,23 @@ class Lister:
                 trail = inbox + (at - dt.timedelta(seconds=CLOCK_SKEW_S)).strftime(_STAMP)
                 self.cursor = max(self.cursor, trail)
         return out
+
+    def expire_markers(
+        self, *, keep_s: float = MARKER_KEEP_S, now: dt.datetime | None = None
+    ) -> int:
+        """Delete the completion markers whose finish time is over ``keep_s`` ago; returns how
+        many. Markers sort by that time, so the listing stops at the first younger one: the
+        cost is the markers deleted, not the bucket."""
+        now = dt.datetime.now(dt.UTC) if now is None else now
+        inbox = self.loc.key(INBOX) + "/"
+        cutoff = inbox + (now - dt.timedelta(seconds=keep_s)).strftime(_STAMP)
+        doomed: list[str] = []
+        for page in self._pages(inbox):
+            keys = [str(obj["Key"]) for obj in page.get("Contents", [])]
+            doomed += [k for k in keys if k < cutoff]
+            if keys and keys[-1] >= cutoff:
+                break
+        return delete_objects(self.client, self.loc.bucket, doomed)
 
     def all_runs(self) -> Iterator[RunObject | BadKey]:
         """Every run below each run type (the reconcile's full listing), each with its

@@ -147,3 +147,27 @@ class S3Settings:
         if self.secret_access_key:
             props["s3.secret-access-key"] = self.secret_access_key
         return props
+
+
+#: S3 DeleteObjects takes at most this many keys per request.
+DELETE_CHUNK = 1000
+
+
+def delete_objects(client: Any, bucket: str, keys: list[str]) -> int:
+    """Delete ``keys`` from ``bucket`` (DeleteObjects, :data:`DELETE_CHUNK` at a time); returns
+    how many went. Keys the store refuses are logged (``objectstore.delete_failed``)."""
+    import structlog
+
+    deleted = 0
+    for i in range(0, len(keys), DELETE_CHUNK):
+        chunk = keys[i : i + DELETE_CHUNK]
+        resp = client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+        errors = resp.get("Errors", [])
+        for err in errors[:5]:
+            structlog.get_logger("quantbot_bus.objectstore").warning(
+                "objectstore.delete_failed", key=err.get("Key"), error=err.get("Code")
+            )
+        deleted += len(chunk) - len(errors)
+    return deleted
