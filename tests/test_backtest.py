@@ -324,11 +324,12 @@ def test_optimize_run_agrees_with_the_policy_run(tmp_path: Path) -> None:
     result = run(tmp_path, "optimize", calls=60, seed=4)
     assert isinstance(validate_run_dir(result.run_dir, tmp_path / "artifacts"), Valid)
     t = tables(result.run_dir)
-    assert set(t) == {"frontier", "summary"}
-    frontier, summary = t["frontier"].to_pylist(), t["summary"].to_pylist()
-    assert set(FRONTIER_COLUMNS) <= set(t["frontier"].column_names)
-    for name in t:
-        assert "duckdb" in created_by(result.run_dir, name).lower()
+    assert set(t) == {"policy_frontier", "v1_baseline_frontier", "summary"}
+    frontier, summary = t["policy_frontier"].to_pylist(), t["summary"].to_pylist()
+    assert set(FRONTIER_COLUMNS) <= set(t["policy_frontier"].column_names)
+    assert "duckdb" in created_by(result.run_dir, "summary").lower()
+    for name in ("policy_frontier", "v1_baseline_frontier"):
+        assert "parquet-cpp-arrow" in created_by(result.run_dir, name).lower()
     assert len(summary) == 1
 
     # Recompute the frontier from a policy run of the same market (written by another library).
@@ -357,14 +358,16 @@ def test_optimize_run_agrees_with_the_policy_run(tmp_path: Path) -> None:
         sem = statistics.stdev(returns) / len(returns) ** 0.5 if len(returns) > 1 else 0.0
         assert row["objective_score"] == pytest.approx(statistics.fmean(returns) - sem)
         assert json.loads(row["policy_params"])["stop_loss"] in (0.2, 0.35, 0.5)
-    # Ranks: 1..27 per caller, constrained first, then by objective score.
+    # Ranks: 1..27 per caller, constrained first, then by objective score, ties by params.
     per_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in frontier:
         per_caller[row["caller_name"]].append(row)
     for rows in per_caller.values():
         ordered = sorted(rows, key=lambda r: r["rank"])
         assert [r["rank"] for r in ordered] == list(range(1, 28))
-        keys = [(not r["meets_constraints"], -r["objective_score"]) for r in ordered]
+        keys = [
+            (not r["meets_constraints"], -r["objective_score"], r["policy_params"]) for r in ordered
+        ]
         assert keys == sorted(keys)
     feasible_best = [r for r in frontier if r["rank"] == 1 and r["meets_constraints"]]
     s = summary[0]

@@ -31,7 +31,7 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     [
         ("path-only", "1m", ["backtest_call_path_metrics"]),
         ("policy", "5m", ["backtest_policy_results", "backtest_call_results"]),
-        ("optimize", "1m", ["frontier", "summary"]),
+        ("optimize", "1m", ["summary", "policy_frontier", "v1_baseline_frontier"]),
     ],
 )
 def test_backtest_run(tmp_path: Path, strategy: str, interval: str, tables: list[str]) -> None:
@@ -127,7 +127,7 @@ def test_help_documents_the_output() -> None:
     [
         ("backtest_path_only.py", "backtest_call_path_metrics"),
         ("backtest_policy.py", "backtest_call_results"),
-        ("backtest_optimize.py", "frontier"),
+        ("backtest_optimize.py", "policy_frontier"),
     ],
 )
 def test_producer_scripts(tmp_path: Path, script: str, table: str) -> None:

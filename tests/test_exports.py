@@ -214,10 +214,12 @@ def check_leaderboard(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
 
 
 def check_run_summaries(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
-    """Per run: path-only runs carry their call statistics; policy runs their trades."""
+    """Per run: path-only runs carry their call statistics; policy runs their trades; optimize
+    runs their callers and their best policies' return (these frontiers have no trades)."""
     pm = raw_view(con, cfg, PATH)
     pr = raw_view(con, cfg, POLICY)
     cr = raw_view(con, cfg, CALLS)
+    fr = raw_view(con, cfg, FRONTIER) if list(cfg.root.glob(f"*/*/{FRONTIER}.parquet")) else None
     got = rows(
         con,
         f"SELECT run_id, total_trades, total_pnl_usd, total_pnl_pct, avg_return_bps, win_rate, "
@@ -245,6 +247,13 @@ def check_run_summaries(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
             f"count(DISTINCT call_id), count(DISTINCT caller_name) FROM {cr} "
             f"WHERE run_id = '{run_id}'",
         )[0]
+        f = (0, None)
+        if fr is not None:
+            f = rows(
+                con,
+                f"SELECT count(DISTINCT caller_name), avg(avg_return_bps) FILTER (WHERE rank = 1) "
+                f"FROM {fr} WHERE run_id = '{run_id}'",
+            )[0]
         has_p, has_q, has_c = p[0] > 0, q[0] > 0, c[0] > 0
         want.append(
             (
@@ -252,12 +261,12 @@ def check_run_summaries(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
                 c[0] if has_c else (q[0] if has_q else 0),
                 c[1] if has_c else None,
                 c[2] if has_c else None,
-                c[3] if has_c else (q[1] if has_q else None),
+                c[3] if has_c else (q[1] if has_q else f[1]),
                 c[4] if has_c else (q[2] if has_q else None),
                 p[2] if has_p else (q[3] if has_q else None),
                 p[3] if has_p else (q[4] if has_q else None),
                 p[0] if has_p else (c[5] if has_c else (q[5] if has_q else 0)),
-                p[1] if has_p else (c[6] if has_c else 0),
+                p[1] if has_p else (c[6] if has_c else f[0]),
             )
         )
     approx_rows(got, want)

@@ -7,11 +7,12 @@ For each caller × policy, over that caller's calls: ``trades``, ``avg_return_bp
 - ``objective_score`` = avg_return_bps − its standard error (sample sd / √trades; 0 when a single
   trade): a mean return that has to survive its own noise;
 - ``rank`` within the caller: constrained policies first, then by objective_score descending,
-  ties by policy_id (1 = best).
+  ties by policy_params (1 = best; the order of :mod:`quantbot_bus.backtest.frontier`).
 
-The ``frontier`` table holds every caller × policy row; the one-row ``summary`` names the best
-constrained caller/policy of the run. Both are written by DuckDB ``COPY (...) TO`` straight into
-the paths the :class:`~quantbot_bus.writer.RunWriter` gives.
+The frontier (every caller × policy row) comes back as an Arrow table, for the runner to write as
+artifact ``policy_frontier`` (:func:`quantbot_bus.backtest.frontier.write_policy_frontier`); the
+one-row ``summary`` names the best constrained caller/policy of the run and is written by DuckDB
+``COPY (...) TO`` straight into the path the :class:`~quantbot_bus.writer.RunWriter` gives.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ SELECT $run_id AS run_id, caller_name, policy_id, policy_params,
        win_rate, trades,
        row_number() OVER (
            PARTITION BY caller_name
-           ORDER BY meets_constraints DESC, objective_score DESC, policy_id
+           ORDER BY meets_constraints DESC, objective_score DESC, policy_params
        ) AS rank,
        $created_at AS created_at
 FROM scored
@@ -113,19 +114,19 @@ def trades_table(results: Sequence[CallTrades], policies: Sequence[Policy]) -> p
     return pa.table(cols, schema=_TRADES_SCHEMA)
 
 
-def optimize_to_parquet(
+def optimize(
     trades: pa.Table,
     *,
     run_id: str,
     created_at: dt.datetime,
     calls: int,
     constraints: Constraints,
-    frontier_path: Path,
     summary_path: Path,
-) -> dict[str, float | int]:
-    """Compute the frontier and summary in DuckDB and ``COPY`` them to the two Parquet paths.
+) -> tuple[pa.Table, dict[str, float | int]]:
+    """Compute the frontier and summary in DuckDB, ``COPY`` the summary to ``summary_path``.
 
-    Returns the run metrics (callers, callers meeting the constraints, best objective score...).
+    Returns the frontier (by caller and rank) and the run metrics (callers, callers meeting the
+    constraints, best objective score...).
     """
     con = duckdb.connect(":memory:")
     try:
@@ -140,11 +141,7 @@ def optimize_to_parquet(
                 "max_stop_out_rate": constraints.max_stop_out_rate,
             },
         )
-        con.execute(
-            "COPY (SELECT * FROM frontier ORDER BY caller_name, rank) TO $path "
-            "(FORMAT parquet, COMPRESSION zstd)",
-            {"path": str(frontier_path)},
-        )
+        frontier = con.sql("SELECT * FROM frontier ORDER BY caller_name, rank").to_arrow_table()
         con.execute(
             f"COPY ({_SUMMARY_SQL}) TO $path (FORMAT parquet, COMPRESSION zstd)",  # noqa: S608 - constant SQL
             {
@@ -173,4 +170,5 @@ def optimize_to_parquet(
         "avg_best_return_bps",
         "avg_best_stop_out_rate",
     )
-    return {name: value for name, value in zip(names, row, strict=True) if value is not None}
+    metrics = {name: value for name, value in zip(names, row, strict=True) if value is not None}
+    return frontier, metrics

@@ -10,7 +10,8 @@ strategy       tables                                            written with
 =============  ================================================  ==============================
 path-only      backtest_call_path_metrics                        polars
 policy         backtest_policy_results, backtest_call_results    pyarrow
-optimize       frontier, summary                                 DuckDB ``COPY ... TO``
+optimize       summary                                           DuckDB ``COPY ... TO``
+               policy_frontier, v1_baseline_frontier             pyarrow (``backtest.frontier``)
 =============  ================================================  ==============================
 
 Runs have ``run_type`` ``backtest``; the strategy and every input are in ``params``. Given the same
@@ -33,9 +34,11 @@ from ..config import load_config
 from ..errors import BusError, exit_code_for
 from ..log import configure_logging
 from ..writer import RunWriter
+from . import frontier as fr
 from . import optimize as opt
 from . import pathonly
 from . import policy as pol
+from . import v1baseline as v1
 from .market import DEFAULT_HORIZON_MINUTES, INTERVAL_MS, Call, generate_calls
 
 STRATEGIES = ("path-only", "policy", "optimize")
@@ -93,6 +96,30 @@ def _trade_all(
     ]
 
 
+def _trade_optimize(
+    calls: Iterable[Call], policies: Sequence[pol.Policy], interval: str
+) -> tuple[list[pol.CallTrades], dict[v1.V1Params, list[v1.V1Trade]]]:
+    """Each call under the policy grid and under the V1 grid, in one pass over the calls."""
+    interval_ms = INTERVAL_MS[interval]
+    grid = v1.v1_grid()
+    results: list[pol.CallTrades] = []
+    baseline: dict[v1.V1Params, list[v1.V1Trade]] = {p: [] for p in grid}
+    for c in calls:
+        candles = c.after_alert()
+        results.append(
+            pol.trade_call(
+                c.call_id, c.caller_name, c.mint, c.chain, candles, policies, interval_ms
+            )
+        )
+        for p in grid:
+            t = v1.simulate_v1_trade(
+                p, candles, interval_ms, call_id=c.call_id, caller_name=c.caller_name
+            )
+            if t is not None:
+                baseline[p].append(t)
+    return results, baseline
+
+
 def run_backtest(
     strategy: str,
     interval: str,
@@ -143,6 +170,7 @@ def run_backtest(
     if strategy == "optimize":
         params["max_stop_out_rate"] = constraints.max_stop_out_rate
         params["min_trades"] = constraints.min_trades
+        params["v1_grid"] = v1.GRID_DESCRIPTION
 
     writer = RunWriter(
         root,
@@ -173,19 +201,21 @@ def run_backtest(
             w.write_table("backtest_call_results", call_results)
             w.set_metrics(**_policy_metrics(results, policies, best, call_results))
         else:
-            results = _trade_all(stream, policies, interval)
-            frontier_path, summary_path = w.path_for("frontier"), w.path_for("summary")
-            metrics = opt.optimize_to_parquet(
+            results, baseline = _trade_optimize(stream, policies, interval)
+            summary_path = w.path_for("summary")
+            frontier, metrics = opt.optimize(
                 opt.trades_table(results, policies),
                 run_id=w.run_id,
                 created_at=created_at,
                 calls=len(results),
                 constraints=constraints,
-                frontier_path=frontier_path,
                 summary_path=summary_path,
             )
-            w.add_file("frontier", frontier_path)  # DuckDB wrote these two files
-            w.add_file("summary", summary_path)
+            w.add_file("summary", summary_path)  # DuckDB wrote this file
+            fr.write_policy_frontier(w, frontier)
+            overall, per_caller = v1.baseline_rows(baseline, run_id=w.run_id, created_at=created_at)
+            fr.write_v1_baseline_per_caller_frontiers(w, per_caller, overall=overall)
+            metrics.update(v1.baseline_metrics(overall, per_caller))
             w.set_metrics(calls=len(results), **metrics)
     return RunResult(run_id=w.run_id, run_dir=w.run_dir, metrics=dict(w.metrics))
 

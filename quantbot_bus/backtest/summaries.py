@@ -1,12 +1,15 @@
 """The backtest summary exports: per-run summaries, the caller leaderboard, policy comparison,
-the newest optimisation frontier — a plug-in of :mod:`quantbot_bus.exports.plugins`.
+and (from :mod:`quantbot_bus.backtest.frontier_summaries`) the frontiers — a plug-in of
+:mod:`quantbot_bus.exports.plugins`.
 
 Each is kept incrementally in the export state from per-run partials, computed once from a run's
 own rows when it is exported: ``run_summary_p`` (exact per-run medians), ``policy_p`` (per run ×
 policy, exact medians), ``caller_p`` (per run × caller counts, path-only runs: path metrics and
-no policy results), ``frontier_p`` (per run × caller, the best policy that meets the
-constraints). ``caller_tot`` and ``caller_hist_tot`` hold the leaderboard's running totals,
-updated by adding an exported run's partials and subtracting a removed run's (integers: exact).
+no policy results). An optimize run's ``run_summaries`` row comes from its frontiers: trades,
+calls, average return and win rate of each caller's best (rank 1) policy, its callers, and the
+pnl of the V1 baseline's best all-calls portfolio (final − initial capital). ``caller_tot`` and
+``caller_hist_tot`` hold the leaderboard's running totals, updated by adding an exported run's
+partials and subtracting a removed run's (integers: exact).
 Its cross-run quantiles (median/p90 peak_multiple, median dd_bps, median t_2x_ms) come from the
 merged log-bin histograms of :mod:`quantbot_bus.exports.histograms` (relative error ≤ 0.5 %).
 """
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING
 from ..exports.histograms import Histograms, bin_value_sql
 from ..exports.plugins import ComputeHook, Flag, Staged, Summary, register
 from ..exports.sql import col
+from .frontier import V1_BASELINE_FRONTIER
+from .frontier_summaries import FRONTIER_BEST, FRONTIERS, POLICY_FRONTIERS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,7 +35,6 @@ if TYPE_CHECKING:
 PATH_TABLE = "backtest_call_path_metrics"
 POLICY_TABLE = "backtest_policy_results"
 CALL_RESULTS_TABLE = "backtest_call_results"
-FRONTIER_TABLE = "frontier"
 
 CALLER_HISTOGRAMS = Histograms(
     table=PATH_TABLE,
@@ -44,6 +48,8 @@ CALLER_HISTOGRAMS = Histograms(
 
 _NO_PM = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS calls, NULL::BIGINT AS callers, NULL::DOUBLE AS mdd, NULL::DOUBLE AS med WHERE false"
 _NO_PR = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS trades, NULL::DOUBLE AS ret, NULL::DOUBLE AS win, NULL::DOUBLE AS mdd, NULL::DOUBLE AS med, NULL::BIGINT AS calls WHERE false"
+_NO_FR = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS trades, NULL::DOUBLE AS ret, NULL::DOUBLE AS win, NULL::BIGINT AS callers WHERE false"
+_NO_V1 = "SELECT NULL::VARCHAR AS run_id, NULL::DOUBLE AS usd, NULL::DOUBLE AS pct WHERE false"
 _NO_CR = "SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS trades, NULL::DOUBLE AS usd, NULL::DOUBLE AS pct, NULL::DOUBLE AS ret, NULL::DOUBLE AS win, NULL::BIGINT AS calls, NULL::BIGINT AS callers WHERE false"
 
 
@@ -85,6 +91,51 @@ def _calls_per_run(cr: Staged) -> str:
     )
 
 
+def _frontier_per_run(fr: Staged) -> str:
+    """An optimize run: its callers and, over each caller's rank-1 policy, the trades and the
+    trade-weighted return and win rate (unweighted when the frontier has no ``trades``)."""
+    c = fr.columns
+    one = f"{col(c, 'rank', 'BIGINT')} = 1"
+    n = f"CAST({col(c, 'trades', 'BIGINT')} AS DOUBLE)"
+    ret, win = col(c, "avg_return_bps", "DOUBLE"), col(c, "win_rate", "DOUBLE")
+
+    def weighted(v: str) -> str:
+        return (
+            f"coalesce(sum({v} * {n}) FILTER (WHERE {one}) / "
+            f"nullif(sum({n}) FILTER (WHERE {one} AND {v} IS NOT NULL), 0), "
+            f"avg({v}) FILTER (WHERE {one}))"
+        )
+
+    return (
+        f"SELECT run_id, CAST(sum({n}) FILTER (WHERE {one}) AS BIGINT) AS trades, "
+        f"{weighted(ret)} AS ret, {weighted(win)} AS win, "
+        f"count(DISTINCT {col(c, 'caller_name', 'VARCHAR')}) AS callers "
+        f"FROM {fr.relation} GROUP BY run_id"
+    )
+
+
+def _v1_per_run(v1: Staged) -> str:
+    """An optimize run's pnl: the V1 baseline's best all-calls portfolio."""
+    c = v1.columns
+    final, start = col(c, "final_capital", "DOUBLE"), col(c, "initial_capital", "DOUBLE")
+    best = f"{col(c, 'rank', 'BIGINT')} = 1 AND {col(c, 'caller_name', 'VARCHAR')} IS NULL"
+    return (
+        f"SELECT run_id, any_value({final} - {start}) FILTER (WHERE {best}) AS usd, "
+        f"any_value(({final} / {start} - 1) * 100) FILTER (WHERE {best}) AS pct "
+        f"FROM {v1.relation} GROUP BY run_id"
+    )
+
+
+def _policy_frontiers(staged: Mapping[str, Staged]) -> Staged | None:
+    """The incoming policy frontier rows, of either name."""
+    parts = [staged[t] for t in POLICY_FRONTIERS if t in staged]
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    cols = list(dict.fromkeys(c for p in parts for c in p.columns))
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p.relation}" for p in parts)
+    return Staged(f"({union})", cols)
+
+
 def _compute_run_summaries(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
     """One row per incoming run (every one, with or without backtest tables)."""
 
@@ -95,19 +146,22 @@ def _compute_run_summaries(con: duckdb.DuckDBPyConnection, staged: Mapping[str, 
     pm = per_run(PATH_TABLE, _path_per_run, _NO_PM)
     pr = per_run(POLICY_TABLE, _policy_per_run, _NO_PR)
     cr = per_run(CALL_RESULTS_TABLE, _calls_per_run, _NO_CR)
+    policy_frontiers = _policy_frontiers(staged)
+    fr = _NO_FR if policy_frontiers is None else _frontier_per_run(policy_frontiers)
+    v1 = per_run(V1_BASELINE_FRONTIER, _v1_per_run, _NO_V1)
     con.execute(
         f"""
         INSERT INTO exports_state.run_summary_p
-        WITH pm AS ({pm}), pr AS ({pr}), cr AS ({cr})
+        WITH pm AS ({pm}), pr AS ({pr}), cr AS ({cr}), fr AS ({fr}), v1 AS ({v1})
         SELECT n.run_id,
-               coalesce(cr.trades, pr.trades, 0),
-               cr.usd, cr.pct,
-               coalesce(cr.ret, pr.ret), coalesce(cr.win, pr.win),
+               coalesce(cr.trades, pr.trades, fr.trades, 0),
+               coalesce(cr.usd, v1.usd), coalesce(cr.pct, v1.pct),
+               coalesce(cr.ret, pr.ret, fr.ret), coalesce(cr.win, pr.win, fr.win),
                coalesce(pm.mdd, pr.mdd), coalesce(pm.med, pr.med),
-               coalesce(pm.calls, cr.calls, pr.calls, 0),
-               coalesce(pm.callers, cr.callers, 0)
+               coalesce(pm.calls, cr.calls, pr.calls, fr.trades, 0),
+               coalesce(pm.callers, cr.callers, fr.callers, 0)
         FROM _qb_new n LEFT JOIN pm USING (run_id) LEFT JOIN pr USING (run_id)
-        LEFT JOIN cr USING (run_id)
+        LEFT JOIN cr USING (run_id) LEFT JOIN fr USING (run_id) LEFT JOIN v1 USING (run_id)
         """
     )
 
@@ -120,7 +174,7 @@ RUN_SUMMARIES = Summary(
                p.total_calls, p.unique_callers, r.created_at
         FROM exports_state.run_summary_p p JOIN exports_state.runs s USING (run_id)
         JOIN catalog.runs_d r USING (run_id) ORDER BY r.created_at, p.run_id""",
-    tables=(PATH_TABLE, POLICY_TABLE, CALL_RESULTS_TABLE),
+    tables=(PATH_TABLE, POLICY_TABLE, CALL_RESULTS_TABLE, *POLICY_FRONTIERS, V1_BASELINE_FRONTIER),
     state_ddl="""
 CREATE TABLE IF NOT EXISTS exports_state.run_summary_p (
     run_id VARCHAR PRIMARY KEY, total_trades BIGINT, total_pnl_usd DOUBLE, total_pnl_pct DOUBLE,
@@ -296,49 +350,4 @@ CREATE TABLE IF NOT EXISTS exports_state.policy_p (
     compute=_insert_partials(POLICY_TABLE, "exports_state.policy_p", _policy_partials),
 )
 
-# --------------------------------------------------------------------------- frontier_best
-
-
-def _frontier_partials(fr: Staged) -> str:
-    """Per incoming run x caller, the best policy that meets the constraints."""
-    c = fr.columns
-    return f"""
-        SELECT run_id, CAST({col(c, "caller_name", "VARCHAR")} AS VARCHAR),
-               CAST({col(c, "policy_params", "VARCHAR")} AS VARCHAR),
-               {col(c, "meets_constraints", "BOOLEAN")},
-               {col(c, "objective_score", "DOUBLE")}, {col(c, "avg_return_bps", "DOUBLE")},
-               {col(c, "median_return_bps", "DOUBLE")}, {col(c, "stop_out_rate", "DOUBLE")},
-               {col(c, "rank", "BIGINT")}
-        FROM {fr.relation}
-        WHERE {col(c, "meets_constraints", "BOOLEAN")}
-        QUALIFY row_number() OVER (
-            PARTITION BY run_id, {col(c, "caller_name", "VARCHAR")}
-            ORDER BY {col(c, "objective_score", "DOUBLE")} DESC NULLS LAST,
-                     {col(c, "rank", "BIGINT")} ASC NULLS LAST) = 1
-        """
-
-
-FRONTIER_BEST = Summary(
-    name="frontier_best",
-    sql="""
-        WITH newest AS (SELECT run_id, created_at FROM exports_state.runs WHERE has_frontier
-                        ORDER BY created_at DESC NULLS LAST, run_id DESC LIMIT 1)
-        SELECT f.run_id, n.created_at, f.caller_name, f.policy_params, f.objective_score,
-               f.avg_return_bps, f.median_return_bps, f.stop_out_rate, f.rank
-        FROM exports_state.frontier_p f JOIN newest n USING (run_id)
-        ORDER BY f.caller_name""",
-    tables=(FRONTIER_TABLE,),
-    feed=Flag(
-        "has_frontier", "coalesce(bool_or(f.name = $frontier), false)", {"frontier": FRONTIER_TABLE}
-    ),
-    state_ddl="""
-CREATE TABLE IF NOT EXISTS exports_state.frontier_p (
-    run_id VARCHAR, caller_name VARCHAR, policy_params VARCHAR, meets_constraints BOOLEAN,
-    objective_score DOUBLE, avg_return_bps DOUBLE, median_return_bps DOUBLE,
-    stop_out_rate DOUBLE, rank BIGINT);
-""",
-    run_tables=("frontier_p",),
-    compute=_insert_partials(FRONTIER_TABLE, "exports_state.frontier_p", _frontier_partials),
-)
-
-register(RUN_SUMMARIES, CALLER_LEADERBOARD, POLICY_COMPARISON, FRONTIER_BEST)
+register(RUN_SUMMARIES, CALLER_LEADERBOARD, POLICY_COMPARISON, FRONTIER_BEST, FRONTIERS)
