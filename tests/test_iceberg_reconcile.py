@@ -26,29 +26,32 @@ def test_a_run_deleted_from_the_bucket_leaves_every_table_and_may_come_back(
 
     for k, v in scaleout.s3.env.items():
         monkeypatch.setenv(k, v)
-    for p in scaleout.writers(1, 3, tag="d"):
+    # run ids longer than the 16 characters of pyiceberg's default column bounds: a delete
+    # by row could not prove a file holds one run alone and would read the deleted object
+    tag = "run-ids-longer-than-sixteen-chars"
+    for p in scaleout.writers(1, 3, tag=tag):
         assert p.wait(120) == 0
-    ids = [f"d0-{i:05d}" for i in range(3)]
+    ids = [f"{tag}0-{i:05d}" for i in range(3)]
+    gone_id, kept = ids[1], {ids[0], ids[2]}
     assert sorted(sync(scaleout.config()).registered) == ids
     client = scaleout.s3.client()
-    listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/d0-00001/")
+    listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix=f"runs/backtest/{gone_id}/")
     for obj in listed["Contents"]:
         client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
 
     result = sync(scaleout.config())
-    assert result.registered == [] and list(result.deleted) == ["d0-00001"]
-    kept = {"d0-00000", "d0-00002"}
+    assert result.registered == [] and list(result.deleted) == [gone_id]
     assert scaleout.run_counts("runs_d") == {r: 1 for r in kept}
     assert scaleout.run_counts("artifacts_f") == {r: 2 for r in kept}
     assert scaleout.run_counts("trades") == {r: 3 for r in kept}  # in place: the file is gone
     assert scaleout.run_counts("fills") == {r: 2 for r in kept}  # rewritten copy
     assert list(sync(scaleout.config()).deleted) == []  # done once
 
-    with RunWriter(scaleout.root, "backtest", run_id="d0-00001", git=None) as w:
-        w.write_table("trades", pa.table({"run_id": ["d0-00001"] * 4, "pnl": [1.0] * 4}))
-    assert sync(scaleout.config()).registered == ["d0-00001"]
+    with RunWriter(scaleout.root, "backtest", run_id=gone_id, git=None) as w:
+        w.write_table("trades", pa.table({"run_id": [gone_id] * 4, "pnl": [1.0] * 4}))
+    assert sync(scaleout.config()).registered == [gone_id]
     assert scaleout.run_counts("runs_d") == {r: 1 for r in ids}
-    assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, "d0-00001": 4}
+    assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, gone_id: 4}
     assert sync(scaleout.config("state-other-host")).registered == []
 
 

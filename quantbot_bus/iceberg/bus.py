@@ -169,7 +169,8 @@ class IcebergBus:
         )
         claimed = self.claims.claim(order, MAX_POLL_RUNS)
         runs = {k: self.backlog[k] for k in order if k in claimed}
-        result.claimed = len(runs)
+        # runs taken now (the pending ones are this daemon's every poll: not progress)
+        result.claimed = len([k for k in runs if k not in self.pending])
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
@@ -201,15 +202,11 @@ class IcebergBus:
                 )
             else:
                 self.pending[run.metadata_key] = (first, run, verdict.reason)
-        by_id = {r.run_id: r for r in runs.values()}
         for i in range(0, len(valid), MAX_COMMIT_RUNS):
             done = registrar.register(valid[i : i + MAX_COMMIT_RUNS])
             result.registered += done.registered
             result.already += done.already
-            rejected += done.rejected
-            for r in done.rejected:  # a schema conflict: the run's own id, validated
-                if r.run_id in by_id:
-                    noted[by_id[r.run_id].metadata_key] = by_id[r.run_id].signature
+            rejected += done.rejected  # schema conflicts: looked at again every reconcile
         self.ledger.add("runs_d", result.registered + result.already)
         result.rejected = self._record_rejections(rejected)
         self.ledger.note_rejected({k: sig for k, sig in noted.items() if sig})
@@ -233,7 +230,7 @@ class IcebergBus:
         listed = {f.run_id for f in found if isinstance(f, RunObject)}
         candidates = sorted(self.ledger.all("runs_d") - listed)
         catalog = self.registrar.catalog
-        gone = confirm_gone(catalog, self.client, self.loc, candidates)
+        gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
         if gone:
             delete_runs(catalog, gone)
             self.ledger.remove("runs_d", gone)

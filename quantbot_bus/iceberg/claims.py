@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS quantbot_claims (
 """
 
 # Candidates in the caller's order; the first `lim` that nobody else holds are taken. Two daemons
-# racing for one key: the ON CONFLICT guard lets one of them have it.
+# racing for one key: the ON CONFLICT guard lets one of them have it. Rows are inserted in key
+# order, so two daemons lock the keys they share in the same order (never a deadlock).
 _CLAIM = """
 WITH cand AS (
     SELECT k, ord FROM unnest(CAST(:keys AS TEXT[])) WITH ORDINALITY AS t(k, ord)
@@ -48,7 +49,7 @@ WITH cand AS (
     LIMIT :lim
 )
 INSERT INTO quantbot_claims (run_key, owner, until)
-SELECT k, :owner, now() + make_interval(secs => :lease) FROM cand
+SELECT k, :owner, now() + make_interval(secs => :lease) FROM cand ORDER BY k
 ON CONFLICT (run_key) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
     WHERE quantbot_claims.owner = EXCLUDED.owner OR quantbot_claims.until < now()
 RETURNING run_key
@@ -84,14 +85,20 @@ class Claims:
         if not keys or limit <= 0:
             return set()
         from sqlalchemy import text
+        from sqlalchemy.exc import OperationalError
 
         self._ensure()
-        with self.engine.begin() as con:
-            rows = con.execute(
-                text(_CLAIM),
-                {"keys": list(keys), "owner": self.owner, "lim": limit, "lease": self.lease_s},
-            ).fetchall()
-        return {r[0] for r in rows}
+        params = {"keys": list(keys), "owner": self.owner, "lim": limit, "lease": self.lease_s}
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as con:
+                    rows = con.execute(text(_CLAIM), params).fetchall()
+                return {r[0] for r in rows}
+            except OperationalError as exc:  # a serialization failure or deadlock: try again
+                code = getattr(exc.orig, "pgcode", None)
+                if code not in ("40001", "40P01") or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def expire(self, keep_expired_s: float = KEEP_EXPIRED_S) -> int:
         """Delete claims that ran out more than ``keep_expired_s`` ago; returns how many."""

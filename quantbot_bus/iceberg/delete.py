@@ -4,7 +4,8 @@ A full reconcile lists every run; a run ``runs_d`` holds (as the ledger knows it
 listing lacks is a candidate. It is deleted only when a HEAD of its ``metadata.json`` confirms
 the object is gone: a listing alone is never the proof. Its rows leave the artifact tables
 first (partitioned by ``run_id``, so whole data files are dropped and the deleted objects are
-never read), then ``artifacts_f``, then ``runs_d``. A daemon killed half-way leaves the run in
+never read: the files are picked by their partition value, not by row), then ``artifacts_f``,
+then ``runs_d``. A daemon killed half-way leaves the run in
 ``runs_d``, and the next reconcile finishes the job; deleting rows that are gone already changes
 nothing, so two daemons deleting the same run do no harm.
 
@@ -22,6 +23,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -32,6 +34,9 @@ from .tables import DELETED_PROPERTY, identifier
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
+#: HEAD requests in flight while deletions are confirmed.
+HEAD_THREADS = 16
+
 
 def _in(run_ids: Iterable[str]) -> Any:
     from pyiceberg.expressions import In
@@ -39,8 +44,12 @@ def _in(run_ids: Iterable[str]) -> Any:
     return In("run_id", sorted(set(run_ids)))  # type: ignore[call-arg,arg-type]
 
 
-def confirm_gone(catalog: Any, client: Any, loc: S3Location, candidates: list[str]) -> list[str]:
-    """The ``candidates`` (run ids in ``runs_d``) whose ``metadata.json`` no longer exists."""
+def confirm_gone(
+    catalog: Any, client: Any, loc: S3Location, candidates: list[str], *, limit: int = 500
+) -> list[str]:
+    """Up to ``limit`` of the ``candidates`` (run ids in ``runs_d`` below this root) whose
+    ``metadata.json`` no longer exists (HEADs in threads); the rest wait for the next
+    reconcile, so one poll stays short however many runs were deleted at once."""
     if not candidates:
         return []
     rows = (
@@ -50,35 +59,55 @@ def confirm_gone(catalog: Any, client: Any, loc: S3Location, candidates: list[st
         .to_pylist()
     )
     bucket, ours = f"s3://{loc.bucket}/", loc.uri(loc.key_prefix())
-    gone = []
-    for row in rows:
-        run_dir = str(row["run_dir"])
-        if not run_dir.startswith(ours):
-            continue  # registered from another root: not this daemon's to judge
-        key = run_dir.removeprefix(bucket).rstrip("/") + "/metadata.json"
+    keys = {  # registered from another root: not this daemon's to judge
+        str(row["run_id"]): str(row["run_dir"]).removeprefix(bucket).rstrip("/") + "/metadata.json"
+        for row in rows
+        if str(row["run_dir"]).startswith(ours)
+    }
+    todo = sorted(keys)[:limit]
+
+    def gone(run_id: str) -> bool:
         try:
-            client.head_object(Bucket=loc.bucket, Key=key)
+            client.head_object(Bucket=loc.bucket, Key=keys[run_id])
         except Exception as exc:
             if error_code(exc) in NOT_FOUND:
-                gone.append(str(row["run_id"]))
-                continue
+                return True
             raise
-    return sorted(set(gone))
+        return False
+
+    with ThreadPoolExecutor(HEAD_THREADS) as pool:
+        return [r for r, is_gone in zip(todo, pool.map(gone, todo), strict=True) if is_gone]
 
 
-def delete_keys(catalog: Any, table_name: str, run_ids: list[str]) -> None:
+def delete_keys(
+    catalog: Any, table_name: str, run_ids: list[str], *, by_partition: bool = False
+) -> None:
     """Delete the rows of ``run_ids`` from ``table_name`` (a commit that loses to another
-    daemon's reloads and deletes again)."""
+    daemon's reloads and deletes again). ``by_partition``: the table is partitioned by
+    ``run_id``, so the data files whose partition is one of ``run_ids`` are dropped whole
+    without being read (pyiceberg's row delete reads a file whose truncated ``run_id`` bounds
+    cannot prove it holds those runs alone, and an artifact file registered in place is the
+    very object that was deleted)."""
     from pyiceberg.exceptions import CommitFailedException
 
-    props = {DELETED_PROPERTY: json.dumps(sorted(set(run_ids)))}
+    gone = set(run_ids)
+    props = {DELETED_PROPERTY: json.dumps(sorted(gone))}
     wait, cap = BACKOFF_S
     for attempt in range(1, MAX_ATTEMPTS + 1):
         table = catalog.load_table(identifier(table_name))
         tx = table.transaction()
-        with warnings.catch_warnings():  # rows gone already: nothing to commit, as it should be
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            tx.delete(_in(run_ids), snapshot_properties=props)
+        if by_partition:
+            tasks = table.scan(row_filter=_in(gone)).plan_files()  # manifests only
+            files = [t.file for t in tasks if t.file.partition[0] in gone]
+            if not files:
+                return
+            with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+                for data_file in files:
+                    overwrite.delete_data_file(data_file)
+        else:
+            with warnings.catch_warnings():  # rows gone already: nothing to commit
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.delete(_in(gone), snapshot_properties=props)
         try:
             tx.commit_transaction()
             return
@@ -103,7 +132,7 @@ def delete_runs(catalog: Any, run_ids: list[str]) -> None:
     for row in rows:
         per_table[str(row["name"])].append(str(row["run_id"]))
     for name, ids in sorted(per_table.items()):
-        delete_keys(catalog, name, ids)
+        delete_keys(catalog, name, ids, by_partition=True)
     delete_keys(catalog, "artifacts_f", run_ids)
     delete_keys(catalog, "runs_d", run_ids)
     for run_id in run_ids:

@@ -146,6 +146,8 @@ class Registrar:
             log.info("iceberg.schema_evolved", table=name, columns=wanted.names)
             return None
         except Exception as exc:  # noqa: BLE001 - pyiceberg raises ValueError, ValidationError...
+            if _transient(exc):  # a lost commit or the catalog away: not the run's fault
+                raise
             return (
                 f"artifact table {name!r}: its columns do not fit the Iceberg table "
                 f"{identifier(name)} ({type(exc).__name__}: {str(exc)[:300]}); keep a column's "
@@ -287,6 +289,15 @@ class Registrar:
         out.registered = done
         out.already = sorted(good_ids - set(done))
         return out
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure that says nothing about the run: another daemon's commit won, or PostgreSQL or
+    the store could not be reached."""
+    from pyiceberg.exceptions import CommitFailedException
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, CommitFailedException | DBAPIError | OSError)
 
 
 def _only(rows: pa.Table, keys: list[str]) -> pa.Table:
