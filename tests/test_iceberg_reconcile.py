@@ -144,3 +144,41 @@ def test_completion_markers_older_than_a_week_are_deleted_and_their_runs_still_f
         assert "_inbox" in bus.maintain()
     finally:
         bus.close()
+
+
+def test_a_backlog_larger_than_a_poll_drains_once_per_run_across_two_daemons(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More runs than one poll takes: each poll takes at most MAX_POLL_RUNS from the head of
+    its daemon's order, the two daemons' claims keep them off each other's runs, a reconcile
+    adds no registered run back to the backlog, and every run ends registered once."""
+    from quantbot_bus.iceberg import bus as bus_mod
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(bus_mod, "MAX_POLL_RUNS", 4)
+    monkeypatch.setattr(bus_mod, "HEAD_FACTOR", 2)
+    for p in scaleout.writers(2, 9, tag="b"):
+        assert p.wait(120) == 0
+    expected = {f"b{i}-{j:05d}" for i in range(2) for j in range(9)}
+    a, b = bus_mod.IcebergBus(scaleout.config("a")), bus_mod.IcebergBus(scaleout.config("b"))
+    try:
+        ra, rb = a.poll(full=True), b.poll(full=True)
+        assert len(ra.registered) == 4 and len(rb.registered) == 4  # one poll's worth each
+        assert not set(ra.registered) & set(rb.registered)  # claims: no run taken twice
+        assert ra.already == [] and rb.already == []
+        done = set(ra.registered) | set(rb.registered)
+        polls = 0
+        while len(done) < len(expected):
+            polls += 1
+            assert polls < 20, f"no progress: {sorted(expected - done)}"
+            for bus in (a, b):
+                r = bus.poll()
+                assert not set(r.registered) & done
+                done |= set(r.registered)
+        again = a.poll(full=True)  # everything registered: nothing comes back
+        assert again.backlog == 0 and again.registered == [] and again.claimed == 0
+    finally:
+        a.close()
+        b.close()
+    assert scaleout.run_counts("runs_d") == {r: 1 for r in expected}

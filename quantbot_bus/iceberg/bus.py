@@ -46,6 +46,9 @@ MAX_COMMIT_RUNS = 1000
 VALIDATE_THREADS = 16
 #: Runs validated and registered per poll; more found at once wait in the backlog.
 MAX_POLL_RUNS = 500
+#: A poll looks at this many times MAX_POLL_RUNS of the backlog's head (the rest may be held
+#: by other daemons or registered by them meanwhile).
+HEAD_FACTOR = 4
 
 
 @dataclass
@@ -92,8 +95,10 @@ class IcebergBus:
         self._claims: Claims | None = None
         #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
         self.pending: dict[str, tuple[float, RunObject, str]] = {}
-        #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once)
+        #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once), and
+        #: their keys in this daemon's order
         self.backlog: dict[str, RunObject] = {}
+        self._order: list[str] = []
 
     # ------------------------------------------------------------------ connections
     @property
@@ -150,25 +155,31 @@ class IcebergBus:
         signed = {k: r.signature for k, r in listed.items() if r.signature}
         for key in self.ledger.rejected_unchanged(signed):
             listed.pop(key)
+        registered = self.ledger.known("runs_d", [r.run_id for r in listed.values()])
+        listed = {k: r for k, r in listed.items() if r.run_id not in registered}
         for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
             listed.setdefault(key, waiting)
+        # At most MAX_POLL_RUNS per poll (a poll stays short: the watchdog, a prompt stop); the
+        # rest waits in the backlog. Each daemon takes runs in its own order (a hash of its id
+        # and the key), sorted once when keys arrive; a poll looks only at the pending runs and
+        # the head of that order (what the ledger knows is dropped; of the rest, runs another
+        # daemon holds are skipped: claims.py), so its cost does not grow with the backlog.
+        fresh = [k for k in listed if k not in self.backlog and k not in self.pending]
         self.backlog.update(listed)
-        known = self.ledger.known("runs_d", [r.run_id for r in self.backlog.values()])
-        for key in [k for k, r in self.backlog.items() if r.run_id in known]:
+        if fresh:
+            self._order = sorted(self.backlog, key=self._rank)
+        head = [
+            k
+            for k in dict.fromkeys([*self.pending, *self._order[: HEAD_FACTOR * MAX_POLL_RUNS]])
+            if k in self.backlog  # (a poll that failed half-way left the order stale)
+        ]
+        known = self.ledger.known("runs_d", [self.backlog[k].run_id for k in head])
+        for key in [k for k in head if self.backlog[k].run_id in known]:
             self.backlog.pop(key)  # registered meanwhile (by another daemon, say)
             self.pending.pop(key, None)
-        # At most MAX_POLL_RUNS per poll (a poll stays short: the watchdog, a prompt stop); the
-        # rest waits in the backlog. Each daemon claims runs in its own order (a hash of its id
-        # and the key) and skips those another daemon holds (claims.py); each poll's ledger
-        # sync drops what the others registered meanwhile.
-        order = sorted(
-            self.backlog,
-            key=lambda k: hashlib.blake2b(
-                f"{self.daemon_id}\n{k}".encode(), digest_size=8
-            ).digest(),
-        )
-        claimed = self.claims.claim(order, MAX_POLL_RUNS)
-        runs = {k: self.backlog[k] for k in order if k in claimed}
+        head = [k for k in head if k in self.backlog]
+        claimed = self.claims.claim(head, MAX_POLL_RUNS)
+        runs = {k: self.backlog[k] for k in head if k in claimed}
         # runs taken now (the pending ones are this daemon's every poll: not progress)
         result.claimed = len([k for k in runs if k not in self.pending])
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
@@ -219,10 +230,16 @@ class IcebergBus:
         self.ledger.put("cursor", lister.cursor)
         for key in runs:  # looked at: out of the backlog only now the poll went through
             self.backlog.pop(key, None)
+        if runs or known:
+            self._order = [k for k in self._order if k in self.backlog]
         result.pending = sorted(self.pending)
         result.backlog = len(self.backlog)
         result.seconds = time.monotonic() - t0
         return result
+
+    def _rank(self, key: str) -> bytes:
+        """``key``'s place in this daemon's order (daemons start on different runs)."""
+        return hashlib.blake2b(f"{self.daemon_id}\n{key}".encode(), digest_size=8).digest()
 
     def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:
         """Take the runs a full listing no longer finds out of the tables (see
