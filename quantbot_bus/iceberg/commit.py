@@ -35,6 +35,8 @@ BACKOFF_S = (0.05, 2.0)  #: the first wait and the cap, doubled per lost attempt
 
 #: ``act(transaction, keys_to_add, snapshot_properties)`` stages the append of those keys.
 Act = Callable[[Any, list[str], dict[str, str]], None]
+#: ``stage(table)`` -> ``(transaction, result)`` or None (nothing to commit).
+Stage = Callable[[Any], tuple[Any, Any] | None]
 
 
 class CommitConflict(CatalogError):
@@ -46,32 +48,42 @@ def present_keys(table: Any) -> set[str]:
     return key_changes(table.snapshots())[0]
 
 
-def append_once(catalog: Any, table_name: str, keys: Sequence[str], act: Act) -> list[str]:
-    """Append ``keys`` to ``table_name`` through ``act`` unless a retained snapshot already
-    lists them; returns the keys this call committed (the others were there already)."""
+def commit_retrying(catalog: Any, table_name: str, stage: Stage) -> Any:
+    """Load ``table_name``, let ``stage(table)`` build a transaction and commit it; a commit
+    lost to another daemon's reloads and stages again, with a jittered doubling backoff.
+    ``stage`` returns ``(transaction, result)``, or None when there is nothing to commit
+    (then None is returned); otherwise the result of the attempt that committed."""
     from pyiceberg.exceptions import CommitFailedException
 
     wait, cap = BACKOFF_S
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        table = catalog.load_table(identifier(table_name))
-        present = present_keys(table)
-        todo = [k for k in dict.fromkeys(keys) if k not in present]
-        if not todo:
-            return []
-        tx = table.transaction()
-        act(tx, todo, {KEYS_PROPERTY: json.dumps(todo)})
+        staged = stage(catalog.load_table(identifier(table_name)))
+        if staged is None:
+            return None
+        tx, result = staged
         try:
             tx.commit_transaction()
         except CommitFailedException as exc:
-            log.info(
-                "iceberg.commit_lost",
-                table=table_name,
-                attempt=attempt,
-                keys=len(todo),
-                error=str(exc)[:200],
-            )
+            log.info("iceberg.commit_lost", table=table_name, attempt=attempt, error=str(exc)[:200])
             time.sleep(wait * (1 + random.random()))
             wait = min(cap, wait * 2)
             continue
-        return todo
+        return result
     raise CommitConflict(f"{table_name}: {MAX_ATTEMPTS} commits in a row lost to other daemons")
+
+
+def append_once(catalog: Any, table_name: str, keys: Sequence[str], act: Act) -> list[str]:
+    """Append ``keys`` to ``table_name`` through ``act`` unless a retained snapshot already
+    lists them; returns the keys this call committed (the others were there already)."""
+
+    def stage(table: Any) -> tuple[Any, list[str]] | None:
+        present = present_keys(table)
+        todo = [k for k in dict.fromkeys(keys) if k not in present]
+        if not todo:
+            return None
+        tx = table.transaction()
+        act(tx, todo, {KEYS_PROPERTY: json.dumps(todo)})
+        return tx, todo
+
+    done = commit_retrying(catalog, table_name, stage)
+    return [] if done is None else list(done)

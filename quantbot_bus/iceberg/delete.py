@@ -18,8 +18,6 @@ after its deletion is registered again, and the ledger forgets deleted keys.
 from __future__ import annotations
 
 import json
-import random
-import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,7 +27,7 @@ from typing import Any
 import structlog
 
 from ..objectstore.location import NOT_FOUND, S3Location, error_code
-from .commit import BACKOFF_S, MAX_ATTEMPTS, CommitConflict
+from .commit import commit_retrying
 from .tables import DELETED_PROPERTY, identifier
 
 log = structlog.get_logger("quantbot_bus.iceberg")
@@ -88,19 +86,16 @@ def delete_keys(
     without being read (pyiceberg's row delete reads a file whose truncated ``run_id`` bounds
     cannot prove it holds those runs alone, and an artifact file registered in place is the
     very object that was deleted)."""
-    from pyiceberg.exceptions import CommitFailedException
-
     gone = set(run_ids)
     props = {DELETED_PROPERTY: json.dumps(sorted(gone))}
-    wait, cap = BACKOFF_S
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        table = catalog.load_table(identifier(table_name))
+
+    def stage(table: Any) -> tuple[Any, None] | None:
         tx = table.transaction()
         if by_partition:
             tasks = table.scan(row_filter=_in(gone)).plan_files()  # manifests only
             files = [t.file for t in tasks if t.file.partition[0] in gone]
             if not files:
-                return
+                return None
             with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
                 for data_file in files:
                     overwrite.delete_data_file(data_file)
@@ -108,14 +103,9 @@ def delete_keys(
             with warnings.catch_warnings():  # rows gone already: nothing to commit
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(_in(gone), snapshot_properties=props)
-        try:
-            tx.commit_transaction()
-            return
-        except CommitFailedException as exc:
-            log.info("iceberg.commit_lost", table=table_name, attempt=attempt, error=str(exc)[:200])
-            time.sleep(wait * (1 + random.random()))
-            wait = min(cap, wait * 2)
-    raise CommitConflict(f"{table_name}: {MAX_ATTEMPTS} deletes in a row lost to other daemons")
+        return tx, None
+
+    commit_retrying(catalog, table_name, stage)
 
 
 def delete_runs(catalog: Any, run_ids: list[str]) -> None:
