@@ -32,7 +32,10 @@ catalog                QUANTBOT_BUS_CATALOG                duckdb (duckdb|iceber
 catalog_uri            QUANTBOT_BUS_CATALOG_URI            none: postgresql://USER@HOST:PORT/DB
 warehouse              QUANTBOT_BUS_WAREHOUSE              none: s3://BUCKET/warehouse
 [[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
+[regressions]          (TOML only)                         on: see quantbot_bus.regress.settings
 =====================  ==================================  =====================================
+
+Sections (TOML tables, :data:`SECTIONS`) are parsed and validated by their own module.
 
 ``root = "s3://BUCKET/PREFIX"`` reads runs from object storage (docs/scale-out.md) and needs
 ``catalog = "iceberg"``; the AWS_* environment variables name the endpoint and credentials
@@ -48,13 +51,14 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .objectstore.location import S3Location, is_s3_url
+from .regress.settings import RegressionSettings, parse_regression_settings
 
 ENV_PREFIX = "QUANTBOT_BUS_"
 CONFIG_ENV = "QUANTBOT_BUS_CONFIG"
@@ -95,6 +99,9 @@ class Config:
     #: own: set through ``root``
     object_root: str = field(default="", metadata={"derived_from": "root"})
     exports: tuple[UserExport, ...] = field(default_factory=tuple)
+    regressions: RegressionSettings = field(
+        default_factory=RegressionSettings, metadata={"section": True}
+    )
 
     # Derived locations: one place that says where each file lives.
     @property
@@ -223,8 +230,14 @@ def _summary_names() -> tuple[str, ...]:
     return summary_names()
 
 
-#: The keys a TOML file, the environment or a flag may set (derived fields are not keys).
-_FIELDS = {f.name: f for f in dataclasses.fields(Config) if "derived_from" not in f.metadata}
+#: The TOML tables with a module of their own: name -> parser (raising ConfigError).
+SECTIONS: dict[str, Callable[[Any], Any]] = {"regressions": parse_regression_settings}
+#: The keys a TOML file, the environment or a flag may set (derived fields and sections are not).
+_FIELDS = {
+    f.name: f
+    for f in dataclasses.fields(Config)
+    if "derived_from" not in f.metadata and "section" not in f.metadata
+}
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}
 
 
@@ -232,7 +245,7 @@ def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
     """Turn a TOML/env/flag value into the field's type, or raise ConfigError naming it."""
     if name not in _FIELDS or name == "exports":
         raise ConfigError(
-            f"unknown config field {name!r}; known fields: {', '.join(sorted(_FIELDS))}"
+            f"unknown config field {name!r}; known fields: {', '.join(sorted([*_FIELDS, *SECTIONS]))}"
         )
     default = getattr(Config(), name)
     try:
@@ -333,6 +346,8 @@ def load_config(
         for key, raw in data.items():
             if key == "exports":
                 values["exports"] = _parse_exports(raw)
+            elif key in SECTIONS:
+                values[key] = SECTIONS[key](raw)
             else:
                 values[key] = _coerce(key, raw, base=config_file.parent)
 

@@ -38,6 +38,7 @@ def test_the_walk_finds_every_command_and_subcommand() -> None:
         "doctor",
         "query",
         "rebuild",
+        "regressions",
         "rejected",
         "runs",
         "show",

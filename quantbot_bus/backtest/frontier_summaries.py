@@ -26,6 +26,8 @@ from .frontier import POLICY_FRONTIER, V1_BASELINE_FRONTIER
 if TYPE_CHECKING:
     import duckdb
 
+    from ..config import Config
+
 LEGACY_FRONTIER = "frontier"
 #: The policy frontier tables, the current name first.
 POLICY_FRONTIERS = (POLICY_FRONTIER, LEGACY_FRONTIER)
@@ -54,7 +56,9 @@ def _best_partials(fr: Staged) -> str:
         """
 
 
-def _compute_best(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
+def _compute_best(
+    con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
+) -> None:
     for table in POLICY_FRONTIERS:
         rows = staged.get(table)
         if rows is not None:
@@ -119,7 +123,9 @@ def _rows(fr: Staged, kind: str) -> str:
         """
 
 
-def _compute_frontiers(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
+def _compute_frontiers(
+    con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
+) -> None:
     for table, kind in KINDS.items():
         rows = staged.get(table)
         if rows is not None:

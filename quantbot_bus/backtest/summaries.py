@@ -1,5 +1,6 @@
 """The backtest summary exports: per-run summaries, the caller leaderboard, policy comparison,
-and (from :mod:`quantbot_bus.backtest.frontier_summaries`) the frontiers — a plug-in of
+the frontiers (:mod:`quantbot_bus.backtest.frontier_summaries`) and the regression checks
+(:mod:`quantbot_bus.backtest.regression_summary`) — a plug-in of
 :mod:`quantbot_bus.exports.plugins`.
 
 Each is kept incrementally in the export state from per-run partials, computed once from a run's
@@ -26,11 +27,14 @@ from ..exports.plugins import ComputeHook, Flag, Staged, Summary, register
 from ..exports.sql import col
 from .frontier import V1_BASELINE_FRONTIER
 from .frontier_summaries import FRONTIER_BEST, FRONTIERS, POLICY_FRONTIERS
+from .regression_summary import REGRESSIONS
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import duckdb
+
+    from ..config import Config
 
 PATH_TABLE = "backtest_call_path_metrics"
 POLICY_TABLE = "backtest_policy_results"
@@ -136,7 +140,9 @@ def _policy_frontiers(staged: Mapping[str, Staged]) -> Staged | None:
     return Staged(f"({union})", cols)
 
 
-def _compute_run_summaries(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
+def _compute_run_summaries(
+    con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
+) -> None:
     """One row per incoming run (every one, with or without backtest tables)."""
 
     def per_run(table: str, select: Callable[[Staged], str], empty: str) -> str:
@@ -188,7 +194,9 @@ CREATE TABLE IF NOT EXISTS exports_state.run_summary_p (
 # --------------------------------------------------------------------------- caller_leaderboard
 
 
-def _compute_callers(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
+def _compute_callers(
+    con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
+) -> None:
     """Caller partials and histograms of the path-only runs (path metrics, no policy results)."""
     pm, pr = staged.get(PATH_TABLE), staged.get(POLICY_TABLE)
     if pm is None:
@@ -311,7 +319,9 @@ CREATE TABLE IF NOT EXISTS exports_state.caller_hist_tot (
 def _insert_partials(table: str, target: str, select: Callable[[Staged], str]) -> ComputeHook:
     """A compute hook inserting ``select(rows)`` into ``target`` when artifact ``table`` came in."""
 
-    def compute(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged]) -> None:
+    def compute(
+        con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
+    ) -> None:
         rows = staged.get(table)
         if rows is not None:
             con.execute(f"INSERT INTO {target} {select(rows)}")
@@ -350,4 +360,6 @@ CREATE TABLE IF NOT EXISTS exports_state.policy_p (
     compute=_insert_partials(POLICY_TABLE, "exports_state.policy_p", _policy_partials),
 )
 
-register(RUN_SUMMARIES, CALLER_LEADERBOARD, POLICY_COMPARISON, FRONTIER_BEST, FRONTIERS)
+register(
+    RUN_SUMMARIES, CALLER_LEADERBOARD, POLICY_COMPARISON, FRONTIER_BEST, FRONTIERS, REGRESSIONS
+)

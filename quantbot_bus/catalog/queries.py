@@ -219,3 +219,67 @@ def list_rejections(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             "ORDER BY last_seen_at DESC, run_dir"
         )
     )
+
+
+#: The columns of ``regressions`` (the ``exports.regressions`` view; docs/cli-json.md).
+REGRESSION_COLUMNS = (
+    "run_id",
+    "run_type",
+    "strategy",
+    "git_branch",
+    "git_commit",
+    "created_at",
+    "metric",
+    "verdict",
+    "method",
+    "baseline_runs",
+    "baseline_value",
+    "new_value",
+    "change",
+    "low",
+    "high",
+    "threshold",
+    "direction",
+    "confidence",
+    "p_value",
+    "probability",
+    "n_new",
+    "n_baseline",
+    "reason",
+    "checked_at",
+)
+VERDICTS = ("regression", "improvement", "no change", "insufficient data")
+
+
+def list_regressions(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    verdicts: tuple[str, ...] = ("regression",),
+    since: dt.datetime | None = None,
+    run_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Regression-check results of live runs (``exports.regressions``), newest run first:
+    only ``verdicts``, runs created at or after ``since``, one run; ``limit`` 0 = all. Empty
+    when no check has been published yet."""
+    has_view = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'regressions' "
+        "AND 'exports' IN (database_name, schema_name)"
+    ).fetchall()[0][0]
+    if not has_view:
+        return []
+    clauses = ["verdict IN (SELECT unnest($v::VARCHAR[]))"]
+    params: dict[str, Any] = {"v": list(verdicts)}
+    if since is not None:
+        clauses.append("created_at >= $since")
+        params["since"] = since
+    if run_id is not None:
+        clauses.append("run_id = $run")
+        params["run"] = run_id
+    sql = (
+        f"SELECT {', '.join(REGRESSION_COLUMNS)} FROM exports.regressions "  # noqa: S608
+        f"WHERE {' AND '.join(clauses)} ORDER BY created_at DESC NULLS LAST, run_id, metric"
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return _dicts(con.execute(sql, params))

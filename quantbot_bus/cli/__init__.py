@@ -5,6 +5,7 @@ one module per group and are registered here:
 
 - :mod:`.run`: ``daemon``, ``sync``, ``rebuild`` (the writers, holding the state-dir lock)
 - :mod:`.query`: ``runs``, ``show``, ``artifacts``, ``stats``, ``rejected``, ``query`` (readers)
+- :mod:`.regressions`: ``regressions`` (regression checks of new runs)
 - :mod:`.status`: ``status``, ``doctor``
 - :mod:`.backtest`: ``backtest run``
 - :mod:`.systemd`: ``systemd install``, ``systemd uninstall``
@@ -25,6 +26,7 @@ from ..errors import BusError, exit_code_for
 from .backtest import backtest
 from .options import config_options, emit, format_option
 from .query import artifacts_cmd, query_command, rejected_cmd, runs_cmd, show_cmd, stats_cmd
+from .regressions import regressions_cmd
 from .run import daemon_cmd, rebuild_cmd, sync_cmd
 from .status import doctor_cmd, status_cmd
 from .systemd import systemd_group
@@ -62,6 +64,7 @@ for _command in (
     artifacts_cmd,
     stats_cmd,
     rejected_cmd,
+    regressions_cmd,
     query_command,
     systemd_group,
     doctor_cmd,

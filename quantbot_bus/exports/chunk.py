@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from ..config import Config
 from ..log import get_logger
 from . import plugins
 from .segments import staged_relation, write_segment
@@ -50,6 +51,8 @@ def apply_changes(
     exports_dir: Path,
     changes: Changes,
     skip: set[str] | frozenset[str] = frozenset(),
+    *,
+    config: Config,
 ) -> list[Path]:
     """Segments and partials for the changed runs (inside ``tx``'s transaction).
 
@@ -95,7 +98,7 @@ def apply_changes(
 
     for summary in plugins.summaries():
         if summary.compute is not None:
-            summary.compute(con, {t: staged[t] for t in summary.tables if t in staged})
+            summary.compute(con, {t: staged[t] for t in summary.tables if t in staged}, config)
     for name in staged:
         con.execute(f"DROP TABLE IF EXISTS {staged_relation(name)}")
 

@@ -13,7 +13,8 @@ Hooks run inside the refresh transaction, on the working catalog. Temp table ``_
 (``run_id``) holds the runs coming in, ``_qb_gone`` the runs going out (deleted, or the old
 version of an updated run). ``remove`` runs first, while the leaving runs' partials and their
 rows in the segments are still there (subtract them from running totals); then their rows in
-``run_tables`` are deleted; ``compute`` adds the incoming runs' partials from their staged rows.
+``run_tables`` are deleted; ``compute`` adds the incoming runs' partials from their staged rows
+(it gets the bus's :class:`~quantbot_bus.config.Config` too, for a plug-in's settings).
 Changing a plug-in's state tables or flags needs a new
 :data:`quantbot_bus.exports.state.STATE_VERSION` (the state is then rebuilt).
 """
@@ -31,6 +32,8 @@ from .summaries import CATALOG_SQL
 
 if TYPE_CHECKING:
     import duckdb
+
+    from ..config import Config
 
 #: The modules that register the default plug-in summaries (imported on first use).
 PLUGIN_MODULES = ("quantbot_bus.backtest.summaries",)
@@ -56,7 +59,7 @@ class Flag:
     params: Mapping[str, str] = field(default_factory=dict)
 
 
-ComputeHook = Callable[["duckdb.DuckDBPyConnection", Mapping[str, Staged]], None]
+ComputeHook = Callable[["duckdb.DuckDBPyConnection", Mapping[str, Staged], "Config"], None]
 RemoveHook = Callable[["duckdb.DuckDBPyConnection", Path], None]
 
 

@@ -75,7 +75,7 @@ def refresh(
         try:
             tx = StateTx.begin(con)
             changes = _find_changes(con, max_runs)
-            retired, views_changed = _take_in(con, tx, exports_dir, changes, skip)
+            retired, views_changed = _take_in(con, tx, config, changes, skip)
             tx.flush(con)
             con.execute("COMMIT")
             break
@@ -116,7 +116,7 @@ def refresh(
 def _take_in(
     con: duckdb.DuckDBPyConnection,
     tx: StateTx,
-    exports_dir: Path,
+    config: Config,
     changes: Changes,
     skip: set[str],
 ) -> tuple[list[Path], bool]:
@@ -128,7 +128,7 @@ def _take_in(
     retired: list[Path] = []
     changed = bool(changes.removed or changes.added)
     if changed:
-        retired = apply_changes(con, tx, exports_dir, changes, skip)
+        retired = apply_changes(con, tx, Path(config.exports_dir), changes, skip, config=config)
     changes.latest_changed = update_summary_state(
         con, tx, changed=changed, gone=bool(changes.removed)
     )
@@ -138,7 +138,7 @@ def _take_in(
         latest_changed=changes.latest_changed,
         touched_flags=changes.touched_flags,
     )
-    return retired, sync_views(con, tx, exports_dir)
+    return retired, sync_views(con, tx, Path(config.exports_dir))
 
 
 def _find_changes(con: duckdb.DuckDBPyConnection, max_runs: int) -> Changes:
