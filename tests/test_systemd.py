@@ -298,8 +298,8 @@ def test_sync_units(tmp_path: Path) -> None:
         assert sync[key] == daemon[key], key
     timer = parse_unit(units["quantbot-bus-sync.timer"])
     assert timer["Timer"] == {
-        "OnCalendar": ["*:0/5"],
-        "Persistent": ["true"],
+        "OnBootSec": ["5min"],
+        "OnUnitActiveSec": ["5min"],
         "AccuracySec": ["30s"],
     }
     assert timer["Install"]["WantedBy"] == ["timers.target"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 if TYPE_CHECKING:
     from ..ops.systemd import InstallResult
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 @click.group("systemd")
 def systemd_group() -> None:
-    """Install or remove the systemd units (daemon, or a 5-minute sync timer).
+    """Install or remove the systemd units (daemon, or a periodic sync timer).
 
     The units are rendered from templates shipped in the package with this machine's paths:
     this environment's quantbot-bus executable and the data roots from the config file.
@@ -90,7 +91,20 @@ def _print_result(result: InstallResult, verb: str) -> None:
 @click.option(
     "--timer",
     is_flag=True,
-    help="Enable the 5-minute sync timer instead of the long-running daemon.",
+    help="Enable the sync timer (every --interval minutes) instead of the long-running daemon.",
+)
+@click.option(
+    "--interval",
+    metavar="MINUTES",
+    default=None,
+    help="With --timer: minutes between syncs (OnUnitActiveSec=), a whole number from 1 to "
+    "1440. [default: 5]",
+)
+@click.option(
+    "--uninstall",
+    is_flag=True,
+    help="Remove the units instead, as `systemd uninstall` does (with --user, --unit-dir, "
+    "--systemctl, --dry-run only).",
 )
 @click.option(
     "--run-as",
@@ -112,6 +126,8 @@ def systemd_install_cmd(
     dry_run: bool,
     config_path: str | None,
     timer: bool,
+    interval: str | None,
+    uninstall: bool,
     run_as: str | None,
     memory_max: str,
     executable: str | None,
@@ -121,10 +137,32 @@ def systemd_install_cmd(
 
     Writes quantbot-bus.service, quantbot-bus-sync.service and quantbot-bus-sync.timer, then runs
     systemctl daemon-reload and enable --now quantbot-bus.service (or the timer with --timer,
-    disabling the other). Creates the data directories when missing. Exits 8 if systemctl fails.
+    disabling the other; a timer installed before is restarted). Creates the data directories
+    when missing. --interval without --timer or outside 1..1440 exits 2; a failing systemctl
+    exits 8. --uninstall does what `systemd uninstall` does.
     """
+    from ..errors import ConfigError
     from ..ops.systemd import install, resolve_config_path
+    from ..ops.systemd import uninstall as uninstall_units
 
+    if uninstall:
+        ctx = click.get_current_context()
+        install_only = ("config_path", "timer", "interval", "run_as", "memory_max", "executable")
+        for name in (*install_only, "force"):
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+                flag = "--config" if name == "config_path" else "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"--uninstall removes the units and takes no {flag} (only --user, "
+                    "--unit-dir, --systemctl and --dry-run)"
+                )
+        removed = uninstall_units(
+            user=user_mode,
+            unit_dir=Path(unit_dir) if unit_dir else None,
+            systemctl=shlex.split(systemctl_cmd),
+            dry_run=dry_run,
+        )
+        _print_result(removed, "removed")
+        return
     result = install(
         resolve_config_path(config_path),
         user=user_mode,
@@ -136,6 +174,7 @@ def systemd_install_cmd(
         memory_max=memory_max,
         timer=timer,
         force=force,
+        interval=interval,
     )
     _print_result(result, "wrote")
 

@@ -9,9 +9,10 @@ the repository's ``systemd/`` directory are these templates rendered for an exam
 Units:
 
 - ``quantbot-bus.service``: the daemon (``Type=notify``, watchdog, restart on failure, sandboxed).
-- ``quantbot-bus-sync.service`` + ``quantbot-bus-sync.timer``: ``quantbot-bus sync`` every 5 minutes,
-  for hosts where a long-running watcher is not wanted. The daemon unit ``Conflicts=`` the timer:
-  exactly one of the two writes the working catalog.
+- ``quantbot-bus-sync.service`` + ``quantbot-bus-sync.timer``: ``quantbot-bus sync`` every N
+  minutes (``OnUnitActiveSec=``, :mod:`.interval`; default 5) and 5 minutes after boot, for hosts
+  where a long-running watcher is not wanted. The daemon unit ``Conflicts=`` the timer: exactly
+  one of the two writes the working catalog.
 
 Two variants: the system one (``/etc/systemd/system``, ``User=`` the owner of the bus) and the
 user one (``systemctl --user``, ``~/.config/systemd/user``), which drops the directives a per-user
@@ -32,6 +33,12 @@ from .install import (
     load_service_config,
     resolve_config_path,
     uninstall,
+)
+from .interval import (
+    DEFAULT_SYNC_INTERVAL_MIN,
+    MAX_SYNC_INTERVAL_MIN,
+    installed_interval,
+    parse_interval,
 )
 from .render import (
     DAEMON_UNIT,
@@ -57,11 +64,13 @@ from .render import (
 __all__ = [
     "DAEMON_UNIT",
     "DEFAULT_MEMORY_MAX",
+    "DEFAULT_SYNC_INTERVAL_MIN",
     "EXAMPLE_CONFIG",
     "EXAMPLE_EXECUTABLE",
     "HEADER",
     "HOME_TREES",
     "MARKER",
+    "MAX_SYNC_INTERVAL_MIN",
     "SYNC_UNIT",
     "SYSTEM_ONLY",
     "SYSTEM_UNIT_DIR",
@@ -77,8 +86,10 @@ __all__ = [
     "example_units",
     "find_executable",
     "install",
+    "installed_interval",
     "load_service_config",
     "needed_paths",
+    "parse_interval",
     "render_units",
     "resolve_config_path",
     "sandbox_choices",

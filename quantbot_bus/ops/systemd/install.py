@@ -16,6 +16,7 @@ from pathlib import Path
 from ...config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config, find_config_file, load_config
 from ...errors import ConfigError, InstallError
 from ...fsutil import write_atomic
+from .interval import DEFAULT_SYNC_INTERVAL_MIN, installed_interval, parse_interval
 from .render import (
     DAEMON_UNIT,
     DEFAULT_MEMORY_MAX,
@@ -121,9 +122,19 @@ def _ours(path: Path) -> bool:
 
 
 def _plan_install(
-    ctx: UnitContext, unit_dir: Path, base: list[str], *, timer: bool, dry_run: bool
+    ctx: UnitContext,
+    unit_dir: Path,
+    base: list[str],
+    *,
+    timer: bool,
+    dry_run: bool,
+    interval_given: bool = True,
 ) -> InstallResult:
-    """The units, missing data directories, systemctl calls, warnings and notes of an install."""
+    """The units, missing data directories, systemctl calls, warnings and notes of an install.
+
+    With ``timer`` over an existing timer unit, the timer is also restarted, so a new period
+    applies at once (``enable --now`` leaves a running timer alone).
+    """
     result = InstallResult(dry_run=dry_run)
     result.units = [UnitFile(n, unit_dir / n, c) for n, c in render_units(ctx).items()]
     dirs = (ctx.root, ctx.state_dir, ctx.exports_dir)
@@ -134,6 +145,20 @@ def _plan_install(
         [*base, "disable", "--now", other],
         [*base, "enable", "--now", enable],
     ]
+    old_timer = unit_dir / TIMER_UNIT
+    if timer and old_timer.exists():
+        result.commands.append([*base, "restart", TIMER_UNIT])
+        old = installed_interval(old_timer.read_text(encoding="utf-8", errors="replace"))
+        if (
+            _ours(old_timer)
+            and not interval_given
+            and old is not None
+            and old != ctx.sync_interval_min
+        ):
+            result.warnings.append(
+                f"the installed timer ran the sync every {old} min; without --interval it now "
+                f"runs every {ctx.sync_interval_min} min (pass --interval {old} to keep {old})"
+            )
     if ctx.run_as == "root":
         result.warnings.append(
             "the service will run as root (the owner of the state directory or config): pass "
@@ -191,22 +216,40 @@ def install(
     memory_max: str = DEFAULT_MEMORY_MAX,
     timer: bool = False,
     force: bool = False,
+    interval: int | str | None = None,
 ) -> InstallResult:
     """Render the units for ``config_path``, write them to ``unit_dir``, reload and enable.
 
     Enables ``quantbot-bus.service`` (or, with ``timer``, ``quantbot-bus-sync.timer``) with
-    ``--now`` and disables the other, so exactly one of them runs. Creates the artifacts root and
+    ``--now`` and disables the other, so exactly one of them runs. ``interval`` (minutes, only
+    with ``timer``; default 5) is the timer's ``OnUnitActiveSec=``; re-installing the timer
+    restarts it. Creates the artifacts root and
     the state and exports directories when missing (``ReadOnlyPaths=``/``ReadWritePaths=`` need
     them to exist), owned by the service user when run as root. With
     ``dry_run`` nothing is written or run; the result says what would be.
     """
+    if interval is not None and not timer:
+        raise ConfigError(
+            "--interval sets how often the sync timer runs and needs --timer: the daemon "
+            f"({DAEMON_UNIT}, installed without --timer) watches the root continuously and has "
+            "no interval"
+        )
+    minutes = DEFAULT_SYNC_INTERVAL_MIN if interval is None else parse_interval(interval)
     config = load_service_config(config_path)
     ctx = build_context(
-        config, config_path, user=user, executable=executable, run_as=run_as, memory_max=memory_max
+        config,
+        config_path,
+        user=user,
+        executable=executable,
+        run_as=run_as,
+        memory_max=memory_max,
+        sync_interval_min=minutes,
     )
     unit_dir = default_unit_dir(user) if unit_dir is None else Path(unit_dir)
     base = _systemctl_base(systemctl, user)
-    result = _plan_install(ctx, unit_dir, base, timer=timer, dry_run=dry_run)
+    result = _plan_install(
+        ctx, unit_dir, base, timer=timer, dry_run=dry_run, interval_given=interval is not None
+    )
     clobber = [u.path for u in result.units if u.path.exists() and not _ours(u.path)]
     if clobber and not force:
         raise InstallError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ...config import Config
 from ...errors import InstallError
+from .interval import DEFAULT_SYNC_INTERVAL_MIN, parse_interval
 
 DAEMON_UNIT = "quantbot-bus.service"
 SYNC_UNIT = "quantbot-bus-sync.service"
@@ -75,6 +76,8 @@ class UnitContext:
     private_tmp_reason: str = _TMP_PRIVATE
     #: catalog = "iceberg": runs come from object storage and go to PostgreSQL over TCP
     scale_out: bool = False
+    #: the sync timer's period in minutes (``OnUnitActiveSec=``)
+    sync_interval_min: int = DEFAULT_SYNC_INTERVAL_MIN
 
     @property
     def workdir(self) -> Path:
@@ -184,6 +187,7 @@ def build_context(
     executable: Path | None = None,
     run_as: str | None = None,
     memory_max: str = DEFAULT_MEMORY_MAX,
+    sync_interval_min: int = DEFAULT_SYNC_INTERVAL_MIN,
 ) -> UnitContext:
     """The render context for ``config`` (loaded from ``config_path``) on this machine."""
     executable = find_executable() if executable is None else Path(executable).absolute()
@@ -207,6 +211,7 @@ def build_context(
         run_as=run_as,
         memory_max=memory_max,
         scale_out=config.catalog == "iceberg",
+        sync_interval_min=sync_interval_min,
     )
 
 
@@ -221,6 +226,7 @@ def sandboxed_context(
     run_as: str | None,
     memory_max: str = DEFAULT_MEMORY_MAX,
     scale_out: bool = False,
+    sync_interval_min: int = DEFAULT_SYNC_INTERVAL_MIN,
 ) -> UnitContext:
     """A :class:`UnitContext` for these paths, its sandbox chosen by :func:`sandbox_choices`."""
     paths = needed_paths(executable, config_path, root, state_dir, exports_dir)
@@ -239,6 +245,7 @@ def sandboxed_context(
         private_tmp=private_tmp,
         private_tmp_reason=tmp_reason,
         scale_out=scale_out,
+        sync_interval_min=sync_interval_min,
     )
 
 
@@ -294,6 +301,7 @@ def render_units(ctx: UnitContext) -> dict[str, str]:
         "private_tmp_reason": ctx.private_tmp_reason,
         "read_only": _SCALE_OUT_READ if ctx.scale_out else _LOCAL_READ,
         "network": _SCALE_OUT_NETWORK if ctx.scale_out else _LOCAL_NETWORK,
+        "interval": str(parse_interval(ctx.sync_interval_min)),
     }
     for key in ("read_only", "network"):
         values[key] = string.Template(values[key]).substitute(values)
