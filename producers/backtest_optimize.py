@@ -7,7 +7,7 @@ One run over the synthetic memecoin market, the same as
     python producers/backtest_optimize.py --root artifacts --interval 1m --calls 200 --seed 0
 
 Options: --root DIR (default $QUANTBOT_BUS_ROOT or ./artifacts), --interval 1m|5m,
---from/--to YYYY-MM-DD, --calls N, --seed S; --help for the list.
+--from/--to YYYY-MM-DD, --calls N, --seed S, --layout v1|seed; --help for the list.
 """
 
 import sys

@@ -18,6 +18,9 @@ Details:
   run whose stats differ is looked at with ``quick_fingerprint`` (and validated if that differs).
 - ``known_files(catalog) -> {run_dir: [file, ...]}``: the artifact files of each live run,
   relative to its run dir, from ``catalog.artifacts_f``.
+- Both layouts (:mod:`quantbot_bus.contract.layout`) go through the same steps: "holds a
+  metadata.json" below means "is a run directory" (a seed ``YYYY-MM/run_id=<id>`` directory:
+  holds run.json or _SUCCESS).
 - ``gone`` holds live run dirs and open-rejection dirs that no longer hold a ``metadata.json``
   (deleted, renamed away, or renamed to a hidden name); apply_batch soft-deletes the runs and
   closes the rejections. A valid run whose run_id is registered from another directory that no
@@ -37,7 +40,6 @@ from pathlib import Path
 from .catalog import Batch, Catalog, KnownRun, Rejection, fs_text
 from .config import Config
 from .contract import (
-    METADATA_NAME,
     Incomplete,
     Invalid,
     Valid,
@@ -47,6 +49,7 @@ from .contract import (
     validate_run_dir,
     walk_run_dirs,
 )
+from .contract.layout import is_run_dir
 from .errors import ConfigError
 from .ignore import is_ignored
 
@@ -63,7 +66,8 @@ class ScanOutcome:
 
 
 def _has_metadata(run_dir: str) -> bool:
-    return os.path.lexists(os.path.join(run_dir, METADATA_NAME))
+    """True if ``run_dir`` holds a run, in either layout (:func:`contract.layout.is_run_dir`)."""
+    return is_run_dir(run_dir)
 
 
 def _root(config: Config) -> str:

@@ -14,7 +14,8 @@ touch it: they read the publication (:mod:`quantbot_bus.publication`).
 publisher share one Bus).
 
 **Pending rule.** A run whose files are not complete yet (``Incomplete``) is pending; it is
-rejected once its ``metadata.json`` is older than ``pending_timeout_s`` and still incomplete
+rejected once its ``metadata.json`` (a seed run's ``run.json``) is older than
+``pending_timeout_s`` and still incomplete
 (the daemon re-examines pending runs every ``pending_recheck_s``; ``sync`` at each run).
 
 **Degraded.** A failing commit or publication (disk full, I/O error) sets :attr:`Bus.degraded`
@@ -37,7 +38,8 @@ from . import exports, ingest
 from .catalog import Batch, BatchResult, Catalog, Rejection
 from .catalog.store import move_aside
 from .config import Config
-from .contract import METADATA_NAME, quick_fingerprint
+from .contract import quick_fingerprint
+from .contract.layout import marker_path
 from .errors import CatalogError, ConfigError
 from .exports.files import remove_legacy_exports
 from .log import get_logger
@@ -135,12 +137,13 @@ class Bus:
 
     def expire_pending(self, pending: dict[str, str], batch: Batch) -> dict[str, str]:
         """The pending rule: a run still incomplete ``pending_timeout_s`` after its
-        metadata.json appeared (its mtime) is rejected (added to ``batch``); returns the rest."""
+        metadata.json appeared (its mtime; a seed run's run.json) is rejected (added to
+        ``batch``); returns the rest."""
         still: dict[str, str] = {}
         now = time.time()
         for run_dir, reason in pending.items():
             try:
-                age = now - os.stat(os.path.join(run_dir, METADATA_NAME)).st_mtime
+                age = now - os.stat(marker_path(run_dir)).st_mtime
             except OSError:
                 continue  # gone meanwhile: the next look sees that
             if age >= self.config.pending_timeout_s:

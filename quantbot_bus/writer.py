@@ -36,8 +36,8 @@ import math
 import os
 import shutil
 import socket
-import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +46,10 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import writer_seed as seed
+from .arrowdata import as_stream, is_polars_frame
 from .contract import ARTIFACT_NAME_RE, METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
+from .contract.layout import SEED
 from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
 from .hashing import CHUNK, HashingFile, sha256_file
@@ -59,27 +62,6 @@ from .timeutil import iso_utc, utc_now
 
 PARTIAL_SUFFIX = ".partial"
 _log = get_logger("quantbot_bus.writer")
-
-
-def _as_stream(data: Any) -> pa.RecordBatchReader:
-    """A pyarrow RecordBatchReader over a Table, a RecordBatch, a reader or an Arrow stream."""
-    if isinstance(data, pa.RecordBatchReader):
-        return data
-    if isinstance(data, pa.Table):
-        return data.to_reader()
-    if isinstance(data, pa.RecordBatch):
-        return pa.RecordBatchReader.from_batches(data.schema, [data])
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.RecordBatchReader.from_stream(data)
-    raise TypeError(
-        "write_table() takes a pyarrow Table/RecordBatch/RecordBatchReader, a polars DataFrame "
-        f"or any object with __arrow_c_stream__; got {type(data).__module__}.{type(data).__qualname__}"
-    )
-
-
-def _is_polars_frame(data: Any) -> bool:
-    polars = sys.modules.get("polars")  # if polars was never imported, data cannot be a frame
-    return polars is not None and isinstance(data, polars.DataFrame)
 
 
 def _check_metric(name: Any, value: Any) -> float | int:
@@ -103,6 +85,8 @@ class RunWriter:
     ``run_id``: default ``<run_type>-<UTC yyyymmddTHHMMSS>-<8 hex>``.
     ``producer``: ``(name, version)``. ``params``: JSON-serialisable object.
     ``git``: ``"auto"`` (detect), ``None`` (omit) or a mapping {commit, branch, dirty}.
+    ``layout``: ``"v1"``, or ``"seed"``: ``root/YYYY-MM/run_id=<uuid>/`` with run.json, logs and
+    ``_SUCCESS`` last, tables named ``<folder>/<name>`` (:mod:`quantbot_bus.writer_seed`).
     """
 
     def __init__(
@@ -113,14 +97,18 @@ class RunWriter:
         producer: tuple[str, str] = ("quantbot-bus", "0"),
         params: Mapping[str, Any] | None = None,
         git: Mapping[str, Any] | Literal["auto"] | None = "auto",
+        layout: str = "v1",
     ) -> None:
+        self.layout = seed.check_layout(layout, is_s3_url(root))
         if not isinstance(run_type, str) or not RUN_ID_RE.match(run_type):
             raise ContractError(
                 f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
                 "'.', '_' and '-', starting with a letter or digit (at most 128 characters)"
             )
         self.created = utc_now()
-        self.run_id = default_run_id(run_type, self.created) if run_id is None else run_id
+        self.run_id = run_id or (
+            str(uuid.uuid4()) if layout == SEED else default_run_id(run_type, self.created)
+        )
         if not isinstance(self.run_id, str) or not RUN_ID_RE.match(self.run_id):
             raise ContractError(
                 f"run_id {self.run_id!r} is not valid: it must match {RUN_ID_RE.pattern} "
@@ -147,7 +135,7 @@ class RunWriter:
         self.run_type = run_type
         self.producer = (str(producer[0]), str(producer[1]))
         self._git_arg = git
-        self.run_dir = self.root / run_type / self.run_id
+        self.run_dir = seed.run_dir(self.root, run_type, self.run_id, self.created, layout)
         self.artifacts: list[dict[str, Any]] = []
         self.metrics: dict[str, float | int] = {}
         self.status: str | None = None
@@ -171,7 +159,7 @@ class RunWriter:
                 f"run {self.run_type}/{self.run_id} is already in {self.remote.url}; runs are "
                 "immutable: choose another run_id"
             )
-        (self.root / self.run_type).mkdir(parents=True, exist_ok=True)
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.run_dir.mkdir()
         except FileExistsError:
@@ -202,7 +190,7 @@ class RunWriter:
         message = str(exc).strip()
         error = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
         try:
-            self._finish("failed", error)
+            self._finish("failed", error, exc)
         except Exception as meta_exc:  # keep the original exception; report this one
             self._log.error("run.metadata_failed", error=f"{type(meta_exc).__name__}: {meta_exc}")
         return False
@@ -215,8 +203,11 @@ class RunWriter:
         The path ends in ``.partial``: the daemon never reads it; ``add_file`` renames it.
         """
         self._check_open()
+        name = self._qualify(name)
         self._check_name(name)
-        return self.run_dir / f"{name}.parquet{PARTIAL_SUFFIX}"
+        path = self.run_dir / f"{name}.parquet{PARTIAL_SUFFIX}"
+        path.parent.mkdir(exist_ok=True)  # a seed table's folder
+        return path
 
     def write_table(self, name: str, data: Any) -> dict[str, Any]:
         """Write ``data`` as ``<name>.parquet`` (zstd) and register it; returns its artifact entry.
@@ -225,16 +216,17 @@ class RunWriter:
         polars itself), or any object exporting an Arrow stream (``__arrow_c_stream__``).
         A stream is written batch by batch, never collected in memory.
         """
+        name = self._qualify(name)
         partial = self.path_for(name)
         self._open_partials.add(partial)
-        if _is_polars_frame(data):
+        if is_polars_frame(data):
             data.write_parquet(partial, compression="zstd", statistics=True)
             with open(partial, "rb+") as fh:
                 os.fsync(fh.fileno())
             digest, nbytes = sha256_file(partial), partial.stat().st_size
             rows = int(data.height)
         else:
-            reader = _as_stream(data)
+            reader = as_stream(data)
             sink = HashingFile(partial)
             ok = False
             rows = 0
@@ -258,6 +250,7 @@ class RunWriter:
         Parquet raises :class:`ContractError`.
         """
         self._check_open()
+        name = self._qualify(name)
         self._check_name(name)
         src = Path(path)
         if not src.is_file():
@@ -310,8 +303,13 @@ class RunWriter:
         if self._closed:
             raise ContractError(f"run {self.run_id!r} is already finished ({self.status})")
 
+    def _qualify(self, name: str) -> str:
+        return seed.qualify(name) if self.layout == SEED else name
+
     def _check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name):
+        if self.layout == SEED:
+            seed.check_name(name)
+        elif not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name):
             raise ContractError(
                 f"artifact name {name!r} is not valid: it must match {ARTIFACT_NAME_RE.pattern} "
                 "(a letter or '_', then letters, digits or '_'; at most 64 characters)"
@@ -324,7 +322,7 @@ class RunWriter:
     ) -> dict[str, Any]:
         final = path
         if path.name.endswith(PARTIAL_SUFFIX):
-            final = path.with_name(f"{name}.parquet")
+            final = path.with_name(f"{name.rsplit('/', 1)[-1]}.parquet")
             if final.exists():
                 raise ContractError(f"artifact file {final} already exists in the run directory")
             os.replace(path, final)
@@ -364,7 +362,7 @@ class RunWriter:
             meta["error"] = error
         return meta
 
-    def _finish(self, status: str, error: str | None) -> None:
+    def _finish(self, status: str, error: str | None, exc: BaseException | None = None) -> None:
         t0 = time.perf_counter()
         self._closed = True
         for partial in list(self._open_partials):  # interrupted or never-registered writes
@@ -372,9 +370,12 @@ class RunWriter:
         self._open_partials.clear()
         self.status, self.error = status, error
         fsync_dir(self.run_dir)  # the data files' renames are durable before metadata appears
-        text = json.dumps(self.metadata(status, error), indent=2, allow_nan=False) + "\n"
-        write_atomic(self.run_dir / METADATA_NAME, text)  # temp, fsync, rename, fsync dir
-        fsync_dir(self.run_dir.parent)
+        if self.layout == SEED:
+            seed.finish(self, status, error, exc)  # logs, run.json, then _SUCCESS
+        else:
+            text = json.dumps(self.metadata(status, error), indent=2, allow_nan=False) + "\n"
+            write_atomic(self.run_dir / METADATA_NAME, text)  # temp, fsync, rename, fsync dir
+            fsync_dir(self.run_dir.parent)
         if self.remote is not None:
             try:
                 upload_run(

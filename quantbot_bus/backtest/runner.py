@@ -1,7 +1,9 @@
 """Run one backtest over the synthetic market and write it as a run directory.
 
 ``run_backtest(strategy, interval, date_from, date_to, calls, seed, root) -> RunResult`` is the
-single entry point used by ``quantbot-bus backtest run`` and the scripts in ``producers/``. Each
+single entry point used by ``quantbot-bus backtest run`` and the scripts in ``producers/``.
+``write_backtest`` runs a strategy over any stream of :class:`~.market.Call` and writes the run
+(:mod:`.userdata` feeds it the user's own calls and candles). Each
 strategy writes its tables with a different library on purpose, so the run contract is exercised
 across writers:
 
@@ -85,9 +87,8 @@ def _calls(
 
 
 def _trade_all(
-    calls: Iterable[Call], policies: Sequence[pol.Policy], interval: str
+    calls: Iterable[Call], policies: Sequence[pol.Policy], interval_ms: int
 ) -> list[pol.CallTrades]:
-    interval_ms = INTERVAL_MS[interval]
     return [
         pol.trade_call(
             c.call_id, c.caller_name, c.mint, c.chain, c.after_alert(), policies, interval_ms
@@ -97,10 +98,9 @@ def _trade_all(
 
 
 def _trade_optimize(
-    calls: Iterable[Call], policies: Sequence[pol.Policy], interval: str
+    calls: Iterable[Call], policies: Sequence[pol.Policy], interval_ms: int
 ) -> tuple[list[pol.CallTrades], dict[v1.V1Params, list[v1.V1Trade]]]:
     """Each call under the policy grid and under the V1 grid, in one pass over the calls."""
-    interval_ms = INTERVAL_MS[interval]
     grid = v1.v1_grid()
     results: list[pol.CallTrades] = []
     baseline: dict[v1.V1Params, list[v1.V1Trade]] = {p: [] for p in grid}
@@ -133,8 +133,10 @@ def run_backtest(
     on_progress: Progress | None = None,
     horizon_minutes: int = DEFAULT_HORIZON_MINUTES,
     constraints: opt.Constraints | None = None,
+    layout: str = "v1",
 ) -> RunResult:
-    """Run one backtest and write it under ``root/backtest/<run_id>/``.
+    """Run one backtest and write it under ``root/backtest/<run_id>/`` (``layout="seed"``:
+    ``root/YYYY-MM/run_id=<uuid>/``, :mod:`quantbot_bus.writer_seed`).
 
     ``on_progress(n)`` is called as calls are processed (``calls`` in total).
     Raises ValueError for a bad strategy, interval, date range or call count, and
@@ -150,8 +152,6 @@ def run_backtest(
         raise ValueError(f"calls must be >= 1, got {calls}")
     if horizon_minutes < 1:
         raise ValueError(f"horizon_minutes must be >= 1, got {horizon_minutes}")
-    constraints = opt.Constraints() if constraints is None else constraints
-    policies = pol.default_grid()
     params: dict[str, Any] = {
         "strategy": strategy,
         "interval": interval,
@@ -162,6 +162,44 @@ def run_backtest(
         "horizon_minutes": horizon_minutes,
         "market": MARKET,
     }
+    stream = _calls(seed, calls, interval, date_from, date_to, horizon_minutes, on_progress)
+    return write_backtest(
+        strategy,
+        interval,
+        INTERVAL_MS[interval],
+        stream,
+        root,
+        params=params,
+        run_id=run_id,
+        constraints=constraints,
+        layout=layout,
+    )
+
+
+def write_backtest(
+    strategy: str,
+    interval: str,
+    interval_ms: int,
+    calls: Iterable[Call],
+    root: str | os.PathLike[str],
+    *,
+    params: dict[str, Any],
+    run_id: str | None = None,
+    constraints: opt.Constraints | None = None,
+    layout: str = "v1",
+) -> RunResult:
+    """Run ``strategy`` over ``calls`` (candles of ``interval``, ``interval_ms`` long) and write
+    the run under ``root/backtest/<run_id>/`` with ``params`` plus the strategy's own parameters.
+
+    The one writer behind :func:`run_backtest` (the synthetic market) and
+    :func:`quantbot_bus.backtest.userdata.run_user_backtest` (calls and candles from a DuckDB file).
+    ``calls`` is consumed once, lazily; every call has a candle opening at or after its alert.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    constraints = opt.Constraints() if constraints is None else constraints
+    policies = pol.default_grid()
+    params = dict(params)
     if strategy != "path-only":
         params["policy_grid"] = pol.GRID_DESCRIPTION
         params["policies"] = len(policies)
@@ -178,30 +216,31 @@ def run_backtest(
         run_id=run_id,
         producer=(f"{PRODUCER_PREFIX}.{strategy.replace('-', '_')}", producer_version()),
         params=params,
+        layout=layout,
     )
     with writer as w:
         created_at = (w.started or w.created).replace(microsecond=0)
-        stream = _calls(seed, calls, interval, date_from, date_to, horizon_minutes, on_progress)
         if strategy == "path-only":
             df = pathonly.build_table(
-                pathonly.call_row(c, interval, w.run_id, created_at) for c in stream
+                pathonly.call_row(c, interval, w.run_id, created_at) for c in calls
             )
-            w.write_table("backtest_call_path_metrics", df)  # polars writes the Parquet
+            path_metrics = _seed_name(layout, "truth", "backtest_call_path_metrics")
+            w.write_table(path_metrics, df)  # polars writes the Parquet
             w.set_metrics(**pathonly.summary_metrics(df))
         elif strategy == "policy":
-            results = _trade_all(stream, policies, interval)
+            results = _trade_all(calls, policies, interval_ms)
             best = pol.best_policy_index(results, policies)
             w.write_table(
-                "backtest_policy_results",
+                _seed_name(layout, "policy", "backtest_policy_results"),
                 pol.policy_results_table(results, policies, w.run_id, created_at),
             )
             call_results = pol.call_results_table(
                 results, policies[best], best, w.run_id, created_at, POSITION_USD
             )
-            w.write_table("backtest_call_results", call_results)
+            w.write_table(_seed_name(layout, "policy", "backtest_call_results"), call_results)
             w.set_metrics(**_policy_metrics(results, policies, best, call_results))
         else:
-            results, baseline = _trade_optimize(stream, policies, interval)
+            results, baseline = _trade_optimize(calls, policies, interval_ms)
             summary_path = w.path_for("summary")
             frontier, metrics = opt.optimize(
                 opt.trades_table(results, policies),
@@ -218,6 +257,12 @@ def run_backtest(
             metrics.update(v1.baseline_metrics(overall, per_caller))
             w.set_metrics(calls=len(results), **metrics)
     return RunResult(run_id=w.run_id, run_dir=w.run_dir, metrics=dict(w.metrics))
+
+
+def _seed_name(layout: str, folder: str, name: str) -> str:
+    """A table's artifact name: in the seed layout inside ``folder`` (the others go to
+    ``results/``, the seed writer's default)."""
+    return f"{folder}/{name}" if layout == "seed" else name
 
 
 def _policy_metrics(
@@ -266,6 +311,13 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--to", dest="date_to", type=_date, default=DEFAULT_DATE_TO)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layout",
+        choices=("v1", "seed"),
+        default="v1",
+        help="v1: ROOT/backtest/RUN_ID/ with metadata.json; seed: ROOT/YYYY-MM/run_id=UUID/ "
+        "with run.json and _SUCCESS",
+    )
     args = parser.parse_args(argv)
     if args.date_from > args.date_to:
         parser.error(f"--from {args.date_from} is after --to {args.date_to}")
@@ -282,6 +334,7 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
             args.calls,
             args.seed,
             config.root,
+            layout=args.layout,
         )
     except BusError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -14,6 +14,10 @@ knows. :func:`walk_run_dirs` (and :func:`iter_run_dirs`, :func:`iter_run_dir_pat
 run directories below the root: every directory holding a metadata.json, skipping the names
 :mod:`quantbot_bus.ignore` rules out.
 
+Runs in the seed layout (``YYYY-MM/run_id=<id>/`` with ``run.json`` and ``_SUCCESS``) go through
+the same functions: ``layout`` tells the two apart by name (and gives a directory's marker file
+and run_id), ``seed`` validates such a run.
+
 Modules: ``model`` (constants, RunInfo, the verdicts), ``schema`` (the JSON Schema,
 ``run_schema.json``), ``metadata`` (reading metadata.json), ``normalise`` (its two shapes, and the
 rules a schema cannot express), ``artifacts`` (the listed Parquet files), ``validate`` (the

@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .files import _NotRegular, _open_regular
+from .layout import (
+    is_seed_dir,
+    seed_listed_file,
+    seed_parquet_files,
+    seed_watched_files,
+)
 from .model import MAX_METADATA_BYTES, METADATA_NAME
 
 
@@ -31,23 +37,27 @@ def _files_in(doc: Any) -> list[str]:
     return files
 
 
-def _listed_files(path: str) -> list[str]:
-    """The file names metadata.json lists, parsed loosely (any problem: none)."""
+def _load_loosely(path: str) -> Any:
+    """A JSON file parsed loosely (any problem: None)."""
     try:
         fd = _open_regular(path)
     except (OSError, _NotRegular):
-        return []
+        return None
     try:
         raw = os.read(fd, MAX_METADATA_BYTES + 1)
     finally:
         os.close(fd)
     if len(raw) > MAX_METADATA_BYTES:
-        return []
+        return None
     try:
-        doc = json.loads(raw.decode("utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"))
     except (ValueError, RecursionError):
-        return []
-    return _files_in(doc)
+        return None
+
+
+def _listed_files(path: str) -> list[str]:
+    """The file names metadata.json lists, parsed loosely (any problem: none)."""
+    return _files_in(_load_loosely(path))
 
 
 def _fingerprint_line(name: str, s: os.stat_result | None) -> bytes:
@@ -113,6 +123,8 @@ def fingerprint_of(
     ``metadata_lstat``: ``os.lstat`` of the run's metadata.json if the caller just took it (as
     :func:`walk_run_dirs` does), saving one system call per run."""
     base = os.fspath(run_dir)
+    if is_seed_dir(base):
+        return _seed_fingerprint(base, files)
     st = _metadata_stat(base, metadata_lstat)
     if st is None:
         return None
@@ -124,6 +136,11 @@ def quick_fingerprint(run_dir: Path) -> str | None:
     metadata.json and of each file it lists (stat only, contents are never hashed).
     ``None`` if there is no metadata.json. Never raises."""
     base = os.fspath(run_dir)
+    if is_seed_dir(base):
+        try:
+            return _seed_fingerprint(base, seed_files(base))
+        except Exception:  # never raise
+            return _seed_fingerprint(base, ())
     meta = os.path.join(base, METADATA_NAME)
     try:
         lst = os.lstat(meta)
@@ -140,3 +157,35 @@ def quick_fingerprint(run_dir: Path) -> str | None:
     except Exception:  # never raise: an odd listing counts as none
         files = []
     return _fingerprint(base, st, files)
+
+
+def seed_files(run_dir: str) -> list[str]:
+    """The artifact files of a seed run directory, relative to it: the Parquet files in its
+    folders and the files its run.json lists (read loosely), sorted, without duplicates."""
+    files = set(seed_parquet_files(run_dir))
+    doc = _load_loosely(os.path.join(run_dir, "run.json"))
+    artifacts = doc.get("artifacts") if isinstance(doc, dict) else None
+    if isinstance(artifacts, dict):
+        for entry in artifacts.values():
+            raw = entry.get("path") if isinstance(entry, dict) else None
+            if isinstance(raw, str) and "\x00" not in raw:
+                rel = seed_listed_file(raw, run_dir)
+                if rel is not None:
+                    files.add(rel)
+    return sorted(files)
+
+
+def _seed_fingerprint(base: str, files: Iterable[str]) -> str | None:
+    """A seed run directory's fingerprint: run.json, _SUCCESS, logs/stderr.txt, the artifact
+    folders and ``files`` (stat only). None when it holds neither run.json nor _SUCCESS."""
+    prefix = base if base.endswith("/") else base + "/"
+    if not (os.path.lexists(prefix + "run.json") or os.path.lexists(prefix + "_SUCCESS")):
+        return None
+    parts = []
+    for name in (*seed_watched_files(), *sorted(set(files) - set(seed_watched_files()))):
+        try:
+            fst: os.stat_result | None = os.stat(name if name.startswith("/") else prefix + name)
+        except (OSError, ValueError):
+            fst = None
+        parts.append(_fingerprint_line(name, fst))
+    return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()

@@ -12,6 +12,7 @@ from ..ignore import is_within
 from .artifacts import _locate_all, _read_artifact
 from .files import _kind
 from .fingerprint import _files_in, _fingerprint
+from .layout import is_seed_dir
 from .metadata import _is_unicode, _read_metadata, metadata_object
 from .model import (
     MAX_JSON_DEPTH,
@@ -25,6 +26,7 @@ from .model import (
 )
 from .normalise import _check_semantics, _normalise, _Normalised
 from .reasons import _clean, _show_path, _Stop
+from .seed import validate_seed
 
 
 def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResult:
@@ -51,6 +53,8 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
         )
     if not stat.S_ISDIR(st.st_mode):
         return Invalid(f"the run directory is {_kind(st.st_mode)}, not a directory")
+    if is_seed_dir(run_abs):
+        return validate_seed(run_abs, run_real, root_real, verify_hashes)
     meta = _read_metadata(run_abs, root_real)  # a missing metadata.json: Incomplete
     doc = metadata_object(meta.text)
     # == quick_fingerprint(run_abs): metadata.json as opened (before it was read) and the files it
@@ -116,7 +120,8 @@ def run_info(
 
 
 def validate_run_dir(run_dir: Path, root: Path, *, verify_hashes: bool = True) -> ValidationResult:
-    """Check one run directory against the contract (docs/contract.md).
+    """Check one run directory against the contract (docs/contract.md), in whichever layout
+    it is (:mod:`.layout`: a ``YYYY-MM/run_id=<id>`` directory is checked by :mod:`.seed`).
 
     Returns :class:`Valid` (with a normalised :class:`RunInfo`), :class:`Incomplete` (no
     metadata.json yet, or a listed file missing/shorter than declared: look again later) or

@@ -68,7 +68,7 @@ def apply_changes(
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _qb_files AS
-        SELECT a.run_id, a.name,
+        SELECT a.run_id, replace(a.name, '/', '__') AS name,  -- store.export_table_name
                CASE WHEN a.path LIKE '/%' THEN a.path ELSE r.run_dir || '/' || a.path END AS path,
                a.rows
         FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)

@@ -36,6 +36,13 @@ TABLES_DIR = ".store/tables"  #: the segments' one real name (readers use the ge
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  #: an artifact table we export
 
 
+def export_table_name(artifact: str) -> str:
+    """The export table an artifact's rows go to: its name, each ``/`` replaced by ``__`` (a
+    seed-layout artifact is named by its path, ``truth/paths`` → ``truth__paths``). The same
+    rule is written in SQL where the refresh lists the incoming files (``exports/chunk.py``)."""
+    return artifact.replace("/", "__")
+
+
 def tmp_for(dest: Path) -> Path:
     """Our temp names carry TMP_MARK, so crash leftovers are recognised and cleaned up."""
     return dest.with_name(f".{dest.name}{TMP_MARK}{secrets.token_hex(4)}.tmp")
