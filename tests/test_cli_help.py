@@ -41,6 +41,7 @@ def test_the_walk_finds_every_command_and_subcommand() -> None:
         "regressions",
         "rejected",
         "runs",
+        "schema",
         "show",
         "stats",
         "status",

@@ -6,6 +6,7 @@ one module per group and are registered here:
 - :mod:`.run`: ``daemon``, ``sync``, ``rebuild`` (the writers, holding the state-dir lock)
 - :mod:`.query`: ``runs``, ``show``, ``artifacts``, ``stats``, ``rejected``, ``query`` (readers)
 - :mod:`.regressions`: ``regressions`` (regression checks of new runs)
+- :mod:`.schema`: ``schema`` (artifact tables' schema history)
 - :mod:`.status`: ``status``, ``doctor``
 - :mod:`.backtest`: ``backtest run``
 - :mod:`.systemd`: ``systemd install``, ``systemd uninstall``
@@ -28,6 +29,7 @@ from .options import config_options, emit, format_option
 from .query import artifacts_cmd, query_command, rejected_cmd, runs_cmd, show_cmd, stats_cmd
 from .regressions import regressions_cmd
 from .run import daemon_cmd, rebuild_cmd, sync_cmd
+from .schema import schema_cmd
 from .status import doctor_cmd, status_cmd
 from .systemd import systemd_group
 
@@ -64,6 +66,7 @@ for _command in (
     artifacts_cmd,
     stats_cmd,
     rejected_cmd,
+    schema_cmd,
     regressions_cmd,
     query_command,
     systemd_group,

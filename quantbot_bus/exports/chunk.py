@@ -4,7 +4,9 @@ The runs that leave (deleted, or the old version of an updated run; temp table `
 are subtracted from the plug-in summaries' totals and their state rows deleted; the rows of the
 runs that come in (``_qb_new``) are read from their Parquet files into a temp table per artifact
 table (this chunk's only: memory and time per call stay bounded), each table gets its one new
-segment, and the plug-in summaries compute the incoming runs' partials from those rows.
+segment, and the plug-in summaries compute the incoming runs' partials from those rows. The
+staged rows are CAST to each table's established column types; a run whose column type conflicts
+with them is left out of that table and flagged (:mod:`.evolution`).
 
 Unreadable files: the contract reads only Parquet footers, so a file with corrupt pages behind a
 valid footer is registered; the refresh finds such files after a failed attempt and passes them
@@ -25,7 +27,7 @@ import duckdb
 
 from ..config import Config
 from ..log import get_logger
-from . import plugins
+from . import evolution, plugins
 from .segments import staged_relation, write_segment
 from .sql import q
 from .state import StateTx
@@ -70,7 +72,8 @@ def apply_changes(
         CREATE OR REPLACE TEMP TABLE _qb_files AS
         SELECT a.run_id, replace(a.name, '/', '__') AS name,  -- store.export_table_name
                CASE WHEN a.path LIKE '/%' THEN a.path ELSE r.run_dir || '/' || a.path END AS path,
-               a.rows
+               a.rows, CAST(a.arrow_schema AS VARCHAR) AS arrow_schema,
+               coalesce(r.created_at, r.registered_at) AS created_key
         FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
         WHERE a.run_id IN (SELECT run_id FROM _qb_new) AND lower(a.format) = 'parquet'
         """
@@ -89,7 +92,7 @@ def apply_changes(
         if not TABLE_NAME.match(name):
             log.warning("export.table_skipped", table=name, reason="not a valid table name")
             continue
-        cols = _stage_new_rows(con, name, skip) if name in new_tables else None
+        cols = _stage_new_rows(con, tx, name, skip) if name in new_tables else None
         if cols is not None:
             staged[name] = plugins.Staged(staged_relation(name), cols)
         retired += write_segment(
@@ -152,16 +155,27 @@ def _insert_runs(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _stage_new_rows(
-    con: duckdb.DuckDBPyConnection, name: str, skip: set[str] | frozenset[str] = frozenset()
+    con: duckdb.DuckDBPyConnection,
+    tx: StateTx,
+    name: str,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[str] | None:
-    """Load the rows of ``name`` of the incoming runs into a temp table, run_id first.
+    """Load the rows of ``name`` of the incoming runs into a temp table, run_id first, each
+    column CAST to the table's established type.
 
-    Files in ``skip`` (found unreadable) are left out."""
+    Runs whose column types conflict with the table's are left out and flagged
+    (:func:`.evolution.admit`); files in ``skip`` (found unreadable) are left out."""
+    incoming = con.execute(
+        "SELECT run_id, path, arrow_schema FROM _qb_files WHERE name = $n "
+        "ORDER BY created_key NULLS LAST, run_id",
+        {"n": name},
+    ).fetchall()
+    admission = evolution.admit(
+        con, tx, name, [(run_id, schema) for run_id, _p, schema in incoming]
+    )
     files = []
-    for (path,) in con.execute(
-        "SELECT path FROM _qb_files WHERE name = $n ORDER BY run_id", {"n": name}
-    ).fetchall():
-        if path in skip:
+    for run_id, path, _schema in sorted(incoming):
+        if path in skip or run_id in admission.rejected:
             continue
         if os.path.exists(path):
             files.append(path)
@@ -174,7 +188,17 @@ def _stage_new_rows(
         "SELECT * FROM read_parquet($files, union_by_name = true) LIMIT 0", {"files": files}
     )
     cols = [d[0] for d in cur.description or () if d[0] not in ("run_id", "__qb_file")]
-    select = ", ".join(["f.run_id", *(f"s.{q(c)}" for c in cols)])
+    select = ", ".join(
+        [
+            "f.run_id",
+            *(
+                f"CAST(s.{q(c)} AS {admission.casts[c]}) AS {q(c)}"
+                if c in admission.casts
+                else f"s.{q(c)}"
+                for c in cols
+            ),
+        ]
+    )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {staged_relation(name)} AS SELECT {select} "
         "FROM read_parquet($files, union_by_name = true, filename = '__qb_file') s "

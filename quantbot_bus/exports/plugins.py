@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
     from ..config import Config
 
-#: The modules that register the default plug-in summaries (imported on first use).
-PLUGIN_MODULES = ("quantbot_bus.backtest.summaries",)
+#: The modules that register the default summaries (imported on first use): the exports core's
+#: own ``schema_conflicts`` (:mod:`quantbot_bus.exports.evolution`), then the backtest plug-in.
+PLUGIN_MODULES = ("quantbot_bus.exports.evolution", "quantbot_bus.backtest.summaries")
 
 
 @dataclass(frozen=True)
