@@ -33,6 +33,8 @@ catalog_uri            QUANTBOT_BUS_CATALOG_URI            none: postgresql://US
 warehouse              QUANTBOT_BUS_WAREHOUSE              none: s3://BUCKET/warehouse
 [[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
 [regressions]          (TOML only)                         on: see quantbot_bus.regress.settings
+[alerts]               (TOML only)                         log + alerts.jsonl: quantbot_bus.alerts
+[report]               (TOML only)                         every 60 s: quantbot_bus.report.settings
 =====================  ==================================  =====================================
 
 Sections (TOML tables, :data:`SECTIONS`) are parsed and validated by their own module.
@@ -56,9 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .alerts.settings import AlertSettings, parse_alert_settings
 from .errors import ConfigError
 from .objectstore.location import S3Location, is_s3_url
 from .regress.settings import RegressionSettings, parse_regression_settings
+from .report.settings import ReportSettings, parse_report_settings
 
 ENV_PREFIX = "QUANTBOT_BUS_"
 CONFIG_ENV = "QUANTBOT_BUS_CONFIG"
@@ -102,6 +106,8 @@ class Config:
     regressions: RegressionSettings = field(
         default_factory=RegressionSettings, metadata={"section": True}
     )
+    alerts: AlertSettings = field(default_factory=AlertSettings, metadata={"section": True})
+    report: ReportSettings = field(default_factory=ReportSettings, metadata={"section": True})
 
     # Derived locations: one place that says where each file lives.
     @property
@@ -230,8 +236,13 @@ def _summary_names() -> tuple[str, ...]:
     return summary_names()
 
 
-#: The TOML tables with a module of their own: name -> parser (raising ConfigError).
-SECTIONS: dict[str, Callable[[Any], Any]] = {"regressions": parse_regression_settings}
+#: The TOML tables with a module of their own: name -> parser(raw, base=the file's directory),
+#: raising ConfigError.
+SECTIONS: dict[str, Callable[..., Any]] = {
+    "regressions": parse_regression_settings,
+    "alerts": parse_alert_settings,
+    "report": parse_report_settings,
+}
 #: The keys a TOML file, the environment or a flag may set (derived fields and sections are not).
 _FIELDS = {
     f.name: f
@@ -347,7 +358,7 @@ def load_config(
             if key == "exports":
                 values["exports"] = _parse_exports(raw)
             elif key in SECTIONS:
-                values[key] = SECTIONS[key](raw)
+                values[key] = SECTIONS[key](raw, base=config_file.parent)
             else:
                 values[key] = _coerce(key, raw, base=config_file.parent)
 

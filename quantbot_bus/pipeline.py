@@ -173,7 +173,7 @@ class Bus:
                 raise
             if self.degraded is not None and self.degraded.startswith("commit"):
                 self.publish_due = True  # its publication clears it (and says recovered)
-            if result.registered or result.updated or result.deleted or result.rejected:
+            if result.changed:
                 self.publish_due = True
             self.try_publish()
             return result

@@ -3,15 +3,30 @@ subprocesses that are always reaped."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from builders import RunFactory
 from reliability.helpers import DaemonProcess
 
 from quantbot_bus.config import Config
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Undo what a command run in process (``CliRunner``) did to logging: its
+    ``configure_logging`` (a level filter, a stderr handler) must not hide the next test's
+    events from ``structlog.testing.capture_logs``."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_quantbot_bus", False):
+            root.removeHandler(handler)
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ def test_the_walk_finds_every_command_and_subcommand() -> None:
     """The whole command tree, subcommands of groups included (so the walk does recurse)."""
     assert sorted(" ".join(path) for path, _ in COMMANDS) == [
         "",
+        "alerts",
         "artifacts",
         "backtest",
         "backtest run",
@@ -40,6 +41,7 @@ def test_the_walk_finds_every_command_and_subcommand() -> None:
         "rebuild",
         "regressions",
         "rejected",
+        "report",
         "runs",
         "schema",
         "show",

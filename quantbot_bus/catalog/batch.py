@@ -85,9 +85,17 @@ class BatchResult:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)  # run_ids soft-deleted
     rejected: list[Rejection] = field(default_factory=list)  # incl. run_id conflicts
+    resolved: list[str] = field(default_factory=list)  # run_dirs whose open rejection closed
     ms: float = 0.0
     # Incomplete run dirs left for later (run_dir -> reason); filled by the ingest step.
     pending: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the batch wrote rows readers see (a publication is due)."""
+        return bool(
+            self.registered or self.updated or self.deleted or self.rejected or self.resolved
+        )
 
 
 def apply_batch(catalog: Catalog, batch: Batch) -> BatchResult:
@@ -322,11 +330,15 @@ class _Transaction:
 
     def _resolve_rejections_in(self, dirs: str) -> None:
         """Resolve the open rejections whose run_dir is in the registered table ``dirs``."""
-        self.con.execute(
-            "UPDATE catalog.rejections_f SET resolved_at = ?, _seq = ? WHERE resolved_at IS NULL "
-            f"AND run_dir IN (SELECT run_dir FROM {dirs})",
-            [self.now, self.seq],
-        )
+        self.result.resolved += [
+            r[0]
+            for r in self.con.execute(
+                "UPDATE catalog.rejections_f SET resolved_at = ?, _seq = ? "
+                f"WHERE resolved_at IS NULL AND run_dir IN (SELECT run_dir FROM {dirs}) "
+                "RETURNING run_dir",
+                [self.now, self.seq],
+            ).fetchall()
+        ]
 
     # --- after COMMIT ------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ one module per group and are registered here:
 - :mod:`.regressions`: ``regressions`` (regression checks of new runs)
 - :mod:`.schema`: ``schema`` (artifact tables' schema history)
 - :mod:`.status`: ``status``, ``doctor``
+- :mod:`.alerts`: ``alerts`` (the active alerts)
 - :mod:`.backtest`: ``backtest run``
+- :mod:`.report`: ``report`` (the HTML dashboard)
 - :mod:`.systemd`: ``systemd install``, ``systemd uninstall``
 
 :class:`BusGroup` is the one place an error becomes an exit code: a
@@ -24,10 +26,12 @@ import click
 
 from ..config import Config
 from ..errors import BusError, exit_code_for
+from .alerts import alerts_cmd
 from .backtest import backtest
 from .options import config_options, emit, format_option
 from .query import artifacts_cmd, query_command, rejected_cmd, runs_cmd, show_cmd, stats_cmd
 from .regressions import regressions_cmd
+from .report import report_cmd
 from .run import daemon_cmd, rebuild_cmd, sync_cmd
 from .schema import schema_cmd
 from .status import doctor_cmd, status_cmd
@@ -68,9 +72,11 @@ for _command in (
     rejected_cmd,
     schema_cmd,
     regressions_cmd,
+    report_cmd,
     query_command,
     systemd_group,
     doctor_cmd,
+    alerts_cmd,
 ):
     main.add_command(_command)
 

@@ -2,7 +2,8 @@
 timers, signals, systemd notify, ``state/status.json``).
 
 One module per thread: :mod:`.observer` (watchdog → :mod:`.dirty`), :mod:`.worker` (group commit,
-rescans, :mod:`.pending` runs), :mod:`.publisher` (exports), :mod:`.supervisor` (:class:`Daemon`,
+rescans, :mod:`.pending` runs), :mod:`.publisher` (exports), :mod:`.lookout` (alerts, the
+dashboard), :mod:`.supervisor` (:class:`Daemon`,
 start order, health, stop, signals); :mod:`.status` (the status file) and :mod:`.notify`
 (``sd_notify``) serve them. The package itself imports nothing, so that reading the status file
 does not load watchdog or the pipeline.

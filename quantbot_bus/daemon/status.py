@@ -183,6 +183,11 @@ class DaemonStatus:
     def get(self, key: str) -> Any:
         return self._data.get(key)
 
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of every field, as the status file would hold them now."""
+        with self._lock:
+            return dict(self._data)
+
     def update(self, **fields: Any) -> None:
         with self._lock:
             self._data.update(fields)

@@ -1,15 +1,17 @@
 """The daemon: a driver of the run pipeline (:class:`quantbot_bus.pipeline.Bus`) that watches.
 
 :class:`Daemon` runs in the thread that calls :meth:`Daemon.run` (the supervisor) and starts the
-others, each in its own module: the observer (:mod:`.observer`), the worker (:mod:`.worker`) and
-the publisher (:mod:`.publisher`). They share small objects only: the :class:`DirtySet` (observer
-→ worker), :class:`ExportsDue` (worker → publisher), the ``catalog_broken`` event (worker →
-publisher, supervisor) and the :class:`DaemonStatus` (everyone → ``state/status.json``).
+others, each in its own module: the observer (:mod:`.observer`), the worker (:mod:`.worker`),
+the publisher (:mod:`.publisher`) and the lookout (:mod:`.lookout`: alerts and the dashboard).
+They share small objects only: the :class:`DirtySet` (observer → worker), :class:`ExportsDue`
+(worker → publisher), the ``catalog_broken`` event (worker → publisher, supervisor) and the
+:class:`DaemonStatus` (everyone → ``state/status.json``; the lookout reads a snapshot).
 
 Startup order: :meth:`Bus.open` (the state-dir lock: one writer per state dir; then the working
 catalog, migrated) → start the observer (so nothing created during the reconcile is missed) →
 reconcile (full scan, one batch, published) → process the events that arrived meanwhile →
-publish (readers always find a generation) → start the worker and the publisher → ``READY=1``
+publish (readers always find a generation) → start the worker, the publisher and the lookout →
+``READY=1``
 and ``daemon.ready``.
 
 While running, the supervisor checks that the observer and the worker are alive (a dead observer
@@ -43,6 +45,7 @@ from ..pipeline import Bus
 from ..timeutil import iso_utc
 from . import IDLE_TICK_S
 from .dirty import DirtySet
+from .lookout import Lookout
 from .notify import Notifier
 from .observer import Watcher
 from .publisher import ExportsDue, Publisher
@@ -81,6 +84,7 @@ class Daemon:
         self._catalog_broken = threading.Event()
         self._worker: Worker | None = None
         self._publisher: Publisher | None = None
+        self._lookout = Lookout(config, self._status)
 
     # ------------------------------------------------------------------ inputs (any thread)
 
@@ -155,6 +159,7 @@ class Daemon:
         self._exports.request(wake=False)  # the publisher's first tick takes it
         worker.start()
         publisher.start()
+        self._lookout.start()
         self._status.update(ready=True)
         self._status.write()
         self.notifier.send("READY=1\nSTATUS=" + self._status.line())
@@ -206,6 +211,7 @@ class Daemon:
             worker.stop()
         if publisher is not None:
             publisher.stop_event.set()
+        self._lookout.stop_event.set()
         if self.ready.is_set():
             log.info("daemon.stopping")
         self.notifier.send("STOPPING=1\nSTATUS=stopping")
@@ -213,6 +219,7 @@ class Daemon:
             worker.join()
         if publisher is not None:
             publisher.finish()
+        self._lookout.stop()
         self._watcher.stop()
         if self.bus is not None:
             if worker is not None and not self._catalog_broken.is_set():

@@ -206,7 +206,7 @@ class Worker:
         result = bus.commit(batch)
         self.heartbeat = time.monotonic()
         counts = bus.counts()
-        changed = bool(result.registered or result.updated or result.deleted or result.rejected)
+        changed = result.changed
         if changed:
             self._exports.request()
         ms = (time.monotonic() - t0) * 1000

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -75,9 +76,10 @@ def _names(raw: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[
     return tuple(value)
 
 
-def parse_regression_settings(raw: Any) -> RegressionSettings:
+def parse_regression_settings(raw: Any, *, base: Path | None = None) -> RegressionSettings:
     """The settings from the TOML table ``raw`` (``None``: the defaults); ConfigError names the
-    bad field."""
+    bad field. (``base``, the config file's directory, is unused: no paths here.)"""
+    del base
     if raw is None:
         return RegressionSettings()
     if not isinstance(raw, Mapping):

@@ -1,0 +1,87 @@
+"""Alerts (issue #15): rules over the bus's state, each condition notified once, and resolved.
+
+The daemon makes an :class:`Alerter` and calls ``tick(config, status)`` from its supervisor loop;
+``quantbot-bus alerts`` lists what is active. docs/alerts.md: the rules, their semantics, the
+sinks and the JSON they carry.
+
+| module | what it is |
+|---|---|
+| :mod:`.settings` | ``[alerts]`` of the config: :class:`AlertSettings`, :func:`parse_alert_settings` |
+| :mod:`.facts` | what a check looks at, gathered with bounded queries: :func:`gather_facts` |
+| :mod:`.rules` | facts → the active :class:`Condition` set, one function per rule |
+| :mod:`.model` | :class:`Condition`, :class:`Notification` (its JSON is the sinks' contract) |
+| :mod:`.state` | the once-per-condition state machine and rate limits, ``state_dir/alerts.json`` |
+| :mod:`.sinks` | the log event and ``exports_dir/alerts.jsonl`` (synchronous) |
+| :mod:`.background` | a bounded queue and a thread: the base of the two slow sinks |
+| :mod:`.webhook` | HTTP POST with timeout, retries and capped backoff |
+| :mod:`.command` | a program with the notification on stdin |
+| :mod:`.alerter` | :class:`Alerter`: facts → rules → state → sinks |
+| :mod:`.listing` | the rows of ``quantbot-bus alerts`` |
+
+Importing the package is cheap (``config.py`` imports :mod:`.settings`); the rest is imported
+on first use of a name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .settings import RULES, AlertSettings, CommandSettings, WebhookSettings, parse_alert_settings
+
+if TYPE_CHECKING:  # the names __getattr__ imports, for type checkers
+    from .alerter import JSONL_NAME, STATE_NAME, Alerter, jsonl_path_for, state_path_for
+    from .facts import DiskUsage, Facts, gather_facts
+    from .listing import ALERT_COLUMNS, list_alerts
+    from .model import Condition, Conditions, Notification
+    from .rules import evaluate
+    from .state import AlertState
+
+#: name -> the module that defines it (imported when the name is first used)
+_LAZY = {
+    "Alerter": "alerter",
+    "JSONL_NAME": "alerter",
+    "STATE_NAME": "alerter",
+    "jsonl_path_for": "alerter",
+    "state_path_for": "alerter",
+    "DiskUsage": "facts",
+    "Facts": "facts",
+    "gather_facts": "facts",
+    "ALERT_COLUMNS": "listing",
+    "list_alerts": "listing",
+    "Condition": "model",
+    "Conditions": "model",
+    "Notification": "model",
+    "evaluate": "rules",
+    "AlertState": "state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ALERT_COLUMNS",
+    "AlertSettings",
+    "AlertState",
+    "Alerter",
+    "CommandSettings",
+    "Condition",
+    "Conditions",
+    "DiskUsage",
+    "Facts",
+    "JSONL_NAME",
+    "Notification",
+    "RULES",
+    "STATE_NAME",
+    "WebhookSettings",
+    "evaluate",
+    "gather_facts",
+    "jsonl_path_for",
+    "list_alerts",
+    "parse_alert_settings",
+    "state_path_for",
+]

@@ -1,0 +1,214 @@
+"""The dashboard's charts (catalog, callers, policies, frontiers, distributions, regressions), each
+a function from :mod:`quantbot_bus.report.data`'s rows to an inline SVG string; the run
+tearsheet's charts are in :mod:`quantbot_bus.report.tearsheet`. Every function is given non-empty
+data (the page says "none yet" itself) and bounds what it draws."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .data import Histogram, Row
+from .svg import BAD, GOOD, MUTED, PALETTE, figure, styled, to_svg
+
+#: Callers drawn in the leaderboard chart, and days before runs over time go by week.
+CHART_CALLERS = 15
+MAX_DAYS = 120
+MAX_BARS = 40
+
+
+def _short(text: Any, width: int = 28) -> str:
+    s = "(none)" if text is None else str(text)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _distinct(rows: Iterable[Row]) -> list[tuple[float, float]]:
+    """The distinct (stop-out rate, objective) points of frontier rows (many policies share one:
+    drawing each once keeps the chart small)."""
+    seen = {
+        (round(float(r["stop_out_rate"]), 4), round(float(r["objective_score"]), 4)) for r in rows
+    }
+    return sorted(seen)
+
+
+def runs_over_time(per_day: list[Row]) -> str:
+    """Runs registered per day (per week beyond :data:`MAX_DAYS` days), stacked by run type, and
+    the cumulative count."""
+    days = sorted({r["day"] for r in per_day})
+    weekly = (days[-1] - days[0]).days > MAX_DAYS if days else False
+    counts: dict[str, dict[dt.date, int]] = defaultdict(lambda: defaultdict(int))
+    for r in per_day:
+        day = r["day"]
+        if weekly:
+            day = day - dt.timedelta(days=day.weekday())
+        counts[str(r["run_type"])][day] += int(r["runs"])
+    buckets = sorted({d for c in counts.values() for d in c})
+    types = sorted(counts, key=lambda t: -sum(counts[t].values()))
+    if len(types) > len(PALETTE):  # the smallest run types as one "other"
+        other: dict[dt.date, int] = defaultdict(int)
+        for t in types[len(PALETTE) - 1 :]:
+            for d, n in counts.pop(t).items():
+                other[d] += n
+        types = [*types[: len(PALETTE) - 1], "(other types)"]
+        counts["(other types)"] = other
+    with styled():
+        fig, axes = figure(7.5, 2.4)
+        ax = axes[0][0]
+        bottom = np.zeros(len(buckets))
+        # up to MAX_BARS buckets: one labelled bar each; more: bars on a date axis
+        dated = len(buckets) > MAX_BARS
+        x: Any = buckets if dated else [d.isoformat() for d in buckets]
+        width = (5.5 if weekly else 0.8) if dated else 0.6
+        for i, t in enumerate(types):
+            vals = np.array([counts[t].get(d, 0) for d in buckets], dtype=float)
+            ax.bar(x, vals, width, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=_short(t))
+            bottom += vals
+        ax.set_ylabel("runs per week" if weekly else "runs per day")
+        ax2 = ax.twinx()
+        ax2.plot(x, np.cumsum(bottom), color="#333333", lw=1.2, label="cumulative")
+        ax2.set_ylabel("cumulative runs")
+        ax2.grid(False)
+        ax2.set_ylim(bottom=0)
+        ax.legend(loc="upper left", ncols=min(4, len(types)))
+        fig.autofmt_xdate()
+        return to_svg(fig, "runs-over-time")
+
+
+def leaderboard(rows: list[Row]) -> str:
+    """The top callers' 2x/3x/4x hit rates, side by side."""
+    top = rows[:CHART_CALLERS][::-1]
+    names = [_short(r["caller_name"], 22) for r in top]
+    y = np.arange(len(top))
+    with styled():
+        fig, axes = figure(7.5, 0.9 + 0.22 * len(top))
+        ax = axes[0][0]
+        h = 0.27
+        for i, (key, label) in enumerate(
+            (("hit_2x_rate", "2x"), ("hit_3x_rate", "3x"), ("hit_4x_rate", "4x"))
+        ):
+            vals = [float(r[key] or 0) for r in top]
+            ax.barh(y + (1 - i) * h, vals, h, color=PALETTE[i], label=f"hit {label}")
+        ax.set_yticks(y, names)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel("share of calls that reached the multiple")
+        ax.set_xlim(0, 1)
+        ax.legend(loc="lower right")
+        return to_svg(fig, "leaderboard")
+
+
+def policies(rows: list[Row]) -> str:
+    """Each policy's trade-weighted average return, win rate and stop-out rate, side by side."""
+    rows = rows[::-1]
+    names = [_short(r["policy_id"], 26) for r in rows]
+    y = np.arange(len(rows))
+    with styled():
+        fig, axes = figure(7.5, 1.0 + 0.2 * len(rows), 1, 3, sharey=True)
+        panels = (
+            ("avg_return_bps", "avg realized return (bps)", None),
+            ("win_rate", "win rate", (0, 1)),
+            ("stop_out_rate", "stop-out rate", (0, 1)),
+        )
+        for ax, (key, label, lim) in zip(axes[0], panels, strict=True):
+            vals = np.array([np.nan if r[key] is None else float(r[key]) for r in rows])
+            colors = [GOOD if v >= 0 else BAD for v in np.nan_to_num(vals)]
+            if key != "avg_return_bps":
+                colors = [PALETTE[0]] * len(rows)
+            ax.barh(y, np.nan_to_num(vals), 0.7, color=colors)
+            ax.grid(axis="y", visible=False)
+            ax.set_xlabel(label)
+            if lim:
+                ax.set_xlim(*lim)
+            ax.axvline(0, color="#333333", lw=0.6)
+        axes[0][0].set_yticks(y, names)
+        return to_svg(fig, "policies")
+
+
+def frontiers(rows: list[Row]) -> str:
+    """Objective score against stop-out rate of every frontier row, one panel per kind (policy,
+    V1 baseline); the Pareto set highlighted, each caller's Pareto points joined."""
+    kinds = sorted({str(r["kind"]) for r in rows})
+    with styled():
+        fig, axes = figure(7.5, 2.8, 1, len(kinds))
+        for ax, kind in zip(axes[0], kinds, strict=True):
+            pts = [
+                r
+                for r in rows
+                if str(r["kind"]) == kind
+                and r["objective_score"] is not None
+                and r["stop_out_rate"] is not None
+            ]
+            other = _distinct(r for r in pts if not r["pareto"])
+            ax.plot(
+                [x for x, _ in other],
+                [y for _, y in other],
+                "o",
+                ms=3,
+                color=MUTED,
+                alpha=0.6,
+                mew=0,
+                label="dominated",
+            )
+            by_caller: dict[str, list[Row]] = defaultdict(list)
+            for r in pts:
+                if r["pareto"]:
+                    by_caller[str(r["caller_name"])].append(r)
+            for front in by_caller.values():
+                front.sort(key=lambda r: r["stop_out_rate"])
+                ax.plot(
+                    [r["stop_out_rate"] for r in front],
+                    [r["objective_score"] for r in front],
+                    color=BAD,
+                    lw=0.8,
+                    alpha=0.7,
+                )
+            par = _distinct(r for f in by_caller.values() for r in f)
+            ax.plot(
+                [x for x, _ in par],
+                [y for _, y in par],
+                "D",
+                ms=4,
+                color=BAD,
+                label="Pareto set",
+                zorder=3,
+            )
+            ax.set_title(f"{kind} frontier")
+            ax.set_xlabel("stop-out rate (lower is better)")
+            ax.set_ylabel("objective score (higher is better)")
+            ax.legend(loc="best")
+        return to_svg(fig, "frontiers")
+
+
+def histogram(hist: Histogram, chart_id: str, xlabel: str, color: str = PALETTE[0]) -> str:
+    """One distribution's bins (from :func:`quantbot_bus.report.data._histogram`) with its
+    median marked."""
+    edges = np.array(hist.edges)
+    counts = np.array(hist.counts, dtype=float)
+    with styled():
+        fig, axes = figure(3.7, 2.3)
+        ax = axes[0][0]
+        ax.stairs(counts, edges, fill=True, color=color, alpha=0.85)
+        cum = np.cumsum(counts)
+        mid = int(np.searchsorted(cum, cum[-1] / 2.0)) if cum[-1] else 0
+        median = (edges[mid] + edges[mid + 1]) / 2
+        ax.axvline(median, color="#333333", lw=0.8, ls="--", label=f"median ≈ {median:,.0f}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+        ax.legend(loc="upper left")
+        return to_svg(fig, chart_id)
+
+
+def verdicts(rows: list[Row]) -> str:
+    """How many regression checks ended in each verdict."""
+    color = {"regression": BAD, "improvement": GOOD, "no change": PALETTE[0]}
+    names = [str(r["verdict"]) for r in rows]
+    with styled():
+        fig, axes = figure(4.5, 0.8 + 0.25 * len(rows))
+        ax = axes[0][0]
+        ax.barh(names, [int(r["n"]) for r in rows], color=[color.get(n, MUTED) for n in names])
+        ax.set_xlabel("regression checks")
+        ax.invert_yaxis()
+        return to_svg(fig, "verdicts")
