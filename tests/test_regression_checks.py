@@ -41,13 +41,17 @@ class History:
     other_params: str  # seed 1 with 150 calls: no run shares its params
 
 
-def _produce(root: Path, seed: int, branch: str, calls: int = CALLS) -> str:
+def _produce(
+    root: Path, seed: int, branch: str, calls: int = CALLS, created_at: str | None = None
+) -> str:
     run_dir = run_backtest(
         "policy", "5m", D_FROM, D_TO, calls, seed, root, horizon_minutes=240
     ).run_dir
     meta_path = run_dir / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["git"] = {"commit": f"{seed:040x}", "branch": branch, "dirty": False}
+    if created_at is not None:
+        meta["created_at"] = meta["started_at"] = created_at
     meta_path.write_text(json.dumps(meta))
     return str(meta["run_id"])
 
@@ -156,6 +160,20 @@ def test_settings_choose_the_reference_branch_and_can_switch_checks_off(
     sync(off)
     assert snapshot_query(off, "SELECT count(*) FROM exports.regressions") == [(0,)]
     assert snapshot_query(off, "SELECT count(*) FROM exports.runs") == [(8,)]
+
+
+def test_old_runs_are_baselines_but_not_checked(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    cfg = _config(tmp_path, root, "bus")  # max_age_days = 30
+    old = [_produce(root, s, "main", 60, f"2026-0{s}-01T00:00:00Z") for s in (1, 2, 3)]
+    sync(cfg)  # a catch-up of history: nothing is checked
+    assert snapshot_query(cfg, "SELECT count(*) FROM exports.regressions") == [(0,)]
+    new = _produce(root, 4, "main", 60)
+    sync(cfg)
+    [(baseline,)] = snapshot_query(
+        cfg, "SELECT DISTINCT baseline_runs FROM exports.regressions WHERE run_id = ?", [new]
+    )
+    assert list(baseline) == list(reversed(old))
 
 
 def test_a_deleted_run_takes_its_verdicts_and_an_unreadable_baseline_is_named(

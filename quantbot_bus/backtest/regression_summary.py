@@ -8,7 +8,8 @@ ones (``seed``) are left out, on the reference branch. Each run's verdicts are c
 when the run comes into the exports, from the baseline runs live at that moment; they are kept
 in the export state (``regressions_p``) like the other summaries' partials and leave with the
 run. A run that arrives late (created before runs already checked) does not change their
-verdicts. The match key of every such run is kept in ``regress_keys`` (its ``key``, ``ts``,
+verdicts; one created more than ``max_age_days`` ago is not checked (a catch-up of history), only
+kept as a baseline. The match key of every such run is kept in ``regress_keys`` (its ``key``, ``ts``,
 whether it is on the reference branch), so finding a chunk's baselines is one join over that
 table, never a scan of the runs' params.
 
@@ -21,6 +22,7 @@ cannot be read leaves that baseline run out (the verdict's reason names it), nev
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
@@ -228,7 +230,10 @@ def _compute(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], confi
     if rows is None:
         return
     settings = config.regressions
-    new = _record_keys(con, rows, settings)  # kept even when off: baselines for later checks
+    keyed = _record_keys(con, rows, settings)  # kept even when off: baselines for later checks
+    checked_at = utc_naive()
+    oldest = checked_at - dt.timedelta(days=settings.max_age_days)
+    new = [k for k in keyed if not settings.max_age_days or k[2] is None or k[2] >= oldest]
     if not settings.enabled or not new:
         return
     from ..regress.detect import compare
@@ -241,7 +246,6 @@ def _compute(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], confi
     outside = {b for bs in baselines.values() for b in bs} - set(series)
     from_files, unreadable = _file_series(con, outside, columns)
     series.update(from_files)
-    checked_at = utc_naive()
     out: list[tuple[Any, ...]] = []
     flagged = 0
     for run_id, _, _ in new:

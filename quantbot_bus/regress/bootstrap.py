@@ -180,30 +180,41 @@ def _draw_side(
 ) -> tuple[Array, Array]:
     """``draws`` circular-block resamples of a side: their estimates and natural variances.
 
-    Only block totals matter to both, so each is read off the circular prefix sums of its
-    segment (``O(draws × blocks)`` work, never the resampled series itself)."""
-    sums = np.zeros((draws, side.g.p))
+    Only block totals matter to both. A segment of ``n`` rows has ``n`` circular blocks (one
+    per start, read off its prefix sums); a resample is how many times it drew each, so its
+    sums are ``counts @ totals`` and the second moments of its projected block sums
+    ``counts @ (totals ⊗ totals)``: two matrix products of ``(draws, n)`` counts, never a
+    ``(draws, blocks, p)`` array. (Totals are centred on their mean first: the variance does
+    not change, and the second moment does not lose digits to a large mean.)"""
+    p = side.g.p
+    sums = np.zeros((draws, p))
     total = 0
-    block_totals: list[tuple[Array, int]] = []
+    moments: list[tuple[Array, Array, int]] = []
+    rows = np.arange(draws)[:, None]
     for seg, b in zip(side.segments, blocks, strict=True):
         n = len(seg)
         n_blocks = -(-n // b)
-        wrapped = np.resize(seg, (n + b, seg.shape[1]))  # the segment, then its first b rows
-        prefix = np.concatenate([np.zeros((1, seg.shape[1])), np.cumsum(wrapped, axis=0)])
+        wrapped = np.resize(seg, (n + b, p))  # the segment, then its first b rows
+        prefix = np.concatenate([np.zeros((1, p)), np.cumsum(wrapped, axis=0)])
+        totals = prefix[b : b + n] - prefix[:n]  # the block starting at each row
         starts = rng.integers(0, n, size=(draws, n_blocks))
-        bt = prefix[starts + b] - prefix[starts]  # (draws, blocks, p)
-        sums += bt.sum(axis=1)
+        counts = np.bincount((rows * n + starts).ravel(), minlength=draws * n)
+        counts = counts.reshape(draws, n).astype(np.float64)
+        sums += counts @ totals
         total += n_blocks * b
-        block_totals.append((bt, b))
+        centred = totals - totals.mean(axis=0)
+        first = counts @ centred  # (draws, p)
+        second = counts @ (centred[:, :, None] * centred[:, None, :]).reshape(n, p * p)
+        moments.append((first, second.reshape(draws, p, p), n_blocks))
     means = sums / total
     est = side.g.value(means)
     grad = side.g.grad(means)
     var = np.zeros(draws)
-    for bt, b in block_totals:
-        n_star = bt.shape[1] * b
-        centred = bt - b * (bt.sum(axis=1) / n_star)[:, None, :]  # block sums about the mean
-        block_sums = (centred @ grad[:, :, None])[..., 0]
-        var += n_star * (block_sums**2).mean(axis=1) / b
+    for first, second, n_blocks in moments:
+        # the projected block sums' mean and mean square over the resample's blocks
+        m1 = np.einsum("dp,dp->d", first, grad) / n_blocks
+        m2 = np.einsum("dp,dpq,dq->d", grad, second, grad) / n_blocks
+        var += n_blocks * np.maximum(m2 - m1**2, 0.0)  # n* · mean square / b
     return est, var / total**2
 
 

@@ -10,6 +10,7 @@
     ignore_params = ["seed"]       # params that may differ between a run and its baseline
     metrics = ["mean_return_bps", "sharpe_per_call"]
     confidence = 0.95
+    max_age_days = 30              # runs created longer ago are not checked (0: no limit)
     [regressions.thresholds]       # per metric, in its units (default: the metric's own)
     mean_return_bps = 500
 
@@ -17,6 +18,10 @@ A run's baseline: the most recent earlier (``created_at``, then ``run_id``) succ
 the same ``run_type`` whose ``params`` equal the run's once the ``ignore_params`` are left out,
 made on ``reference_branch``; runs that record no git branch count as on it (a producer without
 git has one line of history).
+
+A run created more than ``max_age_days`` before it reaches the exports is not checked (it is
+still a baseline for later runs): a catch-up of an old tree (``rebuild``, a first ``sync``) is
+history, not news, and checks cost about 0.05-0.25 s of CPU a run (docs/regressions.md).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class RegressionSettings:
     ignore_params: tuple[str, ...] = ("seed",)
     metrics: tuple[str, ...] = ("mean_return_bps", "sharpe_per_call")
     confidence: float = 0.95
+    max_age_days: int = 30
     thresholds: tuple[tuple[str, float], ...] = field(default_factory=tuple)
 
     def metric_list(self) -> list[Metric]:
@@ -141,5 +147,6 @@ def parse_regression_settings(raw: Any, *, base: Path | None = None) -> Regressi
         ignore_params=_names(raw, "ignore_params", RegressionSettings.ignore_params),
         metrics=metrics,
         confidence=confidence,
+        max_age_days=_int(raw, "max_age_days", 30, 0),
         thresholds=tuple(sorted(pairs)),
     )
