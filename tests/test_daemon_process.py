@@ -107,10 +107,18 @@ def test_lifecycle_on_default_paths(tmp_path: Path, daemon_factory: Factory) -> 
     assert d2.wait() == 0
 
 
+@pytest.mark.parametrize(
+    "n",
+    [
+        # 600 renames outlast the daemon's 5 ms settle: the kill after the first visible batch
+        # still lands while most of the burst is queued or being validated.
+        pytest.param(600, id="600-runs"),
+        pytest.param(2000, id="2000-runs", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+    ],
+)
 def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
-    bus: Config, run_factory: RunFactory, daemon_factory: Factory
+    bus: Config, run_factory: RunFactory, daemon_factory: Factory, n: int
 ) -> None:
-    n = 2000
     staging = bus.root / "backtest" / ".staging"
     ids = [f"k-{i:05d}" for i in range(n)]
     for run_id in ids:
@@ -132,6 +140,7 @@ def test_sigkill_mid_burst_then_restart_registers_each_run_exactly_once(
     d2.signal(signal.SIGTERM)
     assert d2.wait() == 0
     assert 0 < seen_before_kill <= n
+    print(f"\n{seen_before_kill} of {n} runs registered before the SIGKILL")
 
 
 def test_a_second_signal_exits_at_once(
@@ -234,7 +243,8 @@ def test_pending_rejected_deleted_and_typescript_runs(
 @pytest.mark.parametrize(
     "n",
     [
-        pytest.param(2000, id="2000-dirs"),
+        # 1,000 run directories (a watch each) for the fast suite; the soak makes 6,000
+        pytest.param(1000, id="1000-dirs"),
         pytest.param(6000, id="6000-dirs", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
     ],
 )

@@ -659,8 +659,18 @@ READER = textwrap.dedent(
 )
 
 
+# Syncs (adding a run each; one in ``delete_every`` deletes one) while a reader reads: the fast
+# suite's 10 still compact segments (MAX_SEGMENTS 3) and delete two runs under the reader, which
+# reads thousands of times meanwhile; the soak makes 15.
+@pytest.mark.parametrize(
+    ("runs", "delete_every"),
+    [
+        pytest.param(10, 5, id="10-syncs"),
+        pytest.param(15, 5, id="15-syncs", marks=pytest.mark.slow),
+    ],
+)
 def test_concurrent_reader_never_sees_a_partial_export(
-    bus: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bus: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: int, delete_every: int
 ) -> None:
     monkeypatch.setattr(compaction, "MAX_SEGMENTS", 3)  # compactions (file removals) happen too
     monkeypatch.setattr(compaction, "MERGE_FAN", 2)
@@ -670,7 +680,8 @@ def test_concurrent_reader_never_sees_a_partial_export(
     script = tmp_path / "reader.py"
     script.write_text(READER % (list(exports.summary_names()), PATH))
     args = [str(script), str(bus.exports_dir), str(stop)]
-    result = churn_while_reading(bus, args, stop, runs=15, delete_every=5)
+    result = churn_while_reading(bus, args, stop, runs=runs, delete_every=delete_every)
+    print(f"\n{result['reads']} reads during {runs} syncs")
     assert result["reads"] > 50
     # Every runs.parquet the reader saw was one a sync published: as many rows as there were
     # live runs after that sync (a deleted run left in it, or a torn file, would not match).

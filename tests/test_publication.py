@@ -541,11 +541,18 @@ OLD_READER_SQL = [
 ]
 
 
-@pytest.fixture
-def published_bus(bus: Config) -> list[int]:
+@pytest.fixture(scope="module")
+def published_bus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, list[int]]:
     """A bus published by ``sync`` in 12 rounds: runs with two tables, a rejection, merged
-    catalog segments, export files and tables. Returns the answers to :data:`OLD_READER_SQL`
-    of this process's DuckDB (the reference the old readers must match)."""
+    catalog segments, export files and tables; built once per test process, as the tests that
+    take it only read it (read-only connections). Returns the bus and the answers to
+    :data:`OLD_READER_SQL` of this process's DuckDB (the reference the old readers must match)."""
+    base = tmp_path_factory.mktemp("published-bus")
+    bus = Config(
+        root=base / "artifacts", exports_dir=base / "exports", state_dir=base / "state"
+    ).validate()
+    for d in (bus.root, bus.exports_dir, bus.state_dir):
+        d.mkdir(parents=True)
     tables = {"results": sample_table(3), "trades": sample_table(2, offset=10)}
     make_run(bus.root, "backtest", "bad-run", schema_version=99)
     for round_ in range(12):
@@ -556,7 +563,7 @@ def published_bus(bus: Config) -> list[int]:
     assert len(merged) < 12  # 12 publications of rows, compacted
     answers = [snapshot_query(bus, sql)[0][0] for sql in OLD_READER_SQL]
     assert answers[:4] == [24, 48, 1, 4]  # runs, their artifacts, the rejection, latest
-    return answers
+    return bus, answers
 
 
 def test_sync_publishes_every_run_in_the_exports(bus: Config) -> None:
@@ -588,9 +595,10 @@ def old_python() -> Path:
 
 
 def test_the_duckdb_cli_from_pip_reads_the_published_bus(
-    old_cli: Path, bus: Config, published_bus: list[int]
+    old_cli: Path, published_bus: tuple[Config, list[int]]
 ) -> None:
     exe = old_cli
+    bus, answered = published_bus
     version = subprocess.run(
         [str(exe), "--version"], capture_output=True, text=True, timeout=DEADLINE_S
     )
@@ -609,7 +617,7 @@ def test_the_duckdb_cli_from_pip_reads_the_published_bus(
         )
         assert done.returncode == 0, f"DuckDB CLI {version.stdout.strip()}: {sql}\n{done.stderr}"
         answers.append(int(done.stdout.strip()))
-    assert answers == published_bus, f"DuckDB CLI {version.stdout.strip()} reads otherwise"
+    assert answers == answered, f"DuckDB CLI {version.stdout.strip()} reads otherwise"
     # ... and typed into its prompt (stdin), the README's query
     done = subprocess.run(
         [str(exe), "-readonly", "-csv", "exports/bus.duckdb"],
@@ -622,7 +630,7 @@ def test_the_duckdb_cli_from_pip_reads_the_published_bus(
     )
     assert done.returncode == 0, done.stderr
     ids = done.stdout.split()
-    assert ids[0] == "run_id" and len(ids) == 1 + published_bus[0], done.stdout
+    assert ids[0] == "run_id" and len(ids) == 1 + answered[0], done.stdout
 
 
 OLD_PYTHON_READER = textwrap.dedent(
@@ -645,9 +653,10 @@ OLD_PYTHON_READER = textwrap.dedent(
 
 
 def test_python_duckdb_1_4_reads_the_published_bus(
-    old_python: Path, bus: Config, published_bus: list[int]
+    old_python: Path, published_bus: tuple[Config, list[int]]
 ) -> None:
     python = old_python
+    bus, answered = published_bus
     done = subprocess.run(
         [str(python), "-c", OLD_PYTHON_READER, str(bus.snapshot_path), json.dumps(OLD_READER_SQL)],
         env=CLEAN_ENV,
@@ -659,4 +668,4 @@ def test_python_duckdb_1_4_reads_the_published_bus(
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
     assert got["version"].startswith("1."), f"{python} has duckdb {got['version']}, not an old one"
-    assert got["connect"] == published_bus and got["attach"] == published_bus, got
+    assert got["connect"] == answered and got["attach"] == answered, got
