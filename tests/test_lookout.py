@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from receiver import Receiver
 from reliability.helpers import DaemonProcess
 
 from quantbot_bus.config import Config
+from quantbot_bus.daemon.notify import Notifier
+from quantbot_bus.daemon.status import read_status
+from quantbot_bus.daemon.supervisor import Daemon
+from quantbot_bus.errors import DaemonError
 
 Factory = Callable[..., DaemonProcess]
 
@@ -50,7 +55,7 @@ url = "{receiver.url}"
 timeout_s = 2
 [report]
 enabled = {"true" if report else "false"}
-interval_s = 10
+interval_s = 2
 """
     )
     return cfg, toml
@@ -123,3 +128,32 @@ def test_a_restarted_daemon_does_not_notify_again_and_the_page_can_be_off(
     keys = [b["key"] for b in _bodies(receiver)[sent:]]
     assert keys.count("run_failed:broke-1") == 0 and keys.count("run_failed:broke-2") == 1
     assert not (cfg.exports_dir / "report").exists()
+
+
+@pytest.mark.parametrize("thread", ["publisher", "lookout"])
+def test_a_thread_that_ends_stops_the_daemon_with_an_error(bus: Config, thread: str) -> None:
+    """Registration must not carry on silently without exports or alerts: the supervisor
+    stops the daemon (systemd restarts it) when the publisher or the lookout ends."""
+    daemon = Daemon(bus, stop_event=threading.Event(), notifier=Notifier(None))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=target)
+    runner.start()
+    wait_for(daemon.ready.is_set, "ready")
+    if thread == "publisher":
+        publisher = daemon._publisher
+        assert publisher is not None
+        publisher.finish()  # its thread returns, as after an unexpected exit
+    else:
+        daemon._lookout.stop()
+    runner.join(60)
+    assert not runner.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], DaemonError)
+    assert f"the {thread} thread stopped" in str(errors[0])
+    assert read_status(bus.status_path)["state"] == "stopped"

@@ -4,8 +4,9 @@ Every :data:`~quantbot_bus.daemon.IDLE_TICK_S` it hands the daemon's status to t
 :class:`~quantbot_bus.alerts.Alerter` (which checks the rules every ``alerts.check_interval_s``),
 and it rewrites the dashboard (:func:`quantbot_bus.report.write_report`) when ``[report]`` is
 enabled, the publication generation changed or an alert was sent since the last page, and
-``report.interval_s`` has passed. Both read only the publication and the state dir's files,
-never the working catalog, so neither ever holds up a batch. A failure is logged
+``report.interval_s`` has passed (the first page ``interval_s`` after the start: a daemon
+started and stopped again draws none). Both read only the publication and the state dir's
+files, never the working catalog, so neither ever holds up a batch. A failure is logged
 (``alert.check_failed``, ``report.failed``) and the loop goes on; the thread does not die.
 
 :attr:`Lookout.stop_event` ends it; :meth:`Lookout.stop` also lets the alert sinks deliver what
@@ -41,7 +42,9 @@ class Lookout:
         self._status = status
         self._alerter: Alerter | None = None
         self._report_gen: object = None  # the generation the last page was drawn from
-        self._report_at: float | None = None  # time.monotonic() of the last page
+        #: time.monotonic() of the last page; the first comes ``interval_s`` after the start
+        #: (a daemon started and stopped again, as in a test or a restart loop, draws none)
+        self._report_at = time.monotonic()
         self._alerts_sent = 0  # notifications since the last page
         #: Pages written (for tests and the log).
         self.reports = 0
@@ -85,9 +88,7 @@ class Lookout:
         if not settings.enabled or self._status.get("generation") is None:
             return False
         changed = self._status.get("generation") != self._report_gen or self._alerts_sent > 0
-        waited = self._report_at is None or (
-            time.monotonic() - self._report_at >= settings.interval_s
-        )
+        waited = time.monotonic() - self._report_at >= settings.interval_s
         return changed and waited
 
     def _write_report(self) -> None:

@@ -69,6 +69,9 @@ class Publisher:
         )
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def finish(self) -> None:
         """The last round (write every pending file, publish), then end the thread; waits."""
         if self._thread is None:
@@ -78,6 +81,13 @@ class Publisher:
         self._thread.join()
 
     def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            log.critical("publisher.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            raise
+
+    def _loop(self) -> None:
         files_due_at: float | None = None  # when held-back export files become due
         while True:
             timeout = IDLE_TICK_S

@@ -14,9 +14,11 @@ publish (readers always find a generation) → start the worker, the publisher a
 ``READY=1``
 and ``daemon.ready``.
 
-While running, the supervisor checks that the observer and the worker are alive (a dead observer
-is restarted once, see :class:`Watcher`), pings the systemd watchdog while the worker makes
-progress, rewrites the status file every :data:`WRITE_INTERVAL_S` and waits for ``stop_event``.
+While running, the supervisor checks that the observer, the worker, the publisher and the
+lookout are alive (a dead observer is restarted once, see :class:`Watcher`; any other dead thread
+stops the daemon with an error, so systemd restarts it), pings the systemd watchdog while the
+worker makes progress, rewrites the status file every :data:`WRITE_INTERVAL_S` and waits for
+``stop_event``.
 
 Stop (``stop_event`` set, e.g. by the first SIGTERM/SIGINT): ``STOPPING=1``, the worker finishes
 the batch in hand (committed and published), the exports get a last refresh if due and every
@@ -184,6 +186,7 @@ class Daemon:
             worker = self._worker
             if worker is None or not worker.is_alive():
                 raise DaemonError("the worker thread died; see the log (worker.crashed)")
+            self._check_threads()
             now = time.monotonic()
             if interval is not None and heartbeat_limit is not None and now >= next_ping:
                 self._ping_watchdog(worker, now, heartbeat_limit)
@@ -192,6 +195,17 @@ class Daemon:
             if now - last_status >= WRITE_INTERVAL_S:
                 self._status.write()
                 last_status = now
+
+    def _check_threads(self) -> None:
+        """The publisher and the lookout must run as long as the daemon does: one that ended
+        (a bug) stops the daemon with an error, and systemd restarts it (exports and alerts
+        would otherwise go stale while registration carries on)."""
+        if self.stop_event.is_set():
+            return
+        if self._publisher is not None and not self._publisher.is_alive():
+            raise DaemonError("the publisher thread stopped; see the log (publisher.crashed)")
+        if not self._lookout.is_alive():
+            raise DaemonError("the lookout thread stopped; see the log")
 
     def _ping_watchdog(self, worker: Worker, now: float, heartbeat_limit: float) -> None:
         """``WATCHDOG=1`` only while the worker made progress recently and the observer runs."""

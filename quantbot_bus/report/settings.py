@@ -5,7 +5,8 @@ dashboard (``quantbot-bus report`` writes it on demand whatever this says).
 
     [report]
     enabled = true        # the daemon rewrites exports/report/index.html
-    interval_s = 60       # at most once per this many seconds, and only after the catalog changed
+    interval_s = 60       # at most once per this many seconds (the first this long after the
+                          # start), and only after the catalog changed or an alert was sent
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config_keys import check_keys
 from ..errors import ConfigError
 
-#: The shortest interval a config may ask for (the page costs seconds to draw).
-MIN_INTERVAL_S = 10.0
+#: The shortest interval a config may ask for.
+MIN_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,7 @@ def parse_report_settings(raw: Any, *, base: Path | None = None) -> ReportSettin
         return ReportSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError("config field 'report' must be a table ([report])")
-    unknown = sorted(set(raw) - {"enabled", "interval_s"})
-    if unknown:
-        raise ConfigError(
-            f"config field 'report.{unknown[0]}' is not a known key; known: enabled, interval_s"
-        )
+    check_keys(raw, ("enabled", "interval_s"), "report")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"config field 'report.enabled' must be true or false, got {enabled!r}")
