@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from quantbot_bus.iceberg.claims import Claims, claim_owner
 
 
@@ -35,6 +37,46 @@ def test_a_lapsed_lease_frees_the_run_and_old_claims_are_deleted(scaleout: Any) 
     assert b.claim(["k1"], 10) == {"k1"}
     assert a.expire(keep_expired_s=0) == 1  # k2: expired and unclaimed; k1 is b's now
     assert a.claim(["k1", "k2"], 10) == {"k2"}
+
+
+def test_release_gives_back_only_the_owners_claims_on_those_keys(scaleout: Any) -> None:
+    keys = [f"runs/backtest/r{i:03d}/metadata.json" for i in range(6)]
+    a, b = _claims(scaleout, "host-a:/state"), _claims(scaleout, "host-b:/state")
+    assert a.claim(keys, 10) == set(keys)
+    assert b.release(keys) == 0  # not b's
+    assert a.release(keys[:4]) == 4
+    assert b.claim(keys, 10) == set(keys[:4])  # at once, not after the 300 s lease
+
+
+def test_a_stopping_bus_gives_back_its_undecided_runs_only(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending run (its Parquet file not uploaded yet) goes back to the others when the bus
+    stops; a run it registered stays claimed until the lease ends (another daemon whose ledger
+    lags must not validate it again)."""
+    from test_scaleout import _local_run
+
+    from quantbot_bus.iceberg.bus import IcebergBus
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    client, loc = scaleout.s3.client(), S3Location.parse(scaleout.root)
+
+    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
+        (run_dir / "trades.parquet").unlink()  # declared, not uploaded yet
+
+    upload_run(client, _local_run(scaleout.tmp, "done"), loc, "backtest", "done")
+    upload_run(client, _local_run(scaleout.tmp, "later", no_trades), loc, "backtest", "later")
+    bus = IcebergBus(scaleout.config("state-a"))
+    result = bus.poll(full=True)
+    assert result.registered == ["done"] and len(result.pending) == 1
+    keys = [loc.key("backtest/done/metadata.json"), loc.key("backtest/later/metadata.json")]
+    other = _claims(scaleout, "host-b:/state")
+    assert other.claim(keys, 10) == set()  # both held by the running bus
+    bus.close()  # a daemon's or a sync's graceful stop
+    assert other.claim(keys, 10) == {keys[1]}  # the pending run, at once; not the registered
 
 
 def test_the_owner_is_the_host_and_the_state_dir(tmp_path: Path) -> None:

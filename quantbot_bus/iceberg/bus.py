@@ -93,6 +93,7 @@ class IcebergBus:
         self._catalog: Any = None
         self._registrar: Registrar | None = None
         self._claims: Claims | None = None
+        self._claimed: set[str] = set()  # the keys the last poll claimed
         #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
         self.pending: dict[str, tuple[float, RunObject, str]] = {}
         #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once), and
@@ -130,6 +131,17 @@ class IcebergBus:
         self._claims = None
 
     def close(self) -> None:
+        """Give back this bus's claims on the runs it has not decided (best effort: PostgreSQL
+        may be down; the lease then frees them), close the catalog connection and the ledger."""
+        if self._claims is not None:
+            try:
+                # the undecided runs only: a run registered just now stays claimed until its
+                # lease ends, so a daemon whose ledger lags does not validate it again
+                undecided = [*self.pending, *(k for k in self._claimed if k in self.backlog)]
+                released = self._claims.release(undecided)
+                log.info("iceberg.claims_released", claims=released)
+            except Exception as exc:  # noqa: BLE001 - the lease frees them anyway
+                log.warning("iceberg.claims_release_failed", error=str(exc)[:300])
         self.drop_connections()
         self.ledger.close()
 
@@ -178,7 +190,7 @@ class IcebergBus:
             self.backlog.pop(key)  # registered meanwhile (by another daemon, say)
             self.pending.pop(key, None)
         head = [k for k in head if k in self.backlog]
-        claimed = self.claims.claim(head, MAX_POLL_RUNS)
+        claimed = self._claimed = self.claims.claim(head, MAX_POLL_RUNS)
         runs = {k: self.backlog[k] for k in head if k in claimed}
         # runs taken now (the pending ones are this daemon's every poll: not progress)
         result.claimed = len([k for k in runs if k not in self.pending])

@@ -100,6 +100,21 @@ class Claims:
                     raise
         raise AssertionError("unreachable")
 
+    def release(self, keys: Sequence[str]) -> int:
+        """Give back this owner's claims on ``keys`` (runs it claimed but did not decide, when
+        it stops): the others take them at once instead of after the lease. Returns how many."""
+        if not keys:
+            return 0
+        from sqlalchemy import text
+
+        self._ensure()
+        with self.engine.begin() as con:
+            result = con.execute(
+                text("DELETE FROM quantbot_claims WHERE owner = :owner AND run_key = ANY(:keys)"),
+                {"owner": self.owner, "keys": list(keys)},
+            )
+        return int(result.rowcount or 0)
+
     def expire(self, keep_expired_s: float = KEEP_EXPIRED_S) -> int:
         """Delete claims that ran out more than ``keep_expired_s`` ago; returns how many."""
         from sqlalchemy import text
