@@ -5,7 +5,8 @@ Precedence (lowest to highest):
 1. embedded defaults (a bus in the current directory: ``./artifacts``, ``./exports``, ``./state``);
 2. a TOML file: ``--config PATH``, else ``$QUANTBOT_BUS_CONFIG``, else ``./quantbot-bus.toml``
    if it exists;
-3. environment variables ``QUANTBOT_BUS_<KEY>`` (upper-case key, e.g. ``QUANTBOT_BUS_ROOT``);
+3. environment variables ``QUANTBOT_BUS_<KEY>`` (upper-case key, e.g. ``QUANTBOT_BUS_ROOT``;
+   only the keys below are read, other ``QUANTBOT_BUS_*`` variables are ignored);
 4. command-line flags (passed as ``overrides``).
 
 Keys (TOML, top level unless noted) and their environment names:
@@ -37,7 +38,8 @@ warehouse              QUANTBOT_BUS_WAREHOUSE              none: s3://BUCKET/war
 [report]               (TOML only)                         every 60 s: quantbot_bus.report.settings
 =====================  ==================================  =====================================
 
-Sections (TOML tables, :data:`SECTIONS`) are parsed and validated by their own module.
+Sections (TOML tables, :data:`SECTIONS`) are parsed and validated by their own module. Unknown
+keys of a file, in any table, are reported together, each with a did-you-mean (``config_keys``).
 
 ``root = "s3://BUCKET/PREFIX"`` reads runs from object storage (docs/scale-out.md) and needs
 ``catalog = "iceberg"``; the AWS_* environment variables name the endpoint and credentials
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from .alerts.settings import AlertSettings, parse_alert_settings
+from .config_keys import UnknownKeysError, check_keys, unknown_keys, unknown_keys_in_array
 from .errors import ConfigError
 from .objectstore.location import S3Location, is_s3_url
 from .regress.settings import RegressionSettings, parse_regression_settings
@@ -250,14 +253,13 @@ _FIELDS = {
     if "derived_from" not in f.metadata and "section" not in f.metadata
 }
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}
+_EXPORT_KEYS = ("name", "sql", "format")
 
 
 def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
     """Turn a TOML/env/flag value into the field's type, or raise ConfigError naming it."""
     if name not in _FIELDS or name == "exports":
-        raise ConfigError(
-            f"unknown config field {name!r}; known fields: {', '.join(sorted([*_FIELDS, *SECTIONS]))}"
-        )
+        raise UnknownKeysError(unknown_keys({name: raw}, {*_FIELDS, *SECTIONS} - {"exports"}))
     default = getattr(Config(), name)
     try:
         if name == "root" and is_s3_url(raw):
@@ -301,11 +303,7 @@ def _parse_exports(raw: Any) -> tuple[UserExport, ...]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ConfigError(f"config field 'exports[{i}]' must be a table with name and sql")
-        unknown = set(item) - {"name", "sql", "format"}
-        if unknown:
-            raise ConfigError(
-                f"config field 'exports[{i}].{sorted(unknown)[0]}' is not a known key"
-            )
+        check_keys(item, _EXPORT_KEYS, f"exports[{i}]")
         for key in ("name", "sql"):
             if not isinstance(item.get(key), str):
                 raise ConfigError(f"config field 'exports[{i}].{key}' must be a string")
@@ -314,6 +312,33 @@ def _parse_exports(raw: Any) -> tuple[UserExport, ...]:
             raise ConfigError(f"config field 'exports[{i}].format' must be a string")
         out.append(UserExport(name=item["name"], sql=item["sql"], format=fmt))
     return tuple(out)
+
+
+def _parse_document(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
+    """A config file's values: every unknown key (any table) in one error first, then values."""
+    unknown = unknown_keys(data, {*_FIELDS, *SECTIONS})
+    values: dict[str, Any] = {}
+    bad_section: ConfigError | None = None
+    for key, raw in data.items():
+        if key in SECTIONS:
+            try:
+                values[key] = SECTIONS[key](raw, base=base)
+            except UnknownKeysError as exc:
+                unknown += exc.items
+            except ConfigError as exc:
+                bad_section = bad_section or exc
+        elif key == "exports":
+            unknown += unknown_keys_in_array(raw, _EXPORT_KEYS, "exports")
+    if unknown:
+        raise UnknownKeysError(unknown)
+    if bad_section is not None:
+        raise bad_section
+    for key, raw in data.items():
+        if key == "exports":
+            values["exports"] = _parse_exports(raw)
+        elif key not in SECTIONS:
+            values[key] = _coerce(key, raw, base=base)
+    return values
 
 
 def find_config_file(
@@ -354,13 +379,7 @@ def load_config(
             raise ConfigError(f"config file {config_file} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-        for key, raw in data.items():
-            if key == "exports":
-                values["exports"] = _parse_exports(raw)
-            elif key in SECTIONS:
-                values[key] = SECTIONS[key](raw, base=config_file.parent)
-            else:
-                values[key] = _coerce(key, raw, base=config_file.parent)
+        values.update(_parse_document(data, base=config_file.parent))
 
     for key in _FIELDS:
         if key == "exports":

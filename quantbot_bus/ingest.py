@@ -1,7 +1,10 @@
 """Scanning: turning directories on disk into catalog batches (what the Bus examines).
 
 - ``ScanOutcome``: ``batch`` (a catalog.Batch: valid runs, gone run dirs, rejections) and
-  ``pending`` (run_dir -> reason, for Incomplete runs that must be looked at again later).
+  ``pending`` (run_dir -> reason, for Incomplete runs that must be looked at again later;
+  ``pending_ids``: their run_ids where metadata.json names one).
+- A registered run one of whose registered files is missing is not being written: it is rejected
+  at once (``artifact missing: <file>``; the batch then soft-deletes the run), not pending.
 - ``examine(config, catalog, dirs) -> ScanOutcome``: look at candidate directories (from events):
   each is a run dir, a directory that contains run dirs (renamed-in subtree), or a path that is gone.
   Skips dirs whose quick_fingerprint equals the registered (or rejected) one; validates the rest.
@@ -49,6 +52,7 @@ from .contract import (
     validate_run_dir,
     walk_run_dirs,
 )
+from .contract.artifacts import MISSING_PREFIX, missing_name
 from .contract.layout import is_run_dir
 from .errors import ConfigError
 from .ignore import is_ignored
@@ -58,6 +62,7 @@ from .ignore import is_ignored
 class ScanOutcome:
     batch: Batch = field(default_factory=Batch)
     pending: dict[str, str] = field(default_factory=dict)
+    pending_ids: dict[str, str] = field(default_factory=dict)  # run_dir -> run_id, when known
     # How many run dirs were looked at, how many were skipped as unchanged (registered
     # or rejected with the same fingerprint), and the run_ids of the registered ones skipped.
     seen: int = 0
@@ -85,6 +90,19 @@ FROM catalog.runs_d AS r LEFT JOIN catalog.artifacts_f AS a USING (run_id)
 WHERE r.deleted_at IS NULL
 GROUP BY r.run_dir
 """
+
+
+def registered_files(catalog: Catalog, run_id: str, run_dir: str) -> list[str]:
+    """The artifact files registered with live run ``run_id``, relative to ``run_dir``."""
+    cursor = catalog.cursor()
+    try:
+        rows = cursor.execute(
+            "SELECT path FROM catalog.artifacts_f WHERE run_id = ?", [run_id]
+        ).fetchall()
+    finally:
+        cursor.close()
+    prefix = run_dir + "/"
+    return [p[len(prefix) :] for p in (fs_text(row[0]) for row in rows) if p.startswith(prefix)]
 
 
 def known_files(catalog: Catalog) -> dict[str, list[str]]:
@@ -221,11 +239,37 @@ class _Scan:
         if isinstance(result, Valid):
             self.outcome.batch.valid.append(result.run)
         elif isinstance(result, Incomplete):
+            deleted = self.deleted_files(known, run_dir, result.missing)
+            if deleted:
+                self.outcome.batch.rejected.append(
+                    Rejection(run_dir, known.run_id if known else None, deleted, fingerprint)
+                )
+                return
             self.outcome.pending[run_dir] = result.reason
+            if result.run_id is not None:
+                self.outcome.pending_ids[run_dir] = result.run_id
         elif isinstance(result, Invalid):
             self.outcome.batch.rejected.append(
                 Rejection(run_dir, result.run_id, result.reason, fingerprint)
             )
+
+    def deleted_files(self, known: KnownRun | None, run_dir: str, missing: tuple[str, ...]) -> str:
+        """The rejection reason when files ``missing`` from a registered run were registered
+        with it (deleted since: nothing is being written), else ``""``."""
+        if not missing or known is None or known.deleted:
+            return ""
+        files = self.files.get(run_dir)
+        if files is None:
+            files = registered_files(self.catalog, known.run_id, run_dir)
+        registered = set(files)
+        gone = [f for f in missing if f in registered]
+        if not gone:
+            return ""
+        names = ", ".join(missing_name(f) for f in gone)
+        return (
+            f"{MISSING_PREFIX}{names} (registered with run {known.run_id!r}, deleted since; "
+            "restore the file, or remove the run directory)"
+        )
 
     def finish(self) -> ScanOutcome:
         # Moves: a valid run whose id is registered from a directory that no longer holds a run.

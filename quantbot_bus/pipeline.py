@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import exports, ingest
+from . import exports, ingest, pendingfile
 from .catalog import Batch, BatchResult, Catalog, Rejection
 from .catalog.store import move_aside
 from .config import Config
@@ -219,8 +219,7 @@ class Bus:
             return published
 
     def _unlink_retired(self) -> None:
-        """Remove the retired export segment files: the publication was just handed the table
-        list without them (the generations that linked them keep their own links)."""
+        """Remove the retired export segments (the publication has the table list without them)."""
         for path in self._retired:
             path.unlink(missing_ok=True)
         self._retired.clear()
@@ -350,6 +349,8 @@ class Bus:
         pending = self.expire_pending(outcome.pending, outcome.batch)
         for run_dir, reason in pending.items():
             log.info("run.pending", run_dir=run_dir, reason=reason)
+        role = self._state_lock.role
+        pendingfile.write_scan_pending(self.config, pending, outcome.pending_ids, writer=role)
         result = self.commit(outcome.batch)
         result.unchanged = outcome.unchanged + result.unchanged
         result.pending = pending

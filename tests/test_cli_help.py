@@ -37,6 +37,7 @@ def test_the_walk_finds_every_command_and_subcommand() -> None:
         "backtest run",
         "daemon",
         "doctor",
+        "pending",
         "query",
         "rebuild",
         "regressions",

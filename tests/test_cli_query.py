@@ -364,7 +364,7 @@ def test_artifacts_prints_paths_for_piping(synced: Config) -> None:
     result = cli(synced, "artifacts", "--run-id", "r1")
     assert result.stdout == f"{root / 'path-only' / 'r1' / 'results.parquet'}\n"
     result = cli(synced, "artifacts", "--run-id", "nope")
-    assert (result.exit_code, result.stdout) == (0, "")
+    assert (result.exit_code, result.stdout) == (5, "")  # tests/test_cli_run_ids.py
 
 
 def test_artifact_paths_feed_duckdb(synced: Config) -> None:

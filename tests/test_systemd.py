@@ -392,7 +392,7 @@ def test_install_writes_units_creates_dirs_and_runs_systemctl(tmp_path: Path) ->
     config_path = write_config(tmp_path / "bus")
     stub, log = stub_systemctl(tmp_path)
     unit_dir = tmp_path / "units"
-    result = sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="daemon")
+    result = sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="root")
     assert calls(log) == [
         [str(stub), "daemon-reload"],
         [str(stub), "disable", "--now", "quantbot-bus-sync.timer"],
@@ -400,7 +400,7 @@ def test_install_writes_units_creates_dirs_and_runs_systemctl(tmp_path: Path) ->
     ]
     assert sorted(p.name for p in unit_dir.iterdir()) == sorted(sd.UNIT_NAMES)
     expected = sd.render_units(
-        sd.build_context(sd.load_service_config(config_path), config_path, run_as="daemon")
+        sd.build_context(sd.load_service_config(config_path), config_path, run_as="root")
     )
     for name, content in expected.items():
         assert (unit_dir / name).read_text() == content
@@ -448,11 +448,11 @@ def test_cli_dry_run_prints_each_unit_path_and_content(tmp_path: Path) -> None:
     stub, log = stub_systemctl(tmp_path)
     unit_dir = tmp_path / "units"
     args = ["systemd", "install", "--dry-run", "--config", str(config_path)]
-    args += ["--unit-dir", str(unit_dir), "--systemctl", str(stub), "--run-as", "daemon"]
+    args += ["--unit-dir", str(unit_dir), "--systemctl", str(stub), "--run-as", "root"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     units = sd.render_units(
-        sd.build_context(sd.load_service_config(config_path), config_path, run_as="daemon")
+        sd.build_context(sd.load_service_config(config_path), config_path, run_as="root")
     )
     expected = "".join(f"# {unit_dir / n}\n{c}\n" for n, c in units.items())
     expected += "".join(
@@ -474,7 +474,7 @@ def test_cli_install_then_uninstall(tmp_path: Path) -> None:
     unit_dir = tmp_path / "units"
     common = ["--unit-dir", str(unit_dir), "--systemctl", str(stub)]
     res = CliRunner().invoke(
-        main, ["systemd", "install", "--config", str(config_path), "--run-as", "daemon", *common]
+        main, ["systemd", "install", "--config", str(config_path), "--run-as", "root", *common]
     )
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines()[:3] == [f"wrote {unit_dir / n}" for n in sd.UNIT_NAMES]
@@ -503,7 +503,7 @@ def test_cli_install_then_uninstall(tmp_path: Path) -> None:
 def test_uninstall_dry_run(tmp_path: Path) -> None:
     config_path = write_config(tmp_path / "bus")
     stub, log = stub_systemctl(tmp_path)
-    sd.install(config_path, unit_dir=tmp_path / "u", systemctl=[str(stub)], run_as="daemon")
+    sd.install(config_path, unit_dir=tmp_path / "u", systemctl=[str(stub)], run_as="root")
     log.unlink()
     result = sd.uninstall(unit_dir=tmp_path / "u", systemctl=[str(stub)], dry_run=True)
     assert len(result.commands) == 3 and not log.exists()
@@ -514,7 +514,7 @@ def test_systemctl_failure_is_an_install_error_with_command_and_stderr(tmp_path:
     config_path = write_config(tmp_path / "bus")
     stub, _ = stub_systemctl(tmp_path, fail_on="enable")
     with pytest.raises(InstallError) as info:
-        sd.install(config_path, unit_dir=tmp_path / "u", systemctl=[str(stub)], run_as="daemon")
+        sd.install(config_path, unit_dir=tmp_path / "u", systemctl=[str(stub)], run_as="root")
     message = str(info.value)
     assert f"`{stub} enable --now quantbot-bus.service` failed (exit 1)" in message
     assert "Failed to connect to bus: No such file or directory" in message
@@ -523,7 +523,7 @@ def test_systemctl_failure_is_an_install_error_with_command_and_stderr(tmp_path:
     res = CliRunner().invoke(
         main,
         ["systemd", "install", "--config", str(config_path), "--unit-dir", str(tmp_path / "u")]
-        + ["--systemctl", str(stub), "--run-as", "daemon"],
+        + ["--systemctl", str(stub), "--run-as", "root"],
     )
     assert res.exit_code == 8
     assert "Failed to connect to bus" in res.stderr
@@ -536,7 +536,7 @@ def test_missing_systemctl_is_an_install_error(tmp_path: Path) -> None:
             config_path,
             unit_dir=tmp_path / "u",
             systemctl=[str(tmp_path / "no-systemctl")],
-            run_as="daemon",
+            run_as="root",
         )
 
 
@@ -548,11 +548,11 @@ def test_foreign_unit_files_are_never_overwritten_or_removed(tmp_path: Path) -> 
     mine = unit_dir / "quantbot-bus.service"
     mine.write_text("[Service]\nExecStart=/bin/true\n")
     with pytest.raises(InstallError, match="not written by quantbot-bus.*--force"):
-        sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="daemon")
+        sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="root")
     with pytest.raises(InstallError, match="not written by quantbot-bus"):
         sd.uninstall(unit_dir=unit_dir, systemctl=[str(stub)])
     assert mine.read_text() == "[Service]\nExecStart=/bin/true\n" and not log.exists()
-    sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="daemon", force=True)
+    sd.install(config_path, unit_dir=unit_dir, systemctl=[str(stub)], run_as="root", force=True)
     assert mine.read_text().startswith("# " + sd.MARKER)
 
 

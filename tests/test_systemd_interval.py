@@ -47,7 +47,7 @@ class Bus:
 
     def install(self, *args: str) -> Result:
         return run_cli(
-            "install", "--config", str(self.config), "--run-as", "daemon", *self.scope, *args
+            "install", "--config", str(self.config), "--run-as", "root", *self.scope, *args
         )
 
     def calls(self) -> list[list[str]]:

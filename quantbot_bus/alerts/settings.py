@@ -10,12 +10,13 @@ a TOML example with every key.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..config_keys import UnknownKeysError, check_keys, unknown_keys
 from ..errors import ConfigError
 
 #: The rules, in the order they are evaluated (docs/alerts.md: what each watches).
@@ -137,12 +138,23 @@ def _table(prefix: str, raw: Any) -> Mapping[str, Any]:
     return raw
 
 
-def _unknown(prefix: str, raw: Mapping[str, Any], known: set[str]) -> None:
-    for key in raw:
-        if key not in known:
-            raise ConfigError(
-                f"unknown config field '{prefix}.{key}'; known fields: {', '.join(sorted(known))}"
-            )
+#: The sub-tables of ``[alerts]``: name -> their keys.
+_SUBTABLE_KEYS: dict[str, Collection[str]] = {
+    "rules": RULES,
+    "webhook": tuple(f.name for f in fields(WebhookSettings)),
+    "command": tuple(f.name for f in fields(CommandSettings)),
+}
+
+
+def _check_all_keys(prefix: str, table: Mapping[str, Any]) -> None:
+    """Every unknown key of ``[alerts]`` and its sub-tables, in one :class:`UnknownKeysError`."""
+    items = unknown_keys(table, {f.name for f in fields(AlertSettings)}, prefix)
+    for name, known in _SUBTABLE_KEYS.items():
+        sub = table.get(name)
+        if isinstance(sub, Mapping):
+            items += unknown_keys(sub, known, f"{prefix}.{name}")
+    if items:
+        raise UnknownKeysError(items)
 
 
 #: ``[alerts]`` keys that are numbers: key -> (minimum, strictly greater)
@@ -169,8 +181,7 @@ def parse_alert_settings(
     ``./notify.sh``; a bare name (``notify-send``) is looked up on ``PATH`` when run."""
     prefix = "alerts"
     table = _table(prefix, raw)
-    known = {f.name for f in fields(AlertSettings)}
-    _unknown(prefix, table, known)
+    _check_all_keys(prefix, table)
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in _NUMBERS:
@@ -194,7 +205,7 @@ def parse_alert_settings(
 def _parse_rules(raw: Any) -> tuple[str, ...]:
     prefix = "alerts.rules"
     table = _table(prefix, raw)
-    _unknown(prefix, table, set(RULES))
+    check_keys(table, RULES, prefix)
     on = {name: _boolean(prefix, name, value) for name, value in table.items()}
     return tuple(name for name in RULES if on.get(name, True))
 
@@ -202,7 +213,7 @@ def _parse_rules(raw: Any) -> tuple[str, ...]:
 def _parse_webhook(raw: Any) -> WebhookSettings:
     prefix = "alerts.webhook"
     table = _table(prefix, raw)
-    _unknown(prefix, table, {f.name for f in fields(WebhookSettings)})
+    check_keys(table, _SUBTABLE_KEYS["webhook"], prefix)
     values: dict[str, Any] = {}
     if "url" in table:
         url = table["url"]
@@ -246,7 +257,7 @@ def _parse_webhook(raw: Any) -> WebhookSettings:
 def _parse_command(raw: Any, *, base: Path | None) -> CommandSettings:
     prefix = "alerts.command"
     table = _table(prefix, raw)
-    _unknown(prefix, table, {f.name for f in fields(CommandSettings)})
+    check_keys(table, _SUBTABLE_KEYS["command"], prefix)
     values: dict[str, Any] = {}
     if "argv" in table:
         argv = table["argv"]

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from ..errors import CatalogError, CatalogMissingError, NotFoundError
+from ..timeutil import iso_utc
 from .schema import DB_ALIAS
 
 
@@ -135,6 +136,25 @@ ARTIFACT_COLUMNS = (
 )
 
 
+def _no_run(run_id: str) -> str:
+    return f"no run with id {run_id}"
+
+
+def require_live_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Raise :class:`NotFoundError` unless ``catalog.runs_d`` holds ``run_id``, not deleted: for
+    the commands that filter by a run id, so an unknown or deleted one is an error, not an
+    empty result."""
+    row = con.execute("SELECT deleted_at FROM catalog.runs_d WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise NotFoundError(_no_run(run_id))
+    if row[0] is not None:
+        when = iso_utc(row[0]) if isinstance(row[0], dt.datetime) else row[0]
+        raise NotFoundError(
+            f"run {run_id} was deleted at {when} (its directory is gone); "
+            f"`quantbot-bus show {run_id}` still shows it"
+        )
+
+
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """One run (deleted ones too) with params/metrics decoded and its ``artifacts`` list."""
     rows = _dicts(
@@ -147,7 +167,7 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
         )
     )
     if not rows:
-        raise NotFoundError(f"no run with id {run_id}")
+        raise NotFoundError(_no_run(run_id))
     run = _decode_json(rows, "params", "metrics")[0]
     artifacts = _decode_json(
         _dicts(
@@ -166,7 +186,10 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 def list_artifacts(
     con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, name: str | None = None
 ) -> list[dict[str, Any]]:
-    """Artifacts of live runs (newest run first, then name), optionally for one run / table."""
+    """Artifacts of live runs (newest run first, then name), optionally for one run / table;
+    a ``run_id`` the catalog does not hold, or a deleted one, raises :class:`NotFoundError`."""
+    if run_id is not None:
+        require_live_run(con, run_id)
     return _dicts(
         con.execute(
             """SELECT a.run_id, r.run_type, a.name, a.path, a.format, a.rows, a.bytes, a.sha256,
@@ -261,7 +284,10 @@ def list_regressions(
 ) -> list[dict[str, Any]]:
     """Regression-check results of live runs (``exports.regressions``), newest run first:
     only ``verdicts``, runs created at or after ``since``, one run; ``limit`` 0 = all. Empty
-    when no check has been published yet."""
+    when no check has been published yet; a ``run_id`` the catalog does not hold, or a deleted
+    one, raises :class:`NotFoundError`."""
+    if run_id is not None:
+        require_live_run(con, run_id)
     has_view = con.execute(
         "SELECT count(*) FROM duckdb_views() WHERE view_name = 'regressions' "
         "AND 'exports' IN (database_name, schema_name)"

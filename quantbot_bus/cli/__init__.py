@@ -8,6 +8,7 @@ one module per group and are registered here:
 - :mod:`.regressions`: ``regressions`` (regression checks of new runs)
 - :mod:`.schema`: ``schema`` (artifact tables' schema history)
 - :mod:`.status`: ``status``, ``doctor``
+- :mod:`.pending`: ``pending`` (the incomplete runs the bus waits on)
 - :mod:`.alerts`: ``alerts`` (the active alerts)
 - :mod:`.backtest`: ``backtest run``
 - :mod:`.report`: ``report`` (the HTML dashboard)
@@ -29,6 +30,7 @@ from ..errors import BusError, exit_code_for
 from .alerts import alerts_cmd
 from .backtest import backtest
 from .options import config_options, emit, format_option
+from .pending import pending_cmd
 from .query import artifacts_cmd, query_command, rejected_cmd, runs_cmd, show_cmd, stats_cmd
 from .regressions import regressions_cmd
 from .report import report_cmd
@@ -63,6 +65,7 @@ for _command in (
     backtest,
     daemon_cmd,
     status_cmd,
+    pending_cmd,
     sync_cmd,
     rebuild_cmd,
     runs_cmd,

@@ -1,7 +1,7 @@
 """The options several commands share, as decorators, and the ``--format`` default they imply.
 
-- :func:`config_options`: ``--config``, ``--root``, ``--exports-dir``, ``--state-dir``; the
-  command receives the loaded ``config: Config``.
+- :func:`config_options`: ``--config``, ``--root`` (alias ``--base-dir``), ``--exports-dir``,
+  ``--state-dir``; the command receives the loaded ``config: Config``.
 - :func:`format_option`: ``--format table|json|csv``; :func:`resolve_format` and :func:`emit`
   apply its default (table on a terminal, json when stdout is piped).
 - :data:`verbose_option`: ``-v/--verbose`` of the one-shot writers (``sync``, ``rebuild``).
@@ -24,7 +24,8 @@ from ..timeutil import parse_utc
 
 
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Shared options: --config, --root, --exports-dir, --state-dir. Passes ``config: Config``."""
+    """Shared options: --config, --root (or --base-dir), --exports-dir, --state-dir. Passes
+    ``config: Config``."""
 
     @click.option(
         "--config",
@@ -33,7 +34,13 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help="TOML config file (default: $QUANTBOT_BUS_CONFIG, else ./quantbot-bus.toml if present).",
     )
-    @click.option("--root", default=None, help="Artifacts root (default ./artifacts).")
+    @click.option(
+        "--root",
+        "--base-dir",
+        "root",
+        default=None,
+        help="Artifacts root (default ./artifacts); --base-dir is another name for it.",
+    )
     @click.option("--exports-dir", default=None, help="Exports directory (default ./exports).")
     @click.option("--state-dir", default=None, help="Daemon state directory (default ./state).")
     @functools.wraps(fn)

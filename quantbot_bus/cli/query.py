@@ -122,6 +122,7 @@ def artifacts_cmd(config: Config, fmt: str | None, run_id: str | None, name: str
 
     The bare paths are for piping, e.g. into DuckDB's read_parquet; with --format the full
     rows are printed instead (run_id, run_type, name, path, rows, bytes, sha256, ...).
+    Exits 5 when --run-id names no run, or a deleted one.
     """
     from ..catalog import ARTIFACT_COLUMNS, list_artifacts
 
@@ -142,10 +143,21 @@ def stats_cmd(config: Config, fmt: str | None) -> None:
 
     The last row is the total (run_type and status null; "(all)" in the table).
     """
-    from ..catalog import STATS_COLUMNS, run_stats
+    emit_stats(read_stats(config), fmt)
+
+
+def read_stats(config: Config) -> list[dict[str, Any]]:
+    """The rows of ``stats``, from the publication (also ``sync --stats``)."""
+    from ..catalog import run_stats
 
     with open_query_connection(config) as con:
-        rows = run_stats(con)
+        return run_stats(con)
+
+
+def emit_stats(rows: list[dict[str, Any]], fmt: str | None) -> None:
+    """Print ``stats`` rows; the table shows the total row's null run_type/status as (all)."""
+    from ..catalog import STATS_COLUMNS
+
     fmt = resolve_format(fmt)
     if fmt == "table":
         rows = [

@@ -58,7 +58,7 @@ def regressions_cmd(
     Each row is one metric of one run: the baseline's and the run's value, the change with its
     confidence interval, and the verdict (regression, improvement, no change, insufficient
     data) with a reason. By default only regressions; --run-id shows every verdict of a run
-    unless --verdict is given.
+    unless --verdict is given; it exits 5 when there is no such run (or it was deleted).
     """
     from ..catalog.queries import REGRESSION_COLUMNS, list_regressions
 

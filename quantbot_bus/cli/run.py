@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..config import Config
-from .options import config_options, emit, format_option, verbose_option
+from .options import config_options, emit, format_option, resolve_format, verbose_option
 
 _SYNC_COLUMNS = ("registered", "updated", "unchanged", "deleted", "rejected", "pending", "ms")
 
@@ -77,32 +77,57 @@ def _sync_row(result: Any, seconds: float) -> dict[str, Any]:
 
 
 def _one_shot(
-    step: Callable[[Config], Any], config: Config, fmt: str | None, verbose: bool
+    step: Callable[[Config], Any],
+    config: Config,
+    fmt: str | None,
+    verbose: bool,
+    stats: bool = False,
 ) -> None:
-    """Run ``step(config)`` (``sync`` or ``rebuild``) with one-shot logging; print its counts."""
+    """Run ``step(config)`` (``sync`` or ``rebuild``) with one-shot logging; print its counts
+    and, with ``stats``, the catalog statistics (JSON: a ``stats`` key of the counts object;
+    table and csv: a blank line, then the rows as ``quantbot-bus stats`` prints them)."""
     from ..log import configure_logging
+    from ..output import jsonable
+    from .query import emit_stats, read_stats
 
     configure_logging("info" if verbose else "warning", config.log_format)
     t0 = time.perf_counter()
     result = step(config)
-    emit([_sync_row(result, time.perf_counter() - t0)], fmt, _SYNC_COLUMNS)
+    row = _sync_row(result, time.perf_counter() - t0)
+    if not stats:
+        emit([row], fmt, _SYNC_COLUMNS)
+        return
+    stats_rows = read_stats(config)
+    if resolve_format(fmt) == "json":
+        row["stats"] = [{k: jsonable(v) for k, v in r.items()} for r in stats_rows]
+        emit([row], "json", (*_SYNC_COLUMNS, "stats"))
+        return
+    emit([row], fmt, _SYNC_COLUMNS)
+    click.echo()
+    emit_stats(stats_rows, fmt)
 
 
 @click.command("sync")
 @config_options
 @format_option
 @verbose_option
-def sync_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="After the sync, also print the catalog statistics (the rows of `quantbot-bus stats`).",
+)
+def sync_cmd(config: Config, fmt: str | None, verbose: bool, stats: bool) -> None:
     """Reconcile the artifacts root with the catalog once, then publish it for readers.
 
     New runs are registered, changed ones updated, vanished ones soft-deleted, broken ones
     rejected (see `quantbot-bus rejected`); runs still being written are counted as pending and
     left for the next sync. For cron, or a host without the daemon; while the daemon runs it
-    already does this, and sync refuses to run beside it (naming its pid). Prints the counts.
+    already does this, and sync refuses to run beside it (naming its pid). Prints the counts
+    (with --stats, then the catalog statistics).
     """
     from ..pipeline import sync
 
-    _one_shot(sync, config, fmt, verbose)
+    _one_shot(sync, config, fmt, verbose, stats)
 
 
 @click.command("rebuild")

@@ -101,9 +101,7 @@ def _locate(decl: _Declared, run_abs: str, run_real: str, root_real: str) -> _Lo
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        raise _Stop(
-            Incomplete(f"{decl.label} does not exist yet; waiting for the producer to write it")
-        ) from None
+        raise _Stop(missing_file(decl)) from None
     except NotADirectoryError:
         raise _Stop(Invalid(f"{decl.label}: a component of the path is not a directory")) from None
     except OSError as exc:
@@ -119,19 +117,55 @@ def _locate(decl: _Declared, run_abs: str, run_real: str, root_real: str) -> _Lo
 def _locate_all(
     declared: list[_Declared], run_abs: str, run_real: str, root_real: str
 ) -> list[_Located]:
-    """Stat every listed file. Any Invalid wins (reject now); otherwise the first Incomplete."""
+    """Stat every listed file. Any Invalid wins (reject now); otherwise the first Incomplete,
+    naming every listed file that does not exist (``Incomplete.missing``)."""
     located: list[_Located] = []
     waiting: Incomplete | None = None
+    missing: list[str] = []
     for decl in declared:
         try:
             located.append(_locate(decl, run_abs, run_real, root_real))
         except _Stop as stop:
-            if isinstance(stop.result, Invalid):
+            result = stop.result
+            if isinstance(result, Invalid):
                 raise
-            waiting = waiting or stop.result
+            missing.extend(result.missing)
+            waiting = waiting or result
     if waiting is not None:
-        raise _Stop(waiting)
+        raise _Stop(Incomplete(waiting.reason, missing=tuple(missing)))
     return located
+
+
+#: How a missing listed file is named in a reason: ``artifact missing: <file>``.
+MISSING_PREFIX = "artifact missing: "
+_NOT_YET = " does not exist yet"
+
+
+def missing_name(file: str) -> str:
+    """A listed file's path as a reason names it: plain when printable, else quoted."""
+    return file if file.isprintable() else _show(file)
+
+
+def missing_file(decl: _Declared) -> Incomplete:
+    """The wait for a listed file that does not exist (yet)."""
+    return Incomplete(
+        f"waiting for the producer: {MISSING_PREFIX}{missing_name(decl.file)} "
+        f"({decl.label}{_NOT_YET})",
+        missing=(decl.file,),
+    )
+
+
+def missing_as_final(reason: str) -> str:
+    """A :func:`missing_file` reason for a run that is final (nothing more will be written):
+    ``<label> is missing``."""
+    start = reason.find(" (artifact ")
+    if (
+        reason.startswith("waiting for the producer: ")
+        and start >= 0
+        and reason.endswith(_NOT_YET + ")")
+    ):
+        return reason[start + 2 : -len(_NOT_YET) - 1] + " is missing"
+    return reason
 
 
 def _check_size(decl: _Declared, size: int) -> None:

@@ -47,7 +47,7 @@ class RunInfo:
     started_at: str | None
     finished_at: str | None
     params: dict[str, Any]
-    metrics: dict[str, float]
+    metrics: dict[str, int | float]  # as metadata.json has them: see metric_number
     git_commit: str | None
     git_branch: str | None
     git_dirty: bool | None
@@ -77,10 +77,15 @@ class Valid:
 
 @dataclass(frozen=True)
 class Incomplete:
-    """Not ready yet (may still be in progress): look again later."""
+    """Not ready yet (may still be in progress): look again later.
+
+    ``missing``: the listed files (relative to the run directory) that do not exist, when that
+    is why; ``run_id``: the run's id when its metadata names a well-formed one."""
 
     reason: str
     ok: bool = field(default=False, init=False)
+    missing: tuple[str, ...] = ()
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,3 +98,12 @@ class Invalid:
 
 
 ValidationResult = Valid | Incomplete | Invalid
+
+
+def metric_number(value: int | float) -> int | float:
+    """A metric as the catalog keeps it: JSON's type kept, an integer stays an integer while it
+    fits in 64 bits (``calls: 200``, not ``200.0``), anything else is a float. Raises
+    OverflowError when it is too large even for a 64-bit float."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return float(value)

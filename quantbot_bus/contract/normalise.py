@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .artifacts import _check_file_string, _Declared
-from .model import QUANTBOT_TS, RUN_ID_RE, SCHEMA_VERSION, Invalid
+from .model import QUANTBOT_TS, RUN_ID_RE, SCHEMA_VERSION, Invalid, metric_number
 from .reasons import _show, _Stop
 from .schema import _schema_problem
 
@@ -29,7 +29,7 @@ class _Normalised:
     started_at: str
     finished_at: str
     params: dict[str, Any]
-    metrics: dict[str, float]
+    metrics: dict[str, int | float]
     git_commit: str | None
     git_branch: str | None
     git_dirty: bool | None
@@ -69,10 +69,10 @@ def _normalise_v1(doc: dict[str, Any]) -> _Normalised:
     problem = _schema_problem(doc, "v1")
     if problem:
         raise _Stop(Invalid(problem))
-    metrics: dict[str, float] = {}
+    metrics: dict[str, int | float] = {}
     for key, value in doc.get("metrics", {}).items():
         try:
-            metrics[key] = float(value)
+            metrics[key] = metric_number(value)
         except OverflowError:
             raise _Stop(
                 Invalid(f"metadata.json: metric {_show(key, 40)} is too large for a 64-bit float")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .artifacts import _Declared, _locate_all, _read_artifact
+from .artifacts import _Declared, _locate_all, _read_artifact, missing_as_final
 from .files import _kind, _NotRegular, _open_regular
 from .fingerprint import quick_fingerprint
 from .layout import (
@@ -38,7 +38,16 @@ from .layout import (
     seed_parquet_files,
 )
 from .metadata import _read_metadata, metadata_object
-from .model import RUN_ID_RE, ArtifactInfo, Incomplete, Invalid, RunInfo, Valid, ValidationResult
+from .model import (
+    RUN_ID_RE,
+    ArtifactInfo,
+    Incomplete,
+    Invalid,
+    RunInfo,
+    Valid,
+    ValidationResult,
+    metric_number,
+)
 from .reasons import _show, _Stop
 
 #: run.json status → the catalog's status (None: not finished yet).
@@ -103,10 +112,14 @@ def _optional(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], expe
     return value
 
 
-def _number(value: Any, where: str) -> float:
+def _number(value: Any, where: str) -> int | float:
+    """A finite number, its JSON type kept (:func:`.model.metric_number`)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"field '{where}' must be a number, got {_show(value)}")
-    number = float(value)
+    try:
+        number = metric_number(value)
+    except OverflowError:
+        raise _bad(f"field '{where}' is too large for a 64-bit float") from None
     if not math.isfinite(number):
         raise _bad(f"field '{where}' must be a finite number, got {_show(value)}")
     return number
@@ -120,8 +133,8 @@ def _params(doc: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _metrics(doc: dict[str, Any]) -> dict[str, float]:
-    metrics: dict[str, float] = {}
+def _metrics(doc: dict[str, Any]) -> dict[str, int | float]:
+    metrics: dict[str, int | float] = {}
     for key, value in (_optional(doc, "timing", dict, "an object of milliseconds") or {}).items():
         metrics[f"timing_{key}_ms"] = _number(value, f"timing.{key}")
     for key, value in (_optional(doc, "metrics", dict, "an object of numbers") or {}).items():
@@ -180,7 +193,7 @@ def _as_seed_reason(stop: _Stop) -> _Stop:
     and its completion marker _SUCCESS (both final once present): wait for nothing."""
     text = stop.result.reason.replace("write metadata.json only after", "write _SUCCESS only after")
     text = text.replace("metadata.json", RUN_JSON)
-    text = text.replace(" does not exist yet; waiting for the producer to write it", " is missing")
+    text = missing_as_final(text)
     if isinstance(stop.result, Incomplete):
         text += (
             f" (the run is finished: {SUCCESS_NAME} or a failed status is final, so the file will "

@@ -3,6 +3,7 @@ order (the directory, metadata.json, its meaning, the artifacts) and never raise
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -72,16 +73,11 @@ def _validate(run_dir: Path, root: Path, verify_hashes: bool) -> ValidationResul
 
 
 def named_rejection(stop: _Stop, declared_id: Any) -> _Stop:
-    """The same stop, its rejection naming the run whenever metadata.json gives a well-formed
-    run_id."""
+    """The same stop, its verdict (a rejection, or a wait) naming the run whenever
+    metadata.json gives a well-formed run_id."""
     result = stop.result
-    if (
-        isinstance(result, Invalid)
-        and result.run_id is None
-        and isinstance(declared_id, str)
-        and RUN_ID_RE.fullmatch(declared_id)
-    ):
-        return _Stop(Invalid(result.reason, run_id=declared_id))
+    if result.run_id is None and isinstance(declared_id, str) and RUN_ID_RE.fullmatch(declared_id):
+        return _Stop(dataclasses.replace(result, run_id=declared_id))
     return stop
 
 
@@ -143,7 +139,7 @@ def validate_run_dir(run_dir: Path, root: Path, *, verify_hashes: bool = True) -
             f"unexpected error while validating this run: {type(exc).__name__}: {str(exc)[:300]}"
         )
     if isinstance(result, Incomplete):
-        return Incomplete(_clean(result.reason))
+        return dataclasses.replace(result, reason=_clean(result.reason))
     if isinstance(result, Invalid):
         return Invalid(_clean(result.reason), run_id=result.run_id)
     return result

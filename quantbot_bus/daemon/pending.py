@@ -2,8 +2,9 @@
 
 The rule that decides pending vs. rejected is the Bus's (:meth:`Bus.expire_pending`); this is
 the worker's bookkeeping around it: since when each run is pending and why, when the next
-recheck is due, and which entries an examination settled. Written by the worker only; other
-threads read copies.
+recheck is due, and which entries an examination settled; and, when that changed, the list for
+readers (:mod:`quantbot_bus.pendingfile`: ``state_dir/pending.json``, ``quantbot-bus pending``).
+Written by the worker only; other threads read copies.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..log import get_logger
+from ..pendingfile import PendingEntry, write_pending
 
 log = get_logger(__name__)
 
@@ -22,6 +24,7 @@ class _Pending:
     first_seen: float  # time.monotonic()
     first_seen_wall: float  # time.time()
     reason: str
+    run_id: str | None = None
 
 
 class PendingRuns:
@@ -32,6 +35,7 @@ class PendingRuns:
         self.recheck_s = recheck_s
         self._runs: dict[str, _Pending] = {}
         self._next_recheck = 0.0
+        self._changed = True  # the readers' list is written at the first publish_list
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -67,29 +71,48 @@ class PendingRuns:
                 continue
             if covered_keys is None or key in covered_keys:
                 del self._runs[key]
+                self._changed = True
                 continue
             for parent in Path(key).parents:
                 if str(parent) in covered_keys:
                     del self._runs[key]
+                    self._changed = True
                     break
                 if parent == self.root:
                     break
 
-    def record(self, pending: dict[str, str]) -> None:
-        """Note runs found incomplete (``run.pending`` the first time) and their reasons."""
+    def record(self, pending: dict[str, str], run_ids: dict[str, str] | None = None) -> None:
+        """Note runs found incomplete (``run.pending`` the first time), their reasons and
+        (``run_ids``) the run_ids their metadata names."""
         now = time.monotonic()
+        ids = run_ids or {}
         for run_dir, why in pending.items():
             entry = self._runs.get(run_dir)
             if entry is None:
-                self._runs[run_dir] = _Pending(now, time.time(), why)
+                self._runs[run_dir] = _Pending(now, time.time(), why, ids.get(run_dir))
+                self._changed = True
                 log.info("run.pending", run_dir=run_dir, reason=why)
                 if len(self._runs) == 1:
                     self._next_recheck = now + self.recheck_s
-            else:
+            elif entry.reason != why or entry.run_id != ids.get(run_dir):
                 entry.reason = why
+                entry.run_id = ids.get(run_dir)
+                self._changed = True
 
     def drop_rejected(self, pending: dict[str, str], still: dict[str, str]) -> None:
         """Drop the runs of ``pending`` that the pending rule rejected (not in ``still``)."""
         for run_dir in pending:
-            if run_dir not in still:
-                self._runs.pop(run_dir, None)  # rejected: it is in the batch
+            if run_dir not in still and self._runs.pop(run_dir, None) is not None:
+                self._changed = True  # rejected: it is in the batch
+
+    def publish_list(self, path: Path, timeout_s: float) -> None:
+        """Write the readers' list to ``path`` if the runs or their reasons changed since the
+        last time (never raises)."""
+        if not self._changed:
+            return
+        entries = [
+            PendingEntry(run_dir, p.run_id, p.reason, p.first_seen_wall)
+            for run_dir, p in list(self._runs.items())
+        ]
+        write_pending(path, entries, writer="daemon", timeout_s=timeout_s)
+        self._changed = False

@@ -126,7 +126,6 @@ class Publisher:
         in its status (kept in ``_more``) asks for another round. Returns whether the refresh
         went through."""
         self._last_export = time.monotonic()
-        t0 = time.monotonic()
         bus = self.bus
         if bus.catalog is None or self._catalog_broken.is_set():
             self._due.dirty = True  # the worker reopens it (and logs why); then we go on
@@ -142,5 +141,4 @@ class Publisher:
             self._due.dirty = True
             log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
             return False
-        log.debug("export.refreshed", ms=round((time.monotonic() - t0) * 1000, 1))
         return True

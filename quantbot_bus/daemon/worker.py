@@ -24,6 +24,7 @@ from ..catalog import Batch
 from ..config import Config
 from ..errors import BusError, DaemonError
 from ..log import get_logger
+from ..pendingfile import pending_path
 from ..pipeline import Bus
 from ..timeutil import iso_utc
 from . import IDLE_TICK_S
@@ -174,7 +175,7 @@ class Worker:
         outcome = self.bus.full_scan()
         self.heartbeat = time.monotonic()
         self.pending.forget(None, outcome.pending)
-        n = self._commit(outcome.batch, outcome.pending, t0)
+        n = self._commit(outcome.batch, outcome.pending, t0, outcome.pending_ids)
         self.rescans += 1
         self._next_rescan = time.monotonic() + self.config.rescan_interval_s
         self._watcher.check_coverage(int(self._status.get("registered") or 0))
@@ -191,14 +192,19 @@ class Worker:
         outcome = self.bus.examine(sorted(dirs))
         self.heartbeat = time.monotonic()
         self.pending.forget(dirs, outcome.pending)
-        self._commit(outcome.batch, outcome.pending, t0)
+        self._commit(outcome.batch, outcome.pending, t0, outcome.pending_ids)
 
-    def _commit(self, batch: Batch, pending: dict[str, str], t0: float) -> int:
-        """Pending bookkeeping (the Bus's pending rule), then one batch, committed and
-        published by the Bus; status and log. Returns the batch size."""
+    def _commit(
+        self, batch: Batch, pending: dict[str, str], t0: float, run_ids: dict[str, str]
+    ) -> int:
+        """Pending bookkeeping (the Bus's pending rule, the readers' list), then one batch,
+        committed and published by the Bus; status and log. Returns the batch size."""
         bus = self.bus
-        self.pending.record(pending)
+        self.pending.record(pending, run_ids)
         self.pending.drop_rejected(pending, bus.expire_pending(pending, batch))
+        self.pending.publish_list(
+            pending_path(self.config.state_dir), self.config.pending_timeout_s
+        )
         if len(batch) == 0:
             self._update_pending_status()
             return 0

@@ -11,6 +11,10 @@ Change detection is one cheap FULL JOIN of ``catalog.runs_d`` against ``exports_
 reading the incoming rows fails, each incoming file is read on its own; the ones that fail are
 logged (``export.file_unreadable``) and left out, and the refresh is retried once without them,
 so one such run never keeps the others out.
+
+A refresh that took runs in or out logs ``export.refreshed`` at info (``ms``, ``added``,
+``removed``, ``rows``: the rows of the incoming runs now in the export tables); one with
+nothing to do logs nothing.
 """
 
 # ruff: noqa: S608 - SQL from this package's constants (quantbot_bus.exports.sql)
@@ -76,6 +80,7 @@ def refresh(
             tx = StateTx.begin(con)
             changes = _find_changes(con, max_runs)
             retired, views_changed = _take_in(con, tx, config, changes, skip)
+            rows = _rows_of(con, changes.added)
             tx.flush(con)
             con.execute("COMMIT")
             break
@@ -107,6 +112,14 @@ def refresh(
         views_changed=views_changed,
     )
     status.setdefault("exports", {})
+    if changes.added or changes.removed:
+        log.info(
+            "export.refreshed",
+            ms=status["ms"],
+            added=len(changes.added),
+            removed=len(changes.removed),
+            rows=rows,
+        )
     if changes.more:
         log.info("export.catching_up", added=len(changes.added), max_runs=max_runs)
     write_json(exports_dir / STATUS_NAME, status)
@@ -169,6 +182,18 @@ def _find_changes(con: duckdb.DuckDBPyConnection, max_runs: int) -> Changes:
         if was_exported:
             changes.removed.append(run_id)
     return changes
+
+
+def _rows_of(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> int:
+    """The rows the export tables hold of ``run_ids`` (this refresh's incoming runs)."""
+    if not run_ids:
+        return 0
+    row = con.execute(
+        "SELECT coalesce(sum(rows), 0) FROM exports_state.run_segments "
+        "WHERE run_id IN (SELECT unnest($ids::VARCHAR[]))",
+        {"ids": list(run_ids)},
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: Sequence[str]) -> None:

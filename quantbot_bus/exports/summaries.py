@@ -128,7 +128,14 @@ def _update_runs_flat(
     log.debug("export.summary_state_rebuilt", table="runs_flat")
 
 
-_SQL_TYPES = {"UBIGINT": "BIGINT", "BIGINT": "BIGINT", "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN"}
+#: JSON structure type -> column type (HUGEINT: positive and negative integers merged).
+_SQL_TYPES = {
+    "UBIGINT": "BIGINT",
+    "BIGINT": "BIGINT",
+    "HUGEINT": "BIGINT",
+    "DOUBLE": "DOUBLE",
+    "BOOLEAN": "BOOLEAN",
+}
 
 
 def _runs_flat_select(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any], str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..config_keys import check_keys
 from ..errors import ConfigError
 from .verdict import MEAN_RETURN_BPS, SHARPE_PER_CALL, WIN_RATE, Metric
 
@@ -90,12 +91,7 @@ def parse_regression_settings(raw: Any, *, base: Path | None = None) -> Regressi
         return RegressionSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError("config field 'regressions' must be a table ([regressions])")
-    known = {f for f in RegressionSettings.__dataclass_fields__}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"{_where(unknown[0])} is not a known key; known: {', '.join(sorted(known))}"
-        )
+    check_keys(raw, RegressionSettings.__dataclass_fields__, "regressions")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{_where('enabled')} must be true or false, got {enabled!r}")

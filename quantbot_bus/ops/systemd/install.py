@@ -16,6 +16,7 @@ from pathlib import Path
 from ...config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config, find_config_file, load_config
 from ...errors import ConfigError, InstallError
 from ...fsutil import write_atomic
+from .access import access_problems
 from .interval import DEFAULT_SYNC_INTERVAL_MIN, installed_interval, parse_interval
 from .render import (
     DAEMON_UNIT,
@@ -225,8 +226,11 @@ def install(
     with ``timer``; default 5) is the timer's ``OnUnitActiveSec=``; re-installing the timer
     restarts it. Creates the artifacts root and
     the state and exports directories when missing (``ReadOnlyPaths=``/``ReadWritePaths=`` need
-    them to exist), owned by the service user when run as root. With
-    ``dry_run`` nothing is written or run; the result says what would be.
+    them to exist), owned by the service user when run as root. Before writing anything it
+    checks that the service user can execute the executable and its interpreter and read the
+    config (:func:`.access.access_problems`): if not, :class:`InstallError` names the path that
+    blocks. With ``dry_run`` nothing is written or run; the result says what would be (and
+    those problems are warnings).
     """
     if interval is not None and not timer:
         raise ConfigError(
@@ -256,8 +260,12 @@ def install(
             f"{clobber[0]} exists and was not written by quantbot-bus: move it away, or pass "
             "--force to overwrite it"
         )
+    problems = access_problems(ctx)
     if dry_run:
+        result.warnings.extend(problems)
         return result
+    if problems:
+        raise InstallError("; and ".join(problems) + " (no unit was written)")
     _write_units(result.units, unit_dir, user)
     _create_dirs(result.created_dirs, ctx.run_as)
     context = f" (the units are in {unit_dir}; fix this and run install again)"
