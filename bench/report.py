@@ -14,9 +14,11 @@ import argparse
 import datetime as dt
 import random
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from quantbot_bus import pipeline
 from quantbot_bus.backtest.runner import run_backtest
@@ -51,21 +53,56 @@ def build_bus(work: Path, n: int) -> Config:
     return cfg
 
 
-def measure(n: int, keep: bool = False) -> dict[str, float]:
+def chromium_load_s(page: Path, reps: int = 3) -> dict[str, float] | None:
+    """Seconds headless Chromium takes to load and render ``page`` from ``file://`` (``--dump-dom``
+    after the load), minus the same for a blank page in the same run (the browser's own start);
+    medians of ``reps``. None without a ``chromium``."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        return None
+    blank = page.parent / "blank.html"
+    blank.write_text("<!doctype html><title>blank</title>")
+
+    def load(target: Path) -> float:
+        with tempfile.TemporaryDirectory(prefix="qbus-chromium-") as profile:
+            t0 = time.perf_counter()
+            subprocess.run(
+                [exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                 "--dump-dom", target.as_uri()],
+                check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            return time.perf_counter() - t0
+
+    try:
+        pages = sorted(load(page) for _ in range(reps))
+        blanks = sorted(load(blank) for _ in range(reps))
+    finally:
+        blank.unlink(missing_ok=True)
+    return {"page_s": pages[reps // 2], "blank_s": blanks[reps // 2]}
+
+
+def measure_page(cfg: Config) -> dict[str, float | None]:
+    """``write_report`` three times on ``cfg``'s bus (median, first), the page's size, and its
+    load in headless Chromium over a blank page's."""
+    results = [write_report(cfg) for _ in range(3)]
+    secs = sorted(r.seconds for r in results)
+    browser = chromium_load_s(results[-1].path)
+    return {
+        "bytes": results[-1].bytes,
+        "first_s": results[0].seconds,
+        "median_s": secs[1],
+        "load_s": None if browser is None else browser["page_s"] - browser["blank_s"],
+        "blank_s": None if browser is None else browser["blank_s"],
+    }
+
+
+def measure(n: int, keep: bool = False) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="qbus-report-"))
     try:
         t0 = time.perf_counter()
         cfg = build_bus(work, n)
         built = time.perf_counter() - t0
-        results = [write_report(cfg) for _ in range(3)]
-        secs = sorted(r.seconds for r in results)
-        return {
-            "runs": n,
-            "build_s": built,
-            "bytes": results[-1].bytes,
-            "first_s": results[0].seconds,
-            "median_s": secs[1],
-        }
+        return {"runs": n, "build_s": built, **measure_page(cfg)}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -82,6 +119,7 @@ def main() -> None:
         print(
             f"runs={m['runs']:>6}  index.html={m['bytes'] / 1024:7.1f} KiB  "
             f"write_report median={m['median_s']:.2f} s (first {m['first_s']:.2f} s)  "
+            f"chromium load={m['load_s']} s over blank {m['blank_s']} s  "
             f"[bus built in {m['build_s']:.0f} s]",
             flush=True,
         )
