@@ -46,33 +46,6 @@ log = get_logger("quantbot_bus.regress")
 CALL_RESULTS = "backtest_call_results"
 _ORDER = ("entry_ts_ms", "call_id")
 
-COLUMNS = (
-    "run_id",
-    "run_type",
-    "strategy",
-    "git_branch",
-    "git_commit",
-    "created_at",
-    "metric",
-    "verdict",
-    "method",
-    "baseline_runs",
-    "baseline_value",
-    "new_value",
-    "change",
-    "low",
-    "high",
-    "threshold",
-    "direction",
-    "confidence",
-    "p_value",
-    "probability",
-    "n_new",
-    "n_baseline",
-    "reason",
-    "checked_at",
-)
-
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS exports_state.regress_keys (
     run_id VARCHAR, key VARCHAR, ts TIMESTAMP, on_reference BOOLEAN);
