@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from builders import snapshot_query, sync
 from click.testing import CliRunner
@@ -115,6 +116,35 @@ def test_a_regression_is_flagged_and_a_harmless_rerun_is_not(history: History) -
         assert verdict == "regression", reason
         assert baseline == [history.rerun, *newest_first[:4]]
         assert "a regression" in reason
+
+
+@pytest.mark.parametrize("metric", ["mean_return_bps", "sharpe_per_call"])
+def test_the_bus_verdict_is_the_librarys_on_time_ordered_series(
+    history: History, metric: str
+) -> None:
+    """The in-bus check reads both sides in time order (the producer writes calls in call
+    order, at random times): its interval is exactly the library's on run_series, which sorts
+    by entry_ts_ms."""
+    from quantbot_bus.regress import compare, run_series
+    from quantbot_bus.regress.settings import METRICS
+
+    cfg, run_dir = history.config, history.config.root / "backtest"
+    [(low, high, base_value, baseline)] = snapshot_query(
+        cfg,
+        "SELECT low, high, baseline_value, baseline_runs FROM exports.regressions "
+        "WHERE run_id = ? AND metric = ?",
+        [history.regressed, metric],
+    )
+    m = METRICS[metric]
+    direct = compare(
+        run_series(run_dir / history.regressed, m.column),
+        [run_series(run_dir / b, m.column) for b in baseline],
+        m,
+    )
+    assert (low, high, base_value) == (direct.low, direct.high, direct.baseline_value)
+    calls = pq.read_table(run_dir / history.regressed / "backtest_call_results.parquet")
+    times = calls.column("entry_ts_ms").to_pylist()
+    assert times != sorted(times)  # written out of time order: the sort matters
 
 
 def test_baselines_are_earlier_runs_with_the_same_params_on_the_reference_branch(

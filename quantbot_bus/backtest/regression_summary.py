@@ -33,6 +33,7 @@ from ..exports.plugins import Flag, Staged, Summary
 from ..exports.sql import col
 from ..log import get_logger
 from ..regress.settings import RegressionSettings
+from ..sqltext import q
 from ..timeutil import utc_naive
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ def _baselines(
 
 
 def _split(table: Any, columns: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Arrow rows ``run_id, <columns>`` in (run_id, time) order → per run, per column, floats."""
+    """Arrow rows ``run_id, <columns>`` in (run_id, time) order → per run, per column, the
+    floats without its nulls (each column on its own, as :func:`_file_series` does)."""
     import numpy as np
 
     ids = table.column("run_id").to_numpy(zero_copy_only=False)
@@ -138,23 +140,38 @@ def _split(table: Any, columns: list[str]) -> dict[str, dict[str, np.ndarray]]:
     cuts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
     starts = np.concatenate(([0], cuts))
     ends = np.concatenate((cuts, [len(ids)]))
-    values = {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+    values = {
+        c: np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float64)
+        for c in columns
+    }
     for s, e in zip(starts, ends, strict=True):
-        out[str(ids[s])] = {c: np.asarray(values[c][s:e], dtype=np.float64) for c in columns}
+        run = {c: values[c][s:e] for c in columns}
+        out[str(ids[s])] = {c: v[~np.isnan(v)] for c, v in run.items()}
     return out
+
+
+#: Column types a metric can be read from (anything else: the run has no such series).
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "BOOLEAN", "DECIMAL")  # fmt: skip
 
 
 def _staged_series(
     con: duckdb.DuckDBPyConnection, rows: Staged, columns: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The incoming runs' series from their staged rows (nulls left out)."""
+    """The incoming runs' series from their staged rows, in time order (``entry_ts_ms``, then
+    ``call_id``). Only numeric or boolean columns are read (a cast that cannot fail: an error
+    here would abort the whole refresh transaction); another type reads as no series."""
+    types = {r[0]: str(r[1]) for r in con.execute(f"DESCRIBE {rows.relation}").fetchall()}
+    picks = ", ".join(
+        f"CAST({q(name)} AS DOUBLE) AS {q(name)}"
+        if types.get(name, "").split("(")[0] in _NUMERIC
+        else f"CAST(NULL AS DOUBLE) AS {q(name)}"
+        for name in columns
+    )
     c = rows.columns
-    picks = ", ".join(f"CAST({col(c, name, 'DOUBLE')} AS DOUBLE) AS {name}" for name in columns)
-    order = ", ".join(col(c, name, "VARCHAR") for name in _ORDER)
-    nonnull = " AND ".join(f"{name} IS NOT NULL" for name in columns)
+    order = f"{col(c, 'entry_ts_ms', 'BIGINT')}, {col(c, 'call_id', 'VARCHAR')}"
     table = con.sql(
-        f"SELECT * FROM (SELECT run_id, {picks}, {order} AS _o FROM {rows.relation}) "
-        f"WHERE {nonnull} ORDER BY run_id, _o"
+        f"SELECT run_id, {picks} FROM {rows.relation} ORDER BY run_id, {order}"
     ).to_arrow_table()
     return _split(table, columns)
 
