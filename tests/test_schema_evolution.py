@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pytest
-from builders import make_run, sync
+from builders import make_run, snapshot_query, sync
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
@@ -312,11 +312,49 @@ def test_schema_of_an_unknown_table_exits_5(bus: Config) -> None:
         ("date32[day]", "timestamp[us]", None),
         ("list<item: int64>", "int64", None),
         ("timestamp[us, tz=UTC]", "timestamp[us]", None),
+        ("timestamp[ns, tz=UTC]", "timestamp[us, tz=UTC]", "timestamp[ns, tz=UTC]"),
+        ("timestamp[us, tz=UTC]", "timestamp[us, tz=Europe/Paris]", None),
     ],
 )
 def test_widening_rules(a: str, b: str, wide: str | None) -> None:
     assert widen(a, b) == wide
     assert widen(b, a) == wide  # symmetric
+
+
+def test_category_and_zoned_time_columns_export_beside_plain_ones(bus: Config) -> None:
+    """End to end: a pandas-category string column and nanosecond zoned times in one run,
+    plain strings and microsecond zoned times in another: no conflict, both runs exported."""
+    plain = pa.table(
+        {
+            "caller": pa.array(["a", "b"]),
+            "at": pa.array([0, 1], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    cat = pa.table(
+        {
+            "caller": pa.array(["c", "d"]).dictionary_encode(),
+            "at": pa.array([2, 3], pa.timestamp("ns", tz="UTC")),
+        }
+    )
+    add(bus, "p1", plain, 1)
+    add(bus, "c2", cat, 2)
+    sync(bus)
+    assert snapshot_query(bus, "SELECT count(*) FROM exports.schema_conflicts") == [(0,)]
+    rows = snapshot_query(bus, "SELECT run_id, caller FROM exports.t ORDER BY caller")
+    assert rows == [("p1", "a"), ("p1", "b"), ("c2", "c"), ("c2", "d")]
+
+
+def test_a_dictionary_column_is_its_values_type() -> None:
+    """A pandas category column (dictionary-encoded) is a string column, whatever its index
+    width: not a conflict with plain strings."""
+    from quantbot_bus.catalog.coltypes import parse_schema
+
+    cat = pa.schema([("caller", pa.dictionary(pa.int32(), pa.string()))])
+    wide = pa.schema([("caller", pa.dictionary(pa.int8(), pa.large_string()))])
+    text = json.dumps([{"name": f.name, "type": str(f.type)} for f in cat])
+    assert parse_schema(text) == (("caller", "string"),)
+    other = parse_schema(json.dumps([{"name": "caller", "type": str(wide.field(0).type)}]))
+    assert widen(parse_schema(text)[0][1], other[0][1]) == "string"
 
 
 def test_duckdb_names_match_what_duckdb_reads(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ conflict:
 - floating point widens to the wider float; an integer or decimal with a float, or two
   different decimals, widen to ``double`` (the top of the numeric chain: int → bigint → double);
 - ``string`` / ``large_string`` / ``string_view`` are one type, as are ``binary`` /
-  ``large_binary``; time-zone-less timestamps widen to the finer unit;
+  ``large_binary``; timestamps widen to the finer unit, those with a time zone only with the
+  same zone; a dictionary-encoded column (a pandas category) is its values' type;
 - ``null`` (a column with no value in a run) fits any type;
 - anything else must be equal: a string where others have numbers, a date where others have
   timestamps, a list where others have scalars is a conflict.
@@ -43,6 +44,8 @@ _BINARIES = ("binary", "large_binary", "binary_view")
 _TS_UNITS = ("s", "ms", "us", "ns")
 _DECIMAL = re.compile(r"^decimal(?:32|64|128|256)\((\d+), ?(\d+)\)$")
 _TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)\]$")
+_TIMESTAMP_TZ = re.compile(r"^timestamp\[(s|ms|us|ns), tz=([^\]]+)\]$")
+_DICTIONARY = re.compile(r"^dictionary<values=(.+), indices=\w+(?:, ordered=\d)?>$")
 _PLAIN_DUCK = {
     "null": "NULL",
     "bool": "BOOLEAN",
@@ -56,6 +59,14 @@ _PLAIN_DUCK = {
     "time64[us]": "TIME",
     "time64[ns]": "TIME",
 }
+
+
+def normal(t: str) -> str:
+    """Arrow type ``t`` as its values read: a dictionary-encoded column (a pandas category,
+    ``dictionary<values=string, indices=int32, ordered=0>``) is its values' type, as DuckDB
+    reads it."""
+    m = _DICTIONARY.match(t)
+    return normal(m.group(1)) if m else t
 
 
 def _kind(t: str) -> str:
@@ -72,6 +83,9 @@ def _kind(t: str) -> str:
         return "binary"
     if _TIMESTAMP.match(t):
         return "timestamp"
+    tz = _TIMESTAMP_TZ.match(t)
+    if tz:
+        return f"timestamp, tz={tz.group(2)}"  # one family per time zone
     return t  # its own family: equal or conflicting
 
 
@@ -96,11 +110,12 @@ def widen(a: str, b: str) -> str | None:
         return "string"
     if ka == kb == "binary":
         return "binary"
-    if ka == kb == "timestamp":
-        ua, ub = _TIMESTAMP.match(a), _TIMESTAMP.match(b)
+    if ka == kb and ka.startswith("timestamp"):
+        ua = _TIMESTAMP.match(a) or _TIMESTAMP_TZ.match(a)
+        ub = _TIMESTAMP.match(b) or _TIMESTAMP_TZ.match(b)
         assert ua is not None and ub is not None
         unit = max(ua.group(1), ub.group(1), key=_TS_UNITS.index)
-        return f"timestamp[{unit}]"
+        return f"timestamp[{unit}]" if ka == "timestamp" else f"timestamp[{unit}{ka[9:]}]"
     return None
 
 
@@ -143,8 +158,11 @@ def duck_type(t: str) -> str:
 
 def castable(t: str) -> bool:
     """Whether rows may be CAST to ``t`` in SQL (a type :func:`duck_type` names)."""
-    return _kind(t) in ("int", "float", "decimal", "string", "binary", "timestamp") or (
-        t in _PLAIN_DUCK and t != "null"
+    kind = _kind(t)
+    return (
+        kind in ("int", "float", "decimal", "string", "binary")
+        or kind.startswith("timestamp")
+        or (t in _PLAIN_DUCK and t != "null")
     )
 
 
@@ -161,7 +179,7 @@ def parse_schema(text: str | None) -> tuple[tuple[str, str], ...]:
     if not isinstance(fields, list):
         return ()
     return tuple(
-        (str(f["name"]), str(f["type"]))
+        (str(f["name"]), normal(str(f["type"])))
         for f in fields
         if isinstance(f, dict) and "name" in f and "type" in f
     )
