@@ -70,8 +70,12 @@ class Lookout:
             self._alerter.close(ALERT_DRAIN_S)
 
     def _main(self) -> None:
-        while not self.stop_event.wait(IDLE_TICK_S):
-            self.tick()
+        try:
+            while not self.stop_event.wait(IDLE_TICK_S):
+                self.tick()
+        except BaseException as exc:
+            log.critical("lookout.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            raise
 
     def tick(self) -> None:
         """One round: the alert check if due, then the page if due. Never raises."""

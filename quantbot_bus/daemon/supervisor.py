@@ -205,7 +205,7 @@ class Daemon:
         if self._publisher is not None and not self._publisher.is_alive():
             raise DaemonError("the publisher thread stopped; see the log (publisher.crashed)")
         if not self._lookout.is_alive():
-            raise DaemonError("the lookout thread stopped; see the log")
+            raise DaemonError("the lookout thread stopped; see the log (lookout.crashed)")
 
     def _ping_watchdog(self, worker: Worker, now: float, heartbeat_limit: float) -> None:
         """``WATCHDOG=1`` only while the worker made progress recently and the observer runs."""
