@@ -106,9 +106,9 @@ class RunWriter:
                 "'.', '_' and '-', starting with a letter or digit (at most 128 characters)"
             )
         self.created = utc_now()
-        self.run_id = run_id or (
-            str(uuid.uuid4()) if layout == SEED else default_run_id(run_type, self.created)
-        )
+        if run_id is None:
+            run_id = str(uuid.uuid4()) if layout == SEED else default_run_id(run_type, self.created)
+        self.run_id = run_id
         if not isinstance(self.run_id, str) or not RUN_ID_RE.match(self.run_id):
             raise ContractError(
                 f"run_id {self.run_id!r} is not valid: it must match {RUN_ID_RE.pattern} "

@@ -267,6 +267,7 @@ def test_refuses_an_existing_run_dir(tmp_path: Path) -> None:
         ({"run_id": "has space"}, "run_id"),
         ({"run_id": "-leading-dash"}, "run_id"),
         ({"run_id": "x" * 129}, "run_id"),
+        ({"run_id": ""}, "run_id"),
         ({"producer": ("only-name",)}, "producer"),
         ({"producer": ("name", "")}, "producer"),
         ({"params": {"x": float("nan")}}, "params"),
