@@ -24,9 +24,9 @@ on first use of a name.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_attributes
 from .settings import RULES, AlertSettings, CommandSettings, WebhookSettings, parse_alert_settings
 
 if TYPE_CHECKING:  # the names __getattr__ imports, for type checkers
@@ -37,30 +37,18 @@ if TYPE_CHECKING:  # the names __getattr__ imports, for type checkers
     from .rules import evaluate
     from .state import AlertState
 
-#: name -> the module that defines it (imported when the name is first used)
-_LAZY = {
-    "Alerter": "alerter",
-    "JSONL_NAME": "alerter",
-    "STATE_NAME": "alerter",
-    "jsonl_path_for": "alerter",
-    "state_path_for": "alerter",
-    "DiskUsage": "facts",
-    "Facts": "facts",
-    "gather_facts": "facts",
-    "ALERT_COLUMNS": "listing",
-    "list_alerts": "listing",
-    "Condition": "model",
-    "Conditions": "model",
-    "Notification": "model",
-    "evaluate": "rules",
-    "AlertState": "state",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: The names of the other modules, imported on first use.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "alerter": ("Alerter", "JSONL_NAME", "STATE_NAME", "jsonl_path_for", "state_path_for"),
+        "facts": ("DiskUsage", "Facts", "gather_facts"),
+        "listing": ("ALERT_COLUMNS", "list_alerts"),
+        "model": ("Condition", "Conditions", "Notification"),
+        "rules": ("evaluate",),
+        "state": ("AlertState",),
+    },
+)
 
 
 __all__ = [

@@ -32,32 +32,79 @@ Python needs pytz).
 
 from __future__ import annotations
 
-from .batch import Batch, BatchResult, KnownRun, Rejection
-from .queries import (
-    ARTIFACT_COLUMNS,
-    REGRESSION_COLUMNS,
-    REJECTION_COLUMNS,
-    RUN_LIST_COLUMNS,
-    STATS_COLUMNS,
-    get_run,
-    list_artifacts,
-    list_regressions,
-    list_rejections,
-    list_runs,
-    open_reader,
-    run_stats,
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .batch import Batch, BatchResult, KnownRun, Rejection
+    from .queries import (
+        ARTIFACT_COLUMNS,
+        REGRESSION_COLUMNS,
+        REJECTION_COLUMNS,
+        RUN_LIST_COLUMNS,
+        STATS_COLUMNS,
+        get_run,
+        list_artifacts,
+        list_regressions,
+        list_rejections,
+        list_runs,
+        open_reader,
+        run_stats,
+    )
+    from .schema import (
+        DB_ALIAS,
+        LATEST_VIEW,
+        MAX_SEQ_SQL,
+        MIGRATIONS,
+        SCHEMA_VERSION,
+        SEQ_COLUMNS,
+        max_seq,
+    )
+    from .store import Catalog
+    from .text import db_text, fs_text
+
+#: The public names, imported from their modules on first use (a reader's CLI call does not
+#: load what only the daemon's paths need).
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "batch": (
+            "Batch",
+            "BatchResult",
+            "KnownRun",
+            "Rejection",
+        ),
+        "queries": (
+            "ARTIFACT_COLUMNS",
+            "REGRESSION_COLUMNS",
+            "REJECTION_COLUMNS",
+            "RUN_LIST_COLUMNS",
+            "STATS_COLUMNS",
+            "get_run",
+            "list_artifacts",
+            "list_regressions",
+            "list_rejections",
+            "list_runs",
+            "open_reader",
+            "run_stats",
+        ),
+        "schema": (
+            "DB_ALIAS",
+            "LATEST_VIEW",
+            "MAX_SEQ_SQL",
+            "MIGRATIONS",
+            "SCHEMA_VERSION",
+            "SEQ_COLUMNS",
+            "max_seq",
+        ),
+        "store": ("Catalog",),
+        "text": (
+            "db_text",
+            "fs_text",
+        ),
+    },
 )
-from .schema import (
-    DB_ALIAS,
-    LATEST_VIEW,
-    MAX_SEQ_SQL,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    SEQ_COLUMNS,
-    max_seq,
-)
-from .store import Catalog
-from .text import db_text, fs_text
 
 __all__ = [
     "ARTIFACT_COLUMNS",

@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from ..config import Config
-from ..exports.query import open_query_connection
 from ..output import FORMATS, render
 from .options import UtcDateTime, config_options, emit, format_option, resolve_format
 
@@ -66,6 +65,7 @@ def runs_cmd(
 ) -> None:
     """List cataloged runs, newest first (by created_at)."""
     from ..catalog import RUN_LIST_COLUMNS, list_runs
+    from ..exports.query import open_query_connection
 
     with open_query_connection(config) as con:
         rows = list_runs(
@@ -96,6 +96,7 @@ def show_cmd(config: Config, fmt: str | None, run_id: str) -> None:
     Exits 5 when there is no run with that id.
     """
     from ..catalog import get_run
+    from ..exports.query import open_query_connection
 
     with open_query_connection(config) as con:
         run = get_run(con, run_id)
@@ -125,6 +126,7 @@ def artifacts_cmd(config: Config, fmt: str | None, run_id: str | None, name: str
     Exits 5 when --run-id names no run, or a deleted one.
     """
     from ..catalog import ARTIFACT_COLUMNS, list_artifacts
+    from ..exports.query import open_query_connection
 
     with open_query_connection(config) as con:
         rows = list_artifacts(con, run_id=run_id, name=name)
@@ -149,6 +151,7 @@ def stats_cmd(config: Config, fmt: str | None) -> None:
 def read_stats(config: Config) -> list[dict[str, Any]]:
     """The rows of ``stats``, from the publication (also ``sync --stats``)."""
     from ..catalog import run_stats
+    from ..exports.query import open_query_connection
 
     with open_query_connection(config) as con:
         return run_stats(con)
@@ -178,6 +181,7 @@ def rejected_cmd(config: Config, fmt: str | None) -> None:
     Fix the run (or delete it) and the daemon or the next `sync` picks it up again.
     """
     from ..catalog import REJECTION_COLUMNS, list_rejections
+    from ..exports.query import open_query_connection
 
     with open_query_connection(config) as con:
         rows = list_rejections(con)

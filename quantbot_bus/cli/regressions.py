@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from ..config import Config
-from ..exports.query import open_query_connection
 from .options import UtcDateTime, config_options, emit, format_option, resolve_format
 
 _TABLE_COLUMNS = ("run_id", "created_at", "metric", "verdict", "baseline_value", "new_value")
@@ -64,6 +63,8 @@ def regressions_cmd(
 
     chosen = set(verdicts) or ({"all"} if run_id is not None else {"regression"})
     wanted = tuple(v for c, v in _CHOICES.items() if c in chosen or "all" in chosen)
+    from ..exports.query import open_query_connection
+
     with open_query_connection(config) as con:
         rows = list_regressions(con, verdicts=wanted, since=since, run_id=run_id, limit=limit)
     fmt = resolve_format(fmt)

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from ..config import Config
-from ..exports.query import open_query_connection
 from ..output import jsonable
 from .options import config_options, emit, format_option, resolve_format
 
@@ -54,6 +53,8 @@ def schema_cmd(config: Config, table: str | None, fmt: str | None) -> None:
     from ..catalog.schema_history import schema_history, schema_overview
 
     fmt = resolve_format(fmt)
+    from ..exports.query import open_query_connection
+
     with open_query_connection(config) as con:
         if table is None:
             rows = [h.summary() for h in schema_overview(con)]

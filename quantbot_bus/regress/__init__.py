@@ -10,7 +10,9 @@ tables. Pure functions over arrays, no I/O except
 ``series``; docs/regressions.md says which method for which metric and why.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .detect import (
@@ -25,26 +27,16 @@ if TYPE_CHECKING:
     )
     from .series import policy_series, run_series, trial_sharpes
 
-_HOMES = {
-    **dict.fromkeys(
-        ("MEAN_RETURN_BPS", "SHARPE_PER_CALL", "WIN_RATE", "Metric", "Trials", "Verdict")
-        + ("compare", "decide"),
-        "detect",
-    ),
-    **dict.fromkeys(("policy_series", "run_series", "trial_sharpes"), "series"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The public names, imported on first use (NumPy and PyArrow load only when a check runs:
-    the config imports :mod:`.settings`, and every CLI call reads the config)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
-
+#: The public names, imported on first use (NumPy and PyArrow load only when a check runs:
+#: the config imports :mod:`.settings`, and every CLI call reads the config).
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "detect": ("MEAN_RETURN_BPS", "SHARPE_PER_CALL", "WIN_RATE", "Metric", "Trials")
+        + ("Verdict", "compare", "decide"),
+        "series": ("policy_series", "run_series", "trial_sharpes"),
+    },
+)
 
 __all__ = [
     "MEAN_RETURN_BPS",

@@ -25,19 +25,19 @@ docs/dashboard.md says what is on the page, why matplotlib SVG, and what it cost
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .writer import INDEX_NAME, ReportResult, default_out_dir, render_report, write_report
 
 
-def __getattr__(name: str) -> Any:
-    """The public names of :mod:`.writer`, imported on first use."""
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import writer
-
-    return getattr(writer, name)
+#: :mod:`.writer`'s public names, imported on first use (matplotlib loads with them).
+__getattr__ = lazy_attributes(
+    __name__,
+    {"writer": ("INDEX_NAME", "ReportResult", "default_out_dir", "render_report", "write_report")},
+)
 
 
 __all__ = ["INDEX_NAME", "ReportResult", "default_out_dir", "render_report", "write_report"]
