@@ -83,3 +83,16 @@ def test_the_owner_is_the_host_and_the_state_dir(tmp_path: Path) -> None:
     import socket
 
     assert claim_owner(tmp_path / "state") == f"{socket.gethostname()}:{tmp_path / 'state'}"
+
+
+def test_catalog_connections_have_a_connect_timeout(scaleout: Any) -> None:
+    """A PostgreSQL host that does not answer fails a poll (or a stop's claim release) within
+    CONNECT_TIMEOUT_S, not the system's ~2 min TCP timeout; a URI's own value wins."""
+    from quantbot_bus.iceberg.tables import CONNECT_TIMEOUT_S, sqlalchemy_uri
+
+    engine = scaleout.catalog().engine
+    assert engine.url.query["connect_timeout"] == str(CONNECT_TIMEOUT_S)
+    with engine.connect() as con:  # the real server takes the parameter
+        assert con.exec_driver_sql("SELECT 1").scalar() == 1
+    own = sqlalchemy_uri("postgres://u@h:1/db?sslmode=disable&connect_timeout=3")
+    assert own == "postgresql+psycopg2://u@h:1/db?sslmode=disable&connect_timeout=3"

@@ -95,12 +95,21 @@ CORE_TABLES = {
 }
 
 
+#: Seconds a connection attempt to PostgreSQL may take (libpq's ``connect_timeout``; unless the
+#: URI sets its own): an unreachable host then fails a poll, or a stop's claim release, in
+#: seconds rather than after the system's TCP timeout of about two minutes.
+CONNECT_TIMEOUT_S = 10
+
+
 def sqlalchemy_uri(uri: str) -> str:
-    """``postgresql://...`` as SQLAlchemy wants it (the psycopg2 driver)."""
-    if uri.startswith("postgresql+"):
-        return uri
+    """``postgresql://...`` as SQLAlchemy wants it (the psycopg2 driver), with a
+    ``connect_timeout`` of :data:`CONNECT_TIMEOUT_S` unless the URI has one."""
     if uri.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
+        uri = "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    if uri.startswith("postgresql+"):
+        if "connect_timeout=" in uri:
+            return uri
+        return f"{uri}{'&' if '?' in uri else '?'}connect_timeout={CONNECT_TIMEOUT_S}"
     raise ConfigError(
         f"config field 'catalog_uri' must be postgresql://USER@HOST:PORT/DB, got {uri!r}"
     )
