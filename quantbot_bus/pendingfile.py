@@ -77,9 +77,10 @@ def _reject_after(run_dir: str, timeout_s: float) -> str | None:
 
 def write_pending(
     path: Path, entries: Iterable[PendingEntry], *, writer: str, timeout_s: float
-) -> None:
-    """Replace the pending list at ``path`` with ``entries`` (atomically); never raises (the
-    list is a convenience for readers, never a reason to fail a batch)."""
+) -> bool:
+    """Replace the pending list at ``path`` with ``entries`` (atomically); whether it was
+    written. Never raises (the list is a convenience for readers, never a reason to fail a
+    batch)."""
     runs = sorted(entries, key=lambda e: (e.first_seen, e.run_dir))
     listed = runs[:MAX_LISTED]
     doc = {
@@ -104,6 +105,8 @@ def write_pending(
         write_atomic(path, json.dumps(doc, indent=1) + "\n")
     except OSError as exc:
         log.warning("pending.write_failed", path=str(path), error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def previous_first_seen(path: Path) -> dict[str, float]:

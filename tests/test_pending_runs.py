@@ -142,3 +142,25 @@ def test_an_unreadable_list_is_an_error(bus: Config, text: str) -> None:
     pending_path(bus.state_dir).write_text(text)
     code, _, err = cli(bus, "pending")
     assert code == 4 and "pending list" in err
+
+
+def test_a_failed_write_of_the_list_is_tried_again_at_the_next_batch(tmp_path: Path) -> None:
+    """A list that could not be written (disk full, say) is written at the next batch even if
+    no run changed meanwhile: readers never keep a stale list."""
+    from quantbot_bus.daemon.pending import PendingRuns
+
+    run_dir = tmp_path / "artifacts" / "backtest" / "r1"
+    run_dir.mkdir(parents=True)
+    runs = PendingRuns(tmp_path / "artifacts", recheck_s=2.0)
+    runs.record({str(run_dir): "waiting for the producer"}, {str(run_dir): "r1"})
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state dir should be")
+    runs.publish_list(blocked / "pending.json", 600.0)  # fails: its parent is a file
+    good = tmp_path / "state" / "pending.json"
+    good.parent.mkdir()
+    runs.publish_list(good, 600.0)  # nothing changed since, and still written
+    doc = json.loads(good.read_text())
+    assert [r["run_id"] for r in doc["runs"]] == ["r1"]
+    good.unlink()
+    runs.publish_list(good, 600.0)  # written, and nothing changed since: not again
+    assert not good.exists()

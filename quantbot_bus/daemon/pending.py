@@ -114,5 +114,5 @@ class PendingRuns:
             PendingEntry(run_dir, p.run_id, p.reason, p.first_seen_wall)
             for run_dir, p in list(self._runs.items())
         ]
-        write_pending(path, entries, writer="daemon", timeout_s=timeout_s)
-        self._changed = False
+        # a failed write (disk full) is tried again at the next batch
+        self._changed = not write_pending(path, entries, writer="daemon", timeout_s=timeout_s)
