@@ -366,6 +366,20 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
     )
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and HOSTILE not in dom
 
+    # no request leaves file:// (the hosts the page's load asks for, beyond those the browser
+    # asks for on its own with a blank page, in the same run) and no console message
+    def hosts(target: str, name: str) -> set[str]:
+        log = tmp_path / f"{name}.netlog.json"
+        run = _chromium(
+            tmp_path / name, "--enable-logging=stderr", f"--log-net-log={log}", "--dump-dom", target
+        )
+        assert "CONSOLE" not in run.stderr and "Uncaught" not in run.stderr, run.stderr[-2000:]
+        return set(re.findall(r'"url":"[a-z]+://([^/":?]+)', log.read_text()))
+
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!doctype html><title>blank</title>")
+    assert hosts(url, "page") - hosts(blank.as_uri(), "blank") == set()
+
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", url)
     img = Image.open(shot).convert("RGB")
