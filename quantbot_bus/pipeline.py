@@ -4,19 +4,17 @@ scan → validate → plan → apply → publish → refresh exports. The daemon
 (:mod:`quantbot_bus.daemon`), ``sync`` and ``rebuild`` are thin drivers of a :class:`Bus`: one
 pending rule, one run-dir mapping, one ignore rule (:func:`quantbot_bus.ignore.is_ignored`).
 
-**Exclusive.** :meth:`Bus.open` first takes the state-dir lock
-(:class:`~quantbot_bus.statelock.StateLock`). Only
-then is the working catalog opened, once, and never again by this process (POSIX locks belong
-to the process: a second open and close of the file would drop DuckDB's lock). Readers never
-touch it: they read the publication (:mod:`quantbot_bus.publication`).
+**Exclusive.** :meth:`Bus.open` first takes the state-dir lock (:class:`~.statelock.StateLock`).
+Only then is the working catalog opened, once, and never again by this process (POSIX locks
+belong to the process: a second open and close of the file would drop DuckDB's lock). Readers
+never touch it: they read the publication (:mod:`quantbot_bus.publication`).
 
 **Thread-safe.** Every use of the catalog holds :attr:`Bus.lock` (the daemon's worker and
 publisher share one Bus).
 
 **Pending rule.** A run whose files are not complete yet (``Incomplete``) is pending; it is
 rejected once its ``metadata.json`` (a seed run's ``run.json``) is older than
-``pending_timeout_s`` and still incomplete
-(the daemon re-examines pending runs every ``pending_recheck_s``; ``sync`` at each run).
+``pending_timeout_s`` and still incomplete (rechecked every ``pending_recheck_s``).
 
 **Degraded.** A failing commit or publication (disk full, I/O error) sets :attr:`Bus.degraded`
 to the reason (the daemon reports it in ``status``); nothing committed is lost: the next
@@ -135,10 +133,12 @@ class Bus:
         with self.lock:
             return ingest.full_scan(self.config, self._cat())
 
-    def expire_pending(self, pending: dict[str, str], batch: Batch) -> dict[str, str]:
-        """The pending rule: a run still incomplete ``pending_timeout_s`` after its
-        metadata.json appeared (its mtime; a seed run's run.json) is rejected (added to
-        ``batch``); returns the rest."""
+    def expire_pending(
+        self, pending: dict[str, str], batch: Batch, run_ids: dict[str, str]
+    ) -> dict[str, str]:
+        """The pending rule: a run still incomplete ``pending_timeout_s`` after its marker
+        (metadata.json; a seed run's run.json) appeared is rejected (added to ``batch``, with
+        its id from ``run_ids`` when known); returns the rest."""
         still: dict[str, str] = {}
         now = time.time()
         for run_dir, reason in pending.items():
@@ -150,7 +150,7 @@ class Bus:
                 batch.rejected.append(
                     Rejection(
                         run_dir=run_dir,
-                        run_id=None,
+                        run_id=run_ids.get(run_dir),
                         reason=f"{reason} (still incomplete after {age:.0f} s)",
                         fingerprint=quick_fingerprint(Path(run_dir)),
                     )
@@ -346,7 +346,7 @@ class Bus:
         """``sync``/``rebuild``: the whole root once, the exports until caught up, published."""
         t0 = time.perf_counter()
         outcome = self.full_scan()
-        pending = self.expire_pending(outcome.pending, outcome.batch)
+        pending = self.expire_pending(outcome.pending, outcome.batch, outcome.pending_ids)
         for run_dir, reason in pending.items():
             log.info("run.pending", run_dir=run_dir, reason=reason)
         role = self._state_lock.role

@@ -4,7 +4,9 @@ what the bus waits on (the daemon's, or the last sync's ``state_dir/pending.json
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from builders import (
     make_run,
     make_run_from_bytes,
     open_rejections,
+    snapshot_query,
     wait_for,
     write_parquet,
 )
@@ -164,3 +167,13 @@ def test_a_failed_write_of_the_list_is_tried_again_at_the_next_batch(tmp_path: P
     good.unlink()
     runs.publish_list(good, 600.0)  # written, and nothing changed since: not again
     assert not good.exists()
+
+
+def test_a_run_rejected_for_staying_incomplete_keeps_its_run_id(bus: Config) -> None:
+    run_dir = make_run_from_bytes(bus.root, "backtest", "slow-1", None, rows=3)  # never written
+    old = time.time() - 3600
+    os.utime(run_dir / "metadata.json", (old, old))  # written an hour ago
+    pipeline.sync(dataclasses.replace(bus, pending_timeout_s=600))
+    rows = snapshot_query(bus, "SELECT run_dir, run_id, reason FROM catalog.rejections_f")
+    assert [(d, r) for d, r, _ in rows] == [(str(run_dir), "slow-1")]
+    assert "still incomplete after" in rows[0][2]

@@ -201,7 +201,7 @@ class Worker:
         committed and published by the Bus; status and log. Returns the batch size."""
         bus = self.bus
         self.pending.record(pending, run_ids)
-        self.pending.drop_rejected(pending, bus.expire_pending(pending, batch))
+        self.pending.drop_rejected(pending, bus.expire_pending(pending, batch, run_ids))
         self.pending.publish_list(
             pending_path(self.config.state_dir), self.config.pending_timeout_s
         )
