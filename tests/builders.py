@@ -40,6 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from click.testing import CliRunner, Result
 
 from quantbot_bus import exports, ingest, pipeline
 from quantbot_bus.catalog import Catalog, open_reader
@@ -681,3 +682,12 @@ def open_rejections(config: Config) -> dict[str, str]:
         config, "SELECT run_dir, reason FROM catalog.rejections_f WHERE resolved_at IS NULL"
     )
     return dict(rows)
+
+
+def cli(bus: Config, *args: str, root_flag: str = "--root") -> Result:
+    """``quantbot-bus ARGS[0] <the bus's directories> ARGS[1:]`` in process (``CliRunner``)."""
+    from quantbot_bus.cli import main
+
+    dirs = [root_flag, str(bus.root), "--exports-dir", str(bus.exports_dir)]
+    dirs += ["--state-dir", str(bus.state_dir)]
+    return CliRunner().invoke(main, [args[0], *dirs, *args[1:]], catch_exceptions=False)

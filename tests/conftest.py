@@ -4,6 +4,7 @@ subprocesses that are always reaped."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ def _logging_restored() -> Iterator[None]:
         if getattr(handler, "_quantbot_bus", False):
             root.removeHandler(handler)
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No config from the environment (``QUANTBOT_BUS_*``) or the cwd, for in-process CLI
+    calls: the cwd is the test's own directory."""
+    for key in list(os.environ):
+        if key.startswith("QUANTBOT_BUS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

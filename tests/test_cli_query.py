@@ -7,43 +7,19 @@ Time stamps the catalog makes itself (registered_at, ...) are checked for format
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from builders import corrupt_file, make_run
-from click.testing import CliRunner, Result
+from builders import cli, corrupt_file, make_run
 
-from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No config from the environment or the cwd; undo the logging set-up sync does."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("QUANTBOT_BUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_quantbot_bus", False):
-            root.removeHandler(handler)
-    structlog.reset_defaults()
-
-
-def cli(bus: Config, *args: str) -> Result:
-    dirs = ["--root", str(bus.root), "--exports-dir", str(bus.exports_dir)]
-    dirs += ["--state-dir", str(bus.state_dir)]
-    return CliRunner().invoke(main, [args[0], *dirs, *args[1:]], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def stamp(value: Any) -> str:

@@ -7,30 +7,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
-from builders import make_run
-from click.testing import CliRunner, Result
+from builders import cli, make_run
 
-from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("QUANTBOT_BUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-
-
-def cli(bus: Config, *args: str) -> Result:
-    dirs = ["--root", str(bus.root), "--exports-dir", str(bus.exports_dir)]
-    dirs += ["--state-dir", str(bus.state_dir)]
-    return CliRunner().invoke(main, [args[0], *dirs, *args[1:]], catch_exceptions=False)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture

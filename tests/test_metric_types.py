@@ -4,33 +4,20 @@ an integer (``calls: 200``, not ``200.0``), a float as a float."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from builders import make_run, snapshot_query, sync
-from click.testing import CliRunner
+from builders import cli, make_run, snapshot_query, sync
 
-from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 from quantbot_bus.contract import Valid, validate_run_dir
 from quantbot_bus.writer import RunWriter
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("QUANTBOT_BUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def _cli(bus: Config, *args: str) -> str:
-    dirs = ["--root", str(bus.root), "--exports-dir", str(bus.exports_dir)]
-    dirs += ["--state-dir", str(bus.state_dir)]
-    result = CliRunner().invoke(main, [args[0], *dirs, *args[1:]], catch_exceptions=False)
+    result = cli(bus, *args)
     assert result.exit_code == 0, result.output
     return result.stdout
 
