@@ -19,9 +19,11 @@ Run directories (real Parquet written by pyarrow, then ``metadata.json`` written
 Catalogs: :func:`make_catalog` (a working catalog holding the runs under the root, published),
 :func:`sync` (the one-shot ``quantbot-bus sync``: catalog, publication and exports),
 :func:`publish_catalog`; read back with :func:`snapshot_query`, :func:`live_run_ids`,
-:func:`live_count` and :func:`open_rejections`.
+:func:`live_count` and :func:`open_rejections`. Catalog rows without files behind them:
+:func:`run_info` (a ``RunInfo`` built directly), read back with :func:`catalog_rows`.
 
 The validator's answer, checked: :func:`assert_invalid`, :func:`assert_incomplete`.
+A ``mutate`` hook that sets one metadata field by its dotted path: :func:`set_field`.
 
 Waiting: :func:`wait_for` polls a condition until a deadline and fails naming what it waited for.
 """
@@ -45,7 +47,7 @@ from click.testing import CliRunner, Result
 from quantbot_bus import exports, ingest, pipeline
 from quantbot_bus.catalog import Catalog, open_reader
 from quantbot_bus.config import Config
-from quantbot_bus.contract import Incomplete, Invalid
+from quantbot_bus.contract import ArtifactInfo, Incomplete, Invalid, RunInfo
 from quantbot_bus.publication import Publication, Published
 
 #: Deadline for anything that should happen "soon" (generous: the suite shares 2 busy cores).
@@ -691,3 +693,89 @@ def cli(bus: Config, *args: str, root_flag: str = "--root") -> Result:
     dirs = [root_flag, str(bus.root), "--exports-dir", str(bus.exports_dir)]
     dirs += ["--state-dir", str(bus.state_dir)]
     return CliRunner().invoke(main, [args[0], *dirs, *args[1:]], catch_exceptions=False)
+
+
+# ---------------------------------------------------------------------------- metadata mutators
+
+
+def set_field(path: str, value: Any) -> Mutator:
+    """A ``mutate`` hook setting a metadata field by a dotted path (list indexes as numbers),
+    e.g. ``set_field('artifacts.0.rows', 4)``."""
+
+    def setter(meta: dict[str, Any], _: Path) -> None:
+        target: Any = meta
+        parts = path.split(".")
+        for part in parts[:-1]:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        last = parts[-1]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+
+    return setter
+
+
+# ---------------------------------------------------------------------------- catalog rows
+
+RUN_INFO_SCHEMA = json.dumps([{"name": "x", "type": "int64", "nullable": True}])
+
+
+def run_info(
+    root: Path,
+    run_id: str,
+    *,
+    run_type: str = "backtest",
+    fingerprint: str = "fp1",
+    names: tuple[str, ...] = ("results",),
+    run_dir: Path | None = None,
+    created_at: str = "2024-05-01T12:00:00Z",
+    status: str = "success",
+    params: dict[str, Any] | None = None,
+    metadata_json: str | None = None,
+) -> RunInfo:
+    """A :class:`RunInfo` as the validator would return it, built directly (no files behind it:
+    the catalog does not read the disk); one artifact per name in ``names``."""
+    run_dir = run_dir if run_dir is not None else root / run_type / run_id
+    artifacts = tuple(
+        ArtifactInfo(
+            name=name,
+            file=f"{name}.parquet",
+            path=run_dir / f"{name}.parquet",
+            format="parquet",
+            rows=10 + i,
+            bytes=1000 + i,
+            sha256="ab" * 32,
+            arrow_schema=RUN_INFO_SCHEMA,
+        )
+        for i, name in enumerate(names)
+    )
+    return RunInfo(
+        run_id=run_id,
+        run_type=run_type,
+        producer="tests",
+        producer_version="1.0",
+        status=status,
+        created_at=created_at,
+        started_at=created_at,
+        finished_at=created_at,
+        params=params if params is not None else {"seed": 1},
+        metrics={"sharpe": 1.5},
+        git_commit="abc",
+        git_branch="main",
+        git_dirty=False,
+        host="h",
+        error=None,
+        artifacts=artifacts,
+        run_dir=run_dir,
+        metadata_json=metadata_json
+        if metadata_json is not None
+        else json.dumps({"run_id": run_id}),
+        metadata_mtime_ns=time.time_ns(),
+        fingerprint=fingerprint,
+    )
+
+
+def catalog_rows(c: Catalog, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` on a working catalog's own connection."""
+    return c.con.execute(sql, params or []).fetchall()

@@ -1,6 +1,6 @@
 """The sync timer's period (`systemd install --timer --interval N`) and `install --uninstall`:
 the rendered timer linted by the real systemd-analyze, installed against a temporary unit
-directory with the recording systemctl stub of tests/test_systemd.py (no systemd as PID 1 here;
+directory with the recording systemctl stub of tests/systemd_units.py (no systemd as PID 1 here;
 ../shared/tools/systemd-check.sh runs the units under a real one)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from test_systemd import (
+from systemd_units import (
     calls,
     needs_analyze,
     parse_unit,
