@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -202,6 +203,12 @@ class S3Server:
 
     def make_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
+
+    def requests(self) -> list[str]:
+        """The requests the server has answered so far, from its access log, as
+        ``METHOD PATH`` (e.g. ``GET /bucket/runs/backtest/r1/metadata.json``)."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", (self.dir / "log").read_text(errors="replace"))
+        return [m.group(1) for m in re.finditer(r'"([A-Z]+ [^ "]+) HTTP/[0-9.]+"', text)]
 
     def close(self) -> None:
         self.stop()

@@ -28,6 +28,7 @@ from ..config import Config
 from ..contract import Invalid
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
+from ..objectstore.reads import ObjectReads
 from ..objectstore.validate import ObjectRun, validate_object_run
 from ..timeutil import utc_now
 from .claims import Claims, claim_owner
@@ -88,6 +89,7 @@ class IcebergBus:
         self.loc: S3Location = loc
         self.settings = S3Settings.from_env(env)
         self.client = self.settings.client()
+        self.reads = ObjectReads(self.settings.object_store(loc.bucket))
         self.ledger = Ledger(config.state_dir / "iceberg.duckdb")
         self.daemon_id = daemon_id()
         self._catalog: Any = None
@@ -198,9 +200,7 @@ class IcebergBus:
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
             verdicts = list(
-                pool.map(
-                    lambda r: (r, validate_object_run(self.client, self.loc, r)), runs.values()
-                )
+                pool.map(lambda r: (r, validate_object_run(self.reads, self.loc, r)), runs.values())
             )
         now = time.monotonic()
         noted: dict[str, str] = {}  # metadata key -> listing signature of runs rejected now

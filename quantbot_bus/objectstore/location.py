@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ..errors import ConfigError
@@ -120,6 +120,41 @@ class S3Settings:
                 s3={"addressing_style": "path"},
                 max_pool_connections=connections,
             ),
+        )
+
+    def object_store(self, bucket: str, *, timeout_s: float = 10.0, retries: int = 2) -> Any:
+        """An obstore ``S3Store`` of ``bucket`` with the same settings and short timeouts
+        (:mod:`quantbot_bus.objectstore.reads` makes the validation's GETs with it)."""
+        from datetime import timedelta
+
+        from obstore.store import S3Store
+
+        if TYPE_CHECKING:
+            from obstore.store import ClientConfig
+
+        options: ClientConfig = {
+            "timeout": f"{timeout_s:g}s",
+            "connect_timeout": f"{timeout_s:g}s",
+            "pool_max_idle_per_host": "32",
+            "allow_http": (self.endpoint_url or "").startswith("http://"),
+        }
+        return S3Store(
+            bucket,
+            endpoint=self.endpoint_url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+            virtual_hosted_style_request=False,
+            client_options=options,
+            retry_config={
+                "max_retries": retries,
+                "retry_timeout": timedelta(seconds=timeout_s),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=2),
+                    "base": 2,
+                },
+            },
         )
 
     def arrow_filesystem(self) -> Any:

@@ -25,7 +25,8 @@ from ..contract.normalise import _check_semantics, _normalise
 from ..contract.reasons import _clean, _Stop
 from ..contract.validate import named_rejection, run_info
 from .listing import RunObject
-from .location import NOT_FOUND, S3Location, error_code
+from .location import S3Location
+from .reads import ObjectReads
 
 #: The first ranged GET of a Parquet file fetches this many bytes of its tail: most footers fit.
 TAIL_READ = 64 * 1024
@@ -51,31 +52,18 @@ class _Object:
     (the whole object when smaller) and learns its size from the same response, so a small
     Parquet file costs one GET: magic bytes, footer and size all come from it."""
 
-    def __init__(self, client: Any, bucket: str, key: str) -> None:
-        self.client, self.bucket, self.key = client, bucket, key
+    def __init__(self, reads: ObjectReads, key: str) -> None:
+        self.reads, self.key = reads, key
         self.size = 0
         self._tail_at = 0
         self._tail = b""
 
     def open(self) -> bool:
         """Fetch the tail; False if the object does not exist."""
-        try:
-            resp = self.client.get_object(
-                Bucket=self.bucket, Key=self.key, Range=f"bytes=-{TAIL_READ}"
-            )
-        except Exception as exc:
-            code = error_code(exc)
-            if code in NOT_FOUND:
-                return False
-            if code in ("416", "InvalidRange"):  # an empty object has no last bytes
-                return True
-            raise
-        self._tail = bytes(resp["Body"].read())
-        content_range = str(resp.get("ContentRange") or "")
-        self.size = (
-            int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(self._tail)
-        )
-        self._tail_at = self.size - len(self._tail)
+        tail = self.reads.tail(self.key, TAIL_READ)
+        if tail is None:
+            return False
+        self._tail, self.size, self._tail_at = tail.data, tail.size, tail.start
         return True
 
     @property
@@ -89,10 +77,7 @@ class _Object:
             return self._tail[start : start + length]
         if length <= 0:
             return b""
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{offset + length - 1}"
-        )
-        return bytes(resp["Body"].read())
+        return self.reads.range(self.key, offset, offset + length)
 
 
 @dataclass(frozen=True)
@@ -103,9 +88,9 @@ class _Found:
     body: bytes | None
 
 
-def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> _Found:
+def _artifact(reads: ObjectReads, loc: S3Location, run: RunObject, decl: _Declared) -> _Found:
     key = run.run_prefix + decl.file
-    obj = _Object(client, loc.bucket, key)
+    obj = _Object(reads, key)
     if not obj.open():
         raise _Stop(
             Incomplete(f"{decl.label} does not exist yet; waiting for the producer to upload it")
@@ -132,32 +117,27 @@ def _artifact(client: Any, loc: S3Location, run: RunObject, decl: _Declared) -> 
     return _Found(info, loc.uri(key), footer, obj.body)
 
 
-def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
+def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
     too_big = (
         f"metadata.json is over the {MAX_METADATA_BYTES} byte (8 MiB) limit; keep large data "
         "in Parquet artifacts, not in metadata.json"
     )
     if run.size > MAX_METADATA_BYTES:  # the listing said so: not even fetched
         raise _Stop(Invalid(too_big))
-    try:
-        resp = client.get_object(
-            Bucket=loc.bucket, Key=run.metadata_key, Range=f"bytes=0-{MAX_METADATA_BYTES}"
-        )
-    except Exception as exc:
-        if error_code(exc) in NOT_FOUND:
-            raise _Stop(Incomplete("no metadata.json (yet, or the run was deleted)")) from None
-        raise
-    raw = bytes(resp["Body"].read())
+    got = reads.head_bytes(run.metadata_key, MAX_METADATA_BYTES)
+    if got is None:
+        raise _Stop(Incomplete("no metadata.json (yet, or the run was deleted)"))
+    raw, etag = got
     if len(raw) > MAX_METADATA_BYTES:
         raise _Stop(Invalid(too_big))
-    etag = run.etag or str(resp.get("ETag", "")).strip('"')
+    etag = run.etag or etag
     text = decode_metadata(raw)
     doc = metadata_object(text)
     declared_id = doc.get("run_id")
     try:
         norm = _normalise(doc)
         _check_semantics(norm, run.run_id)
-        found = [_artifact(client, loc, run, decl) for decl in norm.declared]
+        found = [_artifact(reads, loc, run, decl) for decl in norm.declared]
     except _Stop as stop:
         raise named_rejection(stop, declared_id) from None
     fingerprint = hashlib.sha256(
@@ -181,13 +161,13 @@ def _validate(client: Any, loc: S3Location, run: RunObject) -> ObjectRun:
 
 
 def validate_object_run(
-    client: Any, loc: S3Location, run: RunObject
+    reads: ObjectReads, loc: S3Location, run: RunObject
 ) -> ObjectRun | Incomplete | Invalid:
     """Check one listed run; never raises for bad input. Errors talking to the store (a timeout,
     a refused connection, a 5xx) are raised: they say nothing about the run and the caller
     retries."""
     try:
-        return _validate(client, loc, run)
+        return _validate(reads, loc, run)
     except _Stop as stop:
         result = stop.result
     except RecursionError:
