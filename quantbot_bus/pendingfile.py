@@ -11,7 +11,8 @@ It lists at most :data:`MAX_LISTED` runs, oldest first, and says how many more t
                "first_seen": "...Z", "reject_after": "...Z" | null}, ...]}
 
 ``reject_after`` is when the pending rule rejects the run if it is still incomplete (its
-metadata.json's mtime + ``pending_timeout_s``). A reader adds each run's ``age_s`` (seconds
+metadata.json's mtime + ``pending_timeout_s``; on the Iceberg backend, which writes the file
+too, when the daemon first saw it + ``pending_timeout_s``). A reader adds each run's ``age_s`` (seconds
 since ``first_seen``).
 """
 
@@ -62,6 +63,9 @@ class PendingEntry:
     run_id: str | None
     reason: str
     first_seen: float
+    #: when the pending rule rejects it (``time.time()``); None: its metadata.json's mtime +
+    #: ``pending_timeout_s`` (a run in a local root)
+    reject_after: float | None = None
 
 
 def _iso(ts: float) -> str:
@@ -96,7 +100,11 @@ def write_pending(
                 "run_id": e.run_id,
                 "reason": e.reason,
                 "first_seen": _iso(e.first_seen),
-                "reject_after": _reject_after(e.run_dir, timeout_s),
+                "reject_after": (
+                    _iso(e.reject_after)
+                    if e.reject_after is not None
+                    else _reject_after(e.run_dir, timeout_s)
+                ),
             }
             for e in listed
         ],

@@ -188,3 +188,56 @@ def test_a_backlog_larger_than_a_poll_drains_once_per_run_across_two_daemons(
         a.close()
         b.close()
     assert scaleout.run_counts("runs_d") == {r: 1 for r in expected}
+
+
+def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``quantbot-bus pending`` on the Iceberg backend: after a sync, the run whose declared
+    file is not uploaded yet is listed with its reason and when it will be rejected; once the
+    file is there, the next sync registers it and the list is empty."""
+    import datetime as dt
+    import json
+
+    from click.testing import CliRunner
+
+    from quantbot_bus.cli import main as cli
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    client = scaleout.s3.client()
+    loc = S3Location.parse(scaleout.root)
+    kept: dict[str, bytes] = {}
+
+    def hold_trades(meta: dict[str, Any], run_dir: Any) -> None:
+        kept["trades"] = (run_dir / "trades.parquet").read_bytes()
+        (run_dir / "trades.parquet").unlink()  # declared, uploaded later
+
+    upload_run(client, _local_run(scaleout.tmp, "late", hold_trades), loc, "backtest", "late")
+
+    def pending() -> list[dict[str, Any]]:
+        out = CliRunner().invoke(cli, ["pending", "--format", "json"], env=scaleout.env())
+        assert out.exit_code == 0, out.output
+        return list(json.loads(out.output))
+
+    sync = CliRunner().invoke(cli, ["sync", "--format", "json"], env=scaleout.env())
+    assert sync.exit_code == 0, sync.output
+    [row] = pending()
+    assert row["run_dir"] == f"{scaleout.root}/backtest/late" and row["run_id"] == "late"
+    assert "'trades'" in row["reason"] and "does not exist yet" in row["reason"], row
+    seen = dt.datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00"))
+    reject = dt.datetime.fromisoformat(row["reject_after"].replace("Z", "+00:00"))
+    timeout_s = scaleout.config().pending_timeout_s
+    assert abs((reject - seen).total_seconds() - timeout_s) < 1.0, row
+
+    client.put_object(
+        Bucket=scaleout.bucket,
+        Key=loc.key("backtest", "late", "trades.parquet"),
+        Body=kept["trades"],
+    )
+    sync = CliRunner().invoke(cli, ["sync", "--format", "json"], env=scaleout.env())
+    assert sync.exit_code == 0, sync.output
+    assert pending() == []
+    assert scaleout.run_counts("runs_d") == {"late": 1}

@@ -30,6 +30,7 @@ from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.reads import ObjectReads
 from ..objectstore.validate import ObjectRun, validate_object_run
+from ..pendingfile import PendingEntry, pending_path, write_pending
 from ..timeutil import utc_now
 from .claims import Claims, claim_owner
 from .commit import append_once
@@ -82,7 +83,11 @@ def daemon_id() -> str:
 
 
 class IcebergBus:
-    def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
+    """``role`` names the writer of ``state_dir/pending.json`` (``daemon`` or ``sync``)."""
+
+    def __init__(
+        self, config: Config, *, env: dict[str, str] | None = None, role: str = "daemon"
+    ) -> None:
         loc = config.s3_root
         assert loc is not None, "IcebergBus needs an s3:// root (Config.validate checks it)"
         self.config = config
@@ -102,6 +107,9 @@ class IcebergBus:
         #: their keys in this daemon's order
         self.backlog: dict[str, RunObject] = {}
         self._order: list[str] = []
+        self.role = role
+        #: (run dir, reason) of the pending runs pending.json lists (None: not written yet)
+        self._pending_listed: list[tuple[str, str]] | None = None
 
     # ------------------------------------------------------------------ connections
     @property
@@ -246,8 +254,25 @@ class IcebergBus:
             self._order = [k for k in self._order if k in self.backlog]
         result.pending = sorted(self.pending)
         result.backlog = len(self.backlog)
+        self._list_pending()
         result.seconds = time.monotonic() - t0
         return result
+
+    def _list_pending(self) -> None:
+        """Write ``state_dir/pending.json`` (``quantbot-bus pending``) when the pending runs or
+        their reasons changed since it was last written (and once at the start)."""
+        mono, wall = time.monotonic(), time.time()
+        timeout_s = self.config.pending_timeout_s
+        entries = []
+        for first, run, why in self.pending.values():
+            seen = wall - (mono - first)
+            run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
+            entries.append(PendingEntry(run_dir, run.run_id, why, seen, seen + timeout_s))
+        listed = sorted((e.run_dir, e.reason) for e in entries)
+        if listed != self._pending_listed:
+            path = pending_path(self.config.state_dir)
+            if write_pending(path, entries, writer=self.role, timeout_s=timeout_s):
+                self._pending_listed = listed
 
     def _rank(self, key: str) -> bytes:
         """``key``'s place in this daemon's order (daemons start on different runs)."""
@@ -326,7 +351,7 @@ def sync_once(config: Config) -> PollResult:
     lock = StateLock(config.lock_path, "sync")
     lock.acquire()
     try:
-        bus = IcebergBus(config)
+        bus = IcebergBus(config, role="sync")
         try:
             result = bus.poll(full=True)
             while result.backlog:  # more than one poll's worth: go on until all are looked at
