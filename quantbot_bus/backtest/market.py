@@ -30,9 +30,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-INTERVAL_MS = {"1m": 60_000, "5m": 300_000}
+from .intervals import CANDLE_INTERVAL_MS, DEFAULT_HORIZON_MINUTES, SYNTHETIC_INTERVALS
+
+INTERVAL_MS = {k: CANDLE_INTERVAL_MS[k] for k in SYNTHETIC_INTERVALS}
 MINUTE_MS = 60_000
-DEFAULT_HORIZON_MINUTES = 720
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _HEX = "0123456789abcdef"
 CALLER_NAMES = (

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..backtest.intervals import CANDLE_INTERVAL_MS, DEFAULT_HORIZON_MINUTES, SYNTHETIC_INTERVALS
 from ..config import Config
 from .options import config_options
 
@@ -32,6 +33,7 @@ def _run_user_backtest(
     candles_table: str | None,
     candles_dir: Path | None,
     callers: tuple[str, ...],
+    horizon_minutes: int,
 ) -> None:
     """``backtest run --calls-from-duckdb``: check the options, run, print the run and a report."""
     from click.core import ParameterSource
@@ -74,6 +76,7 @@ def _run_user_backtest(
         date_from=first,
         date_to=last,
         callers=callers,
+        horizon_minutes=horizon_minutes,
     )
     click.echo(
         f"read {result.calls_read} calls from {result.calls_source}; "
@@ -107,10 +110,20 @@ def backtest() -> None:
 )
 @click.option(
     "--interval",
-    type=click.Choice(["1m", "5m"]),
+    type=click.Choice(list(CANDLE_INTERVAL_MS)),
     default="1m",
     show_default=True,
-    help="Candle interval.",
+    help=f"Candle interval. The synthetic market has {' and '.join(SYNTHETIC_INTERVALS)}; "
+    "--calls-from-duckdb takes any (the candles' own interval column must match).",
+)
+@click.option(
+    "--horizon",
+    "horizon_minutes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_HORIZON_MINUTES,
+    show_default=True,
+    metavar="MINUTES",
+    help="How long after each alert a call is followed (candles read, trades held at most).",
 )
 @click.option(
     "--from",
@@ -192,6 +205,7 @@ def backtest_run(
     candles_dir: Path | None,
     callers: tuple[str, ...],
     layout: str,
+    horizon_minutes: int,
 ) -> None:
     """Write one backtest run to ROOT/backtest/RUN_ID/ and print where it went
     (--layout seed: ROOT/YYYY-MM/run_id=UUID/).
@@ -218,9 +232,15 @@ def backtest_run(
             raise click.BadParameter(
                 "--layout seed applies to the synthetic market only", param_hint="'--layout'"
             )
-        user = (duckdb_file, candles_table, candles_dir, callers)
+        user = (duckdb_file, candles_table, candles_dir, callers, horizon_minutes)
         _run_user_backtest(config, strategy, interval, date_from, date_to, *user)
         return
+    if interval not in SYNTHETIC_INTERVALS:
+        raise click.BadParameter(
+            f"the synthetic market has {' and '.join(SYNTHETIC_INTERVALS)} candles only; "
+            f"{interval} needs your own candles (--calls-from-duckdb)",
+            param_hint="'--interval'",
+        )
     if date_from > date_to:
         raise click.BadParameter(
             f"--from {date_from} is after --to {date_to}", param_hint="'--from'"
@@ -228,7 +248,9 @@ def backtest_run(
     inputs = (strategy, interval, date_from, date_to, calls, seed, config.root)
     if sys.stderr.isatty():
         with click.progressbar(length=calls, label=f"{strategy} backtest", file=sys.stderr) as bar:
-            result = run_backtest(*inputs, on_progress=bar.update, layout=layout)
+            result = run_backtest(
+                *inputs, on_progress=bar.update, layout=layout, horizon_minutes=horizon_minutes
+            )
     else:
-        result = run_backtest(*inputs, layout=layout)
+        result = run_backtest(*inputs, layout=layout, horizon_minutes=horizon_minutes)
     click.echo(f"{result.run_id}\t{result.run_dir}")

@@ -18,19 +18,10 @@ import pyarrow as pa
 
 from ...errors import BusError, NotFoundError
 from ...sqltext import lit, q
+from ..intervals import CANDLE_INTERVAL_MS
 from ..market import Call, Candle
 from .calls import UserCall, relation_columns, require_columns
 
-CANDLE_INTERVAL_MS = {
-    "1s": 1_000,
-    "15s": 15_000,
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 CANDLE_COLUMNS = (
     "token_address",
     "timestamp",
