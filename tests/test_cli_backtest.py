@@ -59,12 +59,15 @@ def test_backtest_run(tmp_path: Path, strategy: str, interval: str, tables: list
 
 def test_cli_defaults_match_the_library() -> None:
     from quantbot_bus.backtest import runner
+    from quantbot_bus.backtest.intervals import CANDLE_INTERVAL_MS, SYNTHETIC_INTERVALS
 
     params = {p.name: p for p in main.commands["backtest"].commands["run"].params}  # type: ignore[attr-defined]
     assert params["date_from"].default == runner.DEFAULT_DATE_FROM.isoformat()
     assert params["date_to"].default == runner.DEFAULT_DATE_TO.isoformat()
     assert list(params["strategy"].type.choices) == list(runner.STRATEGIES)
-    assert list(params["interval"].type.choices) == list(runner.INTERVALS)
+    assert list(params["interval"].type.choices) == list(CANDLE_INTERVAL_MS)
+    assert set(runner.INTERVALS) == set(SYNTHETIC_INTERVALS) <= set(CANDLE_INTERVAL_MS)
+    assert params["horizon_minutes"].default == runner.DEFAULT_HORIZON_MINUTES
 
 
 def test_root_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +96,13 @@ def test_root_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "Invalid value for '--from': --from 2026-01-09 is after --to 2026-01-08",
         ),
         (["--calls", "0"], "Invalid value for '--calls': 0 is not in the range x>=1."),
-        (["--interval", "15m"], "Invalid value for '--interval': '15m' is not one of '1m', '5m'."),
+        (
+            ["--interval", "15m"],
+            "Invalid value for '--interval': the synthetic market has 1m and 5m candles only; "
+            "15m needs your own candles (--calls-from-duckdb)",
+        ),
+        (["--interval", "2m"], "Invalid value for '--interval': '2m' is not one of '1s', '15s'"),
+        (["--horizon", "0"], "Invalid value for '--horizon': 0 is not in the range x>=1."),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:
