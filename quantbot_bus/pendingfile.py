@@ -32,7 +32,7 @@ from .contract.layout import marker_path
 from .errors import CatalogMissingError
 from .fsutil import write_atomic
 from .log import get_logger
-from .timeutil import age_s, iso_utc
+from .timeutil import age_s, iso_utc, parse_utc
 
 if TYPE_CHECKING:
     from .config import Config
@@ -123,12 +123,13 @@ def previous_first_seen(path: Path) -> dict[str, float]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         out: dict[str, float] = {}
+        now = time.time()
         for run in doc["runs"]:
-            elapsed = age_s(run["first_seen"])
-            if math.isfinite(elapsed):
-                out[run["run_dir"]] = time.time() - max(0.0, elapsed)
+            seen = parse_utc(run["first_seen"])
+            if seen is not None:
+                out[run["run_dir"]] = min(now, seen.timestamp())
         return out
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

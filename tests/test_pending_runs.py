@@ -34,6 +34,7 @@ from quantbot_bus.pendingfile import (
     read_pending,
     write_pending,
 )
+from quantbot_bus.timeutil import parse_utc
 
 
 def cli(bus: Config, *args: str) -> tuple[int, str, str]:
@@ -177,3 +178,31 @@ def test_a_run_rejected_for_staying_incomplete_keeps_its_run_id(bus: Config) -> 
     rows = snapshot_query(bus, "SELECT run_dir, run_id, reason FROM catalog.rejections_f")
     assert [(d, r) for d, r, _ in rows] == [(str(run_dir), "slow-1")]
     assert "still incomplete after" in rows[0][2]
+
+
+def test_a_restarted_daemon_keeps_when_a_pending_run_was_first_seen(
+    bus: Config, tmp_path: Path, daemon_factory: Callable[..., DaemonProcess]
+) -> None:
+    """The age `pending` shows counts from when the first daemon saw the run, not from the
+    restart (the list it left says so)."""
+    content = write_parquet(tmp_path / "later.parquet", 3)
+    waiting = make_run_from_bytes(bus.root, "policy", "waiting", None, rows=3, declared=content)
+    first = daemon_factory(bus).start()
+    wait_for(lambda: str(waiting) in on_disk(bus), "the waiting run in the pending list")
+    seen = on_disk(bus)[str(waiting)]["first_seen"]
+    assert first.stop() == 0
+    second = daemon_factory(bus).start()
+    pid = second.pid
+
+    def written_by_second() -> dict[str, object] | None:
+        path = pending_path(bus.state_dir)
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        return doc if doc.get("pid") == pid else None
+
+    doc = wait_for(written_by_second, "the restarted daemon's pending list")
+    [row] = doc["runs"]  # type: ignore[index]
+    kept = parse_utc(row["first_seen"]) - parse_utc(seen)  # type: ignore[operator]
+    assert row["run_dir"] == str(waiting) and abs(kept.total_seconds()) < 0.002, (row, seen)
+    (waiting / "results.parquet").write_bytes(content)
+    wait_for(lambda: "waiting" in live_run_ids(bus), "registered once its file is there")
+    assert second.stop() == 0

@@ -28,11 +28,16 @@ class _Pending:
 
 
 class PendingRuns:
-    """Pending run directories below ``root``, rechecked every ``recheck_s``."""
+    """Pending run directories below ``root``, rechecked every ``recheck_s``. ``seen_before``
+    (run dir -> ``time.time()``, e.g. from the readers' list a previous daemon left) keeps the
+    first-seen time of a run that was pending before a restart."""
 
-    def __init__(self, root: Path, recheck_s: float) -> None:
+    def __init__(
+        self, root: Path, recheck_s: float, seen_before: dict[str, float] | None = None
+    ) -> None:
         self.root = root
         self.recheck_s = recheck_s
+        self._seen_before = dict(seen_before or {})
         self._runs: dict[str, _Pending] = {}
         self._next_recheck = 0.0
         self._changed = True  # the readers' list is written at the first publish_list
@@ -89,7 +94,9 @@ class PendingRuns:
         for run_dir, why in pending.items():
             entry = self._runs.get(run_dir)
             if entry is None:
-                self._runs[run_dir] = _Pending(now, time.time(), why, ids.get(run_dir))
+                wall = time.time()
+                seen = min(wall, self._seen_before.pop(run_dir, wall))
+                self._runs[run_dir] = _Pending(now - (wall - seen), seen, why, ids.get(run_dir))
                 self._changed = True
                 log.info("run.pending", run_dir=run_dir, reason=why)
                 if len(self._runs) == 1:

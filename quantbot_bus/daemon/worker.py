@@ -24,7 +24,7 @@ from ..catalog import Batch
 from ..config import Config
 from ..errors import BusError, DaemonError
 from ..log import get_logger
-from ..pendingfile import pending_path
+from ..pendingfile import pending_path, previous_first_seen
 from ..pipeline import Bus
 from ..timeutil import iso_utc
 from . import IDLE_TICK_S
@@ -62,7 +62,11 @@ class Worker:
         self.heartbeat = time.monotonic()
         self.batches = 0  # committed batches
         self.rescans = 0  # full scans done, the startup reconcile included
-        self.pending = PendingRuns(Path(config.root), config.pending_recheck_s)
+        self.pending = PendingRuns(
+            Path(config.root),
+            config.pending_recheck_s,
+            previous_first_seen(pending_path(config.state_dir)),
+        )
         self._dirty = dirty
         self._status = status
         self._watcher = watcher
