@@ -1,4 +1,5 @@
-"""A reader of the publication, run as a separate process by tests/test_publication.py.
+"""A reader of the publication, run as a separate process by the publication tests
+(tests/test_publication_burst.py; the ``holder`` mode: tests/publication_reading.py).
 
     python tests/_publication_reader.py MODE EXPORTS_DIR STOP_FILE OUT_JSON MIN_READS TABLE
     python tests/_publication_reader.py holder EXPORTS_DIR

@@ -1,11 +1,11 @@
 """Hostile run directories dropped into a LIVE daemon: each rejected with a clear reason, the
 daemon never crashes, and good runs dropped after them register.
 
-The validator's own hostile cases and property tests are in tests/test_contract_hostile.py (200
-hypothesis examples per property, 5,000 with QUANTBOT_BUS_SOAK=1); this module drives a handful
-of them end to end: contract -> daemon -> catalog.rejections_f -> ``quantbot-bus rejected
---format json``. The duplicated run_id under two run types can only be caught by the catalog, so
-it is here too.
+The validator's own hostile cases are in tests/test_contract_hostile_*.py, its property tests in
+tests/test_contract_hostile_properties.py (200 hypothesis examples per property, 5,000 with
+QUANTBOT_BUS_SOAK=1); this module drives a handful of them end to end: contract -> daemon ->
+catalog.rejections_f -> ``quantbot-bus rejected --format json``. The duplicated run_id under two
+run types can only be caught by the catalog, so it is here too.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_validator_property_suite_under_soak(figures: dict[str, Any]) -> None:
     """``make soak`` selects ``-m slow``, which the validator's property tests are not: run them
     here, in a subprocess with QUANTBOT_BUS_SOAK=1, and check hypothesis' own statistics that
     every property ran at least 5,000 passing examples without a failure."""
-    hostile = Path(__file__).resolve().parents[1] / "test_contract_hostile.py"
+    hostile = Path(__file__).resolve().parents[1] / "test_contract_hostile_properties.py"
     done = subprocess.run(
         [
             sys.executable,
