@@ -4,7 +4,8 @@
 definitions as small pure functions, ``optimize`` searches the policy grid in DuckDB,
 ``v1baseline`` trades the old system's V1 grid with a capital simulation, ``frontier`` writes
 the frontier artifacts, ``runner.run_backtest`` ties one strategy to a
-:class:`~quantbot_bus.writer.RunWriter`, and ``summaries`` and ``frontier_summaries`` register
-the backtest summaries with the exports (a plug-in). Import the submodule you need: importing
-this package loads nothing (the runner pulls in polars).
+:class:`~quantbot_bus.writer.RunWriter`, and ``summaries`` registers the backtest summaries with
+the exports (a plug-in; with ``leaderboard``, ``policy_summaries``, ``frontier_summaries`` and
+``regression_summary``, reading the tables of either layout through ``sources``). Import the
+submodule you need: importing this package loads nothing (the runner pulls in polars).
 """

@@ -2,14 +2,15 @@
 (the newest optimize run's best constrained policy per caller) and ``frontiers`` (every frontier
 row of every live run, with its Pareto flag).
 
-Frontier artifacts: ``policy_frontier`` and ``v1_baseline_frontier``
-(:mod:`quantbot_bus.backtest.frontier`), and ``frontier``, the policy frontier's name before them
-and in the old system (its runs register unchanged). Both summaries keep per-run partials in the
-export state, computed once from a run's own rows when it is exported (work proportional to the
-batch): ``frontier_p`` (per run × caller, the best constrained policy) and ``frontiers_p`` (per
-run, its frontier rows with ``kind`` ``policy`` or ``v1_baseline`` and ``pareto``: no row of the
-same run, kind and caller has an objective_score at least as high and a stop_out_rate at least as
-low, one of them strictly; rows without either number are never on it).
+Frontier artifacts (:mod:`quantbot_bus.backtest.sources`): the policy frontier
+``policy_frontier`` (:mod:`quantbot_bus.backtest.frontier`), or ``frontier``, its name before it
+and in the seed system (``results/frontier``), and ``v1_baseline_frontier``; in the seed layout
+``results/policy_frontier`` and ``results/v1_baseline_frontier``. Both summaries keep per-run
+partials in the export state, computed once from a run's own rows when it is exported (work
+proportional to the batch): ``frontier_p`` (per run × caller, the best constrained policy) and
+``frontiers_p`` (per run, its frontier rows with ``kind`` ``policy`` or ``v1_baseline`` and
+``pareto``: no row of the same run, kind and caller has an objective_score at least as high and a
+stop_out_rate at least as low, one of them strictly; rows without either number are never on it).
 """
 
 # ruff: noqa: S608 - SQL from this module's constants and identifiers quoted by exports.sql
@@ -19,20 +20,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..exports.plugins import Flag, Staged, Summary
+from ..exports.plugins import Staged, Summary
 from ..exports.sql import col
-from .frontier import POLICY_FRONTIER, V1_BASELINE_FRONTIER
+from .sources import LEGACY_FRONTIER, POLICY_FRONTIER_SOURCE, V1_FRONTIER_SOURCE, Source, flag
 
 if TYPE_CHECKING:
     import duckdb
 
     from ..config import Config
 
-LEGACY_FRONTIER = "frontier"
+__all__ = ["FRONTIERS", "FRONTIER_BEST", "KINDS", "LEGACY_FRONTIER", "POLICY_FRONTIERS"]
+
 #: The policy frontier tables, the current name first.
-POLICY_FRONTIERS = (POLICY_FRONTIER, LEGACY_FRONTIER)
-#: Each frontier table's ``kind`` in ``frontiers``.
-KINDS = {POLICY_FRONTIER: "policy", LEGACY_FRONTIER: "policy", V1_BASELINE_FRONTIER: "v1_baseline"}
+POLICY_FRONTIERS = POLICY_FRONTIER_SOURCE.tables
+#: Each frontier source's ``kind`` in ``frontiers``.
+KINDS: dict[str, Source] = {"policy": POLICY_FRONTIER_SOURCE, "v1_baseline": V1_FRONTIER_SOURCE}
 
 # --------------------------------------------------------------------------- frontier_best
 
@@ -59,27 +61,23 @@ def _best_partials(fr: Staged) -> str:
 def _compute_best(
     con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
 ) -> None:
-    for table in POLICY_FRONTIERS:
-        rows = staged.get(table)
-        if rows is not None:
-            con.execute(f"INSERT INTO exports_state.frontier_p {_best_partials(rows)}")
+    rows = POLICY_FRONTIER_SOURCE.staged(staged)
+    if rows is not None:
+        con.execute(f"INSERT INTO exports_state.frontier_p {_best_partials(rows)}")
 
 
 FRONTIER_BEST = Summary(
     name="frontier_best",
     sql="""
-        WITH newest AS (SELECT run_id, created_at FROM exports_state.runs WHERE has_frontier
-                        ORDER BY created_at DESC NULLS LAST, run_id DESC LIMIT 1)
+        WITH newest AS (SELECT run_id, CAST(created_at AS TIMESTAMP) AS created_at
+                        FROM exports_state.runs WHERE has_frontier
+                        ORDER BY 2 DESC NULLS LAST, run_id DESC LIMIT 1)
         SELECT f.run_id, n.created_at, f.caller_name, f.policy_params, f.objective_score,
                f.avg_return_bps, f.median_return_bps, f.stop_out_rate, f.rank
         FROM exports_state.frontier_p f JOIN newest n USING (run_id)
         ORDER BY f.caller_name""",
     tables=POLICY_FRONTIERS,
-    feed=Flag(
-        "has_frontier",
-        "coalesce(bool_or(f.name IN ($policy_frontier, $legacy_frontier)), false)",
-        {"policy_frontier": POLICY_FRONTIER, "legacy_frontier": LEGACY_FRONTIER},
-    ),
+    feed=flag("has_frontier", POLICY_FRONTIER_SOURCE.holds(), POLICY_FRONTIER_SOURCE),
     state_ddl="""
 CREATE TABLE IF NOT EXISTS exports_state.frontier_p (
     run_id VARCHAR, caller_name VARCHAR, policy_params VARCHAR, meets_constraints BOOLEAN,
@@ -126,8 +124,8 @@ def _rows(fr: Staged, kind: str) -> str:
 def _compute_frontiers(
     con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], _config: Config
 ) -> None:
-    for table, kind in KINDS.items():
-        rows = staged.get(table)
+    for kind, source in KINDS.items():
+        rows = source.staged(staged)
         if rows is not None:
             con.execute(f"INSERT INTO exports_state.frontiers_p {_rows(rows, kind)}")
 
@@ -135,14 +133,16 @@ def _compute_frontiers(
 FRONTIERS = Summary(
     name="frontiers",
     sql="""
-        SELECT p.*, s.created_at FROM exports_state.frontiers_p p
+        SELECT p.*, CAST(s.created_at AS TIMESTAMP) AS created_at FROM exports_state.frontiers_p p
         JOIN exports_state.runs s USING (run_id)
-        ORDER BY s.created_at, p.run_id, p.kind, p.caller_name NULLS FIRST, p.rank""",
-    tables=tuple(KINDS),
-    feed=Flag(
+        ORDER BY CAST(s.created_at AS TIMESTAMP), p.run_id, p.kind, p.caller_name NULLS FIRST,
+                 p.rank""",
+    tables=(*POLICY_FRONTIER_SOURCE.tables, *V1_FRONTIER_SOURCE.tables),
+    feed=flag(
         "has_frontiers",
-        "coalesce(bool_or(f.name IN ($fr_policy, $fr_legacy, $fr_v1)), false)",
-        {"fr_policy": POLICY_FRONTIER, "fr_legacy": LEGACY_FRONTIER, "fr_v1": V1_BASELINE_FRONTIER},
+        f"({POLICY_FRONTIER_SOURCE.holds()} OR {V1_FRONTIER_SOURCE.holds()})",
+        POLICY_FRONTIER_SOURCE,
+        V1_FRONTIER_SOURCE,
     ),
     state_ddl="""
 CREATE TABLE IF NOT EXISTS exports_state.frontiers_p (

@@ -1,6 +1,7 @@
 """The ``regressions`` summary export, a plug-in of :mod:`quantbot_bus.exports.plugins`: every
-new successful run with per-call results (``backtest_call_results``) compared with its baseline
-runs, one row per configured metric, by :func:`quantbot_bus.regress.compare`.
+new successful run with per-call results (``backtest_call_results``, in the seed layout
+``policy/backtest_call_results``) compared with its baseline runs, one row per configured
+metric, by :func:`quantbot_bus.regress.compare`.
 
 A run's baseline (``[regressions]`` in the config, :mod:`quantbot_bus.regress.settings`): the
 most recent earlier successful runs of the same run type whose params match once the ignored
@@ -35,6 +36,7 @@ from ..log import get_logger
 from ..regress.settings import RegressionSettings
 from ..sqltext import q
 from ..timeutil import utc_naive
+from .sources import CALL_RESULTS
 
 if TYPE_CHECKING:
     import duckdb
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
 
 log = get_logger("quantbot_bus.regress")
 
-CALL_RESULTS = "backtest_call_results"
+#: The export tables holding per-call results, either layout (:mod:`.sources`).
+CALL_RESULTS_TABLES = CALL_RESULTS.tables
 _ORDER = ("entry_ts_ms", "call_id")
 
 _STATE_DDL = """
@@ -190,8 +193,9 @@ def _file_series(
         """SELECT a.run_id,
                   CASE WHEN a.path LIKE '/%' THEN a.path ELSE r.run_dir || '/' || a.path END
            FROM catalog.artifacts_f a JOIN catalog.runs_d r USING (run_id)
-           WHERE a.name = $t AND a.run_id IN (SELECT unnest($ids::VARCHAR[]))""",
-        {"t": CALL_RESULTS, "ids": sorted(run_ids)},
+           WHERE replace(a.name, '/', '__') IN (SELECT unnest($t::VARCHAR[]))
+             AND a.run_id IN (SELECT unnest($ids::VARCHAR[]))""",
+        {"t": list(CALL_RESULTS_TABLES), "ids": sorted(run_ids)},
     ).fetchall()
     out: dict[str, dict[str, np.ndarray]] = {}
     bad: dict[str, str] = {}
@@ -215,8 +219,17 @@ def _file_series(
     return out, bad
 
 
+def _incoming(staged: Mapping[str, Staged]) -> Staged | None:
+    """The incoming per-call results, of every table that holds them, as they are."""
+    parts = [staged[t] for t in CALL_RESULTS_TABLES if t in staged]
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p.relation}" for p in parts)
+    return Staged(f"({union})", list(dict.fromkeys(c for p in parts for c in p.columns)))
+
+
 def _compute(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], config: Config) -> None:
-    rows = staged.get(CALL_RESULTS)
+    rows = _incoming(staged)
     if rows is None:
         return
     settings = config.regressions
@@ -284,10 +297,8 @@ def _compute(con: duckdb.DuckDBPyConnection, staged: Mapping[str, Staged], confi
 REGRESSIONS = Summary(
     name="regressions",
     sql=_SQL,
-    tables=(CALL_RESULTS,),
-    feed=Flag(
-        "has_call_results", "coalesce(bool_or(f.name = $calls), false)", {"calls": CALL_RESULTS}
-    ),
+    tables=CALL_RESULTS_TABLES,
+    feed=Flag("has_call_results", CALL_RESULTS.holds(), CALL_RESULTS.params()),
     state_ddl=_STATE_DDL,
     run_tables=("regress_keys", "regressions_p"),
     compute=_compute,

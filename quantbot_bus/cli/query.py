@@ -210,8 +210,8 @@ def query_command(config: Config, sql: str, fmt: str | None, output: str | None)
 
     Tables: catalog.runs_d, catalog.artifacts_f, catalog.rejections_f, catalog.latest_artifacts_v;
     views: exports.runs, exports.run_summaries, exports.caller_leaderboard,
-    exports.policy_comparison, exports.frontier_best, exports.frontiers,
-    exports.<artifact table name>, ...
+    exports.policy_comparison, exports.policy_by_caller, exports.frontier_best,
+    exports.frontiers, exports.<artifact table name>, ...
 
     Example: quantbot-bus query "SELECT * FROM exports.caller_leaderboard LIMIT 10"
     """

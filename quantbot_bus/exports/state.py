@@ -26,7 +26,7 @@ log = get_logger("quantbot_bus.exports")
 
 #: Bumped when the state tables change incompatibly: an older state is dropped and rebuilt
 #: (a bounded catch-up, :func:`quantbot_bus.exports.refresh` ``max_runs`` at a time).
-STATE_VERSION = "6"
+STATE_VERSION = "7"
 
 _SCHEMAS = """
 CREATE SCHEMA IF NOT EXISTS exports_state;
