@@ -5,6 +5,7 @@ of an older version rebuilt; the contents equal the raw files after each."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -104,3 +105,24 @@ def test_state_of_an_older_version_is_rebuilt(mixed_bus: Config, con: Any) -> No
             .fetchone()
         )
     assert n_segs == (n_files,)
+
+
+def test_a_state_missing_a_table_by_name_gets_it_even_when_the_count_matches(
+    tmp_path: Path,
+) -> None:
+    """A state whose tables number as many as the DDL's but one is another (a plug-in's table
+    renamed, say) gets the missing table at the next refresh, and keeps its rows."""
+    import quantbot_bus.backtest.summaries  # noqa: F401 - registers the plug-in's tables
+    from quantbot_bus.exports.state import ensure_state, state_table_exists
+
+    con = duckdb.connect(str(tmp_path / "work.duckdb"))
+    try:
+        ensure_state(con)
+        con.execute("INSERT INTO exports_state.runs (run_id) VALUES ('kept')")
+        con.execute("DROP TABLE exports_state.policy_caller_p")
+        con.execute("CREATE TABLE exports_state.policy_results_p (run_id VARCHAR)")
+        ensure_state(con)
+        assert state_table_exists(con, "policy_caller_p")
+        assert con.execute("SELECT run_id FROM exports_state.runs").fetchall() == [("kept",)]
+    finally:
+        con.close()

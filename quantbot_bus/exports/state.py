@@ -17,6 +17,8 @@ in one statement before COMMIT.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from ..log import get_logger
@@ -66,16 +68,22 @@ def state_ddl() -> str:
     )
 
 
+#: The tables a state DDL creates.
+_STATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS exports_state\.(\w+)")
+
+
 def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
     """Create the state schema once (a cheap check on later refreshes); a state of another
     :data:`STATE_VERSION` is dropped (its segment files become orphans, removed next) and the
     exports are rebuilt from the catalog."""
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'exports_state'"
-    ).fetchone()
-    n_tables = row[0] if row else 0
-    if n_tables:
+    present = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'exports_state'"
+        ).fetchall()
+    }
+    if present:
         version = None
         if con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
@@ -89,9 +97,11 @@ def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
             log.warning("export.state_reset", found=version, expected=STATE_VERSION)
             con.execute("DROP SCHEMA exports_state CASCADE")
             con.execute("DROP SCHEMA IF EXISTS exports CASCADE")
-            n_tables = 0
+            present = set()
     ddl = state_ddl()
-    if n_tables < ddl.count("CREATE TABLE"):
+    # every table by name (a plug-in added or renamed one keeps the count): the DDL only
+    # creates what is missing
+    if not set(_STATE_TABLE.findall(ddl)) <= present:
         con.execute(ddl)
         con.execute(
             "INSERT OR REPLACE INTO exports_state.meta VALUES ('state_version', $v)",
