@@ -26,8 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from builders import snapshot_query, sync
+from seed_runs import make_seed_run
 from structlog.testing import capture_logs
-from test_seed_layout import make_seed_run
 
 from quantbot_bus.backtest import optimize as opt
 from quantbot_bus.backtest.runner import run_backtest
