@@ -1,7 +1,7 @@
 """What the export tests share: where a test reads the exports, and the checks that their
 contents equal a direct computation over the raw run Parquet files.
 
-Runs are real directories (tests/builders.py ``add_path_run`` and kin: real Parquet, then
+Runs are real directories (tests/builders/ ``add_path_run`` and kin: real Parquet, then
 metadata.json), registered by the real one-shot path :func:`quantbot_bus.pipeline.sync` (scan →
 catalog → publish → refresh → files). Every summary is checked against the same numbers computed
 straight from the run files with DuckDB; the caller leaderboard's cross-run quantiles within the

@@ -1,7 +1,7 @@
 """The daemon in-process: a real Daemon with a stop_event, the real watchdog observer, real DuckDB.
 
 Every test waits with generous deadlines (polling the reader-side snapshot or the status file),
-never on tight timing. Runs are built with tests/builders.py.
+never on tight timing. Runs are built with tests/builders/.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The daemon as a real subprocess, seen only from the outside (runs are built with tests/builders.py).
+"""The daemon as a real subprocess, seen only from the outside (runs are built with tests/builders/).
 
 :class:`DaemonProcess` starts ``python -m quantbot_bus.cli daemon`` (JSON log lines on stderr, one
 log file per start), waits for readiness through the status file, sends real signals, restarts,
