@@ -31,10 +31,13 @@ $(OLDDUCK)/.installed:
 	touch $(OLDDUCK)/.installed
 
 ## test: the fast test suite (real DuckDB, real Parquet, real inotify, real subprocesses), in
-## TEST_WORKERS processes (most tests wait on daemons and readers, so more than the cores help)
+## TEST_WORKERS processes (most tests wait on daemons and readers, so more than the cores help);
+## --dist loadgroup: a module marked xdist_group runs on one worker, which builds its costly
+## module fixture once
 TEST_WORKERS ?= 3
+TEST_DIST ?= loadgroup
 test: $(STAMP) $(OLDDUCK)/.installed
-	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist $(TEST_DIST)
 
 ## soak: the long fault-injection suite (under 15 minutes)
 soak: $(STAMP)

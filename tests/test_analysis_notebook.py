@@ -37,6 +37,9 @@ from quantbot_bus.backtest.runner import run_backtest
 from quantbot_bus.cli import main
 from quantbot_bus.config import Config
 
+# one worker builds the module's `notebook` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_analysis_notebook")
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "examples" / "analysis.md"
 SCRIPT = ROOT / "examples" / "analysis.py"

@@ -28,6 +28,9 @@ from quantbot_bus.errors import ContractError
 from quantbot_bus.publication import current_generation
 from quantbot_bus.writer import RunWriter
 
+# one worker builds the module's `optimize_run` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_frontier")
+
 M = 60_000
 H = 3_600_000
 NOW = dt.datetime(2026, 1, 8, tzinfo=dt.UTC)

@@ -22,6 +22,9 @@ from quantbot_bus.config import Config
 from quantbot_bus.pipeline import sync
 from quantbot_bus.publication import current_generation
 
+# one worker builds the module's `published_bus` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_publication_old_duckdb")
+
 REPO = Path(__file__).resolve().parent.parent
 
 # CI installs the old DuckDB readers into REPO/.venv-oldduck:

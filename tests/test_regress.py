@@ -33,6 +33,9 @@ from quantbot_bus.regress import (
 )
 from quantbot_bus.regress.detect import between_runs_variance
 
+# one worker builds the module's `history` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_regress")
+
 PHI = NormalDist().cdf
 
 

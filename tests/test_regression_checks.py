@@ -29,6 +29,9 @@ from quantbot_bus.config import Config, load_config
 from quantbot_bus.errors import ConfigError
 from quantbot_bus.regress.settings import RegressionSettings, parse_regression_settings
 
+# one worker builds the module's `history` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_regression_checks")
+
 D_FROM, D_TO = dt.date(2026, 1, 2), dt.date(2026, 1, 8)
 CALLS = 200
 

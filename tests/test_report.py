@@ -26,6 +26,9 @@ from quantbot_bus.report import series, write_report
 from quantbot_bus.report.data import Tearsheet
 from quantbot_bus.report.tearsheet import build
 
+# one worker builds the module's `built` once (make test runs --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_report")
+
 D_FROM, D_TO = dt.date(2026, 1, 2), dt.date(2026, 1, 8)
 HOSTILE = "<script>alert(1)</script>"
 SECTIONS = (

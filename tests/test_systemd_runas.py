@@ -26,7 +26,9 @@ USERADD = shutil.which("useradd") or "/usr/sbin/useradd"
 USERDEL = shutil.which("userdel") or "/usr/sbin/userdel"
 PYTHON = Path("/usr/bin/python3")  # outside /root: any user may execute it
 
+# one worker builds the module's `account` once (make test runs --dist loadgroup)
 pytestmark = [
+    pytest.mark.xdist_group("test_systemd_runas"),
     pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: needs root"),
     pytest.mark.skipif(not os.access(USERADD, os.X_OK), reason="no useradd"),
     pytest.mark.skipif(not PYTHON.exists(), reason=f"no {PYTHON}"),
