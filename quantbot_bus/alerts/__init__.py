@@ -1,8 +1,9 @@
 """Alerts (issue #15): rules over the bus's state, each condition notified once, and resolved.
 
-The daemon makes an :class:`Alerter` and calls ``tick(config, status)`` from its supervisor loop;
-``quantbot-bus alerts`` lists what is active. docs/alerts.md: the rules, their semantics, the
-sinks and the JSON they carry.
+The daemon's lookout thread holds a :class:`~.watch.Watch` (an :class:`Alerter` and the
+dashboard's schedule) and looks every second; ``sync`` and ``rebuild`` look once after their
+batch (:mod:`.oneshot`). ``quantbot-bus alerts`` lists what is active. docs/alerts.md: the rules,
+their semantics, the sinks and the JSON they carry.
 
 | module | what it is |
 |---|---|
@@ -16,6 +17,8 @@ sinks and the JSON they carry.
 | :mod:`.webhook` | HTTP POST with timeout, retries and capped backoff |
 | :mod:`.command` | a program with the notification on stdin |
 | :mod:`.alerter` | :class:`Alerter`: facts → rules → state → sinks |
+| :mod:`.watch` | :class:`~.watch.Watch`: one look, the alert check then the dashboard when due (the daemon's lookout and the one-shots share it) |
+| :mod:`.oneshot` | ``sync``/``rebuild`` then one look: alerts and the page without the daemon |
 | :mod:`.listing` | the rows of ``quantbot-bus alerts`` |
 
 Importing the package is cheap (``config.py`` imports :mod:`.settings`); the rest is imported

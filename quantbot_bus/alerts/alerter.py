@@ -112,14 +112,18 @@ class Alerter:
             or time.monotonic() - self._last_check >= self.settings.check_interval_s
         )
 
-    def tick(self, config: Config, status: Mapping[str, Any] | None) -> list[Notification]:
+    def tick(
+        self, config: Config, status: Mapping[str, Any] | None, *, daemon: bool = True
+    ) -> list[Notification]:
         """Gather the facts and check, if ``check_interval_s`` has passed since the last
-        tick's check (else nothing); ``status`` is the daemon's status dict. Never raises."""
+        tick's check (else nothing); ``status`` is the daemon's status dict, or with
+        ``daemon=False`` a one-shot ``sync``/``rebuild``'s (:attr:`Facts.daemon`). Never
+        raises."""
         if not self.settings.enabled or not self.due():
             return []
         self._last_check = time.monotonic()
         try:
-            facts = gather_facts(config, self.settings, status)
+            facts = gather_facts(config, self.settings, status, daemon=daemon)
         except Exception as exc:  # noqa: BLE001 - an alert failure never stops the daemon
             log.error("alert.check_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             return []
@@ -172,6 +176,16 @@ class Alerter:
     def active(self) -> list[dict[str, Any]]:
         """The firing conditions as the state has them (the CLI reads the file instead)."""
         return [e.as_dict() for e in self.state.firing()]
+
+    def undelivered(self) -> dict[str, int]:
+        """Per webhook or command sink, the notifications it gave up on (after its retries) or
+        dropped unsent so far; sinks that lost none are left out."""
+        lost = {
+            sink.name: sink.failed + sink.dropped
+            for sink in self.sinks
+            if isinstance(sink, BackgroundSink)
+        }
+        return {name: n for name, n in lost.items() if n}
 
     def close(self, timeout: float = 5.0) -> None:
         """Let the background sinks deliver what they hold for up to ``timeout`` seconds in all,

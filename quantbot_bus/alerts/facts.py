@@ -82,6 +82,9 @@ class Facts:
     #: seconds the alerter has itself seen work waiting with no new batch (:class:`WaitWatch`;
     #: the status's ``oldest_pending_lag_s`` is only as fresh as the worker's last round)
     waiting_s: float | None = None
+    #: whether ``status`` is a running daemon's; False for a one-shot ``sync``/``rebuild``,
+    #: whose checks skip the rules of :data:`~.settings.DAEMON_RULES` (left as they are)
+    daemon: bool = True
 
 
 def waiting_work(status: Mapping[str, Any] | None) -> int:
@@ -121,9 +124,11 @@ def gather_facts(
     *,
     now: dt.datetime | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    daemon: bool = True,
 ) -> Facts:
     """The facts the enabled rules need. ``status`` is the daemon's status dict (None: the
-    status rules are incomplete); ``con`` a connection to the publication to use instead of
+    status rules are incomplete), or with ``daemon=False`` a one-shot ``sync``/``rebuild``'s
+    (see :attr:`Facts.daemon`); ``con`` a connection to the publication to use instead of
     opening one (it is not closed). Never raises for a source that fails (see module doc)."""
     now = utc_now() if now is None else now
     incomplete: set[str] = set()
@@ -190,6 +195,7 @@ def gather_facts(
         rejections=rejections,
         regressions=regressions,
         incomplete=frozenset(incomplete),
+        daemon=daemon,
     )
 
 

@@ -28,7 +28,8 @@ disk_low               ``disk_low:<path>``         critical   a watched filesyst
 =====================  ==========================  =========  ==========================================
 
 docs/alerts.md explains the choices. A rule whose facts are incomplete is passed on in
-:attr:`Conditions.incomplete`, so its missing conditions are not taken as resolved.
+:attr:`Conditions.incomplete`, so its missing conditions are not taken as resolved; so is
+``stalled`` in a one-shot ``sync``/``rebuild``'s check (it is about a running daemon).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ..output import jsonable
 from ..timeutil import age_s
 from .facts import Facts, waiting_work
 from .model import Condition, Conditions
-from .settings import RULES, AlertSettings
+from .settings import DAEMON_RULES, RULES, AlertSettings
 
 _MAX_TEXT = 300  # a reason or error longer than this is cut in the one-line message
 
@@ -240,11 +241,17 @@ assert tuple(RULE_FUNCTIONS) == RULES
 
 
 def evaluate(facts: Facts, settings: AlertSettings) -> Conditions:
-    """The active conditions of the enabled rules (a key once: the first wins)."""
+    """The active conditions of the enabled rules (a key once: the first wins). Facts of a
+    one-shot (``facts.daemon`` false) skip :data:`~.settings.DAEMON_RULES`: those rules are
+    passed on as incomplete, so their conditions are neither fired nor resolved."""
     active: dict[str, Condition] = {}
+    skipped: set[str] = set()
     for name, rule in RULE_FUNCTIONS.items():
         if not settings.rule_on(name):
             continue
+        if not facts.daemon and name in DAEMON_RULES:
+            skipped.add(name)
+            continue
         for condition in rule(facts, settings):
             active.setdefault(condition.key, condition)
-    return Conditions(active=tuple(active.values()), incomplete=facts.incomplete)
+    return Conditions(active=tuple(active.values()), incomplete=facts.incomplete | skipped)

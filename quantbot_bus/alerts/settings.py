@@ -30,6 +30,11 @@ RULES = (
     "disk_low",
 )
 
+#: The rules about a running daemon's progress: a one-shot ``sync``/``rebuild`` has no worker that
+#: could stall, so its checks leave these rules' conditions as they are (neither fired nor
+#: resolved; :attr:`~.facts.Facts.daemon`).
+DAEMON_RULES = ("stalled",)
+
 
 @dataclass(frozen=True)
 class WebhookSettings:

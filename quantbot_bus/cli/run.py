@@ -64,7 +64,8 @@ def daemon_cmd(
 
 
 def _sync_row(result: Any, seconds: float) -> dict[str, Any]:
-    """Counts of a sync/rebuild; ``ms`` is the whole command (scan, commit, publish)."""
+    """Counts of a sync/rebuild; ``ms`` is the whole command (scan, commit, publish, the
+    alert check and the page)."""
     return {
         "registered": len(result.registered),
         "updated": len(result.updated),
@@ -122,10 +123,12 @@ def sync_cmd(config: Config, fmt: str | None, verbose: bool, stats: bool) -> Non
     New runs are registered, changed ones updated, vanished ones soft-deleted, broken ones
     rejected (see `quantbot-bus rejected`); runs still being written are counted as pending and
     left for the next sync. For cron, or a host without the daemon; while the daemon runs it
-    already does this, and sync refuses to run beside it (naming its pid). Prints the counts
-    (with --stats, then the catalog statistics).
+    already does this, and sync refuses to run beside it (naming its pid). Then, as the daemon
+    does, checks the alert rules once and delivers their notifications ([alerts]) and rewrites
+    the dashboard when due ([report]). Prints the counts (with --stats, then the catalog
+    statistics).
     """
-    from ..pipeline import sync
+    from ..alerts.oneshot import sync
 
     _one_shot(sync, config, fmt, verbose, stats)
 
@@ -138,9 +141,9 @@ def rebuild_cmd(config: Config, fmt: str | None, verbose: bool) -> None:
     """Recreate the catalog from the artifacts on disk (they are the source of truth).
 
     The old working catalog is kept as bus.duckdb.bak next to it; soft-deleted runs and
-    resolved rejections are forgotten. Refuses while the daemon runs: stop it first. Prints
-    the counts.
+    resolved rejections are forgotten. Refuses while the daemon runs: stop it first. Then
+    checks the alert rules and rewrites the dashboard when due, as sync does. Prints the counts.
     """
-    from ..pipeline import rebuild
+    from ..alerts.oneshot import rebuild
 
     _one_shot(rebuild, config, fmt, verbose)

@@ -15,6 +15,7 @@ module                    its one responsibility
 :mod:`.sections`          each section from the data
 :mod:`.writer`            :func:`write_report`: gather, render, write atomically
 :mod:`.settings`          ``[report]`` of the config: the daemon's refresh
+:mod:`.schedule`          when the daemon or a ``sync`` rewrites the page (``report.json``)
 ========================  ====================================================================
 
 Importing the package is cheap (the config imports :mod:`.settings`); matplotlib loads when a
