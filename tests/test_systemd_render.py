@@ -9,7 +9,15 @@ import re
 from pathlib import Path
 
 import pytest
-from systemd_units import needs_analyze, parse_unit, render_to, srv_context, tmp_context, verify
+from systemd_units import (
+    needs_analyze,
+    parse_unit,
+    render_to,
+    srv_context,
+    tmp_context,
+    verify,
+    write_config,
+)
 
 from quantbot_bus.config import Config
 from quantbot_bus.errors import InstallError
@@ -219,3 +227,43 @@ def test_scale_out_units_reach_the_network_and_read_credentials_from_a_file(tmp_
         assert so["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
         assert so["EnvironmentFile"] == [f"{local.workdir}/quantbot-bus.env"]
         assert "ReadOnlyPaths" not in so
+
+
+@needs_analyze
+def test_a_webhook_gives_the_units_tcp_and_nothing_else_changes(tmp_path: Path) -> None:
+    """A config with ``[alerts.webhook] url``: the daemon's and the timer's sync units may open
+    TCP sockets (the POST), the rest of the sandbox stays; without a url (or with alerts off)
+    they have no network at all. The units still verify."""
+    import sys
+
+    from quantbot_bus.config import load_config
+
+    body = 'root = "{root}"\n\n[alerts]\nenabled = {on}\n\n[alerts.webhook]\nurl = "{url}"\n'
+    rendered = {}
+    for case, on, url in (
+        ("webhook", "true", "http://hooks.example:8080/bus"),
+        ("no-url", "true", ""),
+        ("off", "false", "http://hooks.example:8080/bus"),
+    ):
+        root = tmp_path / case / "artifacts"
+        root.mkdir(parents=True)
+        path = write_config(tmp_path / case, body.format(root=root, on=on, url=url))
+        config = load_config(path)
+        ctx = sd.build_context(config, path, user=True, executable=Path(sys.executable))
+        here = str(tmp_path / case)  # the paths differ by case: compare the rest
+        rendered[case] = {n: t.replace(here, "CASE") for n, t in sd.render_units(ctx).items()}
+        result = verify(render_to(tmp_path / case / "units", ctx), user=True, tmp=tmp_path)
+        assert result.returncode == 0, result.stderr
+    for name in ("quantbot-bus.service", "quantbot-bus-sync.service"):
+        hook = parse_unit(rendered["webhook"][name])["Service"]
+        assert hook["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"], name
+        assert "PrivateNetwork" not in hook and "IPAddressDeny" not in hook, name
+        for case in ("no-url", "off"):
+            closed = parse_unit(rendered[case][name])["Service"]
+            assert closed["PrivateNetwork"] == ["yes"], (case, name)
+            assert closed["RestrictAddressFamilies"] == ["AF_UNIX"], (case, name)
+            same = {k: v for k, v in closed.items() if k not in _NETWORK_KEYS}
+            assert same == {k: v for k, v in hook.items() if k not in _NETWORK_KEYS}, (case, name)
+
+
+_NETWORK_KEYS = {"PrivateNetwork", "IPAddressDeny", "RestrictAddressFamilies", "ReadOnlyPaths"}

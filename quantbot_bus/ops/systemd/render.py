@@ -76,6 +76,8 @@ class UnitContext:
     private_tmp_reason: str = _TMP_PRIVATE
     #: catalog = "iceberg": runs come from object storage and go to PostgreSQL over TCP
     scale_out: bool = False
+    #: ``[alerts.webhook]`` has a url: notifications are POSTed over TCP
+    webhook: bool = False
     #: the sync timer's period in minutes (``OnUnitActiveSec=``)
     sync_interval_min: int = DEFAULT_SYNC_INTERVAL_MIN
 
@@ -211,6 +213,7 @@ def build_context(
         run_as=run_as,
         memory_max=memory_max,
         scale_out=config.catalog == "iceberg",
+        webhook=config.alerts.enabled and config.alerts.webhook.enabled,
         sync_interval_min=sync_interval_min,
     )
 
@@ -226,6 +229,7 @@ def sandboxed_context(
     run_as: str | None,
     memory_max: str = DEFAULT_MEMORY_MAX,
     scale_out: bool = False,
+    webhook: bool = False,
     sync_interval_min: int = DEFAULT_SYNC_INTERVAL_MIN,
 ) -> UnitContext:
     """A :class:`UnitContext` for these paths, its sandbox chosen by :func:`sandbox_choices`."""
@@ -245,6 +249,7 @@ def sandboxed_context(
         private_tmp=private_tmp,
         private_tmp_reason=tmp_reason,
         scale_out=scale_out,
+        webhook=webhook,
         sync_interval_min=sync_interval_min,
     )
 
@@ -277,6 +282,17 @@ _SCALE_OUT_NETWORK = (
     "# catalog = iceberg: the object store and PostgreSQL are reached over TCP.\n"
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
 )
+_WEBHOOK_NETWORK = (
+    "# [alerts.webhook]: notifications are POSTed over TCP (docs/alerts.md).\n"
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+)
+
+
+def _network(ctx: UnitContext) -> str:
+    """The network lines: none at all unless the catalog or a webhook needs TCP."""
+    if ctx.scale_out:
+        return _SCALE_OUT_NETWORK
+    return _WEBHOOK_NETWORK if ctx.webhook else _LOCAL_NETWORK
 
 
 def render_units(ctx: UnitContext) -> dict[str, str]:
@@ -300,7 +316,7 @@ def render_units(ctx: UnitContext) -> dict[str, str]:
         "private_tmp": ctx.private_tmp,
         "private_tmp_reason": ctx.private_tmp_reason,
         "read_only": _SCALE_OUT_READ if ctx.scale_out else _LOCAL_READ,
-        "network": _SCALE_OUT_NETWORK if ctx.scale_out else _LOCAL_NETWORK,
+        "network": _network(ctx),
         "interval": str(parse_interval(ctx.sync_interval_min)),
     }
     for key in ("read_only", "network"):
