@@ -4,7 +4,7 @@ call paths, else NULL), in a v1 run and a seed-system run; a leaving run leaves 
 export state.
 
 Real Parquet, real ``sync``; the expected rows are computed with Polars from the tables written
-(:func:`test_seed_summaries.with_callers`, :func:`test_seed_summaries.expected_by_caller`).
+(:func:`summaries_expected.with_callers`, :func:`summaries_expected.expected_by_caller`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 from builders import make_run, sync
-from test_seed_summaries import (
-    SEED_CREATED,
-    assert_by_caller,
-    expected_by_caller,
-    new_bus,
-    query,
-    seed_paths,
-    seed_run,
-    seed_trades,
-    with_callers,
-)
+from summaries_expected import assert_by_caller, expected_by_caller, query, with_callers
+from summaries_runs import SEED_CREATED, new_bus, seed_paths, seed_run, seed_trades
 
 
 def call_results(run_id: str, call_ids: list[str], callers: list[str]) -> pa.Table:
