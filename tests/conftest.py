@@ -11,10 +11,28 @@ from typing import Any
 
 import pytest
 import structlog
-from builders import RunFactory
-from reliability.helpers import DaemonProcess
 
-from quantbot_bus.config import Config
+# The helper modules beside the tests assert too: pytest rewrites their asserts (for detailed
+# failure messages) only when told so before they are imported.
+pytest.register_assert_rewrite(
+    "builders",
+    "alerts_inputs",
+    "cron_user",
+    "doctor_checks",
+    "exports_checks",
+    "publication_reading",
+    "seed_runs",
+    "summaries_expected",
+    "summaries_runs",
+    "systemd_units",
+    "userdata_inputs",
+    "reliability.helpers",
+)
+
+from builders import RunFactory  # noqa: E402 - after the rewrite registration
+from reliability.helpers import DaemonProcess  # noqa: E402
+
+from quantbot_bus.config import Config  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
