@@ -30,6 +30,7 @@ pytest.register_assert_rewrite(
 )
 
 from builders import RunFactory  # noqa: E402 - after the rewrite registration
+from receiver import Receiver  # noqa: E402
 from reliability.helpers import DaemonProcess  # noqa: E402
 
 from quantbot_bus.config import Config  # noqa: E402
@@ -76,6 +77,17 @@ def bus(tmp_path: Path) -> Config:
     for d in (cfg.root, cfg.exports_dir, cfg.state_dir):
         d.mkdir(parents=True)
     return cfg
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 recording the webhook POSTs it gets."""
+    r = Receiver()
+    server = r.start()
+    yield r
+    r.release.set()
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from builders import wait_for
-from receiver import Receiver
+from receiver import Receiver, closed_port_url
 from structlog.testing import capture_logs
 
 from quantbot_bus.alerts import Alerter, AlertSettings, CommandSettings, Facts, WebhookSettings
@@ -22,24 +19,6 @@ from quantbot_bus.alerts.command import CommandSink
 from quantbot_bus.alerts.model import Notification
 from quantbot_bus.alerts.webhook import WebhookSink, idempotency_key
 from quantbot_bus.timeutil import iso_utc, utc_now
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = r.start()
-    yield r
-    r.release.set()
-    server.shutdown()
-    server.server_close()
-
-
-def closed_port_url() -> str:
-    """A URL on a port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
 
 
 def note(key: str = "degraded", status: str = "firing") -> Notification:
@@ -140,6 +119,58 @@ def test_webhook_down_is_retried_then_given_up_without_holding_the_caller(tmp_pa
     assert sum(e["event"] == "alert.webhook_retry" for e in logs) == 2
     # the other sinks got it all the same
     assert json.loads((tmp_path / "alerts.jsonl").read_text())["key"] == "degraded"
+
+
+def test_a_notification_the_webhook_gave_up_on_is_sent_again_at_a_later_check(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Kept in the outbox (state dir) and handed to the webhook again once
+    ``redeliver_after_s`` has passed: by the same alerter, or by the next process's."""
+    receiver.codes = [500, 503]
+    settings = AlertSettings(
+        rules=("degraded",),
+        min_interval_s=0,
+        redeliver_after_s=3600,
+        webhook=WebhookSettings(url=receiver.url, retries=0),
+    )
+    alerter = Alerter(settings, tmp_path / "alerts.json", tmp_path / "alerts.jsonl")
+    [fired] = alerter.check(Facts(now=utc_now(), status=status("publish failed: x")))
+    sink = next(s for s in alerter.sinks if isinstance(s, WebhookSink))
+    wait_for(lambda: sink.failed == 1, "the webhook to give up (HTTP 500)")
+    alerter.check(Facts(now=utc_now(), status=status("publish failed: x")))
+    assert receiver.count() == 1  # within redeliver_after_s: left in the outbox
+    alerter.close(5)  # the process stops
+
+    with capture_logs() as logs:
+        for outcome in ("failed", "delivered"):  # the next two processes: 503, then 200
+            again = Alerter(settings, tmp_path / "alerts.json", tmp_path / "alerts.jsonl")
+            assert again.check(Facts(now=utc_now(), status=status("publish failed: x"))) == []
+            sink = next(s for s in again.sinks if isinstance(s, WebhookSink))
+            wait_for(lambda s=sink, o=outcome: getattr(s, o) == 1, f"the redelivery {outcome}")
+            again.close(5)
+    assert [r["body"] for r in receiver.requests] == [fired.as_dict()] * 3
+    assert {r["headers"]["Idempotency-Key"] for r in receiver.requests} == {idempotency_key(fired)}
+    assert [e["count"] for e in logs if e["event"] == "alert.redelivering"] == [1, 1]
+    assert not (tmp_path / "alerts-outbox.json").exists()
+
+
+def test_a_kept_firing_is_dropped_when_its_resolution_goes_out(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    alerter = webhook_alerter(tmp_path, url=closed_port_url(), retries=0)
+    alerter.check(Facts(now=utc_now(), status=status("publish failed: x")))
+    sink = next(s for s in alerter.sinks if isinstance(s, WebhookSink))
+    wait_for(lambda: sink.failed == 1, "the webhook to give up")
+    alerter.close(5)
+    outbox = tmp_path / "alerts-outbox.json"
+    assert [n["status"] for n in json.loads(outbox.read_text())["sinks"]["webhook"]] == ["firing"]
+
+    later = webhook_alerter(tmp_path, url=receiver.url)  # its check sends the resolution first
+    [resolved] = later.check(Facts(now=utc_now(), status=status(None)))
+    wait_for(lambda: receiver.count() == 1, "the resolution")
+    later.close(5)
+    assert [r["body"] for r in receiver.requests] == [resolved.as_dict()]
+    assert not outbox.exists()
 
 
 def test_webhook_slow_is_timed_out_retried_and_never_blocks_check(

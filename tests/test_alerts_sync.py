@@ -10,14 +10,12 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import cli, make_run, sync, wait_for
-from receiver import Receiver
+from receiver import Receiver, closed_port_url
 
 from quantbot_bus.alerts import Alerter, AlertSettings, Facts, evaluate
 from quantbot_bus.config import Config, load_config
@@ -27,24 +25,6 @@ from quantbot_bus.report.schedule import SCHEDULE_NAME
 from quantbot_bus.timeutil import iso_utc, parse_utc, utc_now
 
 pytestmark = pytest.mark.usefixtures("cli_env")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = r.start()
-    yield r
-    r.release.set()
-    server.shutdown()
-    server.server_close()
-
-
-def closed_port_url() -> str:
-    """A URL on a port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
 
 
 def write_config(
@@ -240,6 +220,81 @@ def test_a_webhook_that_is_down_does_not_fail_the_sync(bus: Config) -> None:
     assert events["alert.undelivered"]["sinks"] == {"webhook": 1}
     lines = (bus.exports_dir / "alerts.jsonl").read_text().splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["run_failed:broke-1"]
+
+
+def test_what_the_webhook_could_not_deliver_goes_out_at_the_next_sync_once(
+    bus: Config, receiver: Receiver
+) -> None:
+    """The receiver is down for one sync: its notification waits in the outbox, and the next
+    sync (the receiver back, at a new address) sends it, the same notification, once."""
+    make_run(bus.root, "backtest", "broke-1", status="failed", error="boom", params={"v": 1})
+    run_sync(bus, write_config(bus, closed_port_url()))
+    outbox = bus.state_dir / "alerts-outbox.json"
+    kept = json.loads(outbox.read_text())["sinks"]["webhook"]
+    assert [(n["key"], n["status"]) for n in kept] == [("run_failed:broke-1", "firing")]
+    [logged] = [json.loads(x) for x in (bus.exports_dir / "alerts.jsonl").read_text().splitlines()]
+
+    toml = write_config(bus, receiver.url)
+    run_sync(bus, toml)  # nothing new in the catalog: only the kept notification goes out
+    [sent] = receiver.requests
+    assert sent["body"] == logged  # the very notification (its time, its message)
+    assert not outbox.exists()
+    run_sync(bus, toml)
+    assert receiver.count() == 1
+
+
+def test_a_failed_sync_fires_registration_failed_once_and_the_next_good_one_resolves_it(
+    bus: Config, receiver: Receiver
+) -> None:
+    toml = write_config(bus, receiver.url)
+    make_run(bus.root, "backtest", "ok-1", params={"v": 1})
+    run_sync(bus, toml)
+    catalog = bus.state_dir / "bus.duckdb"
+    kept = catalog.rename(catalog.with_name("kept.duckdb"))
+    catalog.write_text("this is not a DuckDB file")  # the working catalog broken: syncs fail
+
+    for _ in range(2):
+        result = cli(bus, "sync", "--config", str(toml), "--format", "json")
+        assert result.exit_code == 4, result.output
+        assert "cannot open the catalog" in result.stderr
+    [fired] = posts(receiver)  # once, not per failed sync
+    assert (fired["key"], fired["status"], fired["severity"]) == (
+        "registration_failed",
+        "firing",
+        "critical",
+    )
+    assert fired["message"].startswith(
+        "runs are not being registered: sync failed: CatalogError: cannot open the catalog"
+    )
+    assert fired["message"].endswith(
+        "the next sync tries again: check free space and the sync's output"
+    )
+
+    kept.replace(catalog)
+    make_run(bus.root, "backtest", "ok-2", params={"v": 1})
+    assert run_sync(bus, toml)["registered"] == 1
+    assert [(p["key"], p["status"]) for p in posts(receiver)] == [
+        ("registration_failed", "firing"),
+        ("registration_failed", "resolved"),
+    ]
+
+
+def test_a_sync_refused_because_a_daemon_holds_the_catalog_alerts_nothing(
+    bus: Config, receiver: Receiver
+) -> None:
+    from quantbot_bus.statelock import StateLock
+
+    toml = write_config(bus, receiver.url)
+    make_run(bus.root, "backtest", "ok-1", params={"v": 1})
+    run_sync(bus, toml)
+    daemon = StateLock(bus.lock_path, "daemon")
+    daemon.acquire()
+    try:
+        result = cli(bus, "sync", "--config", str(toml), "--format", "json")
+    finally:
+        daemon.release()
+    assert result.exit_code != 0 and "daemon" in result.stderr
+    assert posts(receiver) == [] and "alert.fired" not in result.stderr
 
 
 # ---------------------------------------------------------------------------- the page from sync

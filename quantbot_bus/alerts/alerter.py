@@ -9,7 +9,10 @@ checks at most every ``check_interval_s``) and :meth:`Alerter.close` at stop::
     ...
     alerter.close(timeout=5.0)
 
-:meth:`Alerter.check` takes facts already gathered (tests, or a caller with its own). Nothing in
+:meth:`Alerter.check` takes facts already gathered (tests, or a caller with its own). What the
+webhook could not deliver (and what any background sink dropped unsent) is kept in
+``state_dir/alerts-outbox.json`` (:mod:`.outbox`) and handed to the sink again at the first
+check and then every ``redeliver_after_s`` (so also by the next process). Nothing in
 here raises into the caller: a failure is logged (``alert.check_failed``) and the next check
 runs as usual.
 """
@@ -27,6 +30,7 @@ from .background import BackgroundSink
 from .command import CommandSink
 from .facts import Facts, WaitWatch, gather_facts
 from .model import Notification
+from .outbox import OUTBOX_NAME, Outbox
 from .rules import evaluate
 from .settings import AlertSettings
 from .sinks import JsonlSink, LogSink, Sink
@@ -85,6 +89,12 @@ class Alerter:
         self.jsonl_path = Path(jsonl_path)
         self.state = AlertState.load(self.state_path)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else self._make_sinks()
+        self.outbox = Outbox(self.state_path.with_name(OUTBOX_NAME))
+        self.outbox.counts()  # learn what it holds (supersede looks there without reading)
+        for sink in self.sinks:
+            if isinstance(sink, BackgroundSink):
+                sink.on_lost = lambda note, name=sink.name: self.outbox.keep(name, note)
+        self._next_redelivery = 0.0  # time.monotonic(): the first check sends what is kept
         self._wait = WaitWatch()
         self._last_check: float | None = None  # time.monotonic() of the last tick's check
         self.checks = 0
@@ -148,6 +158,7 @@ class Alerter:
             return []
         for note in notes:
             self._dispatch(note)
+        self._redeliver()
         if self.state.changed:
             try:
                 self.state.save(self.state_path, facts.now)
@@ -164,6 +175,8 @@ class Alerter:
     def _dispatch(self, note: Notification) -> None:
         for sink in self.sinks:
             try:
+                if isinstance(sink, BackgroundSink):
+                    self.outbox.supersede(sink.name, note.key)
                 sink.send(note)
             except Exception as exc:  # noqa: BLE001 - one sink failing is not all
                 log.error(
@@ -172,6 +185,26 @@ class Alerter:
                     key=note.key,
                     error=f"{type(exc).__name__}: {exc}",
                 )
+
+    def _redeliver(self) -> None:
+        """Hand the outbox's notifications to their sinks again, when ``redeliver_after_s`` has
+        passed since the last time (a sink still busy with its queue is left for later)."""
+        now = time.monotonic()
+        if now < self._next_redelivery:
+            return
+        self._next_redelivery = now + self.settings.redeliver_after_s
+        for sink in self.sinks:
+            if not isinstance(sink, BackgroundSink) or not sink.idle():
+                continue
+            try:
+                notes = self.outbox.take(sink.name)
+            except Exception as exc:  # noqa: BLE001 - an alert failure never stops the daemon
+                log.error("alert.outbox_failed", sink=sink.name, error=str(exc)[:300])
+                continue
+            if notes:
+                log.info("alert.redelivering", sink=sink.name, count=len(notes))
+            for note in notes:
+                sink.send(note)
 
     def active(self) -> list[dict[str, Any]]:
         """The firing conditions as the state has them (the CLI reads the file instead)."""

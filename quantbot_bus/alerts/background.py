@@ -5,6 +5,8 @@ command hook, so a slow or dead receiver never holds up the caller (the daemon's
 ``alert.dropped``); the thread takes them in order and calls :meth:`deliver`, which may wait
 between attempts with :meth:`pause` (cut short by :meth:`close`). :meth:`close` lets the thread
 deliver what is queued until its timeout, then stops it; what is left is logged as dropped.
+Every notification dropped unsent, and every one a subclass gives up on through :meth:`lost`, is
+handed to ``on_lost`` (the :class:`~.alerter.Alerter` keeps them in its outbox: :mod:`.outbox`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ..log import get_logger
 from .model import Notification
@@ -34,6 +37,8 @@ class BackgroundSink:
         self._closing = False
         self._deadline: float | None = None  # time.monotonic() at which close() gives up
         self._busy = False
+        #: called with each notification dropped unsent or given up on (see :meth:`lost`)
+        self.on_lost: Callable[[Notification], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"alerts-{self.name}", daemon=True)
         self._thread.start()
 
@@ -45,6 +50,7 @@ class BackgroundSink:
             if self._closing:
                 self.dropped += 1
                 log.warning("alert.dropped", sink=self.name, key=note.key, reason="sink closed")
+                self.lost(note)
                 return
             if len(self._items) >= self.queue_size:
                 old = self._items.popleft()
@@ -57,6 +63,7 @@ class BackgroundSink:
                     reason="queue full",
                     queue_size=self.queue_size,
                 )
+                self.lost(old)
             self._items.append(note)
             self._cond.notify_all()
 
@@ -80,13 +87,24 @@ class BackgroundSink:
         left = self.remaining() or 0.0
         self._thread.join(max(0.0, left) + 0.5)
         with self._cond:
-            left = len(self._items)
+            unsent = list(self._items)
             self._items.clear()
-            self.dropped += left
-        if left:
+            self.dropped += len(unsent)
+        if unsent:
             log.warning(
-                "alert.dropped", sink=self.name, count=left, reason="closed before delivery"
+                "alert.dropped", sink=self.name, count=len(unsent), reason="closed before delivery"
             )
+        for note in unsent:
+            self.lost(note)
+
+    def lost(self, note: Notification) -> None:
+        """Hand ``note`` (not delivered) to ``on_lost``; never raises."""
+        if self.on_lost is None:
+            return
+        try:
+            self.on_lost(note)
+        except Exception as exc:  # noqa: BLE001 - keeping it is best effort
+            log.error("alert.outbox_failed", sink=self.name, key=note.key, error=str(exc)[:300])
 
     # ------------------------------------------------------------------ thread side
 
@@ -131,6 +149,7 @@ class BackgroundSink:
                     key=note.key,
                     error=f"{type(exc).__name__}: {exc}",
                 )
+                self.lost(note)
             finally:
                 with self._cond:
                     self._busy = False

@@ -13,7 +13,8 @@ regression             ``regression:<run_id>:      warning    the verdict, creat
                        <metric>``                             ``regression_window_s``, is the latest
                                                               conclusive one of its run type and metric
 registration_failed    ``registration_failed``     critical   the daemon's commits fail (its status's
-                                                              ``degraded`` starts ``commit failed``)
+                                                              ``degraded`` starts ``commit failed``),
+                                                              or a ``sync``/``rebuild`` failed
 degraded               ``degraded``                critical   the status has any other ``degraded``
                                                               reason (the publication, or the Iceberg
                                                               backend's store or catalog)
@@ -111,9 +112,14 @@ def regression(facts: Facts, settings: AlertSettings) -> Iterator[Condition]:
         )
 
 
+#: How a ``degraded`` reason starts when runs are not being registered: the daemon's commit
+#: failed, or a one-shot ``sync``/``rebuild`` failed (:func:`~.oneshot.one_shot_status`).
+_REGISTRATION_FAILURES = ("commit failed", "sync failed", "rebuild failed")
+
+
 def _is_commit_failure(status: dict[str, Any] | Any) -> bool:
     reason = str(status.get("degraded") or "")
-    return reason.startswith("commit failed") and not status.get("backend")
+    return reason.startswith(_REGISTRATION_FAILURES) and not status.get("backend")
 
 
 def registration_failed(facts: Facts, settings: AlertSettings) -> Iterator[Condition]:
@@ -124,8 +130,13 @@ def registration_failed(facts: Facts, settings: AlertSettings) -> Iterator[Condi
             rule="registration_failed",
             severity="critical",
             message=(
-                f"runs are not being registered: {_short(status['degraded'])}; the daemon "
-                "retries with back-off: check free space and the log (batch.failed)"
+                f"runs are not being registered: {_short(status['degraded'])}; "
+                + (
+                    "the next sync tries again: check free space and the sync's output"
+                    if status.get("writer") in ("sync", "rebuild")
+                    else "the daemon retries with back-off: check free space and the log "
+                    "(batch.failed)"
+                )
             ),
             details={"degraded": status["degraded"]},
         )

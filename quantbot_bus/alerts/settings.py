@@ -97,6 +97,8 @@ class AlertSettings:
     min_interval_s: float = 60.0
     #: at most this many notifications in any 60 s, all conditions together
     max_per_minute: int = 20
+    #: the webhook's undelivered notifications (the outbox) are sent again this often
+    redeliver_after_s: float = 300.0
     #: structured log events ``alert.fired`` / ``alert.resolved``
     log: bool = True
     #: append every notification to ``exports_dir/alerts.jsonl``
@@ -171,6 +173,7 @@ _NUMBERS = {
     "regression_window_s": (0.0, True),
     "repeat_after_s": (0.0, False),
     "min_interval_s": (0.0, False),
+    "redeliver_after_s": (0.0, False),
 }
 _INTEGERS = {"disk_min_free_bytes": 0, "max_items": 1, "max_per_minute": 1}
 _BOOLEANS = {"enabled", "log", "jsonl"}

@@ -3,7 +3,9 @@
 Each attempt has ``timeout_s``; a connection error, a timeout, a 5xx or a 429 is retried up to
 ``retries`` times after ``backoff_s`` doubling up to ``max_backoff_s`` (``alert.webhook_retry``);
 any other 4xx is not (the receiver refuses the request: retrying would not change that). The
-outcome is logged: ``alert.webhook_sent`` or ``alert.webhook_failed``. Headers: ``Content-Type:
+outcome is logged: ``alert.webhook_sent`` or ``alert.webhook_failed``; a notification given up on
+is handed to :meth:`~.background.BackgroundSink.lost` (kept in the outbox and sent again later:
+:mod:`.outbox`). Headers: ``Content-Type:
 application/json``, ``User-Agent: quantbot-bus``, ``Idempotency-Key`` (the same for every
 attempt of one notification, so a receiver can drop a duplicate of an attempt that timed out
 after it was processed) and those of ``[alerts.webhook.headers]``.
@@ -106,3 +108,4 @@ class WebhookSink(BackgroundSink):
             attempts=attempt,
             error=error,
         )
+        self.lost(note)
