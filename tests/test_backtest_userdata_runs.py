@@ -199,3 +199,33 @@ def test_timestamp_encodings(tmp_path: Path, ts_kind: str) -> None:
     assert len(expected) == 3
     _check_path_metrics(result.run.run_dir, expected)
     assert result.calls_with_candles == 2
+
+
+def test_cli_seed_layout_writes_the_same_tables_as_v1(bus: Config, tmp_path: Path) -> None:
+    """``--layout seed`` with ``--calls-from-duckdb``: the run lands as the seed system's
+    ``ROOT/YYYY-MM/run_id=<uuid>/`` with the same rows as the v1 layout's run, and registers."""
+    db = make_canon_db(tmp_path / "calls.duckdb")
+    candles = make_candles_dir(tmp_path / "candles")
+    args = ["--calls-from-duckdb", str(db), "--candles-dir", str(candles), "--from", "2026-01-02"]
+    v1 = _cli(bus.root, *args, strategy="policy")
+    seed = _cli(bus.root, *args, "--layout", "seed", strategy="policy")
+    assert v1.exit_code == 0 and seed.exit_code == 0, v1.output + seed.output
+    seed_dir = Path(seed.stdout.split("\t")[1].strip())
+    assert seed_dir.parent.parent == bus.root and seed_dir.name.startswith("run_id=")
+    assert (seed_dir / "_SUCCESS").exists() and (seed_dir / "run.json").exists()
+    v1_dir = _only_run(bus.root)
+
+    def rows(path: Path) -> list[dict[str, object]]:
+        table = pq.read_table(path).drop_columns(["run_id", "created_at"])
+        return sorted(table.to_pylist(), key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+    for folder, name in (
+        ("policy", "backtest_call_results"),
+        ("policy", "backtest_policy_results"),
+    ):
+        got = rows(seed_dir / folder / f"{name}.parquet")
+        assert got and got == rows(v1_dir / f"{name}.parquet"), name
+    run = json.loads((seed_dir / "run.json").read_text())
+    assert run["parameters"]["calls_source"] == "calls.duckdb:canon.alerts_std"
+    sync(bus)
+    assert live_run_ids(bus) == {v1_dir.name, run["run_id"]}

@@ -34,6 +34,7 @@ def _run_user_backtest(
     candles_dir: Path | None,
     callers: tuple[str, ...],
     horizon_minutes: int,
+    layout: str,
 ) -> None:
     """``backtest run --calls-from-duckdb``: check the options, run, print the run and a report."""
     from click.core import ParameterSource
@@ -77,6 +78,7 @@ def _run_user_backtest(
         date_to=last,
         callers=callers,
         horizon_minutes=horizon_minutes,
+        layout=layout,
     )
     click.echo(
         f"read {result.calls_read} calls from {result.calls_source}; "
@@ -228,11 +230,7 @@ def backtest_run(
 
     configure_logging(config.log_level, config.log_format)  # logs to stderr, never stdout
     if duckdb_file is not None or candles_table or candles_dir or callers:
-        if layout != "v1":
-            raise click.BadParameter(
-                "--layout seed applies to the synthetic market only", param_hint="'--layout'"
-            )
-        user = (duckdb_file, candles_table, candles_dir, callers, horizon_minutes)
+        user = (duckdb_file, candles_table, candles_dir, callers, horizon_minutes, layout)
         _run_user_backtest(config, strategy, interval, date_from, date_to, *user)
         return
     if interval not in SYNTHETIC_INTERVALS:

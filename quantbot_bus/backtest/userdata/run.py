@@ -56,10 +56,12 @@ def run_user_backtest(
     run_id: str | None = None,
     constraints: opt.Constraints | None = None,
     on_progress: Progress | None = None,
+    layout: str = "v1",
 ) -> UserRunResult:
     """Backtest ``strategy`` over the calls in ``duckdb_path`` and their candles (from
     ``candles_table`` in that file or the daily files in ``candles_dir``) and write the run under
-    ``root/backtest/<run_id>/``.
+    ``root/backtest/<run_id>/`` (``layout="seed"``: ``root/YYYY-MM/run_id=<uuid>/``, as
+    :func:`~quantbot_bus.backtest.runner.run_backtest`).
 
     ``params`` record ``market`` = ``user-duckdb``, ``calls_source`` (``<file name>:<table>``),
     ``candles_source``, the filters (``date_from``, ``date_to``: null when unbounded, ``callers``),
@@ -144,6 +146,7 @@ def run_user_backtest(
             params=params,
             run_id=run_id,
             constraints=constraints,
+            layout=layout,
         )
     except duckdb.Error as exc:  # a column of an unexpected type, a corrupt file...
         raise BusError(f"cannot read the calls or candles of {duckdb_path}: {exc}") from None
