@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import structlog
 
@@ -30,6 +31,8 @@ pytest.register_assert_rewrite(
 )
 
 from builders import RunFactory  # noqa: E402 - after the rewrite registration
+from cron_user import Account, Cron, fresh_cron, throwaway_account  # noqa: E402
+from exports_checks import mixed_runs  # noqa: E402
 from receiver import Receiver  # noqa: E402
 from reliability.helpers import DaemonProcess  # noqa: E402
 
@@ -77,6 +80,33 @@ def bus(tmp_path: Path) -> Config:
     for d in (cfg.root, cfg.exports_dir, cfg.state_dir):
         d.mkdir(parents=True)
     return cfg
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection, closed after the test."""
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def mixed_bus(bus: Config) -> Config:
+    """The test's bus holding :func:`exports_checks.mixed_runs`, synced once."""
+    return mixed_runs(bus)
+
+
+@pytest.fixture(scope="session")
+def account() -> Account:
+    """A throwaway unprivileged user for the cron tests (``cron_user``)."""
+    return throwaway_account()
+
+
+@pytest.fixture
+def cron(account: Account) -> Iterator[Cron]:
+    """That user's crontab, emptied before and after the test."""
+    with fresh_cron(account) as c:
+        yield c
 
 
 @pytest.fixture

@@ -233,7 +233,7 @@ def test_the_polars_blocks_run(notebook: Notebook, monkeypatch: pytest.MonkeyPat
     namespace["con"].close()
     assert frames >= 5
     assert _check_file(notebook.base / "best_callers.csv") > 0
-    assert _check_file(notebook.base / "policy_by_caller.parquet") > 0
+    assert _check_file(notebook.base / "best_policy_per_caller.parquet") > 0
 
 
 def _shell_commands() -> list[str]:

@@ -14,30 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from builders import DEADLINE_S, wait_for
 from cron_user import (
     BUS_EXE,
-    Account,
     Cron,
-    fresh_cron,
     needs_root_and_cron,
     ours,
-    throwaway_account,
 )
 
 pytestmark = needs_root_and_cron
-
-
-@pytest.fixture(scope="session")
-def account() -> Account:
-    return throwaway_account()
-
-
-@pytest.fixture
-def cron(account: Account) -> Iterator[Cron]:
-    with fresh_cron(account) as c:
-        yield c
 
 
 @contextmanager

@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
-import pytest
 from builders import DEADLINE_S, make_run
 from cron_user import (
     CRON_PATH,
     OTHER_LINES,
-    Account,
     Cron,
-    fresh_cron,
     needs_root_and_cron,
     ours,
-    throwaway_account,
 )
 
 pytestmark = needs_root_and_cron
-
-
-@pytest.fixture(scope="session")
-def account() -> Account:
-    return throwaway_account()
-
-
-@pytest.fixture
-def cron(account: Account) -> Iterator[Cron]:
-    with fresh_cron(account) as c:
-        yield c
 
 
 def test_install_twice_keeps_one_line_and_every_other_line(cron: Cron) -> None:

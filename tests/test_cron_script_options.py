@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 
 import pytest
 from cron_user import (
@@ -17,26 +16,12 @@ from cron_user import (
     SCRIPT,
     SYSTEM_PATH,
     TAG,
-    Account,
     Cron,
-    fresh_cron,
     needs_root_and_cron,
     ours,
-    throwaway_account,
 )
 
 pytestmark = needs_root_and_cron
-
-
-@pytest.fixture(scope="session")
-def account() -> Account:
-    return throwaway_account()
-
-
-@pytest.fixture
-def cron(account: Account) -> Iterator[Cron]:
-    with fresh_cron(account) as c:
-        yield c
 
 
 def test_help_exits_0_and_names_every_option(cron: Cron) -> None:

@@ -10,7 +10,6 @@ import json
 import shutil
 from typing import Any
 
-import duckdb
 import pytest
 from builders import CALLS, PATH, add_optimize_run, add_path_run, add_policy_run
 from exports_checks import (
@@ -30,13 +29,6 @@ from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config
 from quantbot_bus.pipeline import Bus
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
 
 
 def test_bounded_catch_up_takes_max_runs_per_call_and_finishes_the_job(

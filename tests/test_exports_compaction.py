@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 import structlog
@@ -32,13 +31,6 @@ from quantbot_bus.config import Config
 from quantbot_bus.exports import compaction
 from quantbot_bus.pipeline import Bus
 from quantbot_bus.publication import compaction as publication_compaction
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
 
 
 def test_compaction_keeps_segment_count_bounded_and_content_equal(

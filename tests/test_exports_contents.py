@@ -12,27 +12,13 @@ import os
 import re
 from typing import Any
 
-import duckdb
 import pytest
 from builders import CALLERS, CALLS, FRONTIER, PATH, POLICY
-from exports_checks import REL_TOL, check_all, check_frontier_best, mixed_runs, published, rows
+from exports_checks import REL_TOL, check_all, check_frontier_best, published, rows
 
 from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def mixed_bus(bus: Config) -> Config:
-    """The test's bus holding :func:`exports_checks.mixed_runs`, synced once."""
-    return mixed_runs(bus)
 
 
 def test_exports_equal_direct_computation_over_raw_files(mixed_bus: Config, con: Any) -> None:

@@ -11,9 +11,7 @@ import json
 import os
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
-import pytest
 import structlog
 from builders import CALLERS, add_path_run, sync
 from exports_checks import file_entries, published, rewritten, rows
@@ -22,13 +20,6 @@ from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config, UserExport
 from quantbot_bus.pipeline import Bus
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
 
 
 def test_failing_user_export_is_reported_and_others_stay_fresh(bus: Config, con: Any) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 import structlog
 from builders import PATH, POLICY, sync
 from exports_checks import (
@@ -18,7 +17,6 @@ from exports_checks import (
     check_frontier_best,
     check_leaderboard,
     first_column,
-    mixed_runs,
     refresh_until_done,
     store_table,
 )
@@ -26,19 +24,6 @@ from exports_checks import (
 from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def mixed_bus(bus: Config) -> Config:
-    """The test's bus holding :func:`exports_checks.mixed_runs`, synced once."""
-    return mixed_runs(bus)
 
 
 def test_crash_leftovers_are_cleaned_and_lost_segments_rebuilt(mixed_bus: Config, con: Any) -> None:

@@ -11,8 +11,6 @@ import shutil
 import time
 from typing import Any
 
-import duckdb
-import pytest
 from builders import CALLS, PATH, POLICY, add_path_run, sync
 from exports_checks import (
     check_all,
@@ -22,7 +20,6 @@ from exports_checks import (
     check_leaderboard,
     file_entries,
     first_column,
-    mixed_runs,
     published,
     published_table_glob,
     rows,
@@ -33,19 +30,6 @@ from exports_checks import (
 from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
 from quantbot_bus.config import Config
-
-
-@pytest.fixture
-def con() -> Any:
-    c = duckdb.connect()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def mixed_bus(bus: Config) -> Config:
-    """The test's bus holding :func:`exports_checks.mixed_runs`, synced once."""
-    return mixed_runs(bus)
 
 
 def test_deleted_run_leaves_tables_and_summaries(mixed_bus: Config, con: Any) -> None:
