@@ -23,8 +23,8 @@ drivers (:func:`quantbot_bus.pipeline.sync`, :func:`quantbot_bus.pipeline.rebuil
   the outbox for the next look (:mod:`.outbox`).
 
 If a daemon took the lock between the batch and the look, the look is left to it
-(``alert.look_skipped``). With ``catalog = "iceberg"`` there is no look: the scale-out daemon
-has no lookout either.
+(``alert.look_skipped``). With ``catalog = "iceberg"`` only the status rules are checked (as by
+the scale-out daemon's lookout) and no page is written: both need the local publication.
 """
 
 from __future__ import annotations
@@ -101,9 +101,8 @@ def look_after(
 ) -> Look | None:
     """One look after a one-shot's batch (module doc): the alerts, then the page if due, under
     the state-dir lock; then the sinks' delivery. Returns what it did, or None when it did not
-    look (both off, the Iceberg backend, a daemon holds the lock, or the look failed as a
-    whole: logged). Never raises."""
-    if config.catalog == "iceberg" or not (config.alerts.enabled or config.report.enabled):
+    look (both off, a daemon holds the lock, or the look failed as a whole: logged). Never raises."""
+    if not (config.alerts.enabled or config.report.enabled):
         return None
     lock = StateLock(config.lock_path, role)
     try:

@@ -6,6 +6,11 @@ A failed poll (the object store or PostgreSQL down, slow or erroring) never stop
 says ``degraded`` with the reason, the next poll waits a capped, doubling backoff (1 s up to
 :data:`MAX_BACKOFF_S`), and a poll that goes through clears it. Nothing is lost meanwhile: the
 cursors move only after a poll's runs are registered (:mod:`quantbot_bus.iceberg.bus`).
+
+With ``[alerts]`` on, a :class:`~.lookout.Lookout` thread checks the status rules (``degraded``,
+``stalled``, ``disk_low``) on this daemon's status, as the local daemon's does; the rules that
+read the local publication (failed runs, rejections, regressions) and the dashboard do not run on
+this backend (docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ..iceberg.bus import IcebergBus
 from ..log import get_logger
 from ..statelock import StateLock
 from ..timeutil import iso_utc
+from .lookout import Lookout
 from .notify import Notifier
 from .status import DaemonStatus
 
@@ -45,9 +51,14 @@ class ScaleOutDaemon:
         lock.acquire()
         bus = IcebergBus(config)
         log.info("daemon.started", root=config.object_root, backend="iceberg", daemon=bus.daemon_id)
+        lookout = Lookout(config, self.status) if config.alerts.enabled else None
         try:
+            if lookout is not None:
+                lookout.start()
             self._loop(bus)
         finally:
+            if lookout is not None:
+                lookout.stop()  # the alert sinks deliver what they hold (a few seconds)
             bus.close()
             self.status.update(ready=False, stopped_at=iso_utc())
             self.status.write()
