@@ -161,8 +161,8 @@ class Bus:
 
     # ------------------------------------------------------------------ apply + publish
 
-    def commit(self, batch: Batch) -> BatchResult:
-        """Apply one batch in one transaction, then publish it (readers see it whole)."""
+    def commit(self, batch: Batch, *, publish: bool = True) -> BatchResult:
+        """Apply one batch in one transaction, then publish it unless told not to."""
         if len(batch) == 0:
             return BatchResult()
         with self.lock:
@@ -175,7 +175,8 @@ class Bus:
                 self.publish_due = True  # its publication clears it (and says recovered)
             if result.changed:
                 self.publish_due = True
-            self.try_publish()
+            if publish:
+                self.try_publish()
             return result
 
     def try_publish(self) -> Published | None:
@@ -263,9 +264,9 @@ class Bus:
             return status
 
     def write_files(self, *, force: bool = False) -> float | None:
-        """Write the due summary files (from the working catalog) and publish them, then the due
-        user exports (from the publication, the reader-side catalog) and publish those.
-        Returns the seconds until a held-back file is due (or None). Never raises."""
+        """Write the due summary files and publish them with whatever is due, then the due user
+        exports (read from that publication) and publish those; returns the seconds until a
+        held-back file is due (or None). Never raises (a failed publication stays due)."""
         next_due: float | None = None
         try:
             with self.lock:
@@ -281,7 +282,8 @@ class Bus:
             with self.lock:
                 if summary["written"]:
                     self._files = {**self._current_files(), **summary["files"]}
-                    self.publish()
+                if summary["written"] or self.publish_due:
+                    self.publish()  # the user exports below read this publication
             if self.config.exports:
                 with self.publication.open_current() as reader:
                     user = exports.write_files(self.config, reader, gens, kind="user", force=force)
@@ -343,15 +345,16 @@ class Bus:
     # ------------------------------------------------------------------ one-shot drivers
 
     def reconcile(self) -> BatchResult:
-        """``sync``/``rebuild``: the whole root once, the exports until caught up, published."""
+        """``sync``/``rebuild``: the whole root once, the exports until caught up, and one
+        publication at the end (the batch, the export tables and the summary files)."""
         t0 = time.perf_counter()
         outcome = self.full_scan()
         pending = self.expire_pending(outcome.pending, outcome.batch, outcome.pending_ids)
         for run_dir, reason in pending.items():
             log.info("run.pending", run_dir=run_dir, reason=reason)
-        role = self._state_lock.role
-        pendingfile.write_scan_pending(self.config, pending, outcome.pending_ids, writer=role)
-        result = self.commit(outcome.batch)
+        writer = self._state_lock.role
+        pendingfile.write_scan_pending(self.config, pending, outcome.pending_ids, writer=writer)
+        result = self.commit(outcome.batch, publish=False)
         result.unchanged = outcome.unchanged + result.unchanged
         result.pending = pending
         try:
@@ -360,15 +363,12 @@ class Bus:
             self.compact()
         except Exception as exc:  # noqa: BLE001 - an export never fails registration
             log.error("export.failed", error=f"{type(exc).__name__}: {exc}")
-        self.publish(force=True)
+        self.publish_due = True  # a sync always publishes
         self.write_files(force=True)
-        log.info(
-            "rescan.done",
-            runs=outcome.seen,
-            skipped=outcome.skipped,
-            pending=len(pending),
-            ms=round((time.perf_counter() - t0) * 1000, 1),
-        )
+        if self.publish_due:  # write_files' publication failed (logged): raise this time
+            self.publish(force=True)
+        ms, n = round((time.perf_counter() - t0) * 1000, 1), len(pending)
+        log.info("rescan.done", runs=outcome.seen, skipped=outcome.skipped, pending=n, ms=ms)
         return result
 
 
