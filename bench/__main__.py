@@ -88,10 +88,12 @@ def _library_state() -> dict[str, object]:
             )
         except (OSError, subprocess.SubprocessError):
             return ""
-        return out.stdout.strip()
+        return out.stdout
 
+    # not stripped: each porcelain line's status is its first three characters
     changed = [line[3:] for line in git("status", "--porcelain", "quantbot_bus").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_library_files": changed}
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    return {"commit": commit, "uncommitted_library_files": changed}
 
 
 def main(argv: list[str] | None = None) -> int:

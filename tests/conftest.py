@@ -18,7 +18,10 @@ import structlog
 pytest.register_assert_rewrite(
     "builders",
     "alerts_inputs",
+    "backtest_inputs",
+    "cli_query_catalog",
     "cron_user",
+    "daemon_in_process",
     "doctor_checks",
     "exports_checks",
     "publication_reading",
@@ -27,8 +30,12 @@ pytest.register_assert_rewrite(
     "summaries_runs",
     "systemd_units",
     "userdata_inputs",
+    "writer_checks",
     "reliability.helpers",
 )
+
+#: Helper modules whose fixtures several test modules use (``synced``, ``fast``).
+pytest_plugins = ["cli_query_catalog", "daemon_in_process"]
 
 from builders import RunFactory  # noqa: E402 - after the rewrite registration
 from cron_user import Account, Cron, fresh_cron, throwaway_account  # noqa: E402

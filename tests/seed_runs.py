@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,6 @@ def run_row(config: Config, run_id: str) -> dict[str, Any]:
 def error_of(config: Config, run_id: str) -> str | None:
     rows = snapshot_query(config, "SELECT error FROM catalog.runs_d WHERE run_id = ?", [run_id])
     return rows[0][0] if rows else None
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e["event"] == name]
 
 
 def artifact_names(config: Config, run_id: str) -> dict[str, int]:

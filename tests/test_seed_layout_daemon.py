@@ -8,17 +8,16 @@ import dataclasses
 
 import pytest
 from builders import live_run_ids, make_run, open_rejections, wait_for
+from daemon_in_process import events, running_daemon
 from seed_runs import (
     FAILED_STDERR,
     artifact_names,
     error_of,
-    events,
     make_seed_run,
     paths_table,
     run_row,
 )
 from structlog.testing import capture_logs
-from test_watch import running_daemon
 
 from quantbot_bus.config import Config
 from quantbot_bus.contract.layout import run_id_of

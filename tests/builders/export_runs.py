@@ -22,7 +22,7 @@ FRONTIER = "frontier"
 CALLERS = ("alpha", "bravo", "charlie", "delta")
 
 #: The columns the backtest (quantbot_bus.backtest) writes to each table, before the
-#: ``created_at`` it adds itself; tests/test_backtest.py checks its output against them.
+#: ``created_at`` it adds itself; tests/test_backtest_runs.py checks its output against them.
 PATH_COLUMNS = {
     "run_id": pa.string(),
     "call_id": pa.string(),

@@ -1,38 +1,11 @@
-"""A faithful baseline of the seed system's bus daemon, to measure side by side with ours.
-
-The seed daemon (``scripts/bus_daemon.py`` in the quantbot repository) works like this, and so
-does :class:`BaselineDaemon`:
-
-- poll the inbox every ``poll_interval_s`` (1.0 s); for each committed job not yet processed, one
-  at a time and in name order:
-- take the writer lock file (``<db>.writer.lock``, ``fcntl.flock``), ``duckdb.connect`` the
-  catalog file, run the idempotent schema DDL (``CREATE ... IF NOT EXISTS``), upsert the run row
-  (``INSERT ... ON CONFLICT DO UPDATE``, the whole metadata as ``meta_json``) and one
-  ``INSERT ... ON CONFLICT DO NOTHING`` per artifact, write the run's ``meta.json`` into the
-  store, then re-run **every** export job in full (``COPY (<sql over the whole catalog>) TO
-  '<file>.parquet'``), write ``_export_status.json``, close the connection, release the lock.
-
-Differences from the seed, kept small and on purpose: the job is one of our run directories
-(``<root>/<run_type>/<run_id>/`` completed by ``metadata.json``) instead of an inbox dir
-completed by ``COMMIT``; files are not moved into a store (the benchmark root is shared with the
-daemon under test), so only ``meta.json`` is written to the store, as the seed did; processed runs
-stay in the root, so a set of processed run dirs (loaded from the catalog at start) replaces the
-seed's move-to-``processed/``. The export jobs are the seed's kind (SQL over the catalog tables,
-``COPY ... TO``) for the exports this project publishes from the catalog: runs flattened,
-artifacts, latest artifacts, run summaries, per-producer totals.
-
-Run it on its own: ``python -m bench.baseline --root R --db D --exports E --max-seconds 20``.
-"""
+"""The baseline daemon: the seed's poll loop, one job at a time under the writer lock, every
+export re-run in full after each run (:class:`BaselineDaemon`)."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import fcntl
 import json
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,98 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
+
+from .schema import EXPORT_JOBS, SCHEMA_DDL, catalog_timestamp, utc_now_iso
 
 POLL_INTERVAL_S = 1.0
-
-SCHEMA_DDL = (
-    "CREATE SCHEMA IF NOT EXISTS catalog",
-    """
-    CREATE TABLE IF NOT EXISTS catalog.runs_d (
-      run_id           VARCHAR PRIMARY KEY,
-      producer         VARCHAR,
-      created_at_utc   TIMESTAMP,
-      meta_json        VARCHAR,
-      first_seen_at    TIMESTAMP DEFAULT now(),
-      last_seen_at     TIMESTAMP DEFAULT now()
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS catalog.artifacts_f (
-      artifact_key     VARCHAR PRIMARY KEY,
-      run_id           VARCHAR,
-      artifact_id      VARCHAR,
-      producer         VARCHAR,
-      kind             VARCHAR,
-      format           VARCHAR,
-      canonical_path   VARCHAR,
-      rows             BIGINT,
-      schema_hint      VARCHAR,
-      created_at_utc   TIMESTAMP,
-      ingested_at      TIMESTAMP DEFAULT now(),
-      meta_json        VARCHAR
-    )
-    """,
-    """
-    CREATE VIEW IF NOT EXISTS catalog.latest_artifacts_v AS
-    WITH ranked AS (
-      SELECT *, row_number() OVER (
-        PARTITION BY producer, kind, artifact_id ORDER BY created_at_utc DESC, ingested_at DESC
-      ) AS rn
-      FROM catalog.artifacts_f
-    ) SELECT * FROM ranked WHERE rn = 1
-    """,
-)
-
-#: The export jobs, each re-run in full after every run (the seed's ``export.jobs``).
-EXPORT_JOBS: tuple[tuple[str, str], ...] = (
-    (
-        "runs",
-        """
-        SELECT run_id, producer, created_at_utc, first_seen_at, last_seen_at,
-               json_extract_string(meta_json, '$.status') AS status
-        FROM catalog.runs_d
-        ORDER BY created_at_utc DESC
-        """,
-    ),
-    (
-        "artifacts",
-        "SELECT * EXCLUDE (meta_json) FROM catalog.artifacts_f ORDER BY run_id, artifact_id",
-    ),
-    ("latest_artifacts", "SELECT * FROM catalog.latest_artifacts_v"),
-    (
-        "run_summaries",
-        """
-        SELECT r.run_id, r.producer, r.created_at_utc,
-               count(a.artifact_key) AS artifact_count, sum(a.rows) AS total_rows
-        FROM catalog.runs_d r LEFT JOIN catalog.artifacts_f a USING (run_id)
-        GROUP BY ALL
-        ORDER BY r.created_at_utc DESC
-        """,
-    ),
-    (
-        "producer_totals",
-        """
-        SELECT producer, kind, artifact_id, count(*) AS artifacts, sum(rows) AS rows,
-               min(created_at_utc) AS first_at, max(created_at_utc) AS last_at
-        FROM catalog.artifacts_f GROUP BY ALL ORDER BY ALL
-        """,
-    ),
-)
-
-
-def utc_now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _ts(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 @contextmanager
@@ -225,7 +110,7 @@ class BaselineDaemon:
             return None
         run_id = str(meta["run_id"])
         producer = meta["producer"].get("name") if isinstance(meta["producer"], dict) else None
-        created = _ts(meta.get("created_at"))
+        created = catalog_timestamp(meta.get("created_at"))
         kind = meta.get("run_type")
         meta["run_dir"] = str(run_dir)
         meta_json = json.dumps(meta, ensure_ascii=False)
@@ -346,107 +231,3 @@ class BaselineDaemon:
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
             stop.wait(wait)
-
-
-def preseed(db_path: Path, runs: list[tuple[str, Path, dict[str, Any]]]) -> float:
-    """Register ``runs`` (run_id, run_dir, metadata) in a seed-schema catalog with one Arrow
-    insert per table (so the baseline can be measured at 10k/100k without running it for hours).
-    Returns seconds taken."""
-    t0 = time.perf_counter()
-    run_cols: dict[str, list[Any]] = {
-        k: [] for k in ("run_id", "producer", "created_at_utc", "meta_json")
-    }
-    art_cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "artifact_key",
-            "run_id",
-            "artifact_id",
-            "producer",
-            "kind",
-            "format",
-            "canonical_path",
-            "rows",
-            "created_at_utc",
-            "meta_json",
-        )
-    }
-    for run_id, run_dir, meta in runs:
-        producer = meta["producer"]["name"]
-        created = _ts(meta.get("created_at"))
-        doc = dict(meta, run_dir=str(run_dir))
-        run_cols["run_id"].append(run_id)
-        run_cols["producer"].append(producer)
-        run_cols["created_at_utc"].append(created)
-        run_cols["meta_json"].append(json.dumps(doc, ensure_ascii=False))
-        for seq, a in enumerate(meta["artifacts"], start=1):
-            art_cols["artifact_key"].append(f"{run_id}:{a['name']}:{seq}")
-            art_cols["run_id"].append(run_id)
-            art_cols["artifact_id"].append(a["name"])
-            art_cols["producer"].append(producer)
-            art_cols["kind"].append(meta.get("run_type"))
-            art_cols["format"].append("parquet")
-            art_cols["canonical_path"].append(str(run_dir / a["file"]))
-            art_cols["rows"].append(a["rows"])
-            art_cols["created_at_utc"].append(created)
-            art_cols["meta_json"].append(
-                json.dumps({k: v for k, v in a.items() if k != "file"}, ensure_ascii=False)
-            )
-    runs_tbl = pa.table(run_cols)
-    arts_tbl = pa.table(art_cols)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
-    try:
-        for stmt in SCHEMA_DDL:
-            con.execute(stmt)
-        con.register("runs_in", runs_tbl)
-        con.register("arts_in", arts_tbl)
-        con.execute(
-            "INSERT INTO catalog.runs_d (run_id, producer, created_at_utc, meta_json) "
-            "SELECT run_id, producer, created_at_utc, meta_json FROM runs_in"
-        )
-        con.execute(
-            "INSERT INTO catalog.artifacts_f (artifact_key, run_id, artifact_id, producer, kind, "
-            "format, canonical_path, rows, created_at_utc, meta_json) "
-            "SELECT artifact_key, run_id, artifact_id, producer, kind, format, canonical_path, "
-            "rows, created_at_utc, meta_json FROM arts_in"
-        )
-    finally:
-        con.close()
-    return time.perf_counter() - t0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.baseline", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--root", type=Path, required=True)
-    ap.add_argument("--db", type=Path, required=True, help="the seed-style catalog DuckDB file")
-    ap.add_argument("--exports", type=Path, required=True)
-    ap.add_argument("--poll", type=float, default=POLL_INTERVAL_S)
-    ap.add_argument("--max-seconds", type=float, default=None)
-    ap.add_argument("--max-runs", type=int, default=None)
-    ap.add_argument("--stats", type=Path, default=None, help="write per-run timings here (JSON)")
-    args = ap.parse_args(argv)
-    args.db.parent.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    daemon = BaselineDaemon(args.root, args.db, args.exports, poll_interval_s=args.poll)
-    print("baseline.ready", flush=True)
-    daemon.run(stop, max_seconds=args.max_seconds, max_runs=args.max_runs)
-    if args.stats is not None:
-        args.stats.write_text(
-            json.dumps(
-                {
-                    "processed": [p.__dict__ for p in daemon.processed],
-                    "rejected": daemon.rejected,
-                }
-            )
-        )
-    print(f"baseline.done processed={len(daemon.processed)}", file=sys.stderr, flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
