@@ -18,33 +18,47 @@ from quantbot_bus.daemon.notify import Notifier
 from quantbot_bus.daemon.supervisor import Daemon
 
 
+class DaemonThread:
+    """A real Daemon on ``config`` run on its own thread; :attr:`errors` holds what ``run()``
+    raised, :attr:`stop` ends it."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.stop = threading.Event()
+        self.daemon = Daemon(config, stop_event=self.stop, notifier=notifier or Notifier(None))
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="daemon-under-test")
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # the test looks at it
+            self.errors.append(exc)
+
+    def start(self) -> DaemonThread:
+        self.thread.start()
+        return self
+
+    def join(self) -> None:
+        """Wait for the thread to end (at most :data:`~builders.DEADLINE_S`)."""
+        self.thread.join(DEADLINE_S)
+        assert not self.thread.is_alive(), "daemon did not stop within the deadline"
+
+
 @contextmanager
 def running_daemon(config: Config, notifier: Notifier | None = None) -> Iterator[Daemon]:
     """Run a Daemon on ``config`` on a thread until the block ends; yields it once it is ready
     and re-raises what it raised."""
-    stop = threading.Event()
-    daemon = Daemon(config, stop_event=stop, notifier=notifier or Notifier(None))
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="daemon-under-test")
-    thread.start()
+    run = DaemonThread(config, notifier).start()
     try:
-        wait_for(lambda: daemon.ready.is_set() or errors, "daemon ready")
-        if errors:
-            raise errors[0]
-        yield daemon
+        wait_for(lambda: run.daemon.ready.is_set() or run.errors, "daemon ready")
+        if run.errors:
+            raise run.errors[0]
+        yield run.daemon
     finally:
-        stop.set()
-        thread.join(DEADLINE_S)
-        assert not thread.is_alive(), "daemon did not stop within the deadline"
-    if errors:
-        raise errors[0]
+        run.stop.set()
+        run.join()
+    if run.errors:
+        raise run.errors[0]
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

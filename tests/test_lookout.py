@@ -7,20 +7,18 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from builders import make_run, wait_for
+from daemon_in_process import DaemonThread
 from receiver import Receiver
 from reliability.helpers import DaemonProcess
 
 from quantbot_bus.config import Config
-from quantbot_bus.daemon.notify import Notifier
 from quantbot_bus.daemon.status import read_status
-from quantbot_bus.daemon.supervisor import Daemon
 from quantbot_bus.errors import DaemonError
 
 Factory = Callable[..., DaemonProcess]
@@ -134,17 +132,8 @@ def test_a_restarted_daemon_does_not_notify_again_and_the_page_can_be_off(
 def test_a_thread_that_ends_stops_the_daemon_with_an_error(bus: Config, thread: str) -> None:
     """Registration must not carry on silently without exports or alerts: the supervisor
     stops the daemon (systemd restarts it) when the publisher or the lookout ends."""
-    daemon = Daemon(bus, stop_event=threading.Event(), notifier=Notifier(None))
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    runner = threading.Thread(target=target)
-    runner.start()
+    run = DaemonThread(bus).start()
+    daemon, errors = run.daemon, run.errors
     wait_for(daemon.ready.is_set, "ready")
     if thread == "publisher":
         publisher = daemon._publisher
@@ -152,8 +141,7 @@ def test_a_thread_that_ends_stops_the_daemon_with_an_error(bus: Config, thread: 
         publisher.finish()  # its thread returns, as after an unexpected exit
     else:
         daemon._lookout.stop()
-    runner.join(60)
-    assert not runner.is_alive()
+    run.join()
     assert len(errors) == 1 and isinstance(errors[0], DaemonError)
     assert f"the {thread} thread stopped" in str(errors[0])
     assert read_status(bus.status_path)["state"] == "stopped"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 import pytest
-from builders import DEADLINE_S, live_run_ids, make_run, wait_for
-from daemon_in_process import events, running_daemon
+from builders import live_run_ids, make_run, wait_for
+from daemon_in_process import DaemonThread, events, running_daemon
 from structlog.testing import capture_logs
 
 from quantbot_bus.config import Config
@@ -55,18 +54,10 @@ def test_a_dead_observer_is_restarted_once(fast: Config, which: str) -> None:
 
 
 def test_an_observer_dying_twice_stops_the_daemon_with_an_error(fast: Config) -> None:
-    daemon = Daemon(fast, stop_event=threading.Event(), notifier=Notifier(None))
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
+    run = DaemonThread(fast)
+    daemon, errors = run.daemon, run.errors
     with capture_logs() as logs:
-        thread.start()
+        run.start()
         wait_for(daemon.ready.is_set, "ready")
         first = daemon._observer
         assert first is not None
@@ -77,8 +68,7 @@ def test_an_observer_dying_twice_stops_the_daemon_with_an_error(fast: Config) ->
         assert second is not None
         second.stop()
         second.join()
-        thread.join(DEADLINE_S)
-    assert not thread.is_alive()
+        run.join()
     assert len(errors) == 1 and isinstance(errors[0], DaemonError)
     assert "observer died twice" in str(errors[0])
     assert [e["event"] for e in logs][-1] == "daemon.stopped"
