@@ -82,15 +82,21 @@ def chromium_load_s(page: Path, reps: int = 3) -> dict[str, float] | None:
 
 
 def measure_page(cfg: Config) -> dict[str, float | None]:
-    """``write_report`` three times on ``cfg``'s bus (median, first), the page's size, and its
-    load in headless Chromium over a blank page's."""
-    results = [write_report(cfg) for _ in range(3)]
+    """``write_report`` three times on ``cfg``'s bus (median, first; and the median CPU seconds
+    of this process per call), the page's size, and its load in headless Chromium over a blank
+    page's."""
+    results, cpu = [], []
+    for _ in range(3):
+        c0 = time.process_time()
+        results.append(write_report(cfg))
+        cpu.append(time.process_time() - c0)
     secs = sorted(r.seconds for r in results)
     browser = chromium_load_s(results[-1].path)
     return {
         "bytes": results[-1].bytes,
         "first_s": results[0].seconds,
         "median_s": secs[1],
+        "cpu_s": sorted(cpu)[1],
         "load_s": None if browser is None else browser["page_s"] - browser["blank_s"],
         "blank_s": None if browser is None else browser["blank_s"],
     }
@@ -102,25 +108,49 @@ def measure(n: int, keep: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         cfg = build_bus(work, n)
         built = time.perf_counter() - t0
-        return {"runs": n, "build_s": built, **measure_page(cfg)}
+        return {"runs": n, "build_s": built, "dir": work, **measure_page(cfg)}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def kept_bus(work: Path) -> Config:
+    """The config of a bus that ``--keep`` left in ``work``."""
+    return Config(root=work / "artifacts", exports_dir=work / "exports", state_dir=work / "state")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[1_000, 10_000])
-    parser.add_argument("--keep", action="store_true", help="keep the data dir")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the data dir (its path is printed)"
+    )
+    parser.add_argument(
+        "--bus",
+        type=Path,
+        help="measure the page of a bus that --keep left (no build; sizes ignored): run old and "
+        "new code on it in alternating processes",
+    )
     args = parser.parse_args()
     configure_logging("warning", "console")
+    if args.bus is not None:
+        m = measure_page(kept_bus(args.bus))
+        print(
+            f"bus={args.bus}  index.html={(m['bytes'] or 0) / 1024:7.1f} KiB  "
+            f"write_report median={m['median_s']:.2f} s (first {m['first_s']:.2f} s; "
+            f"CPU {m['cpu_s']:.2f} s)  chromium load={m['load_s']} s over blank {m['blank_s']} s",
+            flush=True,
+        )
+        return
     for n in args.sizes:
         m = measure(n, args.keep)
         print(
             f"runs={m['runs']:>6}  index.html={m['bytes'] / 1024:7.1f} KiB  "
-            f"write_report median={m['median_s']:.2f} s (first {m['first_s']:.2f} s)  "
+            f"write_report median={m['median_s']:.2f} s (first {m['first_s']:.2f} s; "
+            f"CPU {m['cpu_s']:.2f} s)  "
             f"chromium load={m['load_s']} s over blank {m['blank_s']} s  "
-            f"[bus built in {m['build_s']:.0f} s]",
+            f"[bus built in {m['build_s']:.0f} s"
+            + (f", kept in {m['dir']}]" if args.keep else "]"),
             flush=True,
         )
 

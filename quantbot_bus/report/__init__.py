@@ -10,6 +10,7 @@ module                    its one responsibility
 :mod:`.series`            a run's tearsheet series (cumulative, underwater, monthly, rolling
                           Sharpe) and the downsampling that bounds a chart's size
 :mod:`.svg`               matplotlib figures as inline SVG (no pyplot, no external reference)
+:mod:`.layout`            a figure's margins from the text it draws (no layout engine)
 :mod:`.charts`            the section charts; :mod:`.tearsheet` the run tearsheet's
 :mod:`.page`              the HTML skeleton and builders (escaping, tables, figures)
 :mod:`.sections`          each section from the data

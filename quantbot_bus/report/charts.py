@@ -10,7 +10,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+import matplotlib.dates as mdates
 import numpy as np
+from matplotlib.collections import PolyCollection
+from matplotlib.ticker import MaxNLocator
 
 from .data import Histogram, Row
 from .svg import BAD, GOOD, MUTED, PALETTE, figure, styled, to_svg
@@ -33,6 +36,35 @@ def _distinct(rows: Iterable[Row]) -> list[tuple[float, float]]:
         (round(float(r["stop_out_rate"]), 4), round(float(r["objective_score"]), 4)) for r in rows
     }
     return sorted(seen)
+
+
+def _bars(
+    ax: Any,
+    at: Any,
+    lengths: Any,
+    thickness: float,
+    colors: Any,
+    *,
+    base: Any = None,
+    label: str | None = None,
+    horizontal: bool = True,
+) -> None:
+    """Bars from ``base`` (default 0) over each of ``lengths``, centred on ``at``: one
+    :class:`~matplotlib.collections.PolyCollection` (what ``bar``/``barh`` draw, without an
+    artist, a limit update and a legend entry per bar; the SVG has the same one path per bar)."""
+    at, n = np.asarray(at, dtype=float), np.nan_to_num(np.asarray(lengths, dtype=float))
+    b = np.zeros_like(n) if base is None else np.asarray(base, dtype=float)
+    lo, hi, end = at - thickness / 2, at + thickness / 2, b + n
+    verts = np.stack([np.stack(c, 1) for c in ((b, lo), (end, lo), (end, hi), (b, hi))], axis=1)
+    if not horizontal:
+        verts = verts[..., ::-1]  # (length, position) -> (position, length)
+    bars = PolyCollection(
+        list(verts), facecolors=colors, edgecolors="none", linewidths=0, label=label
+    )
+    (bars.sticky_edges.x if horizontal else bars.sticky_edges.y).append(0.0)  # no margin below 0
+    ax.add_collection(bars, autolim=False)
+    ax.update_datalim(verts.reshape(-1, 2))
+    ax.autoscale_view()
 
 
 def runs_over_time(per_day: list[Row]) -> str:
@@ -59,13 +91,19 @@ def runs_over_time(per_day: list[Row]) -> str:
         fig, axes = figure(7.5, 2.4)
         ax = axes[0][0]
         bottom = np.zeros(len(buckets))
-        # up to MAX_BARS buckets: one labelled bar each; more: bars on a date axis
+        # up to MAX_BARS buckets: one labelled bar each; more: bars on a date axis (in days)
         dated = len(buckets) > MAX_BARS
-        x: Any = buckets if dated else [d.isoformat() for d in buckets]
+        if dated:
+            ax.xaxis_date()
+            x = mdates.date2num(buckets)
+        else:
+            x = np.arange(len(buckets), dtype=float)
+            ax.set_xticks(x, [d.isoformat() for d in buckets])
         width = (5.5 if weekly else 0.8) if dated else 0.6
         for i, t in enumerate(types):
             vals = np.array([counts[t].get(d, 0) for d in buckets], dtype=float)
-            ax.bar(x, vals, width, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=_short(t))
+            color = PALETTE[i % len(PALETTE)]
+            _bars(ax, x, vals, width, color, base=bottom.copy(), label=_short(t), horizontal=False)
             bottom += vals
         ax.set_ylabel("runs per week" if weekly else "runs per day")
         ax2 = ax.twinx()
@@ -91,7 +129,7 @@ def leaderboard(rows: list[Row]) -> str:
             (("hit_2x_rate", "2x"), ("hit_3x_rate", "3x"), ("hit_4x_rate", "4x"))
         ):
             vals = [float(r[key] or 0) for r in top]
-            ax.barh(y + (1 - i) * h, vals, h, color=PALETTE[i], label=f"hit {label}")
+            _bars(ax, y + (1 - i) * h, vals, h, PALETTE[i], label=f"hit {label}")
         ax.set_yticks(y, names)
         ax.grid(axis="y", visible=False)
         ax.set_xlabel("share of calls that reached the multiple")
@@ -106,7 +144,8 @@ def policies(rows: list[Row]) -> str:
     names = [_short(r["policy_id"], 26) for r in rows]
     y = np.arange(len(rows))
     with styled():
-        fig, axes = figure(7.5, 1.0 + 0.2 * len(rows), 1, 3, sharey=True)
+        # the panels share the rows, not a y axis: the names once, no tick per row beside them
+        fig, axes = figure(7.5, 1.0 + 0.2 * len(rows), 1, 3)
         panels = (
             ("avg_return_bps", "avg realized return (bps)", None),
             ("win_rate", "win rate", (0, 1)),
@@ -117,11 +156,12 @@ def policies(rows: list[Row]) -> str:
             colors = [GOOD if v >= 0 else BAD for v in np.nan_to_num(vals)]
             if key != "avg_return_bps":
                 colors = [PALETTE[0]] * len(rows)
-            ax.barh(y, np.nan_to_num(vals), 0.7, color=colors)
+            _bars(ax, y, vals, 0.7, colors)
             ax.grid(axis="y", visible=False)
             ax.set_xlabel(label)
             if lim:
                 ax.set_xlim(*lim)
+            ax.set_yticks([])
             ax.axvline(0, color="#333333", lw=0.6)
         axes[0][0].set_yticks(y, names)
         return to_svg(fig, "policies")
@@ -196,6 +236,7 @@ def histogram(hist: Histogram, chart_id: str, xlabel: str, color: str = PALETTE[
         median = (edges[mid] + edges[mid + 1]) / 2
         ax.axvline(median, color="#333333", lw=0.8, ls="--", label=f"median ≈ {median:,.0f}")
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # 5-digit labels on a narrow axis
         ax.set_ylabel("count")
         ax.legend(loc="upper left")
         return to_svg(fig, chart_id)

@@ -1,13 +1,15 @@
 """matplotlib figures as inline SVG for the dashboard: no script, no external reference.
 
 :func:`figure` makes a figure without pyplot (no global figure registry: safe in the daemon's
-threads); :func:`to_svg` renders it with text kept as text (``svg.fonttype = none``: small, and
-the labels are in the DOM), deterministic ids (``svg.hashsalt``), and then drops what an inline
-SVG in an HTML page does not need: the XML prolog, the DOCTYPE, the RDF metadata block and the
-namespace declarations (the HTML parser knows ``svg`` and ``xlink:href``), so the page names no
-URL at all, the pretty-printing whitespace, and the digits of coordinates past 1/100 pt (together
-about half of the bytes). Each chart's ids get a prefix of its own, so the ids of two charts on one page never
-clash. matplotlib escapes every text it writes (``<``, ``>``, ``&``, quotes).
+threads) and without a layout engine; :func:`to_svg` sets its margins from the text it draws
+(:func:`quantbot_bus.report.layout.fit`), then renders it with text kept as text
+(``svg.fonttype = none``: small, and the labels are in the DOM), deterministic ids
+(``svg.hashsalt``), and then drops what an inline SVG in an HTML page does not need: the XML
+prolog, the DOCTYPE, the RDF metadata block and the namespace declarations (the HTML parser knows
+``svg`` and ``xlink:href``), so the page names no URL at all, the pretty-printing whitespace, and
+the digits of coordinates past 1/100 pt (together about half of the bytes). Each chart's ids get a
+prefix of its own, so the ids of two charts on one page never clash. matplotlib escapes every
+text it writes (``<``, ``>``, ``&``, quotes).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from .layout import fit
+
 #: One palette for every chart (colour-blind safe: Okabe–Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 GOOD, BAD, MUTED = "#009E73", "#D55E00", "#9a9a9a"
@@ -26,6 +30,7 @@ GOOD, BAD, MUTED = "#009E73", "#D55E00", "#9a9a9a"
 _RC: Any = {  # matplotlib types its keys as literals
     "svg.fonttype": "none",
     "svg.hashsalt": "quantbot-bus-report",
+    "text.parse_math": False,  # a name with two $ is text, not a formula
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],  # one name in every text's style, not eleven
     "font.size": 8.0,
@@ -63,7 +68,7 @@ def figure(
 ) -> tuple[Figure, Any]:
     """A figure of ``width`` x ``height`` inches and its axes (``Figure.subplots``), made
     without pyplot; call inside :func:`styled`."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout=None)  # margins: layout.fit, in to_svg
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
@@ -77,6 +82,7 @@ def to_svg(fig: Figure, chart_id: str) -> str:
     """``fig`` as an inline ``<svg>`` element whose ids are prefixed with ``chart_id``."""
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
+        fit(fig)
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = _PROLOG.sub("", text)

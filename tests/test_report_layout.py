@@ -1,0 +1,171 @@
+"""The dashboard's charts are laid out without a layout engine (:mod:`quantbot_bus.report.layout`):
+every text of every chart lies inside its figure, two panels' texts never overlap, and the margins
+are not wasted. Checked on the real chart functions with awkward data (long and markup names,
+counts in the millions, an offset text, negative values, date axes over days and years) against
+matplotlib's own measure of what it drew (``Figure.get_tightbbox`` after the SVG is written)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_svg import RendererSVG
+from matplotlib.figure import Figure
+
+from quantbot_bus.report import charts, svg, tearsheet
+from quantbot_bus.report.data import Histogram, Tearsheet
+from quantbot_bus.report.layout import PAD
+
+#: How much room (points) a chart may leave between its outermost drawing and the figure's edge:
+#: the pad, the measuring slack and a little rounding.
+LOOSE = PAD + 6.0
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """Every figure the chart modules turn into SVG (the real :func:`svg.to_svg` still runs)."""
+    figures: list[Figure] = []
+    real = svg.to_svg
+
+    def keep(fig: Figure, chart_id: str) -> str:
+        figures.append(fig)
+        return real(fig, chart_id)
+
+    monkeypatch.setattr(charts, "to_svg", keep)
+    monkeypatch.setattr(tearsheet, "to_svg", keep)
+    return figures
+
+
+def assert_fits(fig: Figure) -> None:
+    """Nothing of ``fig`` outside it; no side wasted; the panels' texts apart. Measured as the SVG
+    backend measures (unhinted font metrics, 72 dpi: the SVG's own coordinates), which is how
+    the browser draws the text too (Agg's hinted metrics are narrower)."""
+    w, h = fig.get_size_inches() * 72.0
+    fig.set_dpi(72.0)
+    renderer = RendererSVG(w, h, io.StringIO())
+    with svg.styled():
+        box = fig.get_tightbbox(renderer)  # inches, from the texts and lines as drawn
+    x0, y0, x1, y1 = (v * 72.0 for v in box.extents)
+    assert x0 >= 0 and y0 >= 0 and x1 <= w + 0.01 and y1 <= h + 0.01, (box.extents, w, h)
+    room = {"left": x0, "bottom": y0, "right": w - x1, "top": h - y1}
+    assert max(room.values()) <= LOOSE, room
+    panels: dict[int, list[float]] = {}
+    for ax in fig.axes:
+        with svg.styled():
+            drawn = ax.get_tightbbox(renderer)
+        assert drawn is not None
+        b = drawn.transformed(fig.dpi_scale_trans.inverted())  # display -> inches
+        spec = ax.get_subplotspec()
+        assert spec is not None
+        lo, hi = panels.get(spec.colspan.start, [b.x0 * 72.0, b.x1 * 72.0])
+        panels[spec.colspan.start] = [min(lo, b.x0 * 72.0), max(hi, b.x1 * 72.0)]
+    for (_, a), (_, b) in pairwise(sorted(panels.items())):
+        assert a[1] + PAD <= b[0], (a, b)  # points
+
+
+def one_chart(drawn: list[Figure], make: Callable[[], Any]) -> Figure:
+    drawn.clear()
+    make()
+    assert len(drawn) == 1
+    return drawn[0]
+
+
+def _days(start: dt.date, n: int, types: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {"day": start + dt.timedelta(days=i), "run_type": t, "runs": 10_000 * (i % 7 + 1)}
+        for i in range(n)
+        for t in types
+    ]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        _days(dt.date(2026, 1, 1), 3, ("backtest",)),  # a few labelled days
+        _days(dt.date(2026, 1, 1), 90, ("backtest", "optimize")),  # a date axis by day
+        _days(dt.date(2023, 1, 1), 900, ("a-very-long-run-type-name-indeed", "x")),  # by week
+    ],
+    ids=["3-days", "90-days", "900-days"],
+)
+def test_runs_over_time_fits(drawn: list[Figure], rows: list[dict[str, Any]]) -> None:
+    assert_fits(one_chart(drawn, lambda: charts.runs_over_time(rows)))
+
+
+@pytest.mark.parametrize("n", [1, 15])
+def test_leaderboard_fits(drawn: list[Figure], n: int) -> None:
+    names = ["<script>alert(1)</script>", "W" * 40, *(f"caller_{i}" for i in range(n))]
+    rows = [
+        {"caller_name": name, "hit_2x_rate": 0.4, "hit_3x_rate": 0.2, "hit_4x_rate": 0.1}
+        for name in names[:n]
+    ]
+    assert_fits(one_chart(drawn, lambda: charts.leaderboard(rows)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_policies_fit(drawn: list[Figure], scale: float) -> None:
+    rows = [
+        {
+            "policy_id": f"{'M' * (i % 30)}sl{i}",
+            "avg_return_bps": (i - 15) * 37.0 * scale,
+            "win_rate": 0.5,
+            "stop_out_rate": None if i == 3 else 0.2,
+        }
+        for i in range(30)
+    ]
+    assert_fits(one_chart(drawn, lambda: charts.policies(rows)))
+
+
+def test_frontiers_fit(drawn: list[Figure]) -> None:
+    rng = np.random.default_rng(5)
+    rows = [
+        {
+            "kind": kind,
+            "caller_name": f"c{i % 4}",
+            "objective_score": float(rng.normal(0, 1e5 if kind == "policy" else 40)),
+            "stop_out_rate": float(rng.uniform()),
+            "pareto": i % 9 == 0,
+        }
+        for kind in ("policy", "v1_baseline")
+        for i in range(200)
+    ]
+    assert_fits(one_chart(drawn, lambda: charts.frontiers(rows)))
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "count"),
+    [(-12_000.0, 0.0, 3_000_000), (0.0, 1e-3, 7), (1e9, 1e9 + 40.0, 10)],  # 1e6 / small / offset
+)
+def test_histograms_fit(drawn: list[Figure], lo: float, hi: float, count: int) -> None:
+    edges = list(np.linspace(lo, hi, 41))
+    counts = [count * (1 + i % 5) for i in range(40)]
+    hist = Histogram(edges, counts, sum(counts))
+    assert_fits(one_chart(drawn, lambda: charts.histogram(hist, "h", "max_drawdown_bps per run")))
+
+
+def test_verdicts_fit(drawn: list[Figure]) -> None:
+    rows = [{"verdict": v, "n": n} for v, n in (("no change", 12_345_678), ("regression", 3))]
+    assert_fits(one_chart(drawn, lambda: charts.verdicts(rows)))
+
+
+@pytest.mark.parametrize(("calls", "days"), [(12, 2), (10_000, 900)])
+def test_tearsheet_charts_fit(drawn: list[Figure], calls: int, days: int) -> None:
+    rng = np.random.default_rng(calls)
+    ts = 1_735_689_600_000 + np.sort(rng.integers(0, days * 86_400_000, calls))
+    tearsheet.build(Tearsheet("run", None, ts, rng.normal(20, 9_000, calls)))
+    assert len(drawn) == 4
+    for fig in drawn:
+        assert_fits(fig)
+
+
+def test_a_name_with_dollar_signs_is_drawn_as_written() -> None:
+    """matplotlib reads text between two ``$`` as a formula unless told not to."""
+    name = "$PEPE and $WIF"
+    page = charts.leaderboard(
+        [{"caller_name": name, "hit_2x_rate": 0.4, "hit_3x_rate": 0.2, "hit_4x_rate": 0.1}]
+    )
+    assert f">{name}</text>" in page  # one text element, as written (a formula is tspans)
