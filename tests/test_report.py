@@ -104,6 +104,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     make_run(
         cfg.root, "broken", "bad-run", {"results": 3}, mutate=break_it, dir_name=f"bad{HOSTILE}"
     )
+
+    def not_uploaded_yet(meta: dict[str, Any], run_dir: Path) -> None:
+        (run_dir / meta["artifacts"][0]["file"]).unlink()  # declared, not there: pending
+
+    make_run(cfg.root, "backtest-path", "late-run", {"results": 2}, mutate=not_uploaded_yet)
     _alerts(cfg)
     sync(cfg)
     result = write_report(cfg)
@@ -222,7 +227,9 @@ def test_alerts_regressions_rejections_pending(built: dict[str, Any]) -> None:
         assert "no regression checks yet" in reg
     rej = _section(html, "rejected")
     assert "Rejected runs (1 open)" in rej and "bad&lt;script&gt;" in rej
-    assert "no daemon status" in rej  # sync ran, no daemon ever did
+    # no daemon ever ran: the pending list the sync wrote
+    assert "1 runs pending (metadata.json written, files not complete); the oldest seen" in rej
+    assert "as the last sync found them at" in rej and "no daemon status" not in rej
 
 
 def test_run_option_picks_the_tearsheet_and_unknown_run_is_not_found(

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import Config
 from ..errors import CatalogMissingError, NotFoundError
 from ..exports.query import open_query_connection
-from .sources import read_alerts, read_daemon_status
+from .sources import read_alerts, read_daemon_status, read_pending_list
 
 #: Rows shown at most in each table (the page stays small at any catalog size).
 TOP_CALLERS = 20
@@ -81,6 +81,7 @@ class ReportData:
     rejected: int = 0
     status: Row | None = None
     status_note: str = ""
+    pending: Row | None = None  # state_dir/pending.json (the daemon's or the last sync's)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[Row]:
@@ -314,6 +315,7 @@ def gather(config: Config, run_id: str | None = None) -> ReportData:
     one raises :class:`~quantbot_bus.errors.NotFoundError`."""
     data = ReportData()
     data.status, data.status_note = read_daemon_status(config)
+    data.pending = read_pending_list(config)
     data.alerts = read_alerts(config)
     try:
         con = open_query_connection(config)

@@ -287,7 +287,16 @@ def regressions(d: ReportData) -> Section:
 
 def rejected(d: ReportData) -> Section:
     body = ["<h3>Pending runs</h3>"]
-    if d.status is None:
+    if d.status is None and d.pending is not None:  # no daemon: what the last sync found
+        ages = [r["age_s"] for r in d.pending.get("runs", []) if r.get("age_s") is not None]
+        oldest = f"; the oldest seen {fmt_num(max(ages), 0)} s ago" if ages else ""
+        body.append(
+            f"<p>{fmt_int(d.pending.get('total', 0))} runs pending (metadata.json written, files "
+            f"not complete){oldest}, as the last {esc(d.pending.get('writer'))} found them at "
+            f"{esc(d.pending.get('updated_at'))}; no daemon runs (a sync keeps the catalog "
+            "fresh)</p>"
+        )
+    elif d.status is None:
         body.append(empty(f"no daemon status: {d.status_note}"))
     else:
         st = d.status

@@ -1,8 +1,10 @@
-"""The dashboard's inputs outside the publication: the daemon's status file and the open alerts.
+"""The dashboard's inputs outside the publication: the daemon's status file, the pending list
+and the open alerts.
 
-Both live in the state directory and are written by other parts of the bus (the daemon's status,
-:mod:`quantbot_bus.alerts`); each is read by one small function here, and a missing file is
-"nothing to show", never an error (a report must render on a fresh bus).
+They live in the state directory and are written by other parts of the bus (the daemon's status,
+``pending.json`` by the daemon or ``sync``, :mod:`quantbot_bus.alerts`); each is read by one
+small function here, and a missing file is "nothing to show", never an error (a report must
+render on a fresh bus).
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ def read_daemon_status(config: Config) -> tuple[dict[str, Any] | None, str]:
         return read_status(config.status_path), ""
     except StatusMissingError as exc:
         return None, str(exc)
+
+
+def read_pending_list(config: Config) -> dict[str, Any] | None:
+    """``state_dir/pending.json`` (:func:`quantbot_bus.pendingfile.read_pending`: ``total``,
+    ``writer``, ``updated_at``, the runs with their ``age_s``), or None when there is none."""
+    from ..pendingfile import PendingMissingError, pending_path, read_pending
+
+    try:
+        return read_pending(pending_path(config.state_dir))
+    except PendingMissingError:
+        return None
 
 
 def read_alerts(config: Config) -> list[dict[str, Any]]:
