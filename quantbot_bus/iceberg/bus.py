@@ -28,7 +28,7 @@ from ..config import Config
 from ..contract import Invalid
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
-from ..objectstore.reads import ObjectReads
+from ..objectstore.reads import Buckets
 from ..objectstore.validate import ObjectRun, validate_object_run
 from ..pendingfile import PendingEntry, pending_path, write_pending
 from ..timeutil import utc_now
@@ -94,7 +94,8 @@ class IcebergBus:
         self.loc: S3Location = loc
         self.settings = S3Settings.from_env(env)
         self.client = self.settings.client()
-        self.reads = ObjectReads(self.settings.object_store(loc.bucket))
+        self.buckets = Buckets(self.settings)
+        self.reads = self.buckets.of(loc.bucket)
         self.ledger = Ledger(config.state_dir / "iceberg.duckdb")
         self.daemon_id = daemon_id()
         self._catalog: Any = None
@@ -119,8 +120,7 @@ class IcebergBus:
             self._catalog = open_catalog(
                 self.config.catalog_uri, self.config.warehouse, s.pyiceberg_properties()
             )
-            fs = s.arrow_filesystem()
-            self._registrar = Registrar(self._catalog, fs, self.daemon_id)
+            self._registrar = Registrar(self._catalog, self.buckets, self.daemon_id)
             self._claims = Claims(self._catalog.engine, claim_owner(self.config.state_dir))
         return self._registrar
 

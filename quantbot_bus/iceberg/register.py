@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
+from ..objectstore.reads import Buckets
 from ..objectstore.validate import ObjectRun
 from ..timeutil import utc_now
 from .commit import append_once
@@ -66,45 +67,66 @@ class _Item:
         return self.footer.schema.to_arrow_schema()
 
 
-def _data_file(metadata: Any, item: _Item) -> Any:
-    """The Iceberg data file of ``item`` registered in place, built from its footer (what
-    pyiceberg's ``add_files`` computes after reading the footer once more)."""
-    from pyiceberg.io.pyarrow import (
-        compute_statistics_plan,
-        data_file_statistics_from_parquet_metadata,
-        parquet_path_to_id_mapping,
-    )
-    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+class _Plan:
+    """What building data files needs of one table's metadata, worked out once per commit
+    attempt instead of once per file: pyiceberg's ``Transaction.table_metadata`` deep-copies the
+    whole metadata (every retained snapshot) on each access, and the statistics plan and the
+    Parquet column mapping walk the schema."""
 
-    schema = metadata.schema()
-    stats = data_file_statistics_from_parquet_metadata(
-        parquet_metadata=item.footer,
-        stats_columns=compute_statistics_plan(schema, metadata.properties),
-        parquet_column_mapping=parquet_path_to_id_mapping(schema),
-    )
-    return DataFile.from_args(
-        content=DataFileContent.DATA,
-        file_path=item.uri,
-        file_format=FileFormat.PARQUET,
-        partition=stats.partition(metadata.spec(), schema),
-        file_size_in_bytes=item.size,
-        sort_order_id=None,
-        spec_id=metadata.default_spec_id,
-        equality_ids=None,
-        key_metadata=None,
-        **stats.to_serialized_dict(),
-    )
+    def __init__(self, metadata: Any) -> None:
+        from pyiceberg.io.pyarrow import compute_statistics_plan, parquet_path_to_id_mapping
+
+        self.metadata = metadata
+        self.schema = metadata.schema()
+        self.spec = metadata.spec()
+        self.stats_columns = compute_statistics_plan(self.schema, metadata.properties)
+        self.column_mapping = parquet_path_to_id_mapping(self.schema)
+        self._arrow: pa.Schema | None = None
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        if self._arrow is None:
+            self._arrow = self.schema.as_arrow()
+        return self._arrow
+
+    def data_file(self, item: _Item) -> Any:
+        """The Iceberg data file of ``item`` registered in place, built from its footer (what
+        pyiceberg's ``add_files`` computes after reading the footer once more)."""
+        from pyiceberg.io.pyarrow import data_file_statistics_from_parquet_metadata
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+        stats = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=item.footer,
+            stats_columns=self.stats_columns,
+            parquet_column_mapping=self.column_mapping,
+        )
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=item.uri,
+            file_format=FileFormat.PARQUET,
+            partition=stats.partition(self.spec, self.schema),
+            file_size_in_bytes=item.size,
+            sort_order_id=None,
+            spec_id=self.metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **stats.to_serialized_dict(),
+        )
 
 
 class Registrar:
-    """Registers batches into the tables of one catalog; ``fs`` reads the artifact objects
-    (a pyarrow filesystem) when a file must be rewritten."""
+    """Registers batches into the tables of one catalog; ``buckets`` reads the artifact objects
+    and writes the rewritten ones (obstore, :class:`~quantbot_bus.objectstore.reads.Buckets`)."""
 
-    def __init__(self, catalog: Any, fs: Any, daemon_id: str) -> None:
+    def __init__(self, catalog: Any, buckets: Buckets, daemon_id: str) -> None:
         self.catalog = catalog
-        self.fs = fs
+        self.buckets = buckets
         self.daemon_id = daemon_id
         self._tables: dict[str, Any] = {}
+        #: (table, file schema) pairs that fitted: a table only ever gains columns (by name)
+        #: or widens a type, so a file schema that fitted once still fits and is not checked
+        #: against a freshly loaded table again (a load per table and batch)
+        self._fits: set[tuple[str, str]] = set()
 
     def table(self, name: str, schema: pa.Schema, partition_by: str | None = None) -> Any:
         if name not in self._tables:
@@ -165,6 +187,7 @@ class Registrar:
         written: dict[tuple[str, int], Any] = {}
 
         def act(tx: Any, keys: list[str], props: dict[str, str]) -> None:
+            plan = _Plan(tx.table_metadata)  # one deep copy of the metadata per attempt
             in_place, rewrite = [], []
             reasons: dict[str, list[str]] = defaultdict(list)
             for k in keys:
@@ -174,7 +197,7 @@ class Registrar:
                     reason = "the file has no string run_id column"
                 else:
                     try:
-                        data_file = _data_file(tx.table_metadata, item)
+                        data_file = plan.data_file(item)
                         same = data_file.partition[0] == k
                     except ValueError:  # several run_id values: no single partition
                         same = False
@@ -197,9 +220,7 @@ class Registrar:
                 )
             if rewrite:
                 with ThreadPoolExecutor(READ_THREADS) as pool:
-                    in_place += pool.map(
-                        lambda it: self._rewrite(tx.table_metadata, it, written), rewrite
-                    )
+                    in_place += pool.map(lambda it: self._rewrite(plan, it, written), rewrite)
             with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
                 for data_file in in_place:
                     append.append_data_file(data_file)
@@ -209,11 +230,13 @@ class Registrar:
     def _read(self, item: _Item) -> pa.Table:
         import pyarrow.parquet as pq
 
-        if item.body is not None:
-            return pq.read_table(pa.BufferReader(item.body))
-        return pq.read_table(item.uri.removeprefix("s3://"), filesystem=self.fs)
+        body = item.body
+        if body is None:
+            reads, key = self.buckets.at(item.uri)
+            body = reads.get(key)
+        return pq.ParquetFile(pa.BufferReader(body)).read()  # (read_table: a dataset, slower)
 
-    def _rewrite(self, metadata: Any, item: _Item, written: dict[tuple[str, int], Any]) -> Any:
+    def _rewrite(self, plan: _Plan, item: _Item, written: dict[tuple[str, int], Any]) -> Any:
         """``item``'s rows with its ``run_id``, written as one file below the table's ``data/``
         (one file per run, as in place); returns its Iceberg data file."""
         import uuid
@@ -221,18 +244,19 @@ class Registrar:
 
         import pyarrow.parquet as pq
 
+        metadata = plan.metadata
         key = (item.run_id, metadata.current_schema_id)
         if key in written:
             return written[key]
-        rows = _with_run_id(self._read(item), item.run_id, metadata.schema().as_arrow())
+        rows = _with_run_id(self._read(item), item.run_id, plan.arrow_schema)
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink, compression="zstd")
-        body = sink.getvalue()
+        body = sink.getvalue().to_pybytes()
         uri = f"{metadata.location}/data/run_id={quote(item.run_id, safe='')}/{uuid.uuid4().hex}.parquet"
-        with self.fs.open_output_stream(uri.removeprefix("s3://")) as out:
-            out.write(body)
+        reads, object_key = self.buckets.at(uri)
+        reads.put(object_key, body)
         footer = pq.read_metadata(pa.BufferReader(body))
-        written[key] = _data_file(metadata, _Item(item.run_id, uri, len(body), footer))
+        written[key] = plan.data_file(_Item(item.run_id, uri, len(body), footer))
         return written[key]
 
     # ------------------------------------------------------------------ the batch
@@ -241,7 +265,8 @@ class Registrar:
         self.core()
         now = utc_now()
         # 1. every artifact file's schema (from the footer read at validation), fitted to its
-        # table once per distinct schema; a misfit rejects its run
+        # table once per distinct schema (once per process, when it fits); a misfit rejects
+        # its run
         per_table: dict[str, list[_Item]] = defaultdict(list)
         bad: dict[str, str] = {}
         fitted: dict[tuple[str, str], str | None] = {}
@@ -256,7 +281,9 @@ class Registrar:
                 item = _Item(r.info.run_id, uri, a.bytes, footer, body)
                 key = (a.name, a.arrow_schema)
                 if key not in fitted:
-                    fitted[key] = self._fit(a.name, item.schema)
+                    fitted[key] = None if key in self._fits else self._fit(a.name, item.schema)
+                    if fitted[key] is None:
+                        self._fits.add(key)
                 if fitted[key] is not None:
                     bad.setdefault(r.info.run_id, str(fitted[key]))
                 per_table[a.name].append(item)

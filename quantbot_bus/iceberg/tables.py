@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -118,6 +119,7 @@ def sqlalchemy_uri(uri: str) -> str:
 def open_catalog(catalog_uri: str, warehouse: str, file_io: dict[str, str]) -> Any:
     """The SQL catalog (created on first use: pyiceberg makes its two tables)."""
     from pyiceberg.catalog.sql import SqlCatalog
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     props = {
         "uri": sqlalchemy_uri(catalog_uri),
@@ -125,7 +127,16 @@ def open_catalog(catalog_uri: str, warehouse: str, file_io: dict[str, str]) -> A
         "pool_pre_ping": "true",
         **file_io,
     }
-    return SqlCatalog(CATALOG_NAME, **props)
+    for attempt in range(3):
+        try:
+            return SqlCatalog(CATALOG_NAME, **props)
+        except (IntegrityError, ProgrammingError):
+            # two daemons opening a new database at once both create pyiceberg's tables; the
+            # one whose CREATE TABLE lost (a duplicate key in PostgreSQL's catalog, or "already
+            # exists") finds them made when it opens again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def identifier(table: str) -> str:
@@ -187,8 +198,16 @@ def keys_of(snapshot: Any, prop: str = KEYS_PROPERTY) -> list[str]:
     raw = summary.additional_properties.get(prop)
     if not raw:
         return []
+    return list(_parse_keys(raw))
+
+
+@lru_cache(maxsize=1024)
+def _parse_keys(raw: str) -> tuple[str, ...]:
+    """A summary property's JSON list of keys. Cached by its text: every commit looks at every
+    retained snapshot's keys (:func:`key_changes`), and a snapshot's summary never changes, so
+    each is parsed once per process instead of once per commit."""
     value = json.loads(raw)
-    return [str(k) for k in value] if isinstance(value, list) else []
+    return tuple(str(k) for k in value) if isinstance(value, list) else ()
 
 
 def key_changes(snapshots: Iterable[Any]) -> tuple[set[str], set[str]]:

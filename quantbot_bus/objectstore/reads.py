@@ -1,10 +1,12 @@
-"""Ranged reads of objects in one bucket, through obstore (Rust's ``object_store``).
+"""Ranged reads (and the few whole-object GETs and PUTs of rewritten files) of objects in one
+bucket, through obstore (Rust's ``object_store``).
 
 Validation makes one to three small GETs per run file; through botocore each costs about
 1.5 ms of Python CPU under the GIL, which capped a process at a few hundred requests per
 second whatever the server could do. obstore sends them from Rust without the GIL (about
 0.2 ms of Python per request, measured in the same run: bench/README.md), so the validation
-threads overlap for real.
+threads overlap for real. The same holds for PUTs: pyarrow's S3 filesystem (the AWS C++ SDK)
+spent more CPU per small PUT than the rest of a rewrite.
 
 Errors: a missing key is ``None`` (or :class:`FileNotFoundError` from :meth:`ObjectReads.range`);
 anything else (the store down, a 5xx, a timeout after the retries) is raised as obstore's
@@ -13,8 +15,12 @@ exception: it says nothing about the run, and the caller retries the poll.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .location import S3Settings
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,18 @@ class ObjectReads:
 
         return bytes(obstore.get_range(self.store, key, start=start, end=end))
 
+    def get(self, key: str) -> bytes:
+        """The whole object (:class:`FileNotFoundError` when it does not exist)."""
+        import obstore
+
+        return bytes(obstore.get(self.store, key).bytes())
+
+    def put(self, key: str, body: bytes) -> None:
+        """Write ``body`` as the object ``key`` in one PUT (atomic: readers see all or none)."""
+        import obstore
+
+        obstore.put(self.store, key, body)
+
     def _size(self, key: str) -> int | None:
         import obstore
 
@@ -84,3 +102,24 @@ class ObjectReads:
             return int(obstore.head(self.store, key)["size"])
         except FileNotFoundError:
             return None
+
+
+class Buckets:
+    """One :class:`ObjectReads` per bucket, made on first use with the same settings (the
+    warehouse may be in another bucket than the root). Thread-safe."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._by_bucket: dict[str, ObjectReads] = {}
+        self._lock = threading.Lock()
+
+    def of(self, bucket: str) -> ObjectReads:
+        with self._lock:
+            if bucket not in self._by_bucket:
+                self._by_bucket[bucket] = ObjectReads(self.settings.object_store(bucket))
+            return self._by_bucket[bucket]
+
+    def at(self, uri: str) -> tuple[ObjectReads, str]:
+        """The bucket's reads and the key of an ``s3://BUCKET/KEY`` URI."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return self.of(bucket), key
