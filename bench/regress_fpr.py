@@ -134,9 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                 if v.change is not None:  # the raw rule: the point change alone
                     worse = v.change if metric.direction == "higher" else -v.change
                     raw += worse < -metric.threshold
+
+                def shifted(s: float, i: int = i) -> Callable[[], np.ndarray]:
+                    return lambda: returns[i] - s
+
+                def worst_policy(i: int = i) -> np.ndarray:
+                    return worst[i]
+
                 injected: dict[str, Callable[[], np.ndarray]] = {
-                    **{f"shift -{s:,.0f} bps": (lambda s=s, i=i: returns[i] - s) for s in shifts},
-                    "worst grid policy": lambda i=i: worst[i],
+                    **{f"shift -{s:,.0f} bps": shifted(s) for s in shifts},
+                    "worst grid policy": worst_policy,
                 }
                 for name, make in injected.items():
                     hits[name] = hits.get(name, 0) + (

@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from quantbot_bus import pipeline
 from quantbot_bus.backtest.runner import run_backtest
@@ -81,7 +82,19 @@ def chromium_load_s(page: Path, reps: int = 3) -> dict[str, float] | None:
     return {"page_s": pages[reps // 2], "blank_s": blanks[reps // 2]}
 
 
-def measure_page(cfg: Config) -> dict[str, float | None]:
+class PageTimes(TypedDict):
+    """What :func:`measure_page` measured: the page's size, ``write_report``'s seconds, and
+    Chromium's load over a blank page (None without a Chromium)."""
+
+    bytes: int
+    first_s: float
+    median_s: float
+    cpu_s: float
+    load_s: float | None
+    blank_s: float | None
+
+
+def measure_page(cfg: Config) -> PageTimes:
     """``write_report`` three times on ``cfg``'s bus (median, first; and the median CPU seconds
     of this process per call), the page's size, and its load in headless Chromium over a blank
     page's."""
@@ -134,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("warning", "console")
     if args.bus is not None:
-        m = measure_page(kept_bus(args.bus))
+        m: Mapping[str, Any] = measure_page(kept_bus(args.bus))
         print(
             f"bus={args.bus}  index.html={(m['bytes'] or 0) / 1024:7.1f} KiB  "
             f"write_report median={m['median_s']:.2f} s (first {m['first_s']:.2f} s; "

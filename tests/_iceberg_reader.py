@@ -43,10 +43,12 @@ def main() -> None:
     joined = con.execute(
         "SELECT count(*) FROM trades JOIN runs USING (run_id) WHERE runs.status = 'success'"
     ).fetchone()
+    counted = con.execute("SELECT count(*) FROM runs").fetchone()
+    assert counted is not None  # count(*) always gives a row
     print(
         json.dumps(
             {
-                "runs": con.execute("SELECT count(*) FROM runs").fetchone()[0],
+                "runs": counted[0],
                 "per_run": dict(
                     zip(per_run["run_id"].to_list(), per_run["n"].to_list(), strict=True)
                 ),

@@ -5,7 +5,7 @@ daemon."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 from quantbot_bus.config import Config
 from quantbot_bus.daemon.status import write_status
@@ -26,8 +26,18 @@ NAMES = [
     "catalog",
     "status",
 ]
+
+
+class DiskThresholds(TypedDict):
+    """The disk thresholds of :func:`quantbot_bus.ops.doctor.run_checks`."""
+
+    disk_warn_bytes: int
+    disk_warn_ratio: float
+    disk_fail_bytes: int
+
+
 # Disk thresholds that any machine passes, for tests about other checks.
-EASY_DISK = {"disk_warn_bytes": 0, "disk_warn_ratio": 0.0, "disk_fail_bytes": 0}
+EASY_DISK: DiskThresholds = {"disk_warn_bytes": 0, "disk_warn_ratio": 0.0, "disk_fail_bytes": 0}
 
 
 def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:

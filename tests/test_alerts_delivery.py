@@ -146,7 +146,11 @@ def test_a_notification_the_webhook_gave_up_on_is_sent_again_at_a_later_check(
             again = Alerter(settings, tmp_path / "alerts.json", tmp_path / "alerts.jsonl")
             assert again.check(Facts(now=utc_now(), status=status("publish failed: x"))) == []
             sink = next(s for s in again.sinks if isinstance(s, WebhookSink))
-            wait_for(lambda s=sink, o=outcome: getattr(s, o) == 1, f"the redelivery {outcome}")
+
+            def counted(s: WebhookSink = sink, o: str = outcome) -> bool:
+                return getattr(s, o) == 1
+
+            wait_for(counted, f"the redelivery {outcome}")
             again.close(5)
     assert [r["body"] for r in receiver.requests] == [fired.as_dict()] * 3
     assert {r["headers"]["Idempotency-Key"] for r in receiver.requests} == {idempotency_key(fired)}

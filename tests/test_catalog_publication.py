@@ -276,8 +276,8 @@ def test_compaction_bounds_the_segments_and_keeps_the_newest_versions(
     held = open_reader(exports_dir / "bus.duckdb")  # a reader of the old generation
     rounds = 0
     while pub.plan_compaction():
-        merged = pub.write_compaction(pub.plan_compaction())
-        assert pub.commit_compaction(merged)
+        merge = pub.write_compaction(pub.plan_compaction())
+        assert pub.commit_compaction(merge)
         rounds += 1
     after = {t: len(segs) for t, segs in pub.manifest.catalog.items()}
     assert rounds >= 2 and all(n <= 8 for n in after.values()), after

@@ -88,6 +88,7 @@ def test_lifecycle_on_default_paths(tmp_path: Path, daemon_factory: Factory) -> 
     )
     assert second.returncode == 10  # BusyError: the state-dir lock is held
     assert f"quantbot-bus daemon (pid {d.pid})" in second.stderr  # names the holder and its role
+    assert d.proc is not None
     assert d.proc.poll() is None  # the first daemon is not disturbed
 
     d.signal(signal.SIGTERM)
@@ -167,11 +168,12 @@ def test_a_reader_holding_the_snapshot_blocks_nothing(bus: Config, daemon_factor
         for wave in range(5):
             for i in range(10):
                 make_run(bus.root, "backtest", f"w{wave}-{i}")
+
             # New readers see the new runs; none ever fails with a lock error.
-            wait_for(
-                lambda w=wave: {f"w{w}-{i}" for i in range(10)} <= live_run_ids(bus),
-                f"wave {wave}",
-            )
+            def seen(w: int = wave) -> bool:
+                return {f"w{w}-{i}" for i in range(10)} <= live_run_ids(bus)
+
+            wait_for(seen, f"wave {wave}")
             # The held connection keeps its consistent (old) view and keeps answering.
             assert held.execute("SELECT count(*) FROM catalog.runs_d").fetchone() == (1,)
     finally:

@@ -20,7 +20,8 @@ from quantbot_bus.ops import doctor
 
 def test_a_healthy_bus_passes_every_check(bus: Config) -> None:
     for sub in ("a/r1", "a/r2", "b/r3"):
-        make_run(bus.root, *sub.split("/"))  # a run directory each
+        run_type, run_id = sub.split("/")
+        make_run(bus.root, run_type, run_id)  # a run directory each
     make_catalog(bus)
     running_status(bus)
     checks = doctor.run_checks(bus, **EASY_DISK)

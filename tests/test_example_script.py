@@ -43,7 +43,9 @@ def summary_runs(cfg: Config, name: str) -> set[str]:
         return set()  # nothing published yet
     if not path.exists():
         return set()  # not written yet
-    return {r[0] for r in duckdb.sql(f"SELECT run_id FROM '{path}'").fetchall()}
+    rel = duckdb.sql(f"SELECT run_id FROM '{path}'")
+    assert rel is not None
+    return {r[0] for r in rel.fetchall()}
 
 
 def exported_runs(cfg: Config) -> set[str]:

@@ -4,6 +4,7 @@ added and removed, the rows written), none for a refresh with nothing to do (an 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from builders import make_run, sync
@@ -13,7 +14,7 @@ from quantbot_bus.config import Config
 from quantbot_bus.pipeline import Bus
 
 
-def _refreshed(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _refreshed(logs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for entry in logs:
         if entry["event"] == "export.refreshed":

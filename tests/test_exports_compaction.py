@@ -97,10 +97,12 @@ def test_background_compaction_is_dropped_when_a_victim_changed_meanwhile(
         merged_file = store_table(bus, PATH) / written[0].segment
         assert merged_file.exists()
         # meanwhile: a run of the smallest victim is deleted and the refresh rewrites it
-        victim_run = cur.execute(
+        row = cur.execute(
             "SELECT run_id FROM exports_state.run_segments WHERE table_name = $t AND segment = $s",
             {"t": PATH, "s": plans[0].victims[0]},
-        ).fetchone()[0]
+        ).fetchone()
+        assert row is not None
+        victim_run = row[0]
     shutil.rmtree(bus.root / "backtest-path" / victim_run)
     add_path_run(bus, "r9", n=9, seed=9)  # and a new run: 4 segments again after the refresh
     register_only(bus)

@@ -74,7 +74,9 @@ def test_unchanged_tree_is_not_validated_again(bus: Config, cat: Catalog) -> Non
     res = apply(cat, out)
     assert res.registered == res.rejected == []
     assert cat.counts() == {"runs": 1, "deleted": 0, "artifacts": 1, "rejections": 1}
-    (attempts,) = cat.con.execute("SELECT attempts FROM catalog.rejections_f").fetchone()
+    row = cat.con.execute("SELECT attempts FROM catalog.rejections_f").fetchone()
+    assert row is not None
+    (attempts,) = row
     assert attempts == 1  # the known rejection was not retried
 
     # touching the file changes the fingerprint: now it is validated (and rejected)

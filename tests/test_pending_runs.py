@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from builders import (
@@ -51,7 +52,7 @@ def listed(bus: Config) -> dict[str, dict[str, object]]:
     return {row["run_dir"]: row for row in json.loads(out)}
 
 
-def on_disk(bus: Config) -> dict[str, dict[str, object]]:
+def on_disk(bus: Config) -> dict[str, dict[str, Any]]:
     """The pending list file by run_dir, {} while there is none."""
     path = pending_path(bus.state_dir)
     return {r["run_dir"]: r for r in read_pending(path)["runs"]} if path.exists() else {}
@@ -194,14 +195,16 @@ def test_a_restarted_daemon_keeps_when_a_pending_run_was_first_seen(
     second = daemon_factory(bus).start()
     pid = second.pid
 
-    def written_by_second() -> dict[str, object] | None:
+    def written_by_second() -> dict[str, Any] | None:
         path = pending_path(bus.state_dir)
         doc = json.loads(path.read_text()) if path.exists() else {}
         return doc if doc.get("pid") == pid else None
 
     doc = wait_for(written_by_second, "the restarted daemon's pending list")
-    [row] = doc["runs"]  # type: ignore[index]
-    kept = parse_utc(row["first_seen"]) - parse_utc(seen)  # type: ignore[operator]
+    [row] = doc["runs"]
+    first_seen, seen_at = parse_utc(row["first_seen"]), parse_utc(seen)
+    assert first_seen is not None and seen_at is not None
+    kept = first_seen - seen_at
     assert row["run_dir"] == str(waiting) and abs(kept.total_seconds()) < 0.002, (row, seen)
     (waiting / "results.parquet").write_bytes(content)
     wait_for(lambda: "waiting" in live_run_ids(bus), "registered once its file is there")

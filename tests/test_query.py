@@ -88,7 +88,9 @@ def test_parquet_needs_output_and_writes_it(qbus: Config, tmp_path: Path) -> Non
     result = run(qbus, SQL, "--format", "parquet", "--output", str(out))
     assert result.exit_code == 0
     assert result.output == f"3 rows written to {out}\n"
-    got = duckdb.sql(f"SELECT * FROM '{out}' ORDER BY run_id").fetchall()
+    rel = duckdb.sql(f"SELECT * FROM '{out}' ORDER BY run_id")
+    assert rel is not None
+    got = rel.fetchall()
     assert got == [("path-a", 12, 0), ("path-b", 7, 0), ("pol-a", 4, 4)]
     csv_out = tmp_path / "out.csv"
     result = run(qbus, SQL, "--output", str(csv_out))
@@ -177,5 +179,7 @@ def test_output_replaces_a_file_atomically_and_writes_through_a_symlink(
         result = run(qbus, SQL, "--format", fmt, "--output", str(link))
         assert result.exit_code == 0, result.output
         assert link.is_symlink() and os.readlink(link) == str(target)
-        got = duckdb.sql(f"SELECT count(*) FROM '{target}'").fetchall()
+        rel = duckdb.sql(f"SELECT count(*) FROM '{target}'")
+        assert rel is not None
+        got = rel.fetchall()
         assert got == [(3,)], fmt

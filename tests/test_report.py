@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -394,10 +394,11 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
     _chromium(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", url)
     img = Image.open(shot).convert("RGB")
     assert img.size == (1200, 2400)
-    colours = img.getcolors(maxcolors=1 << 20) or []
+    # an RGB image: every colour and pixel is an (r, g, b) tuple
+    colours = cast("list[tuple[int, tuple[int, ...]]]", img.getcolors(maxcolors=1 << 20) or [])
     assert len(colours) > 50, f"a near-blank screenshot: {len(colours)} colours"
     # the header bar is dark, the page background light, and the charts draw the palette's blue
-    assert sum(img.getpixel((600, 10))) < 150
-    assert sum(img.getpixel((5, 1200))) > 600
+    assert sum(cast("tuple[int, ...]", img.getpixel((600, 10)))) < 150
+    assert sum(cast("tuple[int, ...]", img.getpixel((5, 1200)))) > 600
     blues = sum(n for n, (r, g, b) in colours if b > 150 and r < 60 and 90 < g < 140)
     assert blues > 500, "no chart bars drawn"

@@ -59,11 +59,11 @@ def assert_fits(fig: Figure) -> None:
         with svg.styled():
             drawn = ax.get_tightbbox(renderer)
         assert drawn is not None
-        b = drawn.transformed(fig.dpi_scale_trans.inverted())  # display -> inches
+        box = drawn.transformed(fig.dpi_scale_trans.inverted())  # display -> inches
         spec = ax.get_subplotspec()
         assert spec is not None
-        lo, hi = panels.get(spec.colspan.start, [b.x0 * 72.0, b.x1 * 72.0])
-        panels[spec.colspan.start] = [min(lo, b.x0 * 72.0), max(hi, b.x1 * 72.0)]
+        lo, hi = panels.get(spec.colspan.start, [box.x0 * 72.0, box.x1 * 72.0])
+        panels[spec.colspan.start] = [min(lo, box.x0 * 72.0), max(hi, box.x1 * 72.0)]
     for (_, a), (_, b) in pairwise(sorted(panels.items())):
         assert a[1] + PAD <= b[0], (a, b)  # points
 

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -80,10 +81,10 @@ def config(directory: Path, mode: int = 0o644) -> Path:
     return path
 
 
-def install(cfg: Path, exe: Path, user: str, units: Path, **kw: object) -> sd.InstallResult:
+def install(cfg: Path, exe: Path, user: str, units: Path, **kw: Any) -> sd.InstallResult:
     return sd.install(
         cfg, unit_dir=units, systemctl=["/bin/true"], executable=exe, run_as=user, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def assert_nothing_written(units: Path, cfg: Path) -> None:

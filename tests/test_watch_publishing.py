@@ -54,7 +54,11 @@ def test_export_refreshes_are_coalesced(fast: Config, monkeypatch: pytest.Monkey
         first = daemon.batches
         for i in range(4):  # four separate batches
             make_run(cfg.root, "backtest", f"c-{i}")
-            wait_for(lambda i=i: f"c-{i}" in live_run_ids(cfg), f"c-{i}")
+
+            def live(i: int = i) -> bool:
+                return f"c-{i}" in live_run_ids(cfg)
+
+            wait_for(live, f"c-{i}")
         assert daemon.batches - first >= 4
         assert len(calls) == 1  # all within one interval: no refresh yet
     assert len(calls) == 2  # the stop flushes the one coalesced refresh

@@ -227,9 +227,9 @@ def test_validator_property_suite_under_soak(figures: dict[str, Any]) -> None:
     )
     for block in blocks:
         phases = re.findall(r"(\d+) passing\D*?(\d+) failing", block.group(2))
-        passing = sum(int(p) for p, _ in phases)
-        failing = sum(int(f) for _, f in phases)
-        stats.append((block.group(1), str(passing), str(failing)))
+        passed = sum(int(p) for p, _ in phases)
+        failed = sum(int(f) for _, f in phases)
+        stats.append((block.group(1), str(passed), str(failed)))
     assert len(stats) >= 4, done.stdout[-3000:]
     for name, passing, failing in stats:
         assert int(passing) >= 5000 and int(failing) == 0, (name, passing, failing)
