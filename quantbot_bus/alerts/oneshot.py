@@ -30,6 +30,7 @@ the scale-out daemon's lookout) and no page is written: both need the local publ
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BusyError, ConfigError
@@ -50,13 +51,7 @@ def sync(config: Config) -> Any:
     returns the sync's result."""
     from .. import pipeline
 
-    try:
-        result = pipeline.sync(config)
-    except Exception as exc:
-        _look_failed(config, "sync", exc)
-        raise
-    look_after(config, "sync", result)
-    return result
+    return _run_then_look(config, "sync", pipeline.sync)
 
 
 def rebuild(config: Config) -> BatchResult:
@@ -64,12 +59,19 @@ def rebuild(config: Config) -> BatchResult:
     :func:`look_after`; returns the rebuild's result."""
     from .. import pipeline
 
+    result: BatchResult = _run_then_look(config, "rebuild", pipeline.rebuild)
+    return result
+
+
+def _run_then_look(config: Config, role: str, run: Callable[[Config], Any]) -> Any:
+    """``run(config)``, then :func:`look_after` its result; when it raises, the look with its
+    failure (:func:`_look_failed`), then the exception again."""
     try:
-        result = pipeline.rebuild(config)
+        result = run(config)
     except Exception as exc:
-        _look_failed(config, "rebuild", exc)
+        _look_failed(config, role, exc)
         raise
-    look_after(config, "rebuild", result)
+    look_after(config, role, result)
     return result
 
 
