@@ -14,8 +14,11 @@ table. Figures:
 3. ``latency``: a daemon polling every second; runs uploaded one at a time; time from the
    completion marker's PUT to a fresh pyiceberg reader finding the run in runs_d: p50 and max.
 4. ``metadata``: K one-run commits to one table with the daemon's maintenance every 50 commits
-   (keep 100 snapshots, age limit 0 so the bench need not wait an hour) and without: the
-   table's metadata bytes in the object store at the end of each.
+   (keep 100 snapshots, age limit 0 so the bench need not wait an hour; 10,000 commits, 200
+   with ``--quick``), then commits without maintenance (1,000; 200 with ``--quick``: each
+   rewrites a table metadata file that lists every snapshot, so they slow down as they go):
+   the table's metadata bytes in the object store by kind, and the time per commit, at each
+   quarter.
 """
 
 from __future__ import annotations
@@ -272,7 +275,11 @@ class Bench:
         p50 = statistics.median(lags)
         return ("latency_p50_s", p50, f"{runs} runs, p50 {p50:.2f} s, max {max(lags):.2f} s")
 
-    def metadata(self, commits: int) -> list[tuple[str, float, str]]:
+    def metadata(self, kept: int, raw: int) -> list[tuple[str, float, str]]:
+        """``kept`` one-run commits with the daemon's maintenance every 50, then ``raw`` without.
+
+        At each quarter: the bytes under ``metadata/`` by kind (table metadata JSON, manifest
+        lists, manifests) and the mean wall time of a commit in that quarter."""
         from quantbot_bus.iceberg.commit import append_once
         from quantbot_bus.iceberg.maintenance import expire_snapshots, remove_orphan_files
         from quantbot_bus.iceberg.tables import ensure_table, open_catalog
@@ -283,7 +290,9 @@ class Bench:
         out = []
         schema = pa.schema([pa.field("run_id", pa.string(), nullable=False)])
         props = S3Settings.from_env(self.s3.env).pyiceberg_properties()
-        for maintained in (False, True):
+        for maintained, commits in ((True, kept), (False, raw)):
+            if commits <= 0:
+                continue
             db = self.database()
             cat = open_catalog(
                 f"postgresql://postgres@127.0.0.1:{self.pg.port}/{db}",
@@ -291,7 +300,8 @@ class Bench:
                 props,
             )
             table = ensure_table(cat, "growth", schema)
-            sizes = []
+            quarters: list[tuple[dict[str, int], float]] = []
+            started = time.perf_counter()
             for i in range(commits):
                 append_once(
                     cat,
@@ -305,32 +315,57 @@ class Bench:
                     table = cat.load_table("quantbot.growth")
                     expire_snapshots(table, max_age_s=0)
                     remove_orphan_files(table, self.client, min_age_s=0)
-                if (i + 1) % max(1, commits // 4) == 0:
-                    sizes.append(self._metadata_bytes(bucket, cat.load_table("quantbot.growth")))
+                if (i + 1) % max(1, commits // 4) == 0 and len(quarters) < 4:
+                    per_commit = (time.perf_counter() - started) / max(1, commits // 4)
+                    quarters.append((self._metadata_bytes(bucket, table.location()), per_commit))
+                    print(
+                        f"  {'kept' if maintained else 'raw'} {i + 1}: {quarters[-1]}", flush=True
+                    )
+                    started = time.perf_counter()
             label = "with maintenance" if maintained else "without maintenance"
             out.append(
                 (
                     f"metadata_{'kept' if maintained else 'raw'}_mb",
-                    sizes[-1] / 1e6,
-                    f"{commits} commits {label}: metadata MB at each quarter "
-                    + ", ".join(f"{s / 1e6:.2f}" for s in sizes),
+                    sum(quarters[-1][0].values()) / 1e6,
+                    f"{commits} one-run commits {label}; at each quarter MB "
+                    + ", ".join(f"{sum(q.values()) / 1e6:.2f}" for q, _ in quarters)
+                    + " (table JSON "
+                    + ", ".join(f"{q['json'] / 1e6:.2f}" for q, _ in quarters)
+                    + "; manifest lists "
+                    + ", ".join(f"{q['lists'] / 1e6:.2f}" for q, _ in quarters)
+                    + "; manifests "
+                    + ", ".join(f"{q['manifests'] / 1e6:.2f}" for q, _ in quarters)
+                    + "); ms per commit "
+                    + ", ".join(f"{t * 1000:.0f}" for _, t in quarters),
                 )
             )
         return out
 
-    def _metadata_bytes(self, bucket: str, table: Any) -> int:
-        prefix = table.location().split(f"s3://{bucket}/", 1)[1] + "/metadata/"
-        total = 0
+    def _metadata_bytes(self, bucket: str, location: str) -> dict[str, int]:
+        """Bytes under a table's ``metadata/``: table JSON, manifest lists, manifests."""
+        prefix = location.split(f"s3://{bucket}/", 1)[1] + "/metadata/"
+        sizes = {"json": 0, "lists": 0, "manifests": 0}
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
-            total += sum(o["Size"] for o in page.get("Contents", []))
-        return total
+            for o in page.get("Contents", []):
+                name = o["Key"].rsplit("/", 1)[-1]
+                kind = (
+                    "json"
+                    if name.endswith(".json")
+                    else "lists"
+                    if name.startswith("snap-")
+                    else "manifests"
+                )
+                sizes[kind] += o["Size"]
+        return sizes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="1,000 runs, 200 commits (else 10,000 and 2,000)"
+        "--quick",
+        action="store_true",
+        help="1,000 runs, 200 + 200 commits (else 10,000 runs, 10,000 + 1,000 commits)",
     )
     parser.add_argument(
         "--s3",
@@ -345,10 +380,18 @@ def main() -> None:
         help="run only these figures (repeatable; default all)",
     )
     parser.add_argument("--runs", type=int, help="runs for register (overrides --quick)")
-    parser.add_argument("--commits", type=int, help="commits for metadata (overrides --quick)")
+    parser.add_argument(
+        "--commits", type=int, help="maintained commits for metadata (overrides --quick)"
+    )
+    parser.add_argument(
+        "--raw-commits",
+        type=int,
+        help="commits without maintenance (overrides --quick; each costs more than the last)",
+    )
     args = parser.parse_args()
-    n, commits, lat = (1000, 200, 10) if args.quick else (10_000, 2000, 20)
+    n, commits, raw, lat = (1000, 200, 200, 10) if args.quick else (10_000, 10_000, 1000, 20)
     n, commits = args.runs or n, args.commits or commits
+    raw = args.raw_commits if args.raw_commits is not None else raw
     only = set(args.only or ("register", "latency", "metadata"))
     rows = []
     print(f"S3 server: {args.s3}", flush=True)
@@ -380,7 +423,7 @@ def main() -> None:
                 )
             )
             print(rows[-1], flush=True)
-        for name, value, note in b.metadata(commits) if "metadata" in only else []:
+        for name, value, note in b.metadata(commits, raw) if "metadata" in only else []:
             rows.append((name, f"{value:.2f} MB", "bounded", "-", note))
             print(rows[-1], flush=True)
     print("\n| figure | measured | target | verdict | notes |\n|---|---|---|---|---|")
