@@ -376,7 +376,7 @@ def sync(config: Config) -> Any:
     """One-shot reconcile of the whole root, then publish and refresh the exports (with
     ``catalog = "iceberg"``: one reconcile of the bucket into the Iceberg tables)."""
     if config.catalog == "iceberg":
-        from .iceberg.bus import sync_once
+        from .iceberg.sync import sync_once
 
         return sync_once(config)
     with Bus.open(config, role="sync") as bus:

@@ -32,10 +32,12 @@ from ..objectstore.reads import Buckets
 from ..objectstore.validate import ObjectRun, validate_object_run
 from ..pendingfile import PendingEntry, pending_path, write_pending
 from ..timeutil import utc_now
+from .changes import replace_changed
 from .claims import Claims, claim_owner
 from .commit import append_once
 from .delete import confirm_gone, delete_runs
 from .ledger import Ledger, rejection_key
+from .locks import deletion_lock
 from .register import Registrar
 from .rows import Rejected, rejection_rows
 from .tables import open_catalog
@@ -57,8 +59,8 @@ HEAD_FACTOR = 4
 class PollResult:
     """One poll: run ids registered by this daemon and by another one first (``already``),
     new rejections, the metadata keys still pending, and (on a full reconcile) the runs deleted
-    from the bucket and so from the tables. ``updated`` and ``unchanged`` are empty on this
-    backend (a run's first version wins; see docs/scale-out.md)."""
+    from the bucket and so from the tables; ``updated``: registered runs whose changed objects
+    replaced their old version (:mod:`quantbot_bus.iceberg.changes`)."""
 
     listed: int = 0
     registered: list[str] = field(default_factory=list)
@@ -109,6 +111,8 @@ class IcebergBus:
         self.backlog: dict[str, RunObject] = {}
         self._order: list[str] = []
         self.role = role
+        #: registered runs whose objects a reconcile found changed, not decided yet
+        self._suspects: dict[str, RunObject] = {}
         #: (run dir, reason) of the pending runs pending.json lists (None: not written yet)
         self._pending_listed: list[tuple[str, str]] | None = None
 
@@ -178,6 +182,11 @@ class IcebergBus:
         for key in self.ledger.rejected_unchanged(signed):
             listed.pop(key)
         registered = self.ledger.known("runs_d", [r.run_id for r in listed.values()])
+        if full:  # a registered run whose objects changed since: replaced below
+            suspects = self.ledger.changed(
+                {k: (r.etag, r.signature) for k, r in listed.items() if r.run_id in registered}
+            )
+            self._suspects.update({k: listed[k] for k in suspects})
         listed = {k: r for k, r in listed.items() if r.run_id not in registered}
         for key, (_, waiting, _) in self.pending.items():  # looked at again every poll
             listed.setdefault(key, waiting)
@@ -212,11 +221,13 @@ class IcebergBus:
             )
         now = time.monotonic()
         noted: dict[str, str] = {}  # metadata key -> listing signature of runs rejected now
+        seen: dict[str, tuple[str, str, str]] = {}  # run id -> key, ETag, signature if valid
         for run, verdict in verdicts:
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
             first = self.pending.pop(run.metadata_key, (now, run, ""))[0]
             if isinstance(verdict, ObjectRun):
                 valid.append(verdict)
+                seen[verdict.info.run_id] = (run.metadata_key, verdict.etag, run.signature)
             elif isinstance(verdict, Invalid):
                 rejected.append(Rejected(run_dir, verdict.run_id or run.run_id, verdict.reason))
                 noted[run.metadata_key] = run.signature
@@ -239,8 +250,17 @@ class IcebergBus:
             result.already += done.already
             rejected += done.rejected  # schema conflicts: looked at again every reconcile
         self.ledger.add("runs_d", result.registered + result.already)
+        self.ledger.note_seen(
+            {
+                seen[i][0]: (seen[i][1], seen[i][2])
+                for i in result.registered + result.already
+                if i in seen
+            }
+        )
         result.rejected = self._record_rejections(rejected)
         self.ledger.note_rejected({k: sig for k, sig in noted.items() if sig})
+        if self._suspects:
+            self._replace_changed(result)
         for run_id in result.registered:
             log.info("run.registered", run_id=run_id, backend="iceberg")
         for run_id in result.already:
@@ -278,15 +298,38 @@ class IcebergBus:
         """``key``'s place in this daemon's order (daemons start on different runs)."""
         return hashlib.blake2b(f"{self.daemon_id}\n{key}".encode(), digest_size=8).digest()
 
+    def _replace_changed(self, result: PollResult) -> None:
+        """Decide up to a poll's worth of the suspected changes (:mod:`.changes`)."""
+        batch = list(self._suspects.values())[:MAX_POLL_RUNS]
+        done = replace_changed(self.registrar, self.reads, self.loc, batch)
+        for run in batch:
+            self._suspects.pop(run.metadata_key, None)
+        self._suspects.update({r.metadata_key: r for r in done.busy})
+        self.ledger.remove("runs_d", done.taken_out)
+        self.ledger.add("runs_d", done.replaced)
+        self.ledger.forget_seen(done.forget)
+        self.ledger.note_seen(done.seen)
+        out = set(done.taken_out)
+        self.ledger.note_rejected(
+            {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
+        )
+        result.updated = tuple(done.replaced)
+        result.rejected += self._record_rejections(done.rejected)
+
     def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:
-        """Take the runs a full listing no longer finds out of the tables (see
-        :mod:`quantbot_bus.iceberg.delete`); returns their run ids."""
+        """Take the runs a full listing no longer finds out of the tables, holding the deletion
+        lock (see :mod:`quantbot_bus.iceberg.delete`); returns their run ids."""
         listed = {f.run_id for f in found if isinstance(f, RunObject)}
         candidates = sorted(self.ledger.all("runs_d") - listed)
+        if not candidates:
+            return []
         catalog = self.registrar.catalog
-        gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
-        if gone:
+        with deletion_lock(catalog.engine) as locked:
+            if not locked:  # another daemon is deleting: the next reconcile looks again
+                return []
+            gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
             delete_runs(catalog, gone)
+        if gone:
             self.ledger.remove("runs_d", gone)
             self.ledger.put("deleted", self.ledger.get("deleted", 0) + len(gone))
         return gone
@@ -340,31 +383,3 @@ class IcebergBus:
             "rejections": self.ledger.count("rejections_f"),
             "deleted": int(self.ledger.get("deleted", 0)),
         }
-
-
-def sync_once(config: Config) -> PollResult:
-    """One reconcile of the whole bucket under the state-dir lock (``quantbot-bus sync``),
-    polling on until its backlog is empty."""
-    from ..statelock import StateLock
-
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    lock = StateLock(config.lock_path, "sync")
-    lock.acquire()
-    try:
-        bus = IcebergBus(config, role="sync")
-        try:
-            result = bus.poll(full=True)
-            while result.backlog:  # more than one poll's worth: go on until all are looked at
-                if not result.claimed:  # other daemons hold the rest: let them work
-                    time.sleep(config.poll_interval_s)
-                more = bus.poll()
-                result.registered += more.registered
-                result.already += more.already
-                result.rejected += more.rejected
-                result.pending, result.backlog = more.pending, more.backlog
-                result.claimed = more.claimed
-            return result
-        finally:
-            bus.close()
-    finally:
-        lock.release()

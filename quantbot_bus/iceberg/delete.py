@@ -42,20 +42,30 @@ def _in(run_ids: Iterable[str]) -> Any:
     return In("run_id", sorted(set(run_ids)))  # type: ignore[call-arg,arg-type]
 
 
-def confirm_gone(
-    catalog: Any, client: Any, loc: S3Location, candidates: list[str], *, limit: int = 500
-) -> list[str]:
-    """Up to ``limit`` of the ``candidates`` (run ids in ``runs_d`` below this root) whose
-    ``metadata.json`` no longer exists (HEADs in threads); the rest wait for the next
-    reconcile, so one poll stays short however many runs were deleted at once."""
-    if not candidates:
+def registered_rows(catalog: Any, run_ids: list[str]) -> list[dict[str, Any]]:
+    """``run_id``, ``run_dir`` and ``fingerprint`` of those ``run_ids`` ``runs_d`` holds now."""
+    if not run_ids:
         return []
-    rows = (
+    rows: list[dict[str, Any]] = (
         catalog.load_table(identifier("runs_d"))
-        .scan(row_filter=_in(candidates), selected_fields=("run_id", "run_dir"))
+        .scan(row_filter=_in(run_ids), selected_fields=("run_id", "run_dir", "fingerprint"))
         .to_arrow()
         .to_pylist()
     )
+    return rows
+
+
+def confirm_gone(
+    catalog: Any, client: Any, loc: S3Location, candidates: list[str], *, limit: int = 500
+) -> list[str]:
+    """Up to ``limit`` of the ``candidates`` (run ids in ``runs_d`` below this root, as read
+    now) whose ``metadata.json`` no longer exists (HEADs in threads); the rest wait for the next
+    reconcile, so one poll stays short however many runs were deleted at once. Call it holding
+    the deletion lock (:mod:`quantbot_bus.iceberg.locks`), and delete what it returns before
+    letting the lock go."""
+    if not candidates:
+        return []
+    rows = registered_rows(catalog, candidates)
     bucket, ours = f"s3://{loc.bucket}/", loc.uri(loc.key_prefix())
     keys = {  # registered from another root: not this daemon's to judge
         str(row["run_id"]): str(row["run_dir"]).removeprefix(bucket).rstrip("/") + "/metadata.json"
@@ -108,8 +118,9 @@ def delete_keys(
     commit_retrying(catalog, table_name, stage)
 
 
-def delete_runs(catalog: Any, run_ids: list[str]) -> None:
-    """Take ``run_ids`` out of every table: artifact tables, ``artifacts_f``, ``runs_d``."""
+def delete_runs(catalog: Any, run_ids: list[str], *, event: str | None = "run.deleted") -> None:
+    """Take ``run_ids`` out of every table: artifact tables, ``artifacts_f``, ``runs_d``
+    (holding the deletion lock); logs ``event`` per run when given."""
     if not run_ids:
         return
     rows = (
@@ -125,5 +136,6 @@ def delete_runs(catalog: Any, run_ids: list[str]) -> None:
         delete_keys(catalog, name, ids, by_partition=True)
     delete_keys(catalog, "artifacts_f", run_ids)
     delete_keys(catalog, "runs_d", run_ids)
-    for run_id in run_ids:
-        log.info("run.deleted", run_id=run_id, backend="iceberg")
+    if event:
+        for run_id in run_ids:
+            log.info(event, run_id=run_id, backend="iceberg")

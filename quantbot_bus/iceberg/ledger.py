@@ -38,6 +38,10 @@ class Ledger:
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS rejected (key VARCHAR PRIMARY KEY, signature VARCHAR)"
         )
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS seen"
+            " (key VARCHAR PRIMARY KEY, etag VARCHAR, signature VARCHAR)"
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -96,6 +100,51 @@ class Ledger:
                 "INSERT OR REPLACE INTO rejected SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
                 [list(signatures), list(signatures.values())],
             )
+
+    # -- registered runs, by the objects they were registered (or first listed) with
+    def note_seen(self, seen: dict[str, tuple[str, str]]) -> None:
+        """Record ``metadata key -> (metadata.json ETag, listing signature)`` of registered
+        runs (either may be empty: not known)."""
+        if seen:
+            self.con.execute(
+                "INSERT OR REPLACE INTO seen SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]),"
+                " unnest(?::VARCHAR[])",
+                [list(seen), [v[0] for v in seen.values()], [v[1] for v in seen.values()]],
+            )
+
+    def forget_seen(self, keys: Iterable[str]) -> None:
+        gone = sorted(set(keys))
+        if gone:
+            self.con.execute("DELETE FROM seen WHERE key IN (SELECT unnest(?::VARCHAR[]))", [gone])
+
+    def changed(self, listed: dict[str, tuple[str, str]]) -> set[str]:
+        """The keys of registered runs whose listed ``(ETag, signature)`` differs from what
+        was recorded (each compared only when both sides have it). A key recorded without a
+        signature takes the listed one when its ETag matches; a key never recorded takes the
+        listed pair as its baseline."""
+        if not listed:
+            return set()
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE listed AS SELECT unnest(?::VARCHAR[]) AS key,"
+            " unnest(?::VARCHAR[]) AS etag, unnest(?::VARCHAR[]) AS signature",
+            [list(listed), [v[0] for v in listed.values()], [v[1] for v in listed.values()]],
+        )
+        rows = self.con.execute(
+            "SELECT l.key FROM listed l JOIN seen s USING (key)"
+            " WHERE (l.etag <> '' AND s.etag <> '' AND l.etag <> s.etag)"
+            " OR (l.signature <> '' AND s.signature <> '' AND l.signature <> s.signature)"
+        ).fetchall()
+        changed = {r[0] for r in rows}
+        self.con.execute(
+            "INSERT INTO seen SELECT key, etag, signature FROM listed"
+            " WHERE key NOT IN (SELECT key FROM seen)"
+        )
+        self.con.execute(
+            "UPDATE seen SET signature = l.signature FROM listed l WHERE seen.key = l.key"
+            " AND seen.signature = '' AND l.signature <> '' AND (seen.etag = '' OR seen.etag = l.etag)"
+        )
+        self.con.execute("DROP TABLE listed")
+        return changed
 
     # -- small values
     def get(self, key: str, default: Any = None) -> Any:

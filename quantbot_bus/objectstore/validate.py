@@ -45,6 +45,8 @@ class ObjectRun:
     #: each file's whole bytes when its first ranged GET fetched all of it (a file of at most
     #: :data:`TAIL_READ` bytes), else None, same order: a rewrite needs no second GET
     bodies: tuple[bytes | None, ...] = ()
+    #: the ETag of the ``metadata.json`` validated (without quotes)
+    etag: str = ""
 
 
 class _Object:
@@ -157,6 +159,7 @@ def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
         tuple(f.uri for f in found),
         tuple(f.footer for f in found),
         tuple(f.body for f in found),
+        etag,
     )
 
 
