@@ -60,6 +60,17 @@ def _sharpe(scaleout: Any, run_id: str) -> float:
     return float(json.loads(rows[0]["metrics"])["sharpe"])
 
 
+def _open_rejections(scaleout: Any) -> list[dict[str, Any]]:
+    from quantbot_bus.catalog.queries import list_rejections
+    from quantbot_bus.iceberg.reader import open_iceberg_reader
+
+    con = open_iceberg_reader(scaleout.config())
+    try:
+        return list_rejections(con)
+    finally:
+        con.close()
+
+
 @pytest.fixture
 def three_runs(scaleout: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from quantbot_bus.pipeline import sync
@@ -128,10 +139,22 @@ def test_a_new_version_that_breaks_the_contract_takes_the_old_one_out(
     assert scaleout.run_counts("trades") == {r: 3 for r in kept}
     assert _every_row_reads(scaleout, "trades") == 6
     assert sync(scaleout.config()).rejected == []  # recorded once, not validated again
+    [listed] = _open_rejections(scaleout)  # what `quantbot-bus rejected` lists
+    assert (listed["run_id"], listed["reason"], listed["attempts"]) == (changed, rejection.reason, 1)
+
+    def no_params(meta: dict[str, Any]) -> None:
+        meta["params"] = "not an object"
+
+    _rewrite(scaleout, changed, rows=4, edit=no_params)  # broken another way: a second reason
+    [second] = sync(scaleout.config()).rejected
+    [listed] = _open_rejections(scaleout)  # still one entry for the directory, the new reason
+    assert (listed["reason"], listed["attempts"]) == (second.reason, 2)
+    assert "params" in second.reason
 
     _rewrite(scaleout, changed, rows=4)  # fixed
     assert sync(scaleout.config()).registered == [changed]
     assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, changed: 4}
+    assert _open_rejections(scaleout) == []  # resolved by the registration
 
 
 def test_two_daemons_deciding_the_same_change_at_once_leave_one_copy(

@@ -22,10 +22,23 @@ from .tables import CORE_TABLES, NAMESPACE, open_catalog
 
 #: The DuckDB catalog's columns the Iceberg tables do not have, as SQL over the Iceberg ones.
 _RUNS_EXTRA = "registered_at AS first_registered_at, NULL::TIMESTAMP AS deleted_at"
-_REJECTIONS_SQL = (
-    "SELECT run_dir, run_id, reason, rejected_at AS first_seen_at, rejected_at AS last_seen_at, "
-    "1 AS attempts, NULL::TIMESTAMP AS resolved_at, fingerprint FROM {src}"
+#: ``rejections_f`` holds one row per run directory and reason, as each was first recorded; the
+#: DuckDB catalog one row per run directory, resolved once the directory registers. So: the rows
+#: of a directory folded into one (its latest reason; first and last recorded, how many), resolved
+#: at the ``registered_at`` of a ``runs_d`` row of that directory registered since the latest.
+_REJECTIONS_SQL = """
+WITH g AS (
+    SELECT run_dir, arg_max(run_id, rejected_at) AS run_id, arg_max(reason, rejected_at) AS reason,
+           min(rejected_at) AS first_seen_at, max(rejected_at) AS last_seen_at,
+           count(*) AS attempts, arg_max(fingerprint, rejected_at) AS fingerprint
+    FROM {src} GROUP BY run_dir
 )
+SELECT g.run_dir, g.run_id, g.reason, g.first_seen_at, g.last_seen_at, g.attempts,
+       (SELECT min(r.registered_at) FROM {runs} r
+        WHERE r.run_dir = g.run_dir AND r.registered_at >= g.last_seen_at) AS resolved_at,
+       g.fingerprint
+FROM g
+"""
 
 
 def table_dataset(table: Any, fs: Any) -> Any:
@@ -60,15 +73,17 @@ def open_iceberg_reader(config: Config) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE SCHEMA catalog")
     con.execute("CREATE SCHEMA exports")
     for name in names:
-        src = q(f"_iceberg_{name}")
         con.register(
             f"_iceberg_{name}", table_dataset(catalog.load_table(f"{NAMESPACE}.{name}"), fs)
         )
+    for name in names:
+        src = q(f"_iceberg_{name}")
         # identifiers quoted by q(); the rest is this module's own SQL
         if name == "runs_d":
             sql = f"CREATE VIEW catalog.runs_d AS SELECT *, {_RUNS_EXTRA} FROM {src}"  # noqa: S608
         elif name == "rejections_f":
-            sql = f"CREATE VIEW catalog.rejections_f AS {_REJECTIONS_SQL.format(src=src)}"
+            rejections = _REJECTIONS_SQL.format(src=src, runs=q("_iceberg_runs_d"))
+            sql = f"CREATE VIEW catalog.rejections_f AS {rejections}"
         elif name in CORE_TABLES:
             sql = f"CREATE VIEW catalog.{q(name)} AS SELECT * FROM {src}"  # noqa: S608
         else:
