@@ -45,7 +45,7 @@ def test_release_gives_back_only_the_owners_claims_on_those_keys(scaleout: Any) 
     assert a.claim(keys, 10) == set(keys)
     assert b.release(keys) == 0  # not b's
     assert a.release(keys[:4]) == 4
-    assert b.claim(keys, 10) == set(keys[:4])  # at once, not after the 300 s lease
+    assert b.claim(keys, 10) == set(keys[:4])  # at once, not after the lease
 
 
 def test_a_stopping_bus_gives_back_its_undecided_runs_only(
@@ -96,3 +96,29 @@ def test_catalog_connections_have_a_connect_timeout(scaleout: Any) -> None:
         assert con.exec_driver_sql("SELECT 1").scalar() == 1
     own = sqlalchemy_uri("postgres://u@h:1/db?sslmode=disable&connect_timeout=3")
     assert own == "postgresql+psycopg2://u@h:1/db?sslmode=disable&connect_timeout=3"
+
+
+def test_the_renewer_keeps_the_runs_being_worked_on_and_lets_the_others_lapse(
+    scaleout: Any,
+) -> None:
+    """A poll longer than the lease keeps its runs: the renewer extends the leases of the runs
+    in hand (k1), not of those done (k2), and stops with the daemon."""
+    from builders import wait_for
+
+    from quantbot_bus.iceberg.claims import Renewer
+
+    a = _claims(scaleout, "host-a:/state", lease_s=3.0)
+    b = _claims(scaleout, "host-b:/state")
+    assert a.claim(["k1", "k2"], 10) == {"k1", "k2"}
+    in_hand = frozenset({"k1"})
+    renewer = Renewer(lambda: a, lambda: in_hand, every_s=0.2).start()
+    try:
+        wait_for(lambda: b.claim(["k2"], 1) == {"k2"}, "k2's lease to lapse", 30)
+        watch_until = time.monotonic() + 4.0  # longer than a lease: k1 is renewed meanwhile
+        while time.monotonic() < watch_until:
+            assert b.claim(["k1"], 1) == set()
+            time.sleep(0.2)
+    finally:
+        renewer.stop()
+    assert not renewer._thread.is_alive()
+    wait_for(lambda: b.claim(["k1"], 1) == {"k1"}, "k1's lease to lapse, no longer renewed", 30)

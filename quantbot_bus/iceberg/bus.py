@@ -33,7 +33,7 @@ from ..objectstore.validate import ObjectRun, validate_object_run
 from ..pendingfile import PendingEntry, pending_path, write_pending
 from ..timeutil import utc_now
 from .changes import replace_changed
-from .claims import Claims, claim_owner
+from .claims import Claims, Renewer, claim_owner
 from .commit import append_once
 from .delete import confirm_gone, delete_runs
 from .ledger import Ledger, rejection_key
@@ -104,6 +104,9 @@ class IcebergBus:
         self._registrar: Registrar | None = None
         self._claims: Claims | None = None
         self._claimed: set[str] = set()  # the keys the last poll claimed
+        #: the claims being worked on, renewed by the renewer thread (an immutable snapshot)
+        self._renewable: frozenset[str] = frozenset()
+        self._renewer: Renewer | None = None
         #: metadata key -> (first seen, the run, why) of runs whose files are not all there yet
         self.pending: dict[str, tuple[float, RunObject, str]] = {}
         #: listed runs not looked at yet (more than MAX_POLL_RUNS were found at once), and
@@ -147,6 +150,8 @@ class IcebergBus:
     def close(self) -> None:
         """Give back this bus's claims on the runs it has not decided (best effort: PostgreSQL
         may be down; the lease then frees them), close the catalog connection and the ledger."""
+        if self._renewer is not None:
+            self._renewer.stop()
         if self._claims is not None:
             try:
                 # the undecided runs only: a run registered just now stays claimed until its
@@ -210,6 +215,9 @@ class IcebergBus:
             self.pending.pop(key, None)
         head = [k for k in head if k in self.backlog]
         claimed = self._claimed = self.claims.claim(head, MAX_POLL_RUNS)
+        self._renewable = frozenset(claimed)
+        if self._renewer is None and claimed:
+            self._renewer = Renewer(lambda: self._claims, lambda: self._renewable).start()
         runs = {k: self.backlog[k] for k in head if k in claimed}
         # runs taken now (the pending ones are this daemon's every poll: not progress)
         result.claimed = len([k for k in runs if k not in self.pending])
@@ -273,6 +281,7 @@ class IcebergBus:
         if runs or known:
             self._order = [k for k in self._order if k in self.backlog]
         result.pending = sorted(self.pending)
+        self._renewable = frozenset(k for k in claimed if k in self.pending)
         result.backlog = len(self.backlog)
         self._list_pending()
         result.seconds = time.monotonic() - t0

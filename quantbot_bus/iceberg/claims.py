@@ -13,17 +13,26 @@ table, costs duplicated work, never a run twice. A claim is not released when it
 it runs out, and expired claims are deleted an hour later. The owner is the host and the state
 directory, so a daemon restarted after a crash takes its own claims back at once, while the runs
 of a daemon that never comes back wait for its leases to run out (:data:`LEASE_S`).
+
+The lease is short, so such runs wait a minute, not the length of a long poll: while a daemon
+works on the runs it claimed, a :class:`Renewer` thread extends their leases every third of one.
+A daemon that hangs or loses PostgreSQL stops renewing, and its runs go to the others.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-#: How long a claim keeps other daemons off a run: longer than one poll takes.
-LEASE_S = 300
+import structlog
+
+log = structlog.get_logger("quantbot_bus.iceberg")
+
+#: How long a claim keeps other daemons off a run unless renewed (:class:`Renewer`).
+LEASE_S = 60
 #: Expired claims older than this are deleted (by the hourly maintenance).
 KEEP_EXPIRED_S = 3600
 
@@ -100,6 +109,23 @@ class Claims:
                     raise
         raise AssertionError("unreachable")
 
+    def renew(self, keys: Collection[str]) -> int:
+        """Extend this owner's leases on ``keys`` by a full lease; returns how many it holds."""
+        if not keys:
+            return 0
+        from sqlalchemy import text
+
+        self._ensure()
+        with self.engine.begin() as con:
+            result = con.execute(
+                text(
+                    "UPDATE quantbot_claims SET until = now() + make_interval(secs => :lease)"
+                    " WHERE owner = :owner AND run_key = ANY(:keys)"
+                ),
+                {"owner": self.owner, "keys": sorted(keys), "lease": self.lease_s},
+            )
+        return int(result.rowcount or 0)
+
     def release(self, keys: Sequence[str]) -> int:
         """Give back this owner's claims on ``keys`` (runs it claimed but did not decide, when
         it stops): the others take them at once instead of after the lease. Returns how many."""
@@ -126,3 +152,38 @@ class Claims:
                 {"s": keep_expired_s},
             )
         return int(result.rowcount or 0)
+
+
+class Renewer:
+    """A thread renewing, every third of a lease, the claims ``held()`` names: the runs a daemon
+    is working on (the ``claims()`` of the moment: None while the catalog is being reopened).
+    ``held`` is read from this thread, so it must return an immutable snapshot."""
+
+    def __init__(
+        self,
+        claims: Callable[[], Claims | None],
+        held: Callable[[], Collection[str]],
+        every_s: float = LEASE_S / 3,
+    ) -> None:
+        self._claims, self._held, self.every_s = claims, held, every_s
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="claims-renewer", daemon=True)
+
+    def start(self) -> Renewer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _main(self) -> None:
+        while not self.stop_event.wait(self.every_s):
+            claims, keys = self._claims(), self._held()
+            if claims is None or not keys:
+                continue
+            try:
+                claims.renew(keys)
+            except Exception as exc:  # noqa: BLE001 - the leases lapse; the poll reports it
+                log.warning("iceberg.claims_renew_failed", error=str(exc)[:300])
