@@ -168,6 +168,7 @@ class IcebergBus:
     def poll(self, *, full: bool = False) -> PollResult:
         """List, validate and register once; see the module doc."""
         t0 = time.monotonic()
+        self._renewable = frozenset()  # a poll that failed renews nothing: its leases lapse
         lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
         found = list(lister.all_runs()) if full else lister.new_runs()
         result = PollResult(full=full)
