@@ -49,10 +49,11 @@ def _every_row_reads(scaleout: Any, table: str) -> int:
 def _sharpe(scaleout: Any, run_id: str) -> float:
     from pyiceberg.expressions import EqualTo
 
+    one_run = EqualTo("run_id", run_id)  # type: ignore[call-arg,arg-type]
     rows = (
         scaleout.catalog()
         .load_table("quantbot.runs_d")
-        .scan(row_filter=EqualTo("run_id", run_id), selected_fields=("metrics",))  # type: ignore[arg-type]
+        .scan(row_filter=one_run, selected_fields=("metrics",))
         .to_arrow()
         .to_pylist()
     )
@@ -140,7 +141,11 @@ def test_a_new_version_that_breaks_the_contract_takes_the_old_one_out(
     assert _every_row_reads(scaleout, "trades") == 6
     assert sync(scaleout.config()).rejected == []  # recorded once, not validated again
     [listed] = _open_rejections(scaleout)  # what `quantbot-bus rejected` lists
-    assert (listed["run_id"], listed["reason"], listed["attempts"]) == (changed, rejection.reason, 1)
+    assert (listed["run_id"], listed["reason"], listed["attempts"]) == (
+        changed,
+        rejection.reason,
+        1,
+    )
 
     def no_params(meta: dict[str, Any]) -> None:
         meta["params"] = "not an object"
@@ -155,6 +160,30 @@ def test_a_new_version_that_breaks_the_contract_takes_the_old_one_out(
     assert sync(scaleout.config()).registered == [changed]
     assert scaleout.run_counts("trades") == {**{r: 3 for r in kept}, changed: 4}
     assert _open_rejections(scaleout) == []  # resolved by the registration
+
+
+def _reconcile_at_once(buses: list[Any]) -> list[list[str]]:
+    """Each bus runs two full reconciles (the second decides what the lock deferred), the two
+    buses starting together in their own threads; returns the runs each one replaced."""
+    start = threading.Barrier(len(buses))
+    updated: list[list[str]] = [[] for _ in buses]
+    errors: list[BaseException] = []
+
+    def reconcile(i: int) -> None:
+        try:
+            start.wait(30)
+            updated[i] += buses[i].poll(full=True).updated
+            updated[i] += buses[i].poll(full=True).updated
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reconcile, args=(i,)) for i in range(len(buses))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    return updated
 
 
 def test_two_daemons_deciding_the_same_change_at_once_leave_one_copy(
@@ -173,24 +202,7 @@ def test_two_daemons_deciding_the_same_change_at_once_leave_one_copy(
         for round_rows in (6, 8):
             for changed in ids:
                 _rewrite(scaleout, changed, rows=round_rows)
-            start = threading.Barrier(2)
-            updated: list[list[str]] = [[], []]
-            errors: list[BaseException] = []
-
-            def reconcile(i: int) -> None:
-                try:
-                    start.wait(30)
-                    updated[i] += buses[i].poll(full=True).updated
-                    updated[i] += buses[i].poll(full=True).updated  # what the lock deferred
-                except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=reconcile, args=(i,)) for i in (0, 1)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(180)
-            assert not errors, errors
+            updated = _reconcile_at_once(buses)
             assert sorted(updated[0] + updated[1]) == ids  # each replaced by one daemon only
             for table, per_run in (("runs_d", 1), ("artifacts_f", 2)):
                 assert scaleout.run_counts(table) == {r: per_run for r in ids}
