@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..log import get_logger
 from .background import BackgroundSink
 from .command import CommandSink
-from .facts import Facts, WaitWatch, gather_facts
+from .facts import Facts, ItemSource, WaitWatch, gather_facts
 from .model import Notification
 from .outbox import OUTBOX_NAME, Outbox
 from .rules import evaluate
@@ -67,7 +67,8 @@ class Alerter:
     ``config_or_settings``: a :class:`~quantbot_bus.config.Config` (settings from its
     ``alerts``; the paths default to ``state_dir/alerts.json`` and ``exports_dir/alerts.jsonl``)
     or :class:`AlertSettings` with both paths given. ``sinks`` replaces the sinks the settings
-    ask for (log, jsonl, webhook, command)."""
+    ask for (log, jsonl, webhook, command). ``items``: the failed runs and rejections on the
+    Iceberg backend (:func:`~.facts.gather_facts`), from the scale-out daemon."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class Alerter:
         jsonl_path: Path | None = None,
         *,
         sinks: Sequence[Sink] | None = None,
+        items: ItemSource | None = None,
     ) -> None:
         if isinstance(config_or_settings, AlertSettings):
             if state_path is None or jsonl_path is None:
@@ -87,6 +89,7 @@ class Alerter:
             jsonl_path = jsonl_path or jsonl_path_for(config_or_settings)
         self.state_path = Path(state_path)
         self.jsonl_path = Path(jsonl_path)
+        self.items = items
         self.state = AlertState.load(self.state_path)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else self._make_sinks()
         self.outbox = Outbox(self.state_path.with_name(OUTBOX_NAME))
@@ -133,7 +136,7 @@ class Alerter:
             return []
         self._last_check = time.monotonic()
         try:
-            facts = gather_facts(config, self.settings, status, daemon=daemon)
+            facts = gather_facts(config, self.settings, status, daemon=daemon, items=self.items)
         except Exception as exc:  # noqa: BLE001 - an alert failure never stops the daemon
             log.error("alert.check_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             return []

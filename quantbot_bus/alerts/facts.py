@@ -6,7 +6,11 @@
   directories (``shutil.disk_usage``, one entry per filesystem);
 - from the reader-side publication (:func:`quantbot_bus.exports.query.open_query_connection`):
   recent failed runs that are still the newest run of their run type and parameters, the open
-  rejections, and the standing regressions of the view ``exports.regressions`` (absent: none).
+  rejections, and the standing regressions of the view ``exports.regressions`` (absent: none);
+- with ``catalog = "iceberg"``, which writes no such publication: the failed runs and open
+  rejections from an :class:`ItemSource` the scale-out daemon passes in (what it committed:
+  :class:`quantbot_bus.iceberg.alert_facts.RunAlertFacts`); ``regression`` is never checked
+  there, and a one-shot ``sync`` (no source) leaves all three incomplete.
 
 Every query is bounded: failed runs and regressions by a time window (``registered_at`` /
 ``created_at``), all three by ``max_items`` (one row more is read to know it was truncated), so a
@@ -25,7 +29,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
@@ -87,6 +91,23 @@ class Facts:
     daemon: bool = True
 
 
+@dataclass(frozen=True)
+class ItemFacts:
+    """Failed runs and open rejections from a source other than the publication, in the rows
+    :func:`failed_runs` and :func:`open_rejections` return; ``incomplete`` names the rules whose
+    rows the source could not give in full."""
+
+    failed_runs: tuple[dict[str, Any], ...] = ()
+    rejections: tuple[dict[str, Any], ...] = ()
+    incomplete: frozenset[str] = frozenset()
+
+
+class ItemSource(Protocol):
+    """What gives :class:`ItemFacts` at a check (the scale-out daemon's record of its commits)."""
+
+    def item_facts(self, now: dt.datetime) -> ItemFacts: ...
+
+
 def waiting_work(status: Mapping[str, Any] | None) -> int:
     """Runs waiting for the daemon in ``status``: pending, plus the scale-out ``backlog`` and the
     ``dirty`` directories when the status has them."""
@@ -125,11 +146,14 @@ def gather_facts(
     now: dt.datetime | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     daemon: bool = True,
+    items: ItemSource | None = None,
 ) -> Facts:
     """The facts the enabled rules need. ``status`` is the daemon's status dict (None: the
     status rules are incomplete), or with ``daemon=False`` a one-shot ``sync``/``rebuild``'s
     (see :attr:`Facts.daemon`); ``con`` a connection to the publication to use instead of
-    opening one (it is not closed). Never raises for a source that fails (see module doc)."""
+    opening one (it is not closed); ``items`` the failed runs and rejections on the Iceberg
+    backend (None there: those rules are incomplete). Never raises for a source that fails
+    (see module doc)."""
     now = utc_now() if now is None else now
     incomplete: set[str] = set()
     if status is None:
@@ -147,8 +171,9 @@ def gather_facts(
     regressions: tuple[dict[str, Any], ...] = ()
     wanted = [r for r in ("run_failed", "rejected", "regression") if settings.rule_on(r)]
     if wanted and config.catalog == "iceberg":
-        # their facts are the local publication's, which the Iceberg backend does not write
-        incomplete.update(wanted)
+        # the Iceberg backend writes no local publication: what the daemon committed instead
+        failed, rejections, missing = _from_items(items, wanted, now)
+        incomplete.update(missing)
         wanted = []
     if wanted:
         own = con is None
@@ -201,6 +226,25 @@ def gather_facts(
         incomplete=frozenset(incomplete),
         daemon=daemon,
     )
+
+
+def _from_items(
+    items: ItemSource | None, wanted: list[str], now: dt.datetime
+) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...], set[str]]:
+    """The failed runs, the rejections and the incomplete rules of ``wanted`` on the Iceberg
+    backend: from ``items``; ``regression`` always incomplete (no regression checks there)."""
+    missing = {r for r in wanted if r == "regression"}
+    if items is None:
+        return (), (), set(wanted)
+    try:
+        got = items.item_facts(now)
+    except Exception as exc:  # noqa: BLE001 - a source failing never stops the check
+        _failed("daemon", exc)
+        return (), (), set(wanted)
+    missing |= {r for r in got.incomplete if r in wanted}
+    failed = got.failed_runs if "run_failed" in wanted else ()
+    rejections = got.rejections if "rejected" in wanted else ()
+    return failed, rejections, missing
 
 
 def _failed(source: str, exc: BaseException) -> None:

@@ -23,8 +23,9 @@ drivers (:func:`quantbot_bus.pipeline.sync`, :func:`quantbot_bus.pipeline.rebuil
   the outbox for the next look (:mod:`.outbox`).
 
 If a daemon took the lock between the batch and the look, the look is left to it
-(``alert.look_skipped``). With ``catalog = "iceberg"`` only the status rules are checked (as by
-the scale-out daemon's lookout) and no page is written: both need the local publication.
+(``alert.look_skipped``). With ``catalog = "iceberg"`` only the status rules are checked (the
+scale-out daemon's lookout also checks failed runs and rejections, on what it committed) and no
+page is written: both need the local publication.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..report.schedule import PageSchedule
     from ..report.writer import ReportResult
     from .alerter import Alerter
+    from .facts import ItemSource
     from .model import Notification
 
 log = get_logger("quantbot_bus.alerts")
@@ -51,9 +52,10 @@ class Watch:
     ``daemon``: True in the daemon (its status dict; the page's interval counts from its start);
     False for a one-shot, whose status is its own (:attr:`~.facts.Facts.daemon`: the rules
     about a running daemon are left as they are) and whose page interval counts from the
-    recorded schedule."""
+    recorded schedule. ``items``: the alerter's failed runs and rejections on the Iceberg
+    backend (the scale-out daemon's; :func:`~.facts.gather_facts`)."""
 
-    def __init__(self, config: Config, *, daemon: bool) -> None:
+    def __init__(self, config: Config, *, daemon: bool, items: ItemSource | None = None) -> None:
         from ..report.schedule import PageSchedule
 
         self.config = config
@@ -62,7 +64,7 @@ class Watch:
         if config.alerts.enabled:
             from .alerter import Alerter
 
-            self.alerter = Alerter(config)
+            self.alerter = Alerter(config, items=items)
         self.pages: PageSchedule = PageSchedule(config, start=utc_now() if daemon else None)
 
     def look(self, status: Mapping[str, Any] | None, source: object) -> Look:

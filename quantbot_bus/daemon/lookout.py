@@ -28,6 +28,7 @@ from .status import DaemonStatus
 
 if TYPE_CHECKING:
     from ..alerts import Alerter
+    from ..alerts.facts import ItemSource
 
 log = get_logger(__name__)
 
@@ -35,10 +36,15 @@ __all__ = ["ALERT_DRAIN_S", "Lookout"]
 
 
 class Lookout:
-    """The alerts-and-dashboard thread of a daemon (see module doc)."""
+    """The alerts-and-dashboard thread of a daemon (see module doc). ``items``: the failed runs
+    and rejections on the Iceberg backend, which the scale-out daemon's poll thread records
+    (:class:`~quantbot_bus.iceberg.alert_facts.RunAlertFacts`)."""
 
-    def __init__(self, config: Config, status: DaemonStatus) -> None:
+    def __init__(
+        self, config: Config, status: DaemonStatus, *, items: ItemSource | None = None
+    ) -> None:
         self.config = config
+        self.items = items
         self.stop_event = threading.Event()
         self._status = status
         self._watch: Watch | None = None
@@ -54,7 +60,7 @@ class Lookout:
         return 0 if self._watch is None else self._watch.pages.written
 
     def start(self) -> None:
-        self._watch = Watch(self.config, daemon=True)
+        self._watch = Watch(self.config, daemon=True, items=self.items)
         self._thread = threading.Thread(target=self._main, name="quantbot-bus-lookout", daemon=True)
         self._thread.start()
 
@@ -80,5 +86,5 @@ class Lookout:
     def tick(self) -> None:
         """One look: the alert check if due, then the page if due. Never raises."""
         if self._watch is None:
-            self._watch = Watch(self.config, daemon=True)
+            self._watch = Watch(self.config, daemon=True, items=self.items)
         self._watch.look(self._status.snapshot(), self._status.get("generation"))

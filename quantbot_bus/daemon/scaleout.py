@@ -8,9 +8,13 @@ says ``degraded`` with the reason, the next poll waits a capped, doubling backof
 cursors move only after a poll's runs are registered (:mod:`quantbot_bus.iceberg.bus`).
 
 With ``[alerts]`` on, a :class:`~.lookout.Lookout` thread checks the status rules (``degraded``,
-``stalled``, ``disk_low``) on this daemon's status, as the local daemon's does; the rules that
-read the local publication (failed runs, rejections, regressions) and the dashboard do not run on
-this backend (docs/alerts.md).
+``stalled``, ``disk_low``) on this daemon's status, as the local daemon's does, and
+``run_failed`` and ``rejected`` on what this daemon committed: after each poll that went through,
+the poll thread hands its registered runs and recorded rejections to a
+:class:`~quantbot_bus.iceberg.alert_facts.RunAlertFacts` (``state_dir/iceberg-alert-facts.json``)
+that the lookout reads. Registration is exactly once across daemons, so each failed run and each
+rejection is alerted by one daemon. ``regression`` and the dashboard need the local publication
+and do not run on this backend (docs/alerts.md, docs/scale-out.md "Faults").
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import threading
 import time
 
 from ..config import Config
-from ..iceberg.bus import IcebergBus
+from ..iceberg.alert_facts import RunAlertFacts, load_for
+from ..iceberg.bus import IcebergBus, PollResult
 from ..log import get_logger
 from ..statelock import StateLock
 from ..timeutil import iso_utc
@@ -43,6 +48,8 @@ class ScaleOutDaemon:
         self.status.update(backend="iceberg")
         self.polls = 0
         self.reconciles = 0
+        #: the failed runs and rejections this daemon committed, for the lookout (alerts on)
+        self.alert_facts: RunAlertFacts | None = None
 
     def run(self) -> None:
         config = self.config
@@ -51,7 +58,10 @@ class ScaleOutDaemon:
         lock.acquire()
         bus = IcebergBus(config)
         log.info("daemon.started", root=config.object_root, backend="iceberg", daemon=bus.daemon_id)
-        lookout = Lookout(config, self.status) if config.alerts.enabled else None
+        lookout = None
+        if config.alerts.enabled:
+            self.alert_facts = load_for(config, bus.loc)
+            lookout = Lookout(config, self.status, items=self.alert_facts)
         try:
             if lookout is not None:
                 lookout.start()
@@ -120,6 +130,7 @@ class ScaleOutDaemon:
                         ms=round(result.seconds * 1000, 1),
                     )
                 self.status.set_counts(counts, **fields)
+                self._hand_off(bus, result)
             if not backoff and time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_S:
                 last_maintenance = time.monotonic()
                 try:
@@ -137,3 +148,12 @@ class ScaleOutDaemon:
             # more backlog than one poll takes: poll again at once, unless other daemons hold it
             busy = not backoff and self.status.get("backlog") and claimed
             self.stop_event.wait(0 if busy else backoff or self.config.poll_interval_s)
+
+    def _hand_off(self, bus: IcebergBus, result: PollResult) -> None:
+        """Give the poll's commits to the alert facts (never raises: logged)."""
+        if self.alert_facts is None:
+            return
+        try:
+            self.alert_facts.record(result, lambda ids: bus.ledger.known("runs_d", ids))
+        except Exception as exc:  # noqa: BLE001 - alerts never stop registration
+            log.warning("alert.facts_failed", source="poll", error=f"{type(exc).__name__}: {exc}")

@@ -74,6 +74,11 @@ class PollResult:
     claimed: int = 0
     updated: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
+    #: the valid runs this poll handed to registration, with their ``info`` (status, run_type,
+    #: params, error): those in ``registered`` or ``already`` are in ``runs_d`` (alert facts)
+    validated: list[ObjectRun] = field(default_factory=list)
+    #: on a full reconcile, what its listing found (every run's metadata.json and bad keys)
+    listing: list[RunObject | BadKey] = field(default_factory=list)
 
     @property
     def unchanged(self) -> list[str]:
@@ -172,6 +177,7 @@ class IcebergBus:
         lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
         found = list(lister.all_runs()) if full else lister.new_runs()
         result = PollResult(full=full)
+        result.listing = found if full else []
         if not (full or found or self.backlog or self.pending):  # idle: one listing
             self.ledger.put("cursor", lister.cursor)
             result.seconds = time.monotonic() - t0
@@ -258,6 +264,7 @@ class IcebergBus:
             result.registered += done.registered
             result.already += done.already
             rejected += done.rejected  # schema conflicts: looked at again every reconcile
+        result.validated = valid
         self.ledger.add("runs_d", result.registered + result.already)
         self.ledger.note_seen(
             {
@@ -324,6 +331,7 @@ class IcebergBus:
             {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
         )
         result.updated = tuple(done.replaced)
+        result.validated += done.validated
         result.rejected += self._record_rejections(done.rejected)
 
     def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:

@@ -46,6 +46,8 @@ class Changes:
     record no longer applies (taken out, or not in ``runs_d``)."""
 
     replaced: list[str] = field(default_factory=list)
+    #: the new versions of the ``replaced`` runs
+    validated: list[ObjectRun] = field(default_factory=list)
     taken_out: list[str] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -106,6 +108,7 @@ def replace_changed(
             listed = by_id[run_id]
             out.seen[listed.metadata_key] = (keys[run_id].etag, listed.signature)
         out.replaced = done.registered + done.already
+        out.validated = [keys[run_id] for run_id in out.replaced]
         for bad in done.rejected:  # a schema conflict: the old version is out, the new one too
             if bad.run_id is not None:
                 out.taken_out.append(bad.run_id)
