@@ -37,6 +37,24 @@ ORPHAN_MIN_AGE_S = 3600.0
 TABLE_PREFIXES = ("metadata/", "data/")
 
 
+def expirable(
+    snapshots: list[Any], *, keep: int, cutoff_ms: float, protected: set[int]
+) -> list[int]:
+    """The ids of ``snapshots`` to expire: the oldest in commit order (sequence number), up to
+    the first one to keep (among the newest ``keep``, not older than ``cutoff_ms``, or the head
+    of a branch or tag). What stays is always every snapshot after some point in commit order,
+    whatever the clocks of the daemons that committed them said: a key's last mention
+    (:func:`~quantbot_bus.iceberg.tables.key_changes`) is never a mention that an expired later
+    one undid, such as an append whose delete was expired."""
+    in_order = sorted(snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms))
+    expired: list[int] = []
+    for snap in in_order[: max(len(in_order) - max(keep, 0), 0)]:
+        if snap.timestamp_ms >= cutoff_ms or snap.snapshot_id in protected:
+            break
+        expired.append(snap.snapshot_id)
+    return expired
+
+
 def expire_snapshots(
     table: Any,
     *,
@@ -44,24 +62,20 @@ def expire_snapshots(
     max_age_s: float = MAX_SNAPSHOT_AGE_S,
     now: float | None = None,
 ) -> int:
-    """Expire the snapshots of ``table`` older than ``max_age_s`` that are not among its newest
-    ``keep`` nor the head of a branch or tag (so never the current one); returns how many.
+    """Expire the oldest snapshots of ``table`` (:func:`expirable`: older than ``max_age_s``,
+    not among its newest ``keep`` nor the head of a branch or tag, so never the current one);
+    returns how many.
 
     A commit lost to another daemon's (``CommitFailedException``) is not an error: it is logged
     and 0 returned, and the next run tries again."""
     from pyiceberg.exceptions import CommitFailedException
 
     now = time.time() if now is None else now
-    cutoff_ms = (now - max_age_s) * 1000
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
-    newest_first = sorted(
-        table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0), reverse=True
+    snapshots = list(table.snapshots())
+    expired = expirable(
+        snapshots, keep=keep, cutoff_ms=(now - max_age_s) * 1000, protected=protected
     )
-    expired = [
-        s.snapshot_id
-        for s in newest_first[max(keep, 0) :]
-        if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected
-    ]
     if not expired:
         return 0
     try:
@@ -73,7 +87,7 @@ def expire_snapshots(
         "iceberg.expired",
         table=_name(table),
         expired=len(expired),
-        kept=len(newest_first) - len(expired),
+        kept=len(snapshots) - len(expired),
     )
     return len(expired)
 
