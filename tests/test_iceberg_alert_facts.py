@@ -21,8 +21,8 @@ from quantbot_bus.alerts.settings import AlertSettings
 from quantbot_bus.config import Config
 from quantbot_bus.contract import Valid, validate_run_dir
 from quantbot_bus.iceberg.alert_facts import FACTS_NAME, RunAlertFacts
-from quantbot_bus.iceberg.bus import PollResult
 from quantbot_bus.iceberg.ledger import Ledger
+from quantbot_bus.iceberg.result import PollResult
 from quantbot_bus.iceberg.rows import Rejected
 from quantbot_bus.objectstore.listing import MARKER_KEEP_S, BadKey, RunObject
 from quantbot_bus.objectstore.location import S3Location

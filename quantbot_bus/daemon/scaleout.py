@@ -24,7 +24,8 @@ import time
 
 from ..config import Config
 from ..iceberg.alert_facts import RunAlertFacts, load_for
-from ..iceberg.bus import IcebergBus, PollResult
+from ..iceberg.bus import IcebergBus
+from ..iceberg.result import PollResult
 from ..log import get_logger
 from ..statelock import StateLock
 from ..timeutil import iso_utc

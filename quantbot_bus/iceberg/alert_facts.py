@@ -62,7 +62,7 @@ from ..timeutil import parse_utc, utc_now
 if TYPE_CHECKING:
     from ..alerts.settings import AlertSettings
     from ..config import Config
-    from .bus import PollResult
+    from .result import PollResult
 
 log = get_logger("quantbot_bus.alerts")
 

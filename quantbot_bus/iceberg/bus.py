@@ -18,7 +18,6 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -39,8 +38,10 @@ from .delete import confirm_gone, delete_runs
 from .ledger import Ledger, rejection_key
 from .locks import deletion_lock
 from .register import Registrar
+from .result import PollResult
 from .rows import Rejected, rejection_rows
 from .tables import open_catalog
+from .twins import registered_twins, split_twins
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
@@ -53,36 +54,6 @@ MAX_POLL_RUNS = 500
 #: A poll looks at this many times MAX_POLL_RUNS of the backlog's head (the rest may be held
 #: by other daemons or registered by them meanwhile).
 HEAD_FACTOR = 4
-
-
-@dataclass
-class PollResult:
-    """One poll: run ids registered by this daemon and by another one first (``already``),
-    new rejections, the metadata keys still pending, and (on a full reconcile) the runs deleted
-    from the bucket and so from the tables; ``updated``: registered runs whose changed objects
-    replaced their old version (:mod:`quantbot_bus.iceberg.changes`)."""
-
-    listed: int = 0
-    registered: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-    full: bool = False
-    seconds: float = 0.0
-    backlog: int = 0
-    #: runs of the backlog this poll claimed (0 while other daemons hold all of it)
-    claimed: int = 0
-    updated: tuple[str, ...] = ()
-    deleted: tuple[str, ...] = ()
-    #: the valid runs this poll handed to registration, with their ``info`` (status, run_type,
-    #: params, error): those in ``registered`` or ``already`` are in ``runs_d`` (alert facts)
-    validated: list[ObjectRun] = field(default_factory=list)
-    #: on a full reconcile, what its listing found (every run's metadata.json and bad keys)
-    listing: list[RunObject | BadKey] = field(default_factory=list)
-
-    @property
-    def unchanged(self) -> list[str]:
-        return self.already
 
 
 def daemon_id() -> str:
@@ -194,9 +165,16 @@ class IcebergBus:
         for key in self.ledger.rejected_unchanged(signed):
             listed.pop(key)
         registered = self.ledger.known("runs_d", [r.run_id for r in listed.values()])
+        twins: list[Rejected] = []  # directories reusing a registered run's id
         if full:  # a registered run whose objects changed since: replaced below
+            twins = registered_twins(registrar.catalog, self.loc, listed, registered)
+            not_twin = {t.run_dir for t in twins}.isdisjoint
             suspects = self.ledger.changed(
-                {k: (r.etag, r.signature) for k, r in listed.items() if r.run_id in registered}
+                {
+                    k: (r.etag, r.signature)
+                    for k, r in listed.items()
+                    if r.run_id in registered and not_twin([self.loc.uri(r.run_prefix[:-1])])
+                }
             )
             self._suspects.update({k: listed[k] for k in suspects})
         listed = {k: r for k, r in listed.items() if r.run_id not in registered}
@@ -225,10 +203,14 @@ class IcebergBus:
         self._renewable = frozenset(claimed)
         if self._renewer is None and claimed:
             self._renewer = Renewer(lambda: self._claims, lambda: self._renewable).start()
-        runs = {k: self.backlog[k] for k in head if k in claimed}
+        runs, twins_now = split_twins({k: self.backlog[k] for k in head if k in claimed}, self.loc)
+        for key in [k for k in head if k in claimed and k not in runs]:
+            self.backlog.pop(key)  # a second directory of one run id: rejected below
+            self.pending.pop(key, None)
         # runs taken now (the pending ones are this daemon's every poll: not progress)
         result.claimed = len([k for k in runs if k not in self.pending])
         rejected = [Rejected(self.loc.uri(b.key), None, b.reason) for b in bad]
+        rejected += twins + twins_now
         valid: list[ObjectRun] = []
         with ThreadPoolExecutor(VALIDATE_THREADS) as pool:
             verdicts = list(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from ..config import Config
-from .bus import IcebergBus, PollResult
+from .bus import IcebergBus
+from .result import PollResult
 
 
 def sync_once(config: Config) -> PollResult:

@@ -1,0 +1,39 @@
+"""What one poll of the scale-out bus did (:class:`PollResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..objectstore.listing import BadKey, RunObject
+from ..objectstore.validate import ObjectRun
+from .rows import Rejected
+
+
+@dataclass
+class PollResult:
+    """One poll: run ids registered by this daemon and by another one first (``already``),
+    new rejections, the metadata keys still pending, and (on a full reconcile) the runs deleted
+    from the bucket and so from the tables; ``updated``: registered runs whose changed objects
+    replaced their old version (:mod:`quantbot_bus.iceberg.changes`)."""
+
+    listed: int = 0
+    registered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    full: bool = False
+    seconds: float = 0.0
+    backlog: int = 0
+    #: runs of the backlog this poll claimed (0 while other daemons hold all of it)
+    claimed: int = 0
+    updated: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    #: the valid runs this poll handed to registration, with their ``info`` (status, run_type,
+    #: params, error): those in ``registered`` or ``already`` are in ``runs_d`` (alert facts)
+    validated: list[ObjectRun] = field(default_factory=list)
+    #: on a full reconcile, what its listing found (every run's metadata.json and bad keys)
+    listing: list[RunObject | BadKey] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> list[str]:
+        return self.already
