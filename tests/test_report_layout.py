@@ -32,9 +32,9 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
     figures: list[Figure] = []
     real = svg.to_svg
 
-    def keep(fig: Figure, chart_id: str) -> str:
+    def keep(fig: Figure, chart_id: str, **kw: Any) -> str:
         figures.append(fig)
-        return real(fig, chart_id)
+        return real(fig, chart_id, **kw)
 
     monkeypatch.setattr(charts, "to_svg", keep)
     monkeypatch.setattr(tearsheet, "to_svg", keep)

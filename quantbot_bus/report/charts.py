@@ -15,13 +15,14 @@ import numpy as np
 from matplotlib.collections import PolyCollection
 from matplotlib.ticker import MaxNLocator
 
-from .data import Histogram, Row
+from .data import Row
+from .dateaxis import date_axis
+from .histogram import Histogram
 from .svg import BAD, GOOD, MUTED, PALETTE, figure, styled, to_svg
 
 #: Callers drawn in the leaderboard chart, and days before runs over time go by week.
 CHART_CALLERS = 15
 MAX_DAYS = 120
-MAX_BARS = 40
 
 
 def _short(text: Any, width: int = 28) -> str:
@@ -69,7 +70,10 @@ def _bars(
 
 def runs_over_time(per_day: list[Row]) -> str:
     """Runs registered per day (per week beyond :data:`MAX_DAYS` days), stacked by run type, and
-    the cumulative count."""
+    the cumulative count, on a date axis (:func:`~quantbot_bus.report.dateaxis.date_axis`: at
+    most :data:`~quantbot_bus.report.dateaxis.MAX_TICKS` labels at any span; a day without runs
+    is a gap). Both y axes leave room at
+    the top for the legend, above the bars and the line."""
     days = sorted({r["day"] for r in per_day})
     weekly = (days[-1] - days[0]).days > MAX_DAYS if days else False
     counts: dict[str, dict[dt.date, int]] = defaultdict(lambda: defaultdict(int))
@@ -91,15 +95,9 @@ def runs_over_time(per_day: list[Row]) -> str:
         fig, axes = figure(7.5, 2.4)
         ax = axes[0][0]
         bottom = np.zeros(len(buckets))
-        # up to MAX_BARS buckets: one labelled bar each; more: bars on a date axis (in days)
-        dated = len(buckets) > MAX_BARS
-        if dated:
-            ax.xaxis_date()
-            x = mdates.date2num(buckets)
-        else:
-            x = np.arange(len(buckets), dtype=float)
-            ax.set_xticks(x, [d.isoformat() for d in buckets])
-        width = (5.5 if weekly else 0.8) if dated else 0.6
+        ax.xaxis_date()
+        x = mdates.date2num(buckets)
+        width = 5.5 if weekly else 0.8  # days
         for i, t in enumerate(types):
             vals = np.array([counts[t].get(d, 0) for d in buckets], dtype=float)
             color = PALETTE[i % len(PALETTE)]
@@ -107,12 +105,16 @@ def runs_over_time(per_day: list[Row]) -> str:
             bottom += vals
         ax.set_ylabel("runs per week" if weekly else "runs per day")
         ax2 = ax.twinx()
-        ax2.plot(x, np.cumsum(bottom), color="#333333", lw=1.2, label="cumulative")
+        cumulative = np.cumsum(bottom)
+        ax2.plot(x, cumulative, color="#333333", lw=1.2, label="cumulative")
         ax2.set_ylabel("cumulative runs")
         ax2.grid(False)
-        ax2.set_ylim(bottom=0)
-        ax.legend(loc="upper left", ncols=min(4, len(types)))
-        fig.autofmt_xdate()
+        ncols = min(4, len(types))
+        headroom = 1.15 + 0.1 * ((len(types) + ncols - 1) // ncols)  # a tenth per legend row
+        ax.set_ylim(0, max(float(bottom.max()), 1.0) * headroom)
+        ax2.set_ylim(0, max(float(cumulative[-1]), 1.0) * headroom)
+        ax.legend(loc="upper left", ncols=ncols)
+        date_axis(ax)
         return to_svg(fig, "runs-over-time")
 
 
@@ -223,7 +225,7 @@ def frontiers(rows: list[Row]) -> str:
 
 
 def histogram(hist: Histogram, chart_id: str, xlabel: str, color: str = PALETTE[0]) -> str:
-    """One distribution's bins (from :func:`quantbot_bus.report.data._histogram`) with its
+    """One distribution's bins (from :func:`quantbot_bus.report.histogram.histogram`) with its
     median marked."""
     edges = np.array(hist.edges)
     counts = np.array(hist.counts, dtype=float)
@@ -243,7 +245,8 @@ def histogram(hist: Histogram, chart_id: str, xlabel: str, color: str = PALETTE[
 
 
 def verdicts(rows: list[Row]) -> str:
-    """How many regression checks ended in each verdict."""
+    """How many regression checks ended in each verdict: a small chart (a bar per verdict), drawn
+    at its own size on the page (``natural``), not scaled to the page's width."""
     color = {"regression": BAD, "improvement": GOOD, "no change": PALETTE[0]}
     names = [str(r["verdict"]) for r in rows]
     with styled():
@@ -252,4 +255,4 @@ def verdicts(rows: list[Row]) -> str:
         ax.barh(names, [int(r["n"]) for r in rows], color=[color.get(n, MUTED) for n in names])
         ax.set_xlabel("regression checks")
         ax.invert_yaxis()
-        return to_svg(fig, "verdicts")
+        return to_svg(fig, "verdicts", natural=True)

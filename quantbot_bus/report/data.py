@@ -6,7 +6,8 @@
 returns), so the page and the time to build it do not grow with the catalog. A relation that is
 not there (no policy run ever exported, no ``exports.regressions`` yet, nothing published at all)
 gives an empty result, never an error; the page then says what is missing. The distributions are
-the one part that reads every exported row (:func:`_histogram`: two scans of a column).
+the one part that reads every exported row (:func:`~quantbot_bus.report.histogram.histogram`:
+two scans of a column and a sample of it).
 """
 
 # ruff: noqa: S608 - SQL from this module's constants; every value is a bound parameter
@@ -22,6 +23,7 @@ import numpy as np
 from ..config import Config
 from ..errors import CatalogMissingError, NotFoundError
 from ..exports.query import open_query_connection
+from .histogram import Histogram, histogram
 from .sources import read_alerts, read_daemon_status, read_pending_list
 
 #: Rows shown at most in each table (the page stays small at any catalog size).
@@ -29,19 +31,8 @@ TOP_CALLERS = 20
 MAX_POLICIES = 30
 MAX_REJECTIONS = 100
 MAX_REGRESSIONS = 100
-HIST_BINS = 40
 
 Row = dict[str, Any]
-
-
-@dataclass
-class Histogram:
-    """Bin edges (``len(counts) + 1``) and counts of one metric; values outside the 0.5–99.5 %
-    quantiles are counted in the outermost bins."""
-
-    edges: list[float]
-    counts: list[int]
-    n: int
 
 
 @dataclass
@@ -102,36 +93,6 @@ def _has(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
         [schema, name],
     ).fetchall()
     return bool(rows[0][0])
-
-
-def _histogram(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> Histogram | None:
-    """:data:`HIST_BINS` equal bins of ``column`` between its 0.5 % and 99.5 % quantiles,
-    computed in DuckDB (only the bins leave it). Two scans: the count and both quantiles in one
-    (a list of quantiles gathers the values once, not once per quantile), then the bins, whose
-    values outside the quantiles (at most 1 % of the rows, so a bounded number of groups) are
-    added to the outermost bins here rather than clamped row by row."""
-    value = f"CAST({column} AS DOUBLE)"
-    bounds = _rows(
-        con,
-        f"SELECT count({value}) AS n, quantile_cont({value}, [0.005, 0.995]) AS q "
-        f"FROM {relation} WHERE isfinite({value})",
-    )
-    if not bounds or not bounds[0]["n"]:
-        return None
-    n, (lo, hi) = int(bounds[0]["n"]), (float(x) for x in bounds[0]["q"])
-    if hi <= lo:
-        hi = lo + 1.0
-    width = (hi - lo) / HIST_BINS
-    rows = _rows(
-        con,
-        f"SELECT floor(({value} - ?) / ?) AS b, count(*) AS n "
-        f"FROM {relation} WHERE isfinite({value}) GROUP BY b",
-        [lo, width],
-    )
-    counts = [0] * HIST_BINS
-    for r in rows:  # b may be any float outside [0, HIST_BINS), even inf for a huge value
-        counts[int(min(HIST_BINS - 1.0, max(0.0, float(r["b"]))))] += int(r["n"])
-    return Histogram([lo + i * width for i in range(HIST_BINS + 1)], counts, n)
 
 
 def _catalog(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
@@ -285,9 +246,9 @@ def _tearsheet(con: duckdb.DuckDBPyConnection, data: ReportData, run_id: str | N
 
 
 def _distributions(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:
-    data.dd_hist = _histogram(con, "exports.backtest_call_path_metrics", "dd_bps")
-    data.mae_hist = _histogram(con, "exports.backtest_policy_results", "max_adverse_excursion_bps")
-    data.run_dd_hist = _histogram(con, "exports.run_summaries", "max_drawdown_bps")
+    data.dd_hist = histogram(con, "exports.backtest_call_path_metrics", "dd_bps")
+    data.mae_hist = histogram(con, "exports.backtest_policy_results", "max_adverse_excursion_bps")
+    data.run_dd_hist = histogram(con, "exports.run_summaries", "max_drawdown_bps")
 
 
 def _regressions(con: duckdb.DuckDBPyConnection, data: ReportData) -> None:

@@ -46,7 +46,7 @@ _RC: Any = {  # matplotlib types its keys as literals
 _PROLOG = re.compile(r"<\?xml[^>]*>\s*|<!DOCTYPE[^>]*>\s*", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 _NAMESPACES = re.compile(r'\s+xmlns(:\w+)?="[^"]*"')
-_SIZE = re.compile(r'(<svg[^>]*?)\s+width="[^"]*"\s+height="[^"]*"')
+_SIZE = re.compile(r'(<svg[^>]*?)\s+(width="[^"]*"\s+height="[^"]*")')
 _GROUP_ID = re.compile(r'<g id="[^"]*"')
 _NO_ROTATION = re.compile(r'\s+transform="rotate\(-?0 [^"]*\)"')
 _ID = re.compile(r'\bid="([^"]+)"')
@@ -78,8 +78,15 @@ def _round(m: re.Match[str]) -> str:
     return f'{m.group(1)}="{value}"'
 
 
-def to_svg(fig: Figure, chart_id: str) -> str:
-    """``fig`` as an inline ``<svg>`` element whose ids are prefixed with ``chart_id``."""
+def to_svg(fig: Figure, chart_id: str, *, natural: bool = False) -> str:
+    """``fig`` as an inline ``<svg>`` element whose ids are prefixed with ``chart_id``.
+
+    Without a size of its own the element takes the width of its box on the page (the page's
+    CSS: ``max-width:100%; height:auto``), its height following the ``viewBox``; ``natural``
+    keeps the figure's ``width``/``height`` (in pt), so it is drawn at its own size, never
+    wider, and shrinks (keeping its aspect) only where the page is narrower: for a small chart
+    that scaled to the page's width would be blown up far beyond the size its text was set
+    for."""
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fit(fig)
@@ -88,7 +95,8 @@ def to_svg(fig: Figure, chart_id: str) -> str:
     text = _PROLOG.sub("", text)
     text = _METADATA.sub("", text)
     text = _NAMESPACES.sub("", text)
-    text = _SIZE.sub(r'\1 class="plot" role="img"', text, count=1)
+    size = r" \2" if natural else ""
+    text = _SIZE.sub(rf'\1{size} class="plot" role="img"', text, count=1)
     text = _GROUP_ID.sub("<g", text)  # group names: never referenced
     text = _NO_ROTATION.sub("", text)
     text = _ID.sub(lambda m: f'id="{chart_id}-{m.group(1)}"', text)
