@@ -1,9 +1,12 @@
-"""A seed-layout run directory (``YYYY-MM/run_id=<id>/``, :mod:`.layout`) against its contract.
+"""A seed-layout run (``YYYY-MM/run_id=<id>/``, :mod:`.layout`) against its contract, wherever
+it lies: :func:`validate_seed` checks a local directory; :mod:`quantbot_bus.objectstore.seed`
+checks a run's objects in a bucket. Both go through :func:`check_seed`, given a
+:class:`SeedFiles` that reads the run's files, so both give the same verdicts and reasons.
 
 The checks, in order: ``_SUCCESS`` (present: the run is complete), ``run.json`` (read as safely
-as metadata.json: :mod:`.metadata`), its fields (:func:`_manifest`), then the artifacts (every
-Parquet file in the artifact folders and every file run.json lists), checked like a v1 run's
-(:mod:`.artifacts`: stat, magic bytes, footer, rows, sha256). The verdicts:
+as metadata.json: :mod:`.metadata`), its fields (:mod:`.seed_manifest`), then the artifacts
+(every Parquet file in the artifact folders and every file run.json lists), checked like a v1
+run's (:mod:`.artifacts`: magic bytes, footer, rows; locally also stat and sha256). The verdicts:
 
 - ``_SUCCESS`` present → the run succeeded; a missing or broken file is a rejection.
 - no ``_SUCCESS``, status ``failed`` → a failed run, its error the tail of ``logs/stderr.txt``.
@@ -17,12 +20,12 @@ they are, the whole document in ``metadata``, the shape ``seed-run-json``.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .artifacts import _Declared, _locate_all, _read_artifact, missing_as_final
 from .files import _kind, _NotRegular, _open_regular
@@ -32,160 +35,73 @@ from .layout import (
     SEED_SHAPE,
     STDERR_FILE,
     SUCCESS_NAME,
-    run_id_of,
     seed_artifact_name,
     seed_listed_file,
     seed_parquet_files,
 )
 from .metadata import _read_metadata, metadata_object
-from .model import (
-    RUN_ID_RE,
-    ArtifactInfo,
-    Incomplete,
-    Invalid,
-    RunInfo,
-    Valid,
-    ValidationResult,
-    metric_number,
-)
+from .model import RUN_ID_RE, ArtifactInfo, Incomplete, Invalid, RunInfo, Valid, ValidationResult
 from .reasons import _show, _Stop
+from .seed_manifest import (
+    _bad,
+    _manifest,
+    _metrics,
+    _optional,
+    _params,
+    _utc,
+    modified_time,
+    success_text_time,
+)
 
-#: run.json status → the catalog's status (None: not finished yet).
-_STATUS = {"completed": "success", "failed": "failed", "pending": None, "running": None}
 #: At most this much of the end of logs/stderr.txt becomes a failed run's error.
 STDERR_TAIL_BYTES = 4096
 STDERR_TAIL_LINES = 20
-_SUCCESS_MAX = 4096
+#: At most this much of ``_SUCCESS`` is read (for the finish time written in it).
+SUCCESS_MAX = 4096
+#: The rejection of a run whose ``_SUCCESS`` exists without its ``run.json``.
+NO_MANIFEST = (
+    f"{SUCCESS_NAME} exists but run.json is missing; write the run's manifest "
+    f"run.json before {SUCCESS_NAME}"
+)
 
 
-def _bad(reason: str) -> _Stop:
-    return _Stop(Invalid(f"run.json: {reason}"))
+class SeedFiles(Protocol):
+    """What the checks read of a seed run's files: a local directory's, or a bucket's objects.
+    Paths are relative to the run directory."""
+
+    def exists(self, rel: str) -> bool:
+        """True if the file ``rel`` exists (a failed run's listed files are those that do)."""
+        ...
+
+    def parquet_files(self) -> list[str]:
+        """The Parquet files directly in the artifact folders, as
+        :func:`.layout.seed_parquet_files` finds them."""
+        ...
+
+    def read_artifacts(self, declared: list[_Declared]) -> tuple[ArtifactInfo, ...]:
+        """Each declared file checked as a v1 artifact; raises :class:`_Stop` worded as for a
+        v1 run (:func:`_as_seed_reason` rewords it)."""
+        ...
+
+    def stderr_tail(self) -> str | None:
+        """:func:`tail_text` of ``logs/stderr.txt``, None when it is missing or unreadable."""
+        ...
+
+    def success_time(self) -> str | None:
+        """The finish time ``_SUCCESS`` gives as UTC text: the time written in it, else its
+        modification time."""
+        ...
 
 
-def _success_marker(run_abs: str) -> tuple[os.stat_result, str | None] | None:
-    """The ``_SUCCESS`` file's stat and the timestamp written in it (None if unreadable as one);
-    None if there is no ``_SUCCESS``. A ``_SUCCESS`` that is not a regular file is rejected."""
-    path = os.path.join(run_abs, SUCCESS_NAME)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        raise _Stop(
-            Invalid(f"{SUCCESS_NAME} is {_kind(st.st_mode)}; write it as a small regular file")
-        )
-    try:
-        fd = _open_regular(path)
-    except (OSError, _NotRegular):
-        return st, None
-    try:
-        text = os.read(fd, _SUCCESS_MAX).decode("utf-8", "replace").strip()
-    finally:
-        os.close(fd)
-    try:
-        return st, _utc(text, SUCCESS_NAME) if text else None
-    except _Stop:
-        return st, None  # the marker's presence is what counts; its text is a courtesy
-
-
-def _utc(value: Any, where: str) -> str:
-    """An ISO-8601 timestamp as the catalog's UTC text; a time without an offset is UTC."""
-    if not isinstance(value, str):
-        raise _bad(f"field '{where}' must be an ISO-8601 timestamp string, got {_show(value)}")
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        raise _bad(
-            f"field '{where}' is not an ISO-8601 timestamp: {_show(value)}; "
-            'write e.g. "2026-03-01T12:00:00.000Z"'
-        ) from None
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z").replace(".000000Z", "Z")
-
-
-def _optional(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], expect: str) -> Any:
-    value = doc.get(key)
-    if value is not None and (
-        not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)
-    ):
-        raise _bad(f"field '{key}' must be {expect} or null, got {_show(value)}")
-    return value
-
-
-def _number(value: Any, where: str) -> int | float:
-    """A finite number, its JSON type kept (:func:`.model.metric_number`)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"field '{where}' must be a number, got {_show(value)}")
-    try:
-        number = metric_number(value)
-    except OverflowError:
-        raise _bad(f"field '{where}' is too large for a 64-bit float") from None
-    if not math.isfinite(number):
-        raise _bad(f"field '{where}' must be a finite number, got {_show(value)}")
-    return number
-
-
-def _params(doc: dict[str, Any]) -> dict[str, Any]:
-    params = dict(_optional(doc, "parameters", dict, "an object") or {})
-    dataset = _optional(doc, "dataset", dict, "an object") or {}
-    for key, value in dataset.items():
-        params.setdefault(f"dataset_{key}", value)
-    return params
-
-
-def _metrics(doc: dict[str, Any]) -> dict[str, int | float]:
-    metrics: dict[str, int | float] = {}
-    for key, value in (_optional(doc, "timing", dict, "an object of milliseconds") or {}).items():
-        metrics[f"timing_{key}_ms"] = _number(value, f"timing.{key}")
-    for key, value in (_optional(doc, "metrics", dict, "an object of numbers") or {}).items():
-        metrics[str(key)] = _number(value, f"metrics.{key}")
-    return metrics
-
-
-def _declared(
-    doc: dict[str, Any], run_abs: str, failed: bool
-) -> tuple[list[_Declared], dict[str, int]]:
-    """Every artifact: the Parquet files in the folders plus the files run.json lists (of a
-    failed run: those that exist); and the row counts run.json declares, by file."""
-    listed = _optional(doc, "artifacts", dict, "an object {type: {rows, path}}") or {}
-    files = dict.fromkeys(seed_parquet_files(run_abs))
-    rows: dict[str, int] = {}
-    for kind, entry in listed.items():
-        where = f"artifacts.{kind}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise _bad(
-                f"field '{where}' must be an object with a 'path' string, got {_show(entry)}"
-            )
-        raw = entry["path"]
-        rel = seed_listed_file(raw, run_abs)
-        parts = [] if rel is None else rel.split("/")
-        if rel is None or "\x00" in rel or "\\" in rel or any(p in ("", ".", "..") for p in parts):
-            raise _bad(
-                f"field '{where}.path' is {_show(raw)}, not a file inside this run directory; "
-                "give the path relative to the run directory (e.g. 'truth/paths.parquet')"
-            )
-        if any(p.startswith(".") for p in parts):
-            raise _bad(f"field '{where}.path' names a hidden file, which is never read")
-        if failed and not os.path.lexists(os.path.join(run_abs, rel)):
-            continue  # a failed run did not write everything it meant to
-        files[rel] = None
-        count = entry.get("rows")
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise _bad(f"field '{where}.rows' must be a row count, got {_show(count)}")
-            rows[rel] = count
-    names: dict[str, str] = {}
-    declared = []
-    for i, rel in enumerate(sorted(files)):
-        name = seed_artifact_name(rel)
-        if name.lower() in names:
-            raise _bad(
-                f"the files {names[name.lower()]!r} and {rel!r} both make artifact {name!r}; "
-                "keep one"
-            )
-        names[name.lower()] = rel
-        declared.append(_Declared(i, name, rel, rows=None, bytes=None, sha256=None))
-    return declared, rows
+def tail_text(raw: bytes, size: int) -> str | None:
+    """A failed run's error from ``raw``, the last bytes (at most :data:`STDERR_TAIL_BYTES`) of
+    a stderr log of ``size`` bytes: its last :data:`STDERR_TAIL_LINES` lines (a first line cut
+    by the window dropped), or None when that is empty."""
+    lines = raw.decode("utf-8", "replace").strip().splitlines()
+    if size > STDERR_TAIL_BYTES and len(lines) > 1:
+        lines = lines[1:]  # the first line is cut
+    text = "\n".join(lines[-STDERR_TAIL_LINES:]).strip()
+    return text or None
 
 
 def _as_seed_reason(stop: _Stop) -> _Stop:
@@ -202,17 +118,57 @@ def _as_seed_reason(stop: _Stop) -> _Stop:
     return _Stop(Invalid(text))
 
 
+def _declared(
+    doc: dict[str, Any], run_dir: str, failed: bool, files: SeedFiles
+) -> tuple[list[_Declared], dict[str, int]]:
+    """Every artifact: the Parquet files in the folders plus the files run.json lists (of a
+    failed run: those that exist); and the row counts run.json declares, by file."""
+    listed = _optional(doc, "artifacts", dict, "an object {type: {rows, path}}") or {}
+    found = dict.fromkeys(files.parquet_files())
+    rows: dict[str, int] = {}
+    for kind, entry in listed.items():
+        where = f"artifacts.{kind}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise _bad(
+                f"field '{where}' must be an object with a 'path' string, got {_show(entry)}"
+            )
+        raw = entry["path"]
+        rel = seed_listed_file(raw, run_dir)
+        parts = [] if rel is None else rel.split("/")
+        if rel is None or "\x00" in rel or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+            raise _bad(
+                f"field '{where}.path' is {_show(raw)}, not a file inside this run directory; "
+                "give the path relative to the run directory (e.g. 'truth/paths.parquet')"
+            )
+        if any(p.startswith(".") for p in parts):
+            raise _bad(f"field '{where}.path' names a hidden file, which is never read")
+        if failed and not files.exists(rel):
+            continue  # a failed run did not write everything it meant to
+        found[rel] = None
+        count = entry.get("rows")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise _bad(f"field '{where}.rows' must be a row count, got {_show(count)}")
+            rows[rel] = count
+    names: dict[str, str] = {}
+    declared = []
+    for i, rel in enumerate(sorted(found)):
+        name = seed_artifact_name(rel)
+        if name.lower() in names:
+            raise _bad(
+                f"the files {names[name.lower()]!r} and {rel!r} both make artifact {name!r}; "
+                "keep one"
+            )
+        names[name.lower()] = rel
+        declared.append(_Declared(i, name, rel, rows=None, bytes=None, sha256=None))
+    return declared, rows
+
+
 def _artifacts(
-    declared: list[_Declared],
-    rows: dict[str, int],
-    run_abs: str,
-    run_real: str,
-    root_real: str,
-    verify_hashes: bool,
+    declared: list[_Declared], rows: dict[str, int], files: SeedFiles
 ) -> tuple[ArtifactInfo, ...]:
     try:
-        located = _locate_all(declared, run_abs, run_real, root_real)
-        found = tuple(_read_artifact(loc, verify_hashes) for loc in located)
+        found = files.read_artifacts(declared)
     except _Stop as stop:
         raise _as_seed_reason(stop) from None
     for art in found:
@@ -225,118 +181,62 @@ def _artifacts(
     return found
 
 
-def stderr_tail(run_abs: str) -> str | None:
-    """The last lines of ``logs/stderr.txt`` (at most :data:`STDERR_TAIL_LINES` lines of its
-    last :data:`STDERR_TAIL_BYTES` bytes), or None when it is missing, unreadable or empty."""
-    try:
-        fd = _open_regular(os.path.join(run_abs, STDERR_FILE))
-    except (OSError, _NotRegular):
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        raw = os.pread(fd, STDERR_TAIL_BYTES, max(0, size - STDERR_TAIL_BYTES))
-    finally:
-        os.close(fd)
-    lines = raw.decode("utf-8", "replace").strip().splitlines()
-    if size > STDERR_TAIL_BYTES and len(lines) > 1:
-        lines = lines[1:]  # the first line is cut
-    text = "\n".join(lines[-STDERR_TAIL_LINES:]).strip()
-    return text or None
+def _named(stop: _Stop, run_id: Any) -> _Stop:
+    """The rejection naming ``run_id`` (when well-formed and the rejection names none)."""
+    result = stop.result
+    if isinstance(result, Invalid) and result.run_id is None and isinstance(run_id, str):
+        if RUN_ID_RE.fullmatch(run_id):
+            return _Stop(Invalid(result.reason, run_id=run_id))
+    return stop
 
 
-def _manifest(doc: dict[str, Any], run_abs: str) -> tuple[str, str, str | None]:
-    """run_id, run_type and the catalog status (None: not finished) of a run.json."""
-    run_id = doc.get("run_id")
-    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
-        raise _bad(
-            "field 'run_id' must be 1-128 characters from A-Z a-z 0-9 . _ - starting with a "
-            f"letter or digit, got {_show(run_id)}"
-        )
-    if run_id != run_id_of(run_abs):
-        raise _Stop(
-            Invalid(
-                f"run_id {_show(run_id)} in run.json does not match the directory name "
-                f"{_show(os.path.basename(run_abs))}; name the directory run_id=<run_id>",
-                run_id=run_id,
-            )
-        )
-    run_type = doc.get("run_type")
-    if not isinstance(run_type, str) or not RUN_ID_RE.fullmatch(run_type):
-        raise _bad(f"field 'run_type' must be a name like 'path-only', got {_show(run_type)}")
-    status = doc.get("status")
-    if not isinstance(status, str) or status not in _STATUS:
-        raise _bad(f"field 'status' must be one of {', '.join(_STATUS)}, got {_show(status)}")
-    return run_id, run_type, _STATUS[status]
-
-
-def validate_seed(
-    run_abs: str, run_real: str, root_real: str, verify_hashes: bool
-) -> ValidationResult:
-    """The verdict on a seed run directory (the directory itself already checked); raises
-    :class:`_Stop` for a rejection or a pending run."""
-    fingerprint = quick_fingerprint(Path(run_abs))  # before anything is read
-    success = _success_marker(run_abs)
-    if success is not None and not os.path.lexists(os.path.join(run_abs, RUN_JSON)):
-        raise _Stop(
-            Invalid(
-                f"{SUCCESS_NAME} exists but run.json is missing; write the run's manifest "
-                f"run.json before {SUCCESS_NAME}"
-            )
-        )
-    meta = _read_metadata(run_abs, root_real, RUN_JSON)
-    if success is None and not meta.text.strip():
+def check_seed(
+    text: str,
+    run_dir: str,
+    success: bool,
+    files: SeedFiles,
+    *,
+    path: Path,
+    mtime_ns: int,
+    fingerprint: str,
+) -> RunInfo:
+    """The run a seed run directory holds, from its run.json ``text`` (read already, its size
+    checked), whether ``_SUCCESS`` exists and its ``files``; raises :class:`_Stop` for a
+    rejection or a pending run. ``run_dir``: the directory's path or key prefix (its last parts
+    name the run); ``path``, ``mtime_ns``, ``fingerprint``: as :class:`RunInfo` records them (a
+    run in a bucket: ``/BUCKET/KEY`` as a ``PurePosixPath``)."""
+    if not success and not text.strip():
         raise _Stop(Incomplete("run.json is empty: it is probably being written"))
-    doc = metadata_object(meta.text, RUN_JSON)
+    doc = metadata_object(text, RUN_JSON)
     try:
-        run_id, run_type, status = _manifest(doc, run_abs)
+        run_id, run_type, status = _manifest(doc, run_dir)
     except _Stop as stop:
-        declared_id = doc.get("run_id")
-        if isinstance(stop.result, Invalid) and isinstance(declared_id, str):
-            if stop.result.run_id is None and RUN_ID_RE.fullmatch(declared_id):
-                raise _Stop(Invalid(stop.result.reason, run_id=declared_id)) from None
-        raise
+        raise _named(stop, doc.get("run_id")) from None
     try:
-        return Valid(
-            _run(
-                doc,
-                meta,
-                run_abs,
-                run_real,
-                root_real,
-                verify_hashes,
-                fingerprint,
-                success,
-                run_id,
-                run_type,
-                status,
-            )
-        )
+        info = _run(doc, run_dir, success, files, run_id, run_type, status)
     except _Stop as stop:
-        if isinstance(stop.result, Invalid) and stop.result.run_id is None:
-            raise _Stop(Invalid(stop.result.reason, run_id=run_id)) from None
-        raise
+        raise _named(stop, run_id) from None
+    return dataclasses.replace(
+        info, run_dir=path, metadata_json=text, metadata_mtime_ns=mtime_ns, fingerprint=fingerprint
+    )
 
 
 def _run(
     doc: dict[str, Any],
-    meta: Any,
-    run_abs: str,
-    run_real: str,
-    root_real: str,
-    verify_hashes: bool,
-    fingerprint: str | None,
-    success: tuple[os.stat_result, str | None] | None,
+    run_dir: str,
+    success: bool,
+    files: SeedFiles,
     run_id: str,
     run_type: str,
     status: str | None,
 ) -> RunInfo:
     raw_status = doc["status"]
-    if success is not None and status == "failed":
+    if success and status == "failed":
         raise _bad(
             f"status is 'failed' but {SUCCESS_NAME} exists (it marks a successful run); "
             f"remove {SUCCESS_NAME} or correct the status"
         )
-    if success is None and status != "failed":
+    if not success and status != "failed":
         waiting = "is finished" if raw_status == "completed" else f"is {raw_status}"
         raise _Stop(
             Incomplete(
@@ -349,21 +249,20 @@ def _run(
     finished: str | None = None
     if doc.get("completed_at") is not None:
         finished = _utc(doc["completed_at"], "completed_at")
-    elif success is not None:
-        mtime = datetime.fromtimestamp(success[0].st_mtime, UTC).isoformat()
-        finished = success[1] or _utc(mtime, SUCCESS_NAME)
+    elif success:
+        finished = files.success_time()
     params, metrics = _params(doc), _metrics(doc)
     git_commit = _optional(doc, "git_commit", str, "a string")
     git_branch = _optional(doc, "git_branch", str, "a string")
     git_dirty = _optional(doc, "git_dirty", bool, "true/false")
     producer = _optional(doc, "producer", dict, "an object {name, version}") or {}
     name, version = producer.get("name"), producer.get("version")
-    declared, rows = _declared(doc, run_abs, status == "failed")
-    artifacts = _artifacts(declared, rows, run_abs, run_real, root_real, verify_hashes)
+    declared, rows = _declared(doc, run_dir, status == "failed", files)
+    artifacts = _artifacts(declared, rows, files)
     error = None
     if status == "failed":
         given = doc.get("error")
-        error = stderr_tail(run_abs) or (
+        error = files.stderr_tail() or (
             given
             if isinstance(given, str) and given.strip()
             else f"run.json status is 'failed'; {STDERR_FILE} is missing or empty"
@@ -385,9 +284,103 @@ def _run(
         host=doc["host"] if isinstance(doc.get("host"), str) else None,
         error=error,
         artifacts=artifacts,
-        run_dir=Path(run_abs),
-        metadata_json=meta.text,
-        metadata_mtime_ns=success[0].st_mtime_ns if success is not None else meta.mtime_ns,
-        fingerprint=fingerprint or "",
+        run_dir=Path(run_dir),
+        metadata_json="",
+        metadata_mtime_ns=0,
+        fingerprint="",
         shape=SEED_SHAPE,
     )
+
+
+# ---------------------------------------------------------------------- a local directory
+
+
+def _success_marker(run_abs: str) -> tuple[os.stat_result, str | None] | None:
+    """The ``_SUCCESS`` file's stat and the timestamp written in it (None if unreadable as one);
+    None if there is no ``_SUCCESS``. A ``_SUCCESS`` that is not a regular file is rejected."""
+    path = os.path.join(run_abs, SUCCESS_NAME)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Stop(
+            Invalid(f"{SUCCESS_NAME} is {_kind(st.st_mode)}; write it as a small regular file")
+        )
+    try:
+        fd = _open_regular(path)
+    except (OSError, _NotRegular):
+        return st, None
+    try:
+        text = os.read(fd, SUCCESS_MAX).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
+    return st, success_text_time(text)
+
+
+def stderr_tail(run_abs: str) -> str | None:
+    """:func:`tail_text` of a local run directory's ``logs/stderr.txt``, or None when it is
+    missing, unreadable or empty."""
+    try:
+        fd = _open_regular(os.path.join(run_abs, STDERR_FILE))
+    except (OSError, _NotRegular):
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, STDERR_TAIL_BYTES, max(0, size - STDERR_TAIL_BYTES))
+    finally:
+        os.close(fd)
+    return tail_text(raw, size)
+
+
+@dataclasses.dataclass
+class _LocalFiles:
+    """:class:`SeedFiles` of a local run directory (stat, then reads; sha256 when asked)."""
+
+    run_abs: str
+    run_real: str
+    root_real: str
+    verify_hashes: bool
+    success: tuple[os.stat_result, str | None] | None
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(os.path.join(self.run_abs, rel))
+
+    def parquet_files(self) -> list[str]:
+        return seed_parquet_files(self.run_abs)
+
+    def read_artifacts(self, declared: list[_Declared]) -> tuple[ArtifactInfo, ...]:
+        located = _locate_all(declared, self.run_abs, self.run_real, self.root_real)
+        return tuple(_read_artifact(loc, self.verify_hashes) for loc in located)
+
+    def stderr_tail(self) -> str | None:
+        return stderr_tail(self.run_abs)
+
+    def success_time(self) -> str | None:
+        if self.success is None:
+            return None
+        st, written = self.success
+        return written or modified_time(datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def validate_seed(
+    run_abs: str, run_real: str, root_real: str, verify_hashes: bool
+) -> ValidationResult:
+    """The verdict on a local seed run directory (the directory itself already checked); raises
+    :class:`_Stop` for a rejection or a pending run."""
+    fingerprint = quick_fingerprint(Path(run_abs))  # before anything is read
+    success = _success_marker(run_abs)
+    if success is not None and not os.path.lexists(os.path.join(run_abs, RUN_JSON)):
+        raise _Stop(Invalid(NO_MANIFEST))
+    meta = _read_metadata(run_abs, root_real, RUN_JSON)
+    files = _LocalFiles(run_abs, run_real, root_real, verify_hashes, success)
+    info = check_seed(
+        meta.text,
+        run_abs,
+        success is not None,
+        files,
+        path=Path(run_abs),
+        mtime_ns=success[0].st_mtime_ns if success is not None else meta.mtime_ns,
+        fingerprint=fingerprint or "",
+    )
+    return Valid(info)

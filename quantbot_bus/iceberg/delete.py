@@ -1,13 +1,14 @@
 """Runs deleted from the bucket, taken out of the Iceberg tables.
 
 A full reconcile lists every run; a run ``runs_d`` holds (as the ledger knows it) that the
-listing lacks is a candidate. It is deleted only when a HEAD of its ``metadata.json`` confirms
-the object is gone: a listing alone is never the proof. Its rows leave the artifact tables
-first (partitioned by ``run_id``, so whole data files are dropped and the deleted objects are
-never read: the files are picked by their partition value, not by row), then ``artifacts_f``,
-then ``runs_d``. A daemon killed half-way leaves the run in
-``runs_d``, and the next reconcile finishes the job; deleting rows that are gone already changes
-nothing, so two daemons deleting the same run do no harm.
+listing lacks is a candidate. It is deleted only when a HEAD of its ``metadata.json`` (a seed
+run's ``run.json``) confirms the object is gone: a listing alone is never the proof. Its rows
+leave the artifact tables first (partitioned by ``run_id``, so whole data files are dropped and
+the deleted objects are never read: the files are picked by their partition value, not by row;
+an artifact's table is named as registration names it, ``truth/paths`` → ``truth__paths``), then
+``artifacts_f``, then ``runs_d``. A daemon killed half-way leaves the run in ``runs_d``, and the
+next reconcile finishes the job; deleting rows that are gone already changes nothing, so two
+daemons deleting the same run do no harm.
 
 Each delete commit lists its run ids in its snapshot summary
 (:data:`~quantbot_bus.iceberg.tables.DELETED_PROPERTY`): a key's last mention decides whether a
@@ -26,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from ..contract.layout import RUN_JSON, is_seed_dir
+from ..exports.store import export_table_name
 from ..objectstore.location import NOT_FOUND, S3Location, error_code
 from .commit import commit_retrying
 from .tables import DELETED_PROPERTY, identifier
@@ -55,12 +58,19 @@ def registered_rows(catalog: Any, run_ids: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _manifest_key(run_key: str) -> str:
+    """The object whose absence proves a run deleted: its ``metadata.json``; a seed run's
+    (``YYYY-MM/run_id=<id>``) ``run.json``."""
+    return f"{run_key}/{RUN_JSON if is_seed_dir(run_key) else 'metadata.json'}"
+
+
 def confirm_gone(
     catalog: Any, client: Any, loc: S3Location, candidates: list[str], *, limit: int = 500
 ) -> list[str]:
     """Up to ``limit`` of the ``candidates`` (run ids in ``runs_d`` below this root, as read
-    now) whose ``metadata.json`` no longer exists (HEADs in threads); the rest wait for the next
-    reconcile, so one poll stays short however many runs were deleted at once. Call it holding
+    now) whose ``metadata.json`` (a seed run's ``run.json``) no longer exists (HEADs in
+    threads); the rest wait for the next reconcile, so one poll stays short however many runs
+    were deleted at once. Call it holding
     the deletion lock (:mod:`quantbot_bus.iceberg.locks`), and delete what it returns before
     letting the lock go."""
     if not candidates:
@@ -68,7 +78,7 @@ def confirm_gone(
     rows = registered_rows(catalog, candidates)
     bucket, ours = f"s3://{loc.bucket}/", loc.uri(loc.key_prefix())
     keys = {  # registered from another root: not this daemon's to judge
-        str(row["run_id"]): str(row["run_dir"]).removeprefix(bucket).rstrip("/") + "/metadata.json"
+        str(row["run_id"]): _manifest_key(str(row["run_dir"]).removeprefix(bucket).rstrip("/"))
         for row in rows
         if str(row["run_dir"]).startswith(ours)
     }
@@ -130,8 +140,8 @@ def delete_runs(catalog: Any, run_ids: list[str], *, event: str | None = "run.de
         .to_pylist()
     )
     per_table: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        per_table[str(row["name"])].append(str(row["run_id"]))
+    for row in rows:  # an artifact's table: its name as the registration maps it
+        per_table[export_table_name(str(row["name"]))].append(str(row["run_id"]))
     for name, ids in sorted(per_table.items()):
         delete_keys(catalog, name, ids, by_partition=True)
     delete_keys(catalog, "artifacts_f", run_ids)

@@ -3,7 +3,9 @@
 :func:`open_iceberg_reader` gives an in-memory DuckDB connection whose ``catalog.runs_d``,
 ``catalog.artifacts_f`` and ``catalog.rejections_f`` views have the DuckDB catalog's columns, and
 whose ``exports.<table>`` views are the artifact tables, so ``runs``, ``show``, ``query`` and
-``stats`` run unchanged on either backend. Each view is a pyarrow dataset over the data files of
+``stats`` run unchanged on either backend. The artifact tables carry the local export tables'
+names (:func:`quantbot_bus.exports.store.export_table_name`, applied when they are registered):
+a seed artifact ``truth/paths`` is ``exports.truth__paths`` on both backends. Each view is a pyarrow dataset over the data files of
 the table's current snapshot (pyiceberg plans the files; DuckDB reads only the columns and row
 groups a query needs).
 """

@@ -5,6 +5,9 @@ when its ``runs_d`` row is committed, and by then its rows are in every other ta
 killed half-way leaves artifact rows whose runs ``runs_d`` lacks; whichever daemon registers the
 run next finds those keys in the tables' snapshots and does not append them again.
 
+An artifact's table is named as its local export table
+(:func:`quantbot_bus.exports.store.export_table_name`: a seed artifact ``truth/paths`` goes to
+``truth__paths``; Iceberg names hold no ``/``); ``artifacts_f.name`` keeps the artifact's name.
 Each table gets one commit per batch. An artifact file is registered where it lies (pyiceberg
 ``add_files``, no copy) when it carries a ``run_id`` column holding its run's id; otherwise it is
 rewritten into the warehouse with that column added (logged as ``iceberg.rewrite`` with the
@@ -22,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
+from ..exports.store import export_table_name
 from ..objectstore.reads import Buckets
 from ..objectstore.validate import ObjectRun
 from ..timeutil import utc_now
@@ -61,6 +65,7 @@ class _Item:
     size: int
     footer: Any  # pyarrow.parquet.FileMetaData, read when the run was validated
     body: bytes | None = None  # the whole file, when validation fetched all of it
+    artifact: str = ""  # the artifact's name (artifacts_f.name)
 
     @property
     def schema(self) -> pa.Schema:
@@ -205,10 +210,10 @@ class Registrar:
                         reason = "the file's run_id column does not hold this run's id alone"
                 if reason is None:
                     in_place.append(data_file)
-                    how[(k, name)] = "add_files"
+                    how[(k, item.artifact)] = "add_files"
                 else:
                     rewrite.append(item)
-                    how[(k, name)] = "rewritten"
+                    how[(k, item.artifact)] = "rewritten"
                     reasons[reason].append(k)
             for reason, run_ids in reasons.items():
                 log.info(
@@ -275,18 +280,19 @@ class Registrar:
             for a, uri, footer, body in zip(
                 r.info.artifacts, r.artifact_uris, r.footers, bodies, strict=True
             ):
-                if a.name.lower() in CORE_TABLES:
+                table = export_table_name(a.name)
+                if table.lower() in CORE_TABLES:
                     bad.setdefault(r.info.run_id, _reserved(a.name))
                     continue
-                item = _Item(r.info.run_id, uri, a.bytes, footer, body)
-                key = (a.name, a.arrow_schema)
+                item = _Item(r.info.run_id, uri, a.bytes, footer, body, a.name)
+                key = (table, a.arrow_schema)
                 if key not in fitted:
-                    fitted[key] = None if key in self._fits else self._fit(a.name, item.schema)
+                    fitted[key] = None if key in self._fits else self._fit(table, item.schema)
                     if fitted[key] is None:
                         self._fits.add(key)
                 if fitted[key] is not None:
                     bad.setdefault(r.info.run_id, str(fitted[key]))
-                per_table[a.name].append(item)
+                per_table[table].append(item)
         good = [r for r in runs if r.info.run_id not in bad]
         out.rejected = [
             Rejected(r.uri, r.info.run_id, bad[r.info.run_id]) for r in runs if r.info.run_id in bad

@@ -15,6 +15,11 @@ Marker keys sort by finish time, so two ways to list:
   to skip).
 - :meth:`Lister.all_runs`: every ``metadata.json`` below each run type (the periodic
   **reconcile**). It finds runs from producers that put no marker, late files and deletions.
+  It also finds the **seed layout**'s runs (``YYYY-MM/run_id=<id>/``,
+  :mod:`quantbot_bus.contract.layout`): a ``run_id=<id>`` prefix below a month prefix is a run
+  once it holds ``run.json`` or ``_SUCCESS``. Seed producers put no marker, so the reconcile is
+  the only way these runs are found; their :class:`RunObject` carries the listed objects
+  (:attr:`RunObject.objects`), which their validation reads instead of a directory listing.
 
 Keys that cannot be a run (``..`` or ``.`` parts, a run id the contract forbids) are returned
 as :class:`BadKey` so they are rejected with a reason instead of skipped in silence.
@@ -29,6 +34,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..contract import METADATA_NAME, RUN_ID_RE
+from ..contract.layout import (
+    MONTH_RE,
+    RUN_JSON,
+    SEED,
+    SEED_PREFIX,
+    SUCCESS_NAME,
+    V1,
+    is_seed_dir,
+)
 from ..ignore import is_ignored_name
 from .location import S3Location, delete_objects
 
@@ -42,10 +56,24 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 
 @dataclass(frozen=True)
+class Listed:
+    """One object below a run's prefix as a listing gave it: its key relative to the prefix,
+    size, ETag (without quotes) and LastModified."""
+
+    rel: str
+    size: int
+    etag: str = ""
+    modified: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class RunObject:
-    """A run's ``metadata.json`` key; ``etag`` and ``size`` when a listing gave them, and on a
-    full listing ``signature``: a hash of every object below the run's prefix (key, ETag,
-    size), which changes whenever any of its files does."""
+    """A run's manifest key: a v1 run's ``metadata.json``; a seed run's ``run.json`` (its key
+    even while only ``_SUCCESS`` exists), ``run_type`` then the month and ``run_id`` the
+    directory's ``run_id=`` suffix. ``etag`` and ``size`` (of that manifest) when a listing gave
+    them, and on a full listing ``signature``: a hash of every object below the run's prefix
+    (key, ETag, size), which changes whenever any of its files does. ``layout``: ``v1`` or
+    ``seed``; ``objects``: of a seed run on a full listing, every object below its prefix."""
 
     run_type: str
     run_id: str
@@ -53,11 +81,13 @@ class RunObject:
     etag: str = ""
     size: int = -1
     signature: str = ""
+    layout: str = V1
+    objects: tuple[Listed, ...] = ()
 
     @property
     def run_prefix(self) -> str:
         """The run's key prefix, ending in '/'."""
-        return self.metadata_key[: -len(METADATA_NAME)]
+        return self.metadata_key.rpartition("/")[0] + "/"
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,56 @@ def _run_object(
             "A-Z a-z 0-9 . _ - starting with a letter or digit",
         )
     return RunObject(run_type, run_id, loc.key(run_type, run_id, METADATA_NAME), **listed)
+
+
+#: The names that make a seed run directory a run: its manifest and its completion marker.
+_SEED_MARKERS = (RUN_JSON, SUCCESS_NAME)
+_BAD_SEED_KEY = (
+    "the key is not YYYY-MM/run_id=<id>/{name} below the root (an empty, '.' or '..' part); "
+    "keys are never resolved as paths"
+)
+
+
+def _is_month_marker(parts: list[str]) -> bool:
+    """True for a key (split below the root) that names a seed run's manifest or completion
+    marker below a month prefix."""
+    return len(parts) > 1 and MONTH_RE.match(parts[0]) is not None and parts[-1] in _SEED_MARKERS
+
+
+def _seed_run(
+    loc: S3Location, month: str, run_dir: str, objs: list[dict[str, Any]], signature: str
+) -> Iterator[RunObject | BadKey]:
+    """The listed objects of one ``<month>/run_id=<id>/`` prefix: a seed :class:`RunObject`
+    once ``run.json`` or ``_SUCCESS`` is among them; a :class:`BadKey` for a manifest or
+    marker key with an empty, '.' or '..' part."""
+    if is_ignored_name(run_dir):
+        return
+    prefix = loc.key(month, run_dir) + "/"
+    listed: list[Listed] = []
+    for obj in objs:
+        key: str = obj["Key"]
+        rel = key[len(prefix) :] if key.startswith(prefix) else ""
+        parts = rel.split("/")
+        if parts[-1] in _SEED_MARKERS and any(p in ("", ".", "..") for p in parts):
+            yield BadKey(key, _BAD_SEED_KEY.format(name=parts[-1]))
+            continue
+        if rel:
+            etag = str(obj.get("ETag", "")).strip('"')
+            listed.append(Listed(rel, int(obj["Size"]), etag, obj.get("LastModified")))
+    names = {o.rel: o for o in listed}
+    if RUN_JSON not in names and SUCCESS_NAME not in names:
+        return
+    manifest = names.get(RUN_JSON)
+    yield RunObject(
+        month,
+        run_dir[len(SEED_PREFIX) :],
+        prefix + RUN_JSON,
+        manifest.etag if manifest is not None else "",
+        manifest.size if manifest is not None else -1,
+        signature,
+        SEED,
+        tuple(listed),
+    )
 
 
 def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None:
@@ -193,24 +273,46 @@ class Lister:
         return delete_objects(self.client, self.loc.bucket, doomed)
 
     def all_runs(self) -> Iterator[RunObject | BadKey]:
-        """Every run below each run type (the reconcile's full listing), each with its
-        :attr:`RunObject.signature`. Keys come in order, so a run's objects are contiguous."""
+        """Every run below each run type or month (the reconcile's full listing), each with
+        its :attr:`RunObject.signature`. Keys come in order, so a run's objects are contiguous:
+        they are gathered per ``<run_type>/<run_id>`` (``<month>/run_id=<id>``) prefix."""
         base = self.loc.key_prefix()
         for run_type in self.run_types():
-            prefix, found, digest = "", None, hashlib.sha256()
+            group = ""
+            objs: list[dict[str, Any]] = []
             for page in self._pages(self.loc.key(run_type) + "/"):
                 for obj in page.get("Contents", []):
-                    key: str = obj["Key"]
-                    run_prefix = "/".join(key[len(base) :].split("/", 2)[:2])  # type/id
-                    if run_prefix != prefix:  # the previous run's objects are all seen
-                        if found is not None:
-                            yield replace(found, signature=digest.hexdigest()[:32])
-                        prefix, found, digest = run_prefix, None, hashlib.sha256()
-                    digest.update(f"{key}\0{obj.get('ETag', '')}\0{obj.get('Size')}\n".encode())
-                    classified = _classify(self.loc, obj)
-                    if isinstance(classified, BadKey):
-                        yield classified
-                    elif classified is not None:
-                        found = classified
-            if found is not None:
-                yield replace(found, signature=digest.hexdigest()[:32])
+                    run_prefix = "/".join(obj["Key"][len(base) :].split("/", 2)[:2])  # type/id
+                    if run_prefix != group:  # the previous run's objects are all seen
+                        yield from self._run_of(group, objs)
+                        group, objs = run_prefix, []
+                    objs.append(obj)
+            yield from self._run_of(group, objs)
+
+    def _run_of(self, group: str, objs: list[dict[str, Any]]) -> Iterator[RunObject | BadKey]:
+        """The run (and the bad keys) among the objects of one ``<run_type>/<run_id>`` prefix,
+        in whichever layout its names say."""
+        if not objs:
+            return
+        digest = hashlib.sha256()
+        for obj in objs:
+            digest.update(f"{obj['Key']}\0{obj.get('ETag', '')}\0{obj.get('Size')}\n".encode())
+        signature = digest.hexdigest()[:32]
+        if is_seed_dir(group):  # YYYY-MM/run_id=<id>: the names alone decide
+            month, _, run_dir = group.partition("/")
+            yield from _seed_run(self.loc, month, run_dir, objs, signature)
+            return
+        base = self.loc.key_prefix()
+        found = None
+        for obj in objs:
+            parts = obj["Key"][len(base) :].split("/")
+            if _is_month_marker(parts) and any(p in ("", ".", "..") for p in parts):
+                yield BadKey(obj["Key"], _BAD_SEED_KEY.format(name=parts[-1]))
+                continue
+            classified = _classify(self.loc, obj)
+            if isinstance(classified, BadKey):
+                yield classified
+            elif classified is not None:
+                found = classified
+        if found is not None:
+            yield replace(found, signature=signature)

@@ -38,10 +38,36 @@ class Tail:
 
 class ObjectReads:
     """GETs of objects of one bucket; ``store`` is an ``obstore.store.S3Store`` (made by
-    :meth:`quantbot_bus.objectstore.location.S3Settings.object_store`). Thread-safe."""
+    :meth:`quantbot_bus.objectstore.location.S3Settings.object_store`). With the bucket's name
+    and ``settings`` it also lists a prefix (:meth:`list_prefix`). Thread-safe."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(
+        self, store: Any, *, bucket: str | None = None, settings: S3Settings | None = None
+    ) -> None:
         self.store = store
+        self.bucket = bucket
+        self.settings = settings
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    def list_prefix(self, prefix: str) -> list[dict[str, Any]] | None:
+        """Every object below ``prefix`` as ListObjectsV2 gives them (``Key``, ``Size``,
+        ``ETag``, ``LastModified``), in key order; None when this reader was made without the
+        bucket's name and settings. Through botocore, as the bus's other listings: a key of
+        any shape reaches the caller as it is."""
+        if self.bucket is None or self.settings is None:
+            return None
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.settings.client()
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self._client.list_objects_v2(**kwargs)
+            out.extend(page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def head_bytes(self, key: str, limit: int) -> tuple[bytes, str] | None:
         """The object's first ``limit`` + 1 bytes at most (a longer object is cut there, so
@@ -116,7 +142,9 @@ class Buckets:
     def of(self, bucket: str) -> ObjectReads:
         with self._lock:
             if bucket not in self._by_bucket:
-                self._by_bucket[bucket] = ObjectReads(self.settings.object_store(bucket))
+                self._by_bucket[bucket] = ObjectReads(
+                    self.settings.object_store(bucket), bucket=bucket, settings=self.settings
+                )
             return self._by_bucket[bucket]
 
     def at(self, uri: str) -> tuple[ObjectReads, str]:

@@ -8,6 +8,9 @@ given, not verified (that would read every byte; the store checks transfers itse
 
 Objects are written whole (a PUT is atomic), so a listed file shorter than declared will never
 grow: unlike on a local disk it is rejected at once instead of waited for; so is a longer one.
+
+A seed-layout run (``YYYY-MM/run_id=<id>/``) is checked by :mod:`.seed`, reading its Parquet
+files with :func:`_artifact` as here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from ..contract import MAX_METADATA_BYTES, ArtifactInfo, Incomplete, Invalid, RunInfo
 from ..contract.artifacts import _Declared, read_parquet_footer
+from ..contract.layout import SEED
 from ..contract.metadata import decode_metadata, metadata_object
 from ..contract.model import MAX_JSON_DEPTH
 from ..contract.normalise import _check_semantics, _normalise
@@ -120,6 +124,10 @@ def _artifact(reads: ObjectReads, loc: S3Location, run: RunObject, decl: _Declar
 
 
 def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
+    if run.layout == SEED:
+        from .seed import validate_seed_object  # (it reads artifacts with this module's _artifact)
+
+        return validate_seed_object(reads, loc, run)
     too_big = (
         f"metadata.json is over the {MAX_METADATA_BYTES} byte (8 MiB) limit; keep large data "
         "in Parquet artifacts, not in metadata.json"
@@ -166,9 +174,9 @@ def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
 def validate_object_run(
     reads: ObjectReads, loc: S3Location, run: RunObject
 ) -> ObjectRun | Incomplete | Invalid:
-    """Check one listed run; never raises for bad input. Errors talking to the store (a timeout,
-    a refused connection, a 5xx) are raised: they say nothing about the run and the caller
-    retries."""
+    """Check one listed run, in its layout (a seed run: :mod:`.seed`); never raises for bad
+    input. Errors talking to the store (a timeout, a refused connection, a 5xx) are raised: they
+    say nothing about the run and the caller retries."""
     try:
         return _validate(reads, loc, run)
     except _Stop as stop:
