@@ -99,7 +99,7 @@ class RunWriter:
         git: Mapping[str, Any] | Literal["auto"] | None = "auto",
         layout: str = "v1",
     ) -> None:
-        self.layout = seed.check_layout(layout, is_s3_url(root))
+        self.layout = seed.check_layout(layout)
         if not isinstance(run_type, str) or not RUN_ID_RE.match(run_type):
             raise ContractError(
                 f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
@@ -148,15 +148,21 @@ class RunWriter:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def _remote_parts(self) -> tuple[str, str]:
+        """The run directory below the root: ``run_type, run_id`` (seed: ``month, run_id=<id>``)."""
+        month_or_type, name = self.run_dir.relative_to(self.root).parts
+        return month_or_type, name
+
     def __enter__(self) -> RunWriter:
         if self._entered:
             raise ContractError(f"RunWriter for {self.run_id!r} can only be entered once")
         if self.remote is not None and run_exists(
-            S3Settings.from_env().client(), self.remote, self.run_type, self.run_id
+            S3Settings.from_env().client(), self.remote, *self._remote_parts
         ):
             shutil.rmtree(self.root, ignore_errors=True)  # the staging directory
             raise ContractError(
-                f"run {self.run_type}/{self.run_id} is already in {self.remote.url}; runs are "
+                f"run {'/'.join(self._remote_parts)} is already in {self.remote.url}; runs are "
                 "immutable: choose another run_id"
             )
         self.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -379,11 +385,7 @@ class RunWriter:
         if self.remote is not None:
             try:
                 upload_run(
-                    S3Settings.from_env().client(),
-                    self.run_dir,
-                    self.remote,
-                    self.run_type,
-                    self.run_id,
+                    S3Settings.from_env().client(), self.run_dir, self.remote, *self._remote_parts
                 )
             finally:
                 shutil.rmtree(self.root, ignore_errors=True)

@@ -48,12 +48,10 @@ SEED_NAME_RE = re.compile(
 MANIFEST_VERSION = {"manifest": "1", "artifacts": "1"}
 
 
-def check_layout(layout: Any, remote: bool) -> str:
-    """``layout`` if :class:`RunWriter` can write it (the seed layout: to a local root only)."""
-    if layout not in LAYOUTS or (layout == SEED and remote):
-        raise ContractError(
-            f"layout {layout!r} is not one of {', '.join(LAYOUTS)} (seed: local roots only)"
-        )
+def check_layout(layout: Any) -> str:
+    """``layout`` if :class:`RunWriter` can write it."""
+    if layout not in LAYOUTS:
+        raise ContractError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     return str(layout)
 
 

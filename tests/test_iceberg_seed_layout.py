@@ -33,7 +33,7 @@ def _trades(n: int) -> pa.Table:
     return pa.table({"call_id": [f"c{i}" for i in range(n)], "return_bps": [10.0] * n})
 
 
-def _seed_run(root: Path, paths: int, trades: int, *, fail: str | None = None) -> Path:
+def _seed_run(root: Path | str, paths: int, trades: int, *, fail: str | None = None) -> Path:
     """A seed run written by ``RunWriter(layout="seed")`` below the local ``root``; ``fail``:
     raised inside the run, so it is written as failed (no _SUCCESS, the traceback in stderr)."""
     try:
@@ -232,3 +232,41 @@ def test_a_pending_seed_run_registers_at_the_next_poll_once_its_success_arrives(
     finally:
         bus.close()
     assert scaleout.run_counts("truth__paths") == {run_id_of(str(run)): 3}
+
+
+def test_run_writer_uploads_a_seed_run_that_the_next_poll_finds_by_its_marker(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RunWriter(s3_root, layout="seed")``: the files, run.json, then _SUCCESS, then a marker
+    ``_inbox/<time>/YYYY-MM/run_id=<id>`` that a daemon's poll (no reconcile) follows; a failed
+    run too (run.json last); the same run id again is refused."""
+    from quantbot_bus.errors import ContractError
+    from quantbot_bus.iceberg.bus import IcebergBus
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    bus = IcebergBus(scaleout.config())
+    try:
+        assert bus.poll(full=True).registered == []  # the cursor starts; nothing there yet
+        ok = _seed_run(scaleout.root, 3, 2)
+        failed = _seed_run(scaleout.root, 2, 0, fail="the feed went away")
+        ids = sorted(run_id_of(str(r)) for r in (ok, failed))
+        keys = sorted(
+            o["Key"]
+            for o in scaleout.s3.client().list_objects_v2(Bucket=scaleout.bucket)["Contents"]
+        )
+        markers = [k for k in keys if k.startswith("runs/_inbox/")]
+        assert sorted(m.rsplit("=", 1)[1] for m in markers) == ids
+        assert all(k.split("/")[-1].startswith("run_id=") for k in markers)
+        polled = bus.poll()
+        assert not polled.full and sorted(polled.registered) == ids
+        assert polled.rejected == [] and polled.pending == []
+    finally:
+        bus.close()
+    assert scaleout.run_counts("runs_d") == {i: 1 for i in ids}
+    assert scaleout.run_counts("truth__paths") == {run_id_of(str(ok)): 3, run_id_of(str(failed)): 2}
+    with pytest.raises(ContractError, match="already in"):
+        with RunWriter(
+            scaleout.root, "policy", run_id=run_id_of(str(ok)), layout="seed", git=None
+        ) as w:
+            w.write_table("truth/paths", _paths(1))

@@ -172,6 +172,20 @@ def _seed_run(
     )
 
 
+def _seed_marked(loc: S3Location, key: str, month: str, run_id: str) -> RunObject | BadKey | None:
+    """The seed run a completion marker ``_inbox/<time>/<month>/run_id=<id>`` names; its
+    objects are listed when it is validated."""
+    if is_ignored_name(run_id):
+        return None
+    if not RUN_ID_RE.fullmatch(run_id):
+        return BadKey(
+            key,
+            f"{month}/{SEED_PREFIX}{run_id}: run ids are 1-128 characters from "
+            "A-Z a-z 0-9 . _ - starting with a letter or digit",
+        )
+    return RunObject(month, run_id, loc.key(month, SEED_PREFIX + run_id, RUN_JSON), layout=SEED)
+
+
 def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None:
     """A listed ``<run_type>/<run_id>/metadata.json`` object (None: not a run's metadata)."""
     key: str = obj["Key"]
@@ -242,7 +256,10 @@ class Lister:
                     )
                     continue
                 newest = max(newest, parts[0])
-                found = _run_object(self.loc, key, parts[1], parts[2])
+                if is_seed_dir(f"{parts[1]}/{parts[2]}") and parts[2] != SEED_PREFIX:
+                    found = _seed_marked(self.loc, key, parts[1], parts[2][len(SEED_PREFIX) :])
+                else:
+                    found = _run_object(self.loc, key, parts[1], parts[2])
                 if found is not None:
                     out.append(found)
         if newest:

@@ -1,4 +1,5 @@
-"""Putting a finished run directory into object storage, ``metadata.json`` last.
+"""Putting a finished run directory into object storage, ``metadata.json`` last (a seed-layout
+run: ``run.json``, then ``_SUCCESS``).
 
 A single PUT is atomic, so ``metadata.json`` appearing is the commit marker, as its rename is on
 a local disk. An empty completion marker follows it, so daemons list the new run at once
@@ -14,14 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from ..contract import METADATA_NAME
+from ..contract.layout import RUN_JSON, SUCCESS_NAME, is_seed_dir
 from ..errors import ContractError
 from .listing import marker_key
 from .location import NOT_FOUND, S3Location, error_code
 
 
+def _last_names(run_type: str, run_id: str) -> tuple[str, ...]:
+    """The files a run's upload puts last, in order: the first is written only if absent (the
+    commit); a v1 run's ``metadata.json``; a seed run's (``YYYY-MM/run_id=<id>``) ``run.json``
+    then ``_SUCCESS``, its completion marker."""
+    return (RUN_JSON, SUCCESS_NAME) if is_seed_dir(f"{run_type}/{run_id}") else (METADATA_NAME,)
+
+
 def run_exists(client: Any, loc: S3Location, run_type: str, run_id: str) -> bool:
+    """True if the run directory ``<run_type>/<run_id>`` (or a seed ``<month>/run_id=<id>``)
+    holds its manifest in the bucket."""
+    key = loc.key(run_type, run_id, _last_names(run_type, run_id)[0])
     try:
-        client.head_object(Bucket=loc.bucket, Key=loc.key(run_type, run_id, METADATA_NAME))
+        client.head_object(Bucket=loc.bucket, Key=key)
     except Exception as exc:
         if error_code(exc) in NOT_FOUND:
             return False
@@ -30,21 +42,29 @@ def run_exists(client: Any, loc: S3Location, run_type: str, run_id: str) -> bool
 
 
 def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_id: str) -> str:
-    """Upload every file below ``run_dir`` to ``<prefix>/<run_type>/<run_id>/``, metadata.json
-    last, then its completion marker; returns the run's URI. Raises ContractError if that run id is in the bucket already."""
-    files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != METADATA_NAME)
+    """Upload every file below ``run_dir`` to ``<prefix>/<run_type>/<run_id>/`` (a seed run:
+    ``<prefix>/<month>/run_id=<id>/``), its manifest last (:func:`_last_names`), then its
+    completion marker; returns the run's URI. Raises ContractError if that run is in the bucket
+    already."""
+    last = [name for name in _last_names(run_type, run_id) if (run_dir / name).is_file()]
+    files = sorted(
+        p
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.relative_to(run_dir).as_posix() not in last
+    )
     for path in files:
         rel = path.relative_to(run_dir).as_posix()
         client.upload_file(str(path), loc.bucket, loc.key(run_type, run_id, rel))
-    meta = run_dir / METADATA_NAME
-    if meta.is_file():
+    if not last:
+        return loc.uri(loc.key(run_type, run_id))
+    for i, name in enumerate(last):
         try:
             client.put_object(
                 Bucket=loc.bucket,
-                Key=loc.key(run_type, run_id, METADATA_NAME),
-                Body=meta.read_bytes(),
-                IfNoneMatch="*",
-                ContentType="application/json",
+                Key=loc.key(run_type, run_id, name),
+                Body=(run_dir / name).read_bytes(),
+                **({"IfNoneMatch": "*"} if i == 0 else {}),
+                **({"ContentType": "application/json"} if name.endswith(".json") else {}),
             )
         except Exception as exc:
             if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
@@ -53,9 +73,9 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
                     "choose another run_id"
                 ) from None
             raise
-        # the completion marker: new runs are listed by it (objectstore.listing)
-        marker = marker_key(loc, run_type, run_id, dt.datetime.now(dt.UTC))
-        client.put_object(Bucket=loc.bucket, Key=marker, Body=b"")
+    # the completion marker: new runs are listed by it (objectstore.listing)
+    marker = marker_key(loc, run_type, run_id, dt.datetime.now(dt.UTC))
+    client.put_object(Bucket=loc.bucket, Key=marker, Body=b"")
     return loc.uri(loc.key(run_type, run_id))
 
 
