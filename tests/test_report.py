@@ -7,14 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from browser import CHROMIUM, chromium
 from builders import PATH, add_path_run, make_run, path_metrics, snapshot_query, sync
 from click.testing import CliRunner
 
@@ -340,33 +339,13 @@ def test_a_10k_call_run_gives_a_small_tearsheet() -> None:
 
 # ------------------------------------------------------------------------- a real browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp / 'profile'}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    )
-
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install -y chromium")
 def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path: Path) -> None:
     from PIL import Image  # matplotlib's own dependency
 
     url = built["result"].path.absolute().as_uri()
-    dom = _chromium(tmp_path, "--dump-dom", url).stdout
+    dom = chromium(tmp_path, "--dump-dom", url).stdout
     for name in SECTIONS:
         assert f'data-section="{name}"' in dom
     # the parsed DOM holds the charts as SVG elements, with their text
@@ -380,7 +359,7 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
     # asks for on its own with a blank page, in the same run) and no console message
     def hosts(target: str, name: str) -> set[str]:
         log = tmp_path / f"{name}.netlog.json"
-        run = _chromium(
+        run = chromium(
             tmp_path / name, "--enable-logging=stderr", f"--log-net-log={log}", "--dump-dom", target
         )
         assert "CONSOLE" not in run.stderr and "Uncaught" not in run.stderr, run.stderr[-2000:]
@@ -391,7 +370,7 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
     assert hosts(url, "page") - hosts(blank.as_uri(), "blank") == set()
 
     shot = tmp_path / "shot.png"
-    _chromium(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", url)
+    chromium(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", url)
     img = Image.open(shot).convert("RGB")
     assert img.size == (1200, 2400)
     # an RGB image: every colour and pixel is an (r, g, b) tuple

@@ -10,14 +10,13 @@ import datetime as dt
 import html
 import math
 import re
-import shutil
-import subprocess
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, chromium
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
@@ -154,7 +153,6 @@ def test_the_overlap_check_sees_rotated_and_level_boxes() -> None:
 
 # ------------------------------------------------------------------------- a real browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: Added to the page under test only (the dashboard has no script): the rendered size of each
 #: verdicts chart and the width of the figure that holds it, in CSS px.
 MEASURE = (
@@ -173,23 +171,7 @@ def rendered(tmp: Path, page_html: str) -> list[tuple[float, float, float]]:
     ``page_html`` out in a window 1400 px wide."""
     path = tmp / "page.html"
     path.write_text(page_html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    dom = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp / 'profile'}",
-            "--window-size=1400,900",
-            "--dump-dom",
-            path.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    ).stdout
+    dom = chromium(tmp, "--window-size=1400,900", "--dump-dom", path.as_uri()).stdout
     m = re.search(r'data-rects="([^"]*)"', dom)
     assert m, dom[-2000:]
     return [
