@@ -43,6 +43,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from servers import Postgres, S3Server, SeaweedFS  # noqa: E402
 
+from bench.scaleout_metadata import metadata_growth  # noqa: E402
+
 TARGET_RUNS_S = 500.0
 TARGET_P50_S = 2.0
 
@@ -275,90 +277,6 @@ class Bench:
         p50 = statistics.median(lags)
         return ("latency_p50_s", p50, f"{runs} runs, p50 {p50:.2f} s, max {max(lags):.2f} s")
 
-    def metadata(self, kept: int, raw: int) -> list[tuple[str, float, str]]:
-        """``kept`` one-run commits with the daemon's maintenance every 50, then ``raw`` without.
-
-        At each quarter: the bytes under ``metadata/`` by kind (table metadata JSON, manifest
-        lists, manifests) and the mean wall time of a commit in that quarter."""
-        from quantbot_bus.iceberg.commit import append_once
-        from quantbot_bus.iceberg.maintenance import expire_snapshots, remove_orphan_files
-        from quantbot_bus.iceberg.tables import ensure_table, open_catalog
-        from quantbot_bus.objectstore.location import S3Settings
-
-        bucket = "qb" + uuid.uuid4().hex[:12]
-        self.s3.make_bucket(bucket)
-        out = []
-        schema = pa.schema([pa.field("run_id", pa.string(), nullable=False)])
-        props = S3Settings.from_env(self.s3.env).pyiceberg_properties()
-        for maintained, commits in ((True, kept), (False, raw)):
-            if commits <= 0:
-                continue
-            db = self.database()
-            cat = open_catalog(
-                f"postgresql://postgres@127.0.0.1:{self.pg.port}/{db}",
-                f"s3://{bucket}/wh-{db}",
-                props,
-            )
-            table = ensure_table(cat, "growth", schema)
-            quarters: list[tuple[dict[str, int], float]] = []
-            started = time.perf_counter()
-            for i in range(commits):
-                append_once(
-                    cat,
-                    "growth",
-                    [f"k{i}"],
-                    lambda tx, add, p: tx.append(
-                        pa.table({"run_id": add}, schema=schema), snapshot_properties=p
-                    ),
-                )
-                if maintained and (i + 1) % 50 == 0:
-                    table = cat.load_table("quantbot.growth")
-                    expire_snapshots(table, max_age_s=0)
-                    remove_orphan_files(table, self.client, min_age_s=0)
-                if (i + 1) % max(1, commits // 4) == 0 and len(quarters) < 4:
-                    per_commit = (time.perf_counter() - started) / max(1, commits // 4)
-                    quarters.append((self._metadata_bytes(bucket, table.location()), per_commit))
-                    print(
-                        f"  {'kept' if maintained else 'raw'} {i + 1}: {quarters[-1]}", flush=True
-                    )
-                    started = time.perf_counter()
-            label = "with maintenance" if maintained else "without maintenance"
-            out.append(
-                (
-                    f"metadata_{'kept' if maintained else 'raw'}_mb",
-                    sum(quarters[-1][0].values()) / 1e6,
-                    f"{commits} one-run commits {label}; at each quarter MB "
-                    + ", ".join(f"{sum(q.values()) / 1e6:.2f}" for q, _ in quarters)
-                    + " (table JSON "
-                    + ", ".join(f"{q['json'] / 1e6:.2f}" for q, _ in quarters)
-                    + "; manifest lists "
-                    + ", ".join(f"{q['lists'] / 1e6:.2f}" for q, _ in quarters)
-                    + "; manifests "
-                    + ", ".join(f"{q['manifests'] / 1e6:.2f}" for q, _ in quarters)
-                    + "); ms per commit "
-                    + ", ".join(f"{t * 1000:.0f}" for _, t in quarters),
-                )
-            )
-        return out
-
-    def _metadata_bytes(self, bucket: str, location: str) -> dict[str, int]:
-        """Bytes under a table's ``metadata/``: table JSON, manifest lists, manifests."""
-        prefix = location.split(f"s3://{bucket}/", 1)[1] + "/metadata/"
-        sizes = {"json": 0, "lists": 0, "manifests": 0}
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for o in page.get("Contents", []):
-                name = o["Key"].rsplit("/", 1)[-1]
-                kind = (
-                    "json"
-                    if name.endswith(".json")
-                    else "lists"
-                    if name.startswith("snap-")
-                    else "manifests"
-                )
-                sizes[kind] += o["Size"]
-        return sizes
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -423,7 +341,7 @@ def main() -> None:
                 )
             )
             print(rows[-1], flush=True)
-        for name, value, note in b.metadata(commits, raw) if "metadata" in only else []:
+        for name, value, note in metadata_growth(b, commits, raw) if "metadata" in only else []:
             rows.append((name, f"{value:.2f} MB", "bounded", "-", note))
             print(rows[-1], flush=True)
     print("\n| figure | measured | target | verdict | notes |\n|---|---|---|---|---|")

@@ -121,3 +121,21 @@ def new_scaleout(pg: Postgres, s3: S3Server, tmp: Path) -> ScaleOut:
         cur.execute(f"CREATE DATABASE {name}")
     con.close()
     return ScaleOut(pg, s3, name, name, tmp)
+
+
+def local_run(tmp: Any, run_id: str, edit: Any = None) -> Any:
+    """A run written locally by RunWriter; ``edit(meta)`` may change its metadata.json."""
+    import json
+
+    import pyarrow as pa
+
+    from quantbot_bus.writer import RunWriter
+
+    with RunWriter(tmp / "local", "backtest", run_id=run_id, git=None) as w:
+        w.write_table("trades", pa.table({"run_id": [run_id] * 3, "pnl": [0.1, 0.2, -0.1]}))
+    run_dir = tmp / "local" / "backtest" / run_id
+    if edit is not None:
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        edit(meta, run_dir)
+        (run_dir / "metadata.json").write_text(json.dumps(meta))
+    return run_dir

@@ -54,7 +54,7 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
     """A pending run (its Parquet file not uploaded yet) goes back to the others when the bus
     stops; a run it registered stays claimed until the lease ends (another daemon whose ledger
     lags must not validate it again)."""
-    from test_scaleout import _local_run
+    from scaleout import local_run
 
     from quantbot_bus.iceberg.bus import IcebergBus
     from quantbot_bus.objectstore.location import S3Location
@@ -67,8 +67,8 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
     def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
         (run_dir / "trades.parquet").unlink()  # declared, not uploaded yet
 
-    upload_run(client, _local_run(scaleout.tmp, "done"), loc, "backtest", "done")
-    upload_run(client, _local_run(scaleout.tmp, "later", no_trades), loc, "backtest", "later")
+    upload_run(client, local_run(scaleout.tmp, "done"), loc, "backtest", "done")
+    upload_run(client, local_run(scaleout.tmp, "later", no_trades), loc, "backtest", "later")
     bus = IcebergBus(scaleout.config("state-a"))
     result = bus.poll(full=True)
     assert result.registered == ["done"] and len(result.pending) == 1

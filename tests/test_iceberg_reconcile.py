@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from test_scaleout import _local_run
+from scaleout import local_run
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -72,8 +72,8 @@ def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
     def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
         (run_dir / "trades.parquet").unlink()  # declared, never uploaded
 
-    upload_run(client, _local_run(scaleout.tmp, "good"), loc, "backtest", "good")
-    upload_run(client, _local_run(scaleout.tmp, "bad", no_trades), loc, "backtest", "bad")
+    upload_run(client, local_run(scaleout.tmp, "good"), loc, "backtest", "good")
+    upload_run(client, local_run(scaleout.tmp, "bad", no_trades), loc, "backtest", "bad")
     # incomplete runs are rejected at once
     bus = IcebergBus(dataclasses.replace(scaleout.config(), pending_timeout_s=0.0))
 
@@ -101,7 +101,7 @@ def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
             "Contents"
         ]:
             client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
-        upload_run(client, _local_run(scaleout.tmp / "fixed", "bad"), loc, "backtest", "bad")
+        upload_run(client, local_run(scaleout.tmp / "fixed", "bad"), loc, "backtest", "bad")
         fixed = bus.poll(full=True)
         assert fixed.registered == ["bad"]
     finally:
@@ -125,7 +125,7 @@ def test_completion_markers_older_than_a_week_are_deleted_and_their_runs_still_f
         monkeypatch.setenv(k, v)
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
-    upload_run(client, _local_run(scaleout.tmp, "old-run"), loc, "backtest", "old-run")
+    upload_run(client, local_run(scaleout.tmp, "old-run"), loc, "backtest", "old-run")
     now = dt.datetime.now(dt.UTC)
     ages = {"old": MARKER_KEEP_S + 3600, "older": MARKER_KEEP_S * 3, "young": 60}
     for name, age in ages.items():
@@ -215,7 +215,7 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
         kept["trades"] = (run_dir / "trades.parquet").read_bytes()
         (run_dir / "trades.parquet").unlink()  # declared, uploaded later
 
-    upload_run(client, _local_run(scaleout.tmp, "late", hold_trades), loc, "backtest", "late")
+    upload_run(client, local_run(scaleout.tmp, "late", hold_trades), loc, "backtest", "late")
 
     def pending() -> list[dict[str, Any]]:
         out = CliRunner().invoke(cli, ["pending", "--format", "json"], env=scaleout.env())

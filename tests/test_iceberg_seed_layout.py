@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_scaleout import _local_run
+from scaleout import local_run
 
 from quantbot_bus.contract import Invalid, Valid, validate_run_dir
 from quantbot_bus.contract.layout import run_id_of
@@ -83,7 +83,7 @@ def test_seed_runs_in_a_bucket_register_like_on_the_local_backend(
     client = scaleout.s3.client()
     local = scaleout.tmp / "seed"
     for run_id in ("v1-a", "v1-b"):
-        run = _local_run(scaleout.tmp, run_id)
+        run = local_run(scaleout.tmp, run_id)
         upload_run(client, run, S3Location.parse(scaleout.root), "backtest", run_id)
     ok = [_seed_run(local, 4, 3), _seed_run(local, 6, 2)]
     failed = _seed_run(local, 5, 0, fail="candles missing for mint So1abc")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from scaleout import local_run
 from test_iceberg_changes import _open_rejections
-from test_scaleout import _local_run
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,7 +28,7 @@ def test_a_run_id_in_two_directories_is_registered_once_and_the_other_rejected(
         def retype(meta: dict[str, Any], run_dir: Any) -> None:
             meta["run_type"] = run_type
 
-        run = _local_run(scaleout.tmp / run_type, "same-id", retype)
+        run = local_run(scaleout.tmp / run_type, "same-id", retype)
         return upload_run(client, run, loc, run_type, "same-id")
 
     first, second = upload("backtest"), upload("optimize")  # one batch

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from builders import wait_for
+from scaleout import local_run
 
 #: Every poll is a few PostgreSQL commits and many requests to moto: generous on a loaded machine.
 pytestmark = pytest.mark.timeout(240)
@@ -162,24 +163,6 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(scaleout: Any) -> 
     assert d.stop() == 0
 
 
-def _local_run(tmp: Any, run_id: str, edit: Any = None) -> Any:
-    """A run written locally by RunWriter; ``edit(meta)`` may change its metadata.json."""
-    import json
-
-    import pyarrow as pa
-
-    from quantbot_bus.writer import RunWriter
-
-    with RunWriter(tmp / "local", "backtest", run_id=run_id, git=None) as w:
-        w.write_table("trades", pa.table({"run_id": [run_id] * 3, "pnl": [0.1, 0.2, -0.1]}))
-    run_dir = tmp / "local" / "backtest" / run_id
-    if edit is not None:
-        meta = json.loads((run_dir / "metadata.json").read_text())
-        edit(meta, run_dir)
-        (run_dir / "metadata.json").write_text(json.dumps(meta))
-    return run_dir
-
-
 def test_hostile_objects_are_rejected_with_a_reason_and_good_runs_still_register(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,7 +188,7 @@ def test_hostile_objects_are_rejected_with_a_reason_and_good_runs_still_register
         ("huge", huge),
         ("good-2", None),
     ):
-        upload_run(client, _local_run(scaleout.tmp, run_id, edit), loc, "backtest", run_id)
+        upload_run(client, local_run(scaleout.tmp, run_id, edit), loc, "backtest", run_id)
     # a key that climbs out of its run type, and a marker that does
     client.put_object(Bucket=scaleout.bucket, Key="runs/backtest/../evil/metadata.json", Body=b"{}")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
