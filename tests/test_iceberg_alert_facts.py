@@ -365,3 +365,15 @@ def test_a_restarted_daemon_neither_resolves_nor_fires_again(tmp_path: Path, run
     notes = again.check(gather_facts(config, settings, None, now=at(4), items=restarted))
     assert [(n.key, n.status) for n in notes] == [("run_failed:f", "resolved")]
     again.close(0)
+
+
+def test_a_second_directory_of_a_registered_run_id_stays_rejected(tmp_path: Path) -> None:
+    """Its run id is registered (from the other directory): that does not resolve it."""
+    from quantbot_bus.iceberg.twins import TWIN_REASON_END
+
+    (tmp_path / "state").mkdir()
+    facts = facts_for(tmp_path, only("rejected"))
+    twin = uri("optimize", "r1")
+    reason = f"run_id r1 is already registered from {uri('backtest', 'r1')}{TWIN_REASON_END}"
+    facts.record(PollResult(rejected=[Rejected(twin, "r1", reason)]), lambda ids: {"r1"}, now=T0)
+    assert rejected_dirs(facts, T0) == [twin]

@@ -72,11 +72,11 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
     bus = IcebergBus(scaleout.config("state-a"))
     result = bus.poll(full=True)
     assert result.registered == ["done"] and len(result.pending) == 1
-    keys = [loc.key("backtest/done/metadata.json"), loc.key("backtest/later/metadata.json")]
+    ids = ["done", "later"]  # claims are by run id
     other = _claims(scaleout, "host-b:/state")
-    assert other.claim(keys, 10) == set()  # both held by the running bus
+    assert other.claim(ids, 10) == set()  # both held by the running bus
     bus.close()  # a daemon's or a sync's graceful stop
-    assert other.claim(keys, 10) == {keys[1]}  # the pending run, at once; not the registered
+    assert other.claim(ids, 10) == {"later"}  # the pending run, at once; not the registered
 
 
 def test_the_owner_is_the_host_and_the_state_dir(tmp_path: Path) -> None:

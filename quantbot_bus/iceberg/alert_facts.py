@@ -12,13 +12,14 @@ alerting on what it committed alerts each failed run and each rejection once acr
   ``params`` that this daemon registered or saw registered by another daemon first
   (``PollResult.already``); a later one (by ``created_at``, then run id) ends it, and so does its
   leaving the tables: deleted from the bucket (``PollResult.deleted``) or taken out as its
-  changed version is rejected. Runs of that key that other daemons registered without this one
-  looking at them are not seen here, nor is a new version that replaced it
-  (``PollResult.updated``; docs/scale-out.md, "Open").
+  changed version is rejected; a new version that replaced it (``PollResult.updated``) is judged
+  as a new registration. Runs of that key that other daemons registered without this one looking
+  at them are not seen here (docs/scale-out.md, "Open").
 - **A rejection** is one this daemon recorded (``PollResult.rejected``: the first record of a run
   directory with that reason). It stays open until the run is registered, by any daemon (the
   ledger follows every daemon's ``runs_d`` commits; looked up by the run id the directory's
-  name gives, which is the one a registration has), or its directory is gone from a full reconcile's listing
+  name gives, which is the one a registration has; not for a second directory of a registered
+  run id, :mod:`~quantbot_bus.iceberg.twins`, whose run id is registered from the other one), or its directory is gone from a full reconcile's listing
   (``PollResult.listing``). A bad completion marker's rejection (``<prefix>/_inbox/...``: the full
   listing does not list markers) clears :data:`~quantbot_bus.objectstore.listing.MARKER_KEEP_S`
   after it was first seen, when maintenance has deleted the marker.
@@ -58,6 +59,7 @@ from ..objectstore.listing import INBOX, MARKER_KEEP_S, RunObject
 from ..objectstore.location import S3Location
 from ..output import jsonable
 from ..timeutil import parse_utc, utc_now
+from .twins import TWIN_REASON_END
 
 if TYPE_CHECKING:
     from ..alerts.settings import AlertSettings
@@ -296,7 +298,9 @@ class RunAlertFacts:
         names = {
             d: run_id_of(d)
             for d, row in s.rejections.items()
-            if row["run_id"] is not None and not self._is_marker(d)
+            if row["run_id"] is not None
+            and not self._is_marker(d)
+            and not str(row.get("reason", "")).endswith(TWIN_REASON_END)
         }
         if names:
             registered = known(sorted(set(names.values())))

@@ -25,6 +25,7 @@ import structlog
 
 from ..config import Config
 from ..contract import Invalid
+from ..contract.layout import run_id_of
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.reads import Buckets
@@ -79,7 +80,7 @@ class IcebergBus:
         self._catalog: Any = None
         self._registrar: Registrar | None = None
         self._claims: Claims | None = None
-        self._claimed: set[str] = set()  # the keys the last poll claimed
+        self._claimed: set[str] = set()  # the run ids the last poll claimed
         #: the claims being worked on, renewed by the renewer thread (an immutable snapshot)
         self._renewable: frozenset[str] = frozenset()
         self._renewer: Renewer | None = None
@@ -132,7 +133,10 @@ class IcebergBus:
             try:
                 # the undecided runs only: a run registered just now stays claimed until its
                 # lease ends, so a daemon whose ledger lags does not validate it again
-                undecided = [*self.pending, *(k for k in self._claimed if k in self.backlog)]
+                undecided = sorted(
+                    {waiting.run_id for _, waiting, _ in self.pending.values()}
+                    | {r.run_id for r in self.backlog.values() if r.run_id in self._claimed}
+                )
                 released = self._claims.release(undecided)
                 log.info("iceberg.claims_released", claims=released)
             except Exception as exc:  # noqa: BLE001 - the lease frees them anyway
@@ -199,9 +203,13 @@ class IcebergBus:
             self.backlog.pop(key)  # registered meanwhile (by another daemon, say)
             self.pending.pop(key, None)
         head = [k for k in head if k in self.backlog]
-        claimed = self._claimed = self.claims.claim(head, MAX_POLL_RUNS)
-        self._renewable = frozenset(claimed)
-        if self._renewer is None and claimed:
+        # claimed by run id: two directories of one run id are never validated by two daemons
+        ids = self._claimed = self.claims.claim(
+            list(dict.fromkeys(self.backlog[k].run_id for k in head)), MAX_POLL_RUNS
+        )
+        claimed = {k for k in head if self.backlog[k].run_id in ids}
+        self._renewable = frozenset(ids)
+        if self._renewer is None and ids:
             self._renewer = Renewer(lambda: self._claims, lambda: self._renewable).start()
         runs, twins_now = split_twins({k: self.backlog[k] for k in head if k in claimed}, self.loc)
         for key in [k for k in head if k in claimed and k not in runs]:
@@ -271,7 +279,9 @@ class IcebergBus:
         if runs or known:
             self._order = [k for k in self._order if k in self.backlog]
         result.pending = sorted(self.pending)
-        self._renewable = frozenset(k for k in claimed if k in self.pending)
+        self._renewable = frozenset(
+            r.run_id for k, (_, r, _) in self.pending.items() if k in claimed
+        )
         result.backlog = len(self.backlog)
         self._list_pending()
         result.seconds = time.monotonic() - t0
@@ -308,30 +318,41 @@ class IcebergBus:
         self.ledger.add("runs_d", done.replaced)
         self.ledger.forget_seen(done.forget)
         self.ledger.note_seen(done.seen)
-        out = set(done.taken_out)
-        self.ledger.note_rejected(
-            {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
-        )
         result.updated = tuple(done.replaced)
         result.validated += done.validated
         result.rejected += self._record_rejections(done.rejected)
+        out = set(done.taken_out)  # noted once recorded, as in the poll: never skipped unrecorded
+        self.ledger.note_rejected(
+            {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
+        )
 
     def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:
         """Take the runs a full listing no longer finds out of the tables, holding the deletion
         lock (see :mod:`quantbot_bus.iceberg.delete`); returns their run ids."""
         listed = {f.run_id for f in found if isinstance(f, RunObject)}
-        candidates = sorted(self.ledger.all("runs_d") - listed)
-        if not candidates:
-            return []
-        catalog = self.registrar.catalog
-        with deletion_lock(catalog.engine) as locked:
-            if not locked:  # another daemon is deleting: the next reconcile looks again
-                return []
-            gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
-            delete_runs(catalog, gone)
+        registered = self.ledger.all("runs_d")
+        # a registered directory gone while another directory of its run id is listed
+        vanished = self.ledger.seen_missing(
+            f.metadata_key for f in found if isinstance(f, RunObject)
+        )
+        id_of = {k: run_id_of(k.rsplit("/", 1)[0]) for k in vanished}
+        candidates = sorted((registered - listed) | (set(id_of.values()) & registered))
+        gone: list[str] = []
+        if candidates:
+            catalog = self.registrar.catalog
+            with deletion_lock(catalog.engine) as locked:
+                if not locked:  # another daemon is deleting: the next reconcile looks again
+                    log.info("iceberg.deletion_lock_busy", candidates=len(candidates))
+                    return []
+                gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
+                delete_runs(catalog, gone)
         if gone:
             self.ledger.remove("runs_d", gone)
             self.ledger.put("deleted", self.ledger.get("deleted", 0) + len(gone))
+        # every candidate looked at: a vanished key is done with (a later reconcile would only
+        # HEAD its run's registered directory again); else those of runs still registered wait
+        still = set() if len(candidates) <= MAX_POLL_RUNS else registered - set(gone)
+        self.ledger.forget_seen([k for k, run_id in id_of.items() if run_id not in still])
         return gone
 
     def _record_rejections(self, rejected: list[Rejected]) -> list[Rejected]:

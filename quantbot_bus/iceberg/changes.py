@@ -1,8 +1,7 @@
 """Registered runs whose objects changed: the new version replaces the old in every table.
 
 The contract lets a producer change a finished run by writing it again, ``metadata.json`` last
-(docs/contract.md, section 2). A daemon suspects such a change when a completion marker names a
-run the tables already hold (an upload of the run again), or when a full reconcile lists a
+(docs/contract.md, section 2). A daemon suspects such a change when a full reconcile lists a
 registered run whose ``metadata.json`` ETag or listing signature (every object below the run)
 differs from what its ledger recorded (:meth:`~quantbot_bus.iceberg.ledger.Ledger.changed`).
 
@@ -13,8 +12,10 @@ The same fingerprint: nothing to do (an unrelated object was added, say). Anothe
 version's rows leave every table (:func:`~quantbot_bus.iceberg.delete.delete_runs`) and the new
 version is registered, still under the lock. A new version that is invalid or incomplete takes the
 old one out too (its rows no longer describe the objects, and an Iceberg reader of a file
-registered in place would fail on its changed size) and is recorded as rejected. A run
-``runs_d`` no longer holds, or holds from another root, is left to the usual paths.
+registered in place would fail on its changed size) and is recorded as rejected. A valid run
+``runs_d`` no longer holds (a replacement cut short between its delete and its registration by
+a failure or a kill: its suspects stay for the next poll) is registered; a run ``runs_d`` holds
+from another directory, or an invalid one it no longer holds, is left to the usual paths.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def replace_changed(
         for run, verdict in zip(runs, verdicts, strict=True):
             run_dir = loc.uri(run.run_prefix.rstrip("/"))
             row = current.get(run.run_id)
+            if row is None and isinstance(verdict, ObjectRun):
+                new.append(verdict)  # out of every table (a replacement cut short): registered
+                continue
             if row is None or str(row["run_dir"]).rstrip("/") != run_dir:
                 out.forget.append(run.metadata_key)
                 continue
@@ -100,7 +104,8 @@ def replace_changed(
             out.forget.append(run.metadata_key)
         if not (new or out.taken_out):
             return out
-        delete_runs(catalog, [r.info.run_id for r in new] + out.taken_out, event=None)
+        held = [r.info.run_id for r in new if r.info.run_id in current] + out.taken_out
+        delete_runs(catalog, held, event=None)
         done = registrar.register(new)
         out.rejected += done.rejected
         keys = {r.info.run_id: r for r in new}

@@ -1,7 +1,9 @@
 """Leases on listed runs, so daemons sharing a bucket divide the work instead of all doing it.
 
-A table ``quantbot_claims`` in the catalog's PostgreSQL database holds, per run (its
-``metadata.json`` key), which daemon took it and until when. Before validating, a daemon claims
+A table ``quantbot_claims`` in the catalog's PostgreSQL database holds, per run id (column
+``run_key``), which daemon took it and until when: by id, not by directory, so two directories of
+one run id (a contract breach, :mod:`quantbot_bus.iceberg.twins`) are never validated and
+registered by two daemons at once, each into its own tables. Before validating, a daemon claims
 up to a poll's worth of its backlog in one statement: a run nobody holds, or whose lease ran out,
 or that it holds itself. Runs another daemon holds stay in the backlog; that daemon registers
 them, and the next ledger sync drops them.
@@ -16,7 +18,8 @@ of a daemon that never comes back wait for its leases to run out (:data:`LEASE_S
 
 The lease is short, so such runs wait a minute, not the length of a long poll: while a daemon
 works on the runs it claimed, a :class:`Renewer` thread extends their leases every third of one.
-A daemon that hangs or loses PostgreSQL stops renewing, and its runs go to the others.
+A daemon that dies, loses PostgreSQL or fails its polls stops renewing, and its runs go to the
+others (one alive whose poll hangs renews on: the systemd watchdog restarts it).
 """
 
 from __future__ import annotations

@@ -117,6 +117,19 @@ class Ledger:
         if gone:
             self.con.execute("DELETE FROM seen WHERE key IN (SELECT unnest(?::VARCHAR[]))", [gone])
 
+    def seen_missing(self, listed: Iterable[str]) -> list[str]:
+        """The recorded keys a full ``listed`` set of metadata keys lacks: directories of
+        registered runs (or first listed as such) that are gone from the bucket."""
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE listed_keys AS SELECT unnest(?::VARCHAR[]) AS key",
+            [sorted(set(listed))],
+        )
+        rows = self.con.execute(
+            "SELECT key FROM seen ANTI JOIN listed_keys USING (key) ORDER BY key"
+        ).fetchall()
+        self.con.execute("DROP TABLE listed_keys")
+        return [r[0] for r in rows]
+
     def changed(self, listed: dict[str, tuple[str, str]]) -> set[str]:
         """The keys of registered runs whose listed ``(ETag, signature)`` differs from what
         was recorded (each compared only when both sides have it). A key recorded without a

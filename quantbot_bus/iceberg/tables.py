@@ -160,9 +160,11 @@ def ensure_table(
         return catalog.load_table(identifier(table))
     except NoSuchTableError:
         pass
+    from sqlalchemy.exc import IntegrityError
+
     try:
         catalog.create_namespace(NAMESPACE)
-    except NamespaceAlreadyExistsError:
+    except (NamespaceAlreadyExistsError, IntegrityError):  # another daemon made it just now
         pass
     from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
     from pyiceberg.schema import assign_fresh_schema_ids

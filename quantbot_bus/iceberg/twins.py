@@ -20,10 +20,13 @@ from ..objectstore.location import S3Location
 from .delete import registered_rows
 from .rows import Rejected
 
+#: How every twin rejection's reason ends (its alert is not resolved by its run id's registration).
+TWIN_REASON_END = "; run ids must be unique across run types"
+
 
 def _reason(run_id: str, owner_dir: str, *, registered: bool) -> str:
     how = "is already registered from" if registered else "is also used by"
-    return f"run_id {run_id} {how} {owner_dir}; run ids must be unique across run types"
+    return f"run_id {run_id} {how} {owner_dir}{TWIN_REASON_END}"
 
 
 def _run_dir(loc: S3Location, run: RunObject) -> str:

@@ -3,8 +3,10 @@ run: ``run.json``, then ``_SUCCESS``).
 
 A single PUT is atomic, so ``metadata.json`` appearing is the commit marker, as its rename is on
 a local disk. An empty completion marker follows it, so daemons list the new run at once
-(:mod:`quantbot_bus.objectstore.listing`). It is written with ``If-None-Match: *``: a run id already in the bucket is never
-overwritten (runs are immutable), even by two writers racing for it.
+(:mod:`quantbot_bus.objectstore.listing`). The manifest is written with ``If-None-Match: *``: a
+run already in the bucket is refused (runs are immutable), and of two writers racing for one run
+id only one commits. The loser's data files, uploaded before its manifest, have overwritten the
+winner's of the same names by then (docs/scale-out.md, "Open").
 """
 
 from __future__ import annotations
