@@ -29,7 +29,7 @@ from ..contract.layout import run_id_of
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.reads import Buckets
-from ..objectstore.validate import ObjectRun, validate_object_run
+from ..objectstore.validate import VALIDATE_THREADS, ObjectRun, validate_object_run
 from ..pendingfile import PendingEntry, pending_path, write_pending
 from ..timeutil import utc_now
 from .changes import replace_changed
@@ -49,7 +49,6 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 #: Runs per Iceberg commit: each commit lists its run ids in its snapshot summary, which every
 #: later metadata file repeats while the snapshot is retained; this keeps that bounded.
 MAX_COMMIT_RUNS = 1000
-VALIDATE_THREADS = 16
 #: Runs validated and registered per poll; more found at once wait in the backlog.
 MAX_POLL_RUNS = 500
 #: A poll looks at this many times MAX_POLL_RUNS of the backlog's head (the rest may be held

@@ -29,15 +29,13 @@ import structlog
 from ..objectstore.listing import RunObject
 from ..objectstore.location import S3Location
 from ..objectstore.reads import ObjectReads
-from ..objectstore.validate import ObjectRun, validate_object_run
+from ..objectstore.validate import VALIDATE_THREADS, ObjectRun, validate_object_run
 from .delete import delete_runs, registered_rows
 from .locks import deletion_lock
 from .register import Registrar
 from .rows import Rejected
 
 log = structlog.get_logger("quantbot_bus.iceberg")
-
-VALIDATE_THREADS = 16
 
 
 @dataclass

@@ -36,6 +36,10 @@ from .reads import ObjectReads
 TAIL_READ = 64 * 1024
 
 
+#: Runs validated at once, in threads (each is a handful of small requests without the GIL).
+VALIDATE_THREADS = 16
+
+
 @dataclass(frozen=True)
 class ObjectRun:
     """A valid run in object storage: its :class:`RunInfo` and where its objects are."""
