@@ -9,7 +9,7 @@ from typing import Any
 from builders import make_run
 
 from quantbot_bus.contract import Valid, validate_run_dir
-from quantbot_bus.iceberg.ledger import Ledger
+from quantbot_bus.iceberg.ledger import LEDGER_NAME, Ledger
 from quantbot_bus.iceberg.result import PollResult
 from quantbot_bus.objectstore.location import S3Location
 from quantbot_bus.objectstore.validate import ObjectRun
@@ -23,11 +23,11 @@ def uri(run_type: str, run_id: str) -> str:
 
 class Runs:
     """Real runs (``builders.make_run``) validated by the contract into the ``ObjectRun``s a
-    poll hands over, and a real ledger (``iceberg.duckdb``) standing for ``runs_d``."""
+    poll hands over, and a real ledger (``iceberg-ledger.sqlite3``) standing for ``runs_d``."""
 
     def __init__(self, tmp: Path) -> None:
         self.root = tmp / "made"
-        self.ledger = Ledger(tmp / "ledger" / "iceberg.duckdb")
+        self.ledger = Ledger(tmp / "ledger" / LEDGER_NAME)
 
     def run(
         self,

@@ -36,7 +36,7 @@ from .changes import replace_changed
 from .claims import Claims, Renewer, claim_owner
 from .commit import append_once
 from .delete import confirm_gone, delete_runs
-from .ledger import Ledger, rejection_key
+from .ledger import LEDGER_NAME, Ledger, rejection_key
 from .locks import deletion_lock
 from .register import Registrar
 from .result import PollResult
@@ -74,7 +74,7 @@ class IcebergBus:
         self.client = self.settings.client()
         self.buckets = Buckets(self.settings)
         self.reads = self.buckets.of(loc.bucket)
-        self.ledger = Ledger(config.state_dir / "iceberg.duckdb")
+        self.ledger = Ledger(config.state_dir / LEDGER_NAME)
         self.daemon_id = daemon_id()
         self._catalog: Any = None
         self._registrar: Registrar | None = None
