@@ -47,9 +47,8 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..alerts.facts import ItemFacts
 from ..contract.layout import run_id_of
@@ -57,8 +56,8 @@ from ..fsutil import write_atomic
 from ..log import get_logger
 from ..objectstore.listing import INBOX, MARKER_KEEP_S, RunObject
 from ..objectstore.location import S3Location
-from ..output import jsonable
 from ..timeutil import parse_utc, utc_now
+from .alert_state import Failed, State, decode, encode, iso, naive
 from .twins import TWIN_REASON_END
 
 if TYPE_CHECKING:
@@ -69,56 +68,11 @@ if TYPE_CHECKING:
 log = get_logger("quantbot_bus.alerts")
 
 FACTS_NAME = "iceberg-alert-facts.json"
-FACTS_VERSION = 1
-
-#: The keys of a failed run's row (those of ``alerts.facts.failed_runs``).
-FAILED_KEYS = ("run_id", "run_type", "error", "run_dir", "created_at", "registered_at")
-#: The keys of a rejection's row (those of ``alerts.facts.open_rejections``).
-REJECTION_KEYS = ("run_dir", "run_id", "reason", "first_seen_at", "last_seen_at", "attempts")
 
 
 def facts_path(state_dir: Path) -> Path:
     """Where the daemon keeps them: ``state_dir/iceberg-alert-facts.json``."""
     return Path(state_dir) / FACTS_NAME
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def _iso(moment: dt.datetime) -> str:
-    """A naive UTC time as the local backend's rows carry it (``...Z``, full precision)."""
-    text: str = jsonable(moment)
-    return text
-
-
-@dataclass
-class _Failed:
-    """A failed run this daemon registered: its row and its run type and params (the key a
-    later run ends it by), ``t`` its ``created_at`` (else its registration) as naive UTC."""
-
-    row: dict[str, Any]
-    params: str
-    t: dt.datetime
-    registered: dt.datetime
-
-    @property
-    def order(self) -> tuple[dt.datetime, str]:
-        return (self.t, str(self.row["run_id"]))
-
-    @property
-    def group(self) -> tuple[str, str]:
-        return (str(self.row["run_type"]), self.params)
-
-
-@dataclass
-class _State:
-    failed: dict[str, _Failed] = field(default_factory=dict)  # run id -> entry
-    rejections: dict[str, dict[str, Any]] = field(default_factory=dict)  # run dir -> row
-    #: failed runs were forgotten (the bound): incomplete until this (naive UTC) time
-    failed_dropped_until: dt.datetime | None = None
-    #: rejections were forgotten (the bound): incomplete until fewer than max_items are open
-    rejected_dropped: bool = False
 
 
 class RunAlertFacts:
@@ -133,7 +87,7 @@ class RunAlertFacts:
         self.loc = loc
         self._inbox = loc.uri(loc.key(INBOX)) + "/"  # bad completion markers' run dirs
         self._lock = threading.Lock()
-        self._state = _State()
+        self._state = State()
         self._unsaved = False
 
     # ------------------------------------------------------------------ persistence
@@ -143,7 +97,7 @@ class RunAlertFacts:
         ``alert.facts_failed`` and started afresh), trimmed to the current ``max_items``."""
         facts = cls(path, settings, loc)
         try:
-            facts._state = _decode(json.loads(facts.path.read_text(encoding="utf-8")))
+            facts._state = decode(json.loads(facts.path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             return facts
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -153,19 +107,6 @@ class RunAlertFacts:
             return facts
         facts._bound()
         return facts
-
-    def _encode(self) -> str:
-        s = self._state
-        doc = {
-            "version": FACTS_VERSION,
-            "failed": [{**e.row, "params": e.params} for e in s.failed.values()],
-            "rejections": list(s.rejections.values()),
-            "failed_dropped_until": _iso(s.failed_dropped_until)
-            if s.failed_dropped_until
-            else None,
-            "rejected_dropped": s.rejected_dropped,
-        }
-        return json.dumps(doc, sort_keys=True, indent=1) + "\n"
 
     # ------------------------------------------------------------------ the poll thread
     def record(
@@ -179,7 +120,7 @@ class RunAlertFacts:
         ``runs_d`` holds (the ledger). Saves the file when something changed (a failed save is
         logged, ``alert.facts_failed``, and tried again after the next poll). Returns whether
         anything changed."""
-        now = _naive(utc_now() if now is None else now)
+        now = naive(utc_now() if now is None else now)
         with self._lock:
             changed = self._expire(now)
             changed |= self._runs(result, now)
@@ -187,7 +128,7 @@ class RunAlertFacts:
             changed |= self._cleared(result, known)
             changed |= self._bound()
             self._unsaved |= changed
-            text = self._encode() if self._unsaved else None
+            text = encode(self._state) if self._unsaved else None
         if text is not None:
             try:
                 write_atomic(self.path, text)
@@ -240,10 +181,10 @@ class RunAlertFacts:
         )
         if not ordered:
             return changed
-        by_group: dict[tuple[str, str], list[_Failed]] = {}
+        by_group: dict[tuple[str, str], list[Failed]] = {}
         for entry in s.failed.values():
             by_group.setdefault(entry.group, []).append(entry)
-        stamp = _iso(now)
+        stamp = iso(now)
         for t, run_id, run in ordered:
             info, order = run.info, (t, run_id)
             params = json.dumps(info.params, sort_keys=True)
@@ -259,10 +200,10 @@ class RunAlertFacts:
                 "run_type": info.run_type,
                 "error": info.error,
                 "run_dir": run.uri,
-                "created_at": _iso(t),
+                "created_at": iso(t),
                 "registered_at": stamp,
             }
-            entry = _Failed(row=row, params=params, t=t, registered=now)
+            entry = Failed(row=row, params=params, t=t, registered=now)
             group.append(entry)
             s.failed[run_id] = entry
             changed = True
@@ -271,7 +212,7 @@ class RunAlertFacts:
     def _rejected(self, result: PollResult, now: dt.datetime) -> bool:
         """The new rejections; a failed run whose directory is among them is out of the tables
         (its changed version broke the contract: :mod:`.changes`), so no longer alerted."""
-        stamp = _iso(now)
+        stamp = iso(now)
         if result.rejected and self._state.failed:
             dirs = {r.run_dir for r in result.rejected}
             for run_id in [i for i, e in self._state.failed.items() if e.row["run_dir"] in dirs]:
@@ -355,7 +296,7 @@ class RunAlertFacts:
         """The failed runs within the window (newest first) and the open rejections (most
         recently seen first), as rows of the local backend's shape; a rule is incomplete while
         forgotten entries could still be active (module doc)."""
-        now = _naive(now)
+        now = naive(now)
         since = now - dt.timedelta(seconds=self.settings.failed_window_s)
         with self._lock:
             s = self._state
@@ -375,24 +316,6 @@ class RunAlertFacts:
         """How many failed runs and open rejections are kept (tests, the log)."""
         with self._lock:
             return {"failed": len(self._state.failed), "rejections": len(self._state.rejections)}
-
-
-def _decode(doc: Any) -> _State:
-    if not isinstance(doc, dict) or doc.get("version") != FACTS_VERSION:
-        raise ValueError(f"not a version {FACTS_VERSION} facts file")
-    state = _State()
-    for item in doc["failed"]:
-        row = {k: item.get(k) for k in FAILED_KEYS}
-        t, registered = parse_utc(row["created_at"]), parse_utc(row["registered_at"])
-        if t is None or registered is None:
-            raise ValueError(f"failed run {row['run_id']!r} without its times")
-        state.failed[str(row["run_id"])] = _Failed(row, str(item["params"]), t, registered)
-    for item in doc["rejections"]:
-        row = {k: item.get(k) for k in REJECTION_KEYS}
-        state.rejections[str(row["run_dir"])] = row
-    state.failed_dropped_until = parse_utc(doc.get("failed_dropped_until"))
-    state.rejected_dropped = bool(doc.get("rejected_dropped"))
-    return state
 
 
 def load_for(config: Config, loc: S3Location) -> RunAlertFacts | None:

@@ -25,7 +25,6 @@ import structlog
 
 from ..config import Config
 from ..contract import Invalid
-from ..contract.layout import run_id_of
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.reads import Buckets
@@ -35,9 +34,8 @@ from ..timeutil import utc_now
 from .changes import replace_changed
 from .claims import Claims, Renewer, claim_owner
 from .commit import append_once
-from .delete import confirm_gone, delete_runs
+from .delete import take_out_deleted
 from .ledger import LEDGER_NAME, Ledger, rejection_key
-from .locks import deletion_lock
 from .register import Registrar
 from .result import PollResult
 from .rows import Rejected, rejection_rows
@@ -271,7 +269,11 @@ class IcebergBus:
         for run_id in result.already:
             log.info("run.already_registered", run_id=run_id, backend="iceberg")
         if full:
-            result.deleted = tuple(self._deletions(found))
+            result.deleted = tuple(
+                take_out_deleted(
+                    self.ledger, self.registrar.catalog, self.client, self.loc, found, MAX_POLL_RUNS
+                )
+            )
         self.ledger.put("cursor", lister.cursor)
         for key in runs:  # looked at: out of the backlog only now the poll went through
             self.backlog.pop(key, None)
@@ -324,35 +326,6 @@ class IcebergBus:
         self.ledger.note_rejected(
             {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
         )
-
-    def _deletions(self, found: list[RunObject | BadKey]) -> list[str]:
-        """Take the runs a full listing no longer finds out of the tables, holding the deletion
-        lock (see :mod:`quantbot_bus.iceberg.delete`); returns their run ids."""
-        listed = {f.run_id for f in found if isinstance(f, RunObject)}
-        registered = self.ledger.all("runs_d")
-        # a registered directory gone while another directory of its run id is listed
-        vanished = self.ledger.seen_missing(
-            f.metadata_key for f in found if isinstance(f, RunObject)
-        )
-        id_of = {k: run_id_of(k.rsplit("/", 1)[0]) for k in vanished}
-        candidates = sorted((registered - listed) | (set(id_of.values()) & registered))
-        gone: list[str] = []
-        if candidates:
-            catalog = self.registrar.catalog
-            with deletion_lock(catalog.engine) as locked:
-                if not locked:  # another daemon is deleting: the next reconcile looks again
-                    log.info("iceberg.deletion_lock_busy", candidates=len(candidates))
-                    return []
-                gone = confirm_gone(catalog, self.client, self.loc, candidates, limit=MAX_POLL_RUNS)
-                delete_runs(catalog, gone)
-        if gone:
-            self.ledger.remove("runs_d", gone)
-            self.ledger.put("deleted", self.ledger.get("deleted", 0) + len(gone))
-        # every candidate looked at: a vanished key is done with (a later reconcile would only
-        # HEAD its run's registered directory again); else those of runs still registered wait
-        still = set() if len(candidates) <= MAX_POLL_RUNS else registered - set(gone)
-        self.ledger.forget_seen([k for k, run_id in id_of.items() if run_id not in still])
-        return gone
 
     def _record_rejections(self, rejected: list[Rejected]) -> list[Rejected]:
         """Append the rejections the table does not hold yet (one row per run and metadata

@@ -27,10 +27,13 @@ from typing import Any
 
 import structlog
 
-from ..contract.layout import RUN_JSON, is_seed_dir
+from ..contract.layout import RUN_JSON, is_seed_dir, run_id_of
 from ..exports.store import export_table_name
+from ..objectstore.listing import BadKey, RunObject
 from ..objectstore.location import NOT_FOUND, S3Location, error_code
 from .commit import commit_retrying
+from .ledger import Ledger
+from .locks import deletion_lock
 from .tables import DELETED_PROPERTY, identifier
 
 log = structlog.get_logger("quantbot_bus.iceberg")
@@ -149,3 +152,38 @@ def delete_runs(catalog: Any, run_ids: list[str], *, event: str | None = "run.de
     if event:
         for run_id in run_ids:
             log.info(event, run_id=run_id, backend="iceberg")
+
+
+def take_out_deleted(
+    ledger: Ledger,
+    catalog: Any,
+    client: Any,
+    loc: S3Location,
+    found: list[RunObject | BadKey],
+    limit: int,
+) -> list[str]:
+    """Take the runs a full listing ``found`` no longer has out of the tables (at most
+    ``limit``), holding the deletion lock; returns their run ids. A registered run id is a
+    candidate when the listing lacks it, or when the directory it was registered from is gone
+    while another directory of it is listed (the ledger's ``seen`` keys)."""
+    listed = {f.run_id for f in found if isinstance(f, RunObject)}
+    registered = ledger.all("runs_d")
+    vanished = ledger.seen_missing(f.metadata_key for f in found if isinstance(f, RunObject))
+    id_of = {k: run_id_of(k.rsplit("/", 1)[0]) for k in vanished}
+    candidates = sorted((registered - listed) | (set(id_of.values()) & registered))
+    gone: list[str] = []
+    if candidates:
+        with deletion_lock(catalog.engine) as locked:
+            if not locked:  # another daemon is deleting: the next reconcile looks again
+                log.info("iceberg.deletion_lock_busy", candidates=len(candidates))
+                return []
+            gone = confirm_gone(catalog, client, loc, candidates, limit=limit)
+            delete_runs(catalog, gone)
+    if gone:
+        ledger.remove("runs_d", gone)
+        ledger.put("deleted", ledger.get("deleted", 0) + len(gone))
+    # every candidate looked at: a vanished key is done with (a later reconcile would only
+    # HEAD its run's registered directory again); else those of runs still registered wait
+    still = set() if len(candidates) <= limit else registered - set(gone)
+    ledger.forget_seen([k for k, run_id in id_of.items() if run_id not in still])
+    return gone
