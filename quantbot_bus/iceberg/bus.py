@@ -92,6 +92,8 @@ class IcebergBus:
         self._suspects: dict[str, RunObject] = {}
         #: (run dir, reason) of the pending runs pending.json lists (None: not written yet)
         self._pending_listed: list[tuple[str, str]] | None = None
+        #: what polls that raised had committed, for the next poll to report
+        self._unreported: PollResult | None = None
 
     # ------------------------------------------------------------------ connections
     @property
@@ -143,17 +145,29 @@ class IcebergBus:
 
     # ------------------------------------------------------------------ one poll
     def poll(self, *, full: bool = False) -> PollResult:
-        """List, validate and register once; see the module doc."""
+        """List, validate and register once; see the module doc. What a poll that raised had
+        committed already (registrations, rejections) is reported by the next one that does
+        not: the ledger knows those runs, so no later poll would report them."""
+        result = PollResult(full=full)
+        try:
+            self._poll(result, full)
+        except BaseException:
+            self._unreported = self._unreported.merged(result) if self._unreported else result
+            raise
+        if self._unreported is not None:
+            result, self._unreported = self._unreported.merged(result), None
+        return result
+
+    def _poll(self, result: PollResult, full: bool) -> None:
         t0 = time.monotonic()
         self._renewable = frozenset()  # a poll that failed renews nothing: its leases lapse
         lister = Lister(self.client, self.loc, self.ledger.get("cursor", ""))
         found = list(lister.all_runs()) if full else lister.new_runs()
-        result = PollResult(full=full)
         result.listing = found if full else []
         if not (full or found or self.backlog or self.pending):  # idle: one listing
             self.ledger.put("cursor", lister.cursor)
             result.seconds = time.monotonic() - t0
-            return result
+            return
         registrar = self.registrar
         registrar.core()
         self.ledger.sync("runs_d", registrar.table_fresh("runs_d"))
@@ -251,6 +265,10 @@ class IcebergBus:
             result.registered += done.registered
             result.already += done.already
             rejected += done.rejected  # schema conflicts: looked at again every reconcile
+            for run_id in done.registered:
+                log.info("run.registered", run_id=run_id, backend="iceberg")
+            for run_id in done.already:
+                log.info("run.already_registered", run_id=run_id, backend="iceberg")
         result.validated = valid
         self.ledger.add("runs_d", result.registered + result.already)
         self.ledger.note_seen(
@@ -264,10 +282,6 @@ class IcebergBus:
         self.ledger.note_rejected({k: sig for k, sig in noted.items() if sig})
         if self._suspects:
             self._replace_changed(result)
-        for run_id in result.registered:
-            log.info("run.registered", run_id=run_id, backend="iceberg")
-        for run_id in result.already:
-            log.info("run.already_registered", run_id=run_id, backend="iceberg")
         if full:
             result.deleted = tuple(
                 take_out_deleted(
@@ -286,7 +300,6 @@ class IcebergBus:
         result.backlog = len(self.backlog)
         self._list_pending()
         result.seconds = time.monotonic() - t0
-        return result
 
     def _list_pending(self) -> None:
         """Write ``state_dir/pending.json`` (``quantbot-bus pending``) when the pending runs or

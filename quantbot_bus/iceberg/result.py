@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..objectstore.listing import BadKey, RunObject
 from ..objectstore.validate import ObjectRun
@@ -37,3 +37,21 @@ class PollResult:
     @property
     def unchanged(self) -> list[str]:
         return self.already
+
+    def merged(self, later: PollResult) -> PollResult:
+        """``later`` with the commits of this (earlier, failed) poll before its own: run ids
+        registered, rejections, replaced and deleted runs, and the validated runs they came
+        from. The rest (listing, pending, backlog, timing) is ``later``'s."""
+        return replace(
+            later,
+            registered=_unique(self.registered + later.registered),
+            already=_unique(self.already + later.already),
+            rejected=[*self.rejected, *later.rejected],
+            updated=tuple(_unique([*self.updated, *later.updated])),
+            deleted=tuple(_unique([*self.deleted, *later.deleted])),
+            validated=[*self.validated, *later.validated],
+        )
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
