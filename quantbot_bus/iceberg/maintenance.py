@@ -6,7 +6,8 @@ metadata file repeats the whole snapshot list. :func:`expire_snapshots` drops ol
 the metadata (pyiceberg 0.12 only commits new metadata: it deletes no manifest list, manifest or
 data file); :func:`remove_orphan_files` then deletes the objects under the table's location that
 nothing retained refers to any more (lost commits' files too).
-:func:`maintain` does both for every table. Data files registered in place (``add_files``) lie
+:func:`maintain` does both for every table, after compacting the core tables' small data files
+(:mod:`quantbot_bus.iceberg.compaction`). Data files registered in place (``add_files``) lie
 in the producers' run prefixes, outside every table location, and are never touched.
 """
 
@@ -20,7 +21,8 @@ from urllib.parse import urlparse
 import structlog
 
 from ..objectstore.location import S3Settings, delete_objects
-from .tables import NAMESPACE
+from .compaction import compact
+from .tables import CORE_TABLES, NAMESPACE
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
@@ -167,9 +169,10 @@ def remove_orphan_files(
 def maintain(
     catalog: Any, settings: S3Settings, *, now: float | None = None
 ) -> dict[str, dict[str, int]]:
-    """:func:`expire_snapshots` then :func:`remove_orphan_files` (with the default limits) for
+    """:func:`~quantbot_bus.iceberg.compaction.compact` (the core tables), then
+    :func:`expire_snapshots` and :func:`remove_orphan_files` (with the default limits) for
     every table of namespace ``quantbot``; returns ``{table: {"expired": n, "orphans_removed":
-    m}}``. A table that fails is logged (``iceberg.maintenance_failed``), left out of the result,
+    m}}`` (and ``"compacted"``: files, when a core table was compacted). A table that fails is logged (``iceberg.maintenance_failed``), left out of the result,
     and does not stop the others."""
     from pyiceberg.exceptions import NoSuchNamespaceError
 
@@ -182,6 +185,7 @@ def maintain(
     for ident in sorted(identifiers):
         name = ident[-1]
         try:
+            compacted = compact(catalog, name) if name in CORE_TABLES else 0
             table = catalog.load_table(ident)
             expired = expire_snapshots(table, now=now)
             removed = remove_orphan_files(table, client, now=now)
@@ -193,4 +197,6 @@ def maintain(
             )
             continue
         out[name] = {"expired": expired, "orphans_removed": removed}
+        if compacted:
+            out[name]["compacted"] = compacted
     return out

@@ -1,0 +1,79 @@
+"""Compaction of the core tables (``runs_d``, ``artifacts_f``, ``rejections_f``): their small
+data files rewritten as one.
+
+Every poll that registers or rejects runs commits one small data file to each core table, so a
+daemon that runs for months leaves tens of thousands of them, and every full scan of a table
+(the CLI's views, a new ledger, the deletions' look-ups) opens each one. :func:`compact` reads
+up to :data:`MAX_FILES` data files smaller than :data:`SMALL_FILE_BYTES` and commits one
+snapshot that removes them and adds their rows again, sorted by ``run_id``, in as few files as
+the table's target file size allows (an ``overwrite`` snapshot naming no key, so it changes no
+key's presence: :func:`~quantbot_bus.iceberg.tables.key_changes`). It starts only once there
+are :data:`MIN_FILES` such files. A commit another daemon made meanwhile (an append, a delete)
+fails this one, which reads the files again and retries
+(:func:`~quantbot_bus.iceberg.commit.commit_retrying`): no row is lost or brought back. The
+removed files stay until snapshot expiry and orphan cleanup drop them
+(:mod:`quantbot_bus.iceberg.maintenance`, which calls this first).
+
+Artifact tables are not compacted: they are partitioned by ``run_id`` (one file per run and
+table, most registered in place in the producer's prefix).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from .commit import commit_retrying
+
+log = structlog.get_logger("quantbot_bus.iceberg")
+
+#: A data file smaller than this is a compaction candidate.
+SMALL_FILE_BYTES = 16 * 2**20
+#: A table is compacted once it holds this many small data files.
+MIN_FILES = 32
+#: Small files rewritten per compaction at most (the next maintenance takes the rest).
+MAX_FILES = 5000
+#: The snapshot property a compaction's commit carries: how many files it rewrote.
+COMPACTED_PROPERTY = "quantbot.compacted-files"
+
+
+def compact(
+    catalog: Any, table_name: str, *, min_files: int = MIN_FILES, max_files: int = MAX_FILES
+) -> int:
+    """Rewrite the small data files of ``table_name`` as one (see the module doc) once there are
+    ``min_files`` of them; returns how many were rewritten (0: none, or too few)."""
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+    def stage(table: Any) -> tuple[Any, int] | None:
+        tasks = [
+            t
+            for t in table.scan().plan_files()
+            if not t.delete_files and t.file.file_size_in_bytes < SMALL_FILE_BYTES
+        ]
+        if len(tasks) < max(min_files, 2):
+            return None
+        tasks = sorted(tasks, key=lambda t: t.file.file_path)[:max_files]
+        rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+        if "run_id" in rows.column_names:
+            rows = rows.sort_by("run_id")
+        tx = table.transaction()
+        props = {COMPACTED_PROPERTY: str(len(tasks))}
+        with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
+            for task in tasks:
+                rewrite.delete_data_file(task.file)
+            if rows.num_rows:
+                for data_file in _dataframe_to_data_files(
+                    table_metadata=tx.table_metadata,
+                    write_uuid=rewrite.commit_uuid,
+                    df=rows,
+                    io=table.io,
+                ):
+                    rewrite.append_data_file(data_file)
+        return tx, len(tasks)
+
+    done = commit_retrying(catalog, table_name, stage)
+    if done:
+        log.info("iceberg.compacted", table=table_name, files=done)
+    return int(done or 0)

@@ -1,0 +1,108 @@
+"""Compaction of the core tables (real moto_server and PostgreSQL): many small data files become
+one, with the same rows, the same keys present, deletions still working, and a commit another
+daemon makes while it runs kept."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from scaleout import local_run
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _files(scaleout: Any, table: str) -> int:
+    return len(list(scaleout.catalog().load_table(f"quantbot.{table}").scan().plan_files()))
+
+
+def _rows(scaleout: Any, table: str) -> list[tuple[Any, ...]]:
+    data = scaleout.catalog().load_table(f"quantbot.{table}").scan().to_arrow()
+    return sorted(tuple(sorted(r.items())) for r in data.to_pylist())
+
+
+def _upload(scaleout: Any, *run_ids: str, broken: bool = False) -> None:
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.objectstore.upload import upload_run
+
+    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
+        (run_dir / "trades.parquet").unlink()  # declared, never uploaded
+
+    loc = S3Location.parse(scaleout.root)
+    for run_id in run_ids:
+        run = local_run(scaleout.tmp / run_id, run_id, no_trades if broken else None)
+        upload_run(scaleout.s3.client(), run, loc, "backtest", run_id)
+
+
+def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantbot_bus.iceberg.compaction import compact
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    config = dataclasses.replace(scaleout.config(), pending_timeout_s=0.0)  # incomplete: rejected
+    for i in range(4):  # four polls, four commits: four small files per table
+        _upload(scaleout, f"r{i}a", f"r{i}b")
+        _upload(scaleout, f"bad{i}", broken=True)
+        result = sync(config)
+        assert sorted(result.registered) == [f"r{i}a", f"r{i}b"]
+    tables = ("runs_d", "artifacts_f", "rejections_f")
+    before = {t: _rows(scaleout, t) for t in tables}
+    assert {t: _files(scaleout, t) for t in tables} == dict.fromkeys(tables, 4)
+
+    catalog = scaleout.catalog()
+    assert compact(catalog, "runs_d", min_files=5) == 0  # too few small files yet
+    assert {t: compact(catalog, t, min_files=3) for t in tables} == dict.fromkeys(tables, 4)
+    assert {t: _files(scaleout, t) for t in tables} == dict.fromkeys(tables, 1)
+    assert {t: _rows(scaleout, t) for t in tables} == before
+    assert compact(catalog, "runs_d", min_files=1) == 0  # one file left: nothing to do
+
+    # every key still present: neither this daemon nor a new one registers or rejects again
+    for state in ("state", "state-new-host"):
+        again = sync(scaleout.config(state))
+        assert (again.registered, again.rejected) == ([], [])
+    # a deletion after compaction takes the run out of the compacted file
+    client = scaleout.s3.client()
+    listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/r2a/")
+    for obj in listed["Contents"]:
+        client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+    assert list(sync(scaleout.config()).deleted) == ["r2a"]
+    assert sorted(scaleout.run_counts("runs_d")) == sorted(
+        f"r{i}{s}" for i in range(4) for s in "ab" if (i, s) != (2, "a")
+    )
+
+
+def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyiceberg.table import Transaction
+
+    from quantbot_bus.iceberg.compaction import COMPACTED_PROPERTY, compact
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    for i in range(3):
+        _upload(scaleout, f"r{i}")
+        assert sync(scaleout.config()).registered == [f"r{i}"]
+    commit = Transaction.commit_transaction
+    raced: list[str] = []
+
+    def another_daemon_first(self: Transaction) -> Any:
+        if not raced:  # the compaction's first commit: another host registers a run before it
+            raced.append("late")
+            _upload(scaleout, "late")
+            assert sync(scaleout.config("state-other-host")).registered == ["late"]
+        return commit(self)
+
+    monkeypatch.setattr(Transaction, "commit_transaction", another_daemon_first)
+    assert compact(scaleout.catalog(), "runs_d", min_files=3) == 4  # lost once, read again
+    monkeypatch.setattr(Transaction, "commit_transaction", commit)
+    assert raced == ["late"]
+    assert scaleout.run_counts("runs_d") == {"r0": 1, "r1": 1, "r2": 1, "late": 1}
+    assert _files(scaleout, "runs_d") == 1
+    table = scaleout.catalog().load_table("quantbot.runs_d")
+    assert table.current_snapshot().summary.additional_properties[COMPACTED_PROPERTY] == "4"
