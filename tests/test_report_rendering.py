@@ -20,16 +20,16 @@ from browser import CHROMIUM, chromium
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 
-from quantbot_bus.report import charts, page, sections
-from quantbot_bus.report.data import ReportData
+from quantbot_bus.report import charts, page, sections, tearsheet
+from quantbot_bus.report.data import ReportData, Tearsheet
 
 Point = tuple[float, float]
 
 TEXT = re.compile(r"<text ([^>]*)>([^<]*)</text>")
 ATTR = re.compile(r'([\w-]+)="([^"]*)"')
 TRANSFORM = re.compile(r"(translate|rotate|scale)\(([^)]*)\)")
-#: A date tick label, concise ("Jan 5", "Apr", "2026") or ISO ("2026-01-05").
-DATE_LABEL = re.compile(r"^(?:[A-Z][a-z]{2}(?: \d{1,2})?|\d{4}(?:-\d{2}-\d{2})?)$")
+#: A date tick label, concise ("Jan 5", "Apr", "2026", "14:00") or ISO ("2026-01-05").
+DATE_LABEL = re.compile(r"^(?:[A-Z][a-z]{2}(?: \d{1,2})?|\d{4}(?:-\d{2}-\d{2})?|\d{2}:\d{2})$")
 ANCHOR = {"start": 0.0, "middle": 0.5, "end": 1.0}
 
 
@@ -129,6 +129,31 @@ def test_runs_over_time_labels_never_overlap(rows: list[dict[str, Any]]) -> None
         assert len(dates) >= 2, dates
     clashes = [(s, t) for (s, a), (t, b) in combinations(boxes, 2) if overlap(a, b)]
     assert clashes == [], clashes
+
+
+#: A run's calls over a few hours, ten days, three years (entry times in ms since the epoch).
+TEARSHEET_SPANS = {
+    "6-hours": 6 * 3_600_000,
+    "10-days": 10 * 86_400_000,
+    "3-years": 1096 * 86_400_000,
+}
+
+
+@pytest.mark.parametrize("span_ms", list(TEARSHEET_SPANS.values()), ids=list(TEARSHEET_SPANS))
+def test_tearsheet_date_labels_are_level_and_never_overlap(span_ms: int) -> None:
+    rng = np.random.default_rng(span_ms % 1000)
+    ts = 1_767_225_600_000 + np.sort(rng.integers(0, span_ms, 400))  # from 2026-01-01
+    view = tearsheet.build(Tearsheet("run", None, ts, rng.normal(20, 900, 400)))
+    for name in ("equity", "underwater", "rolling-sharpe"):
+        boxes = text_boxes(view.charts[name])
+        dates = [(t, box) for t, box in boxes if DATE_LABEL.match(t)]
+        assert 2 <= len(dates) <= 10, (name, dates)
+        tilted = [t for t, box in dates if abs(box[0][1] - box[1][1]) > 0.01]
+        assert tilted == [], (name, tilted)  # level: the top edge is horizontal
+        clashes = [(s, t) for (s, a), (t, b) in combinations(boxes, 2) if overlap(a, b)]
+        assert clashes == [], (name, clashes)
+    if span_ms < 86_400_000:  # the hours' day is written once beside the axis
+        assert ">Jan 1 2026</text>" in view.charts["equity"]
 
 
 def test_the_overlap_check_sees_rotated_and_level_boxes() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import series
 from .data import Tearsheet
+from .dateaxis import date_axis
 from .svg import BAD, PALETTE, figure, styled, to_svg
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -41,7 +42,7 @@ def _path_chart(t: np.ndarray, path: np.ndarray) -> str:
         ax.axhline(0, color="#333333", lw=0.6)
         ax.set_ylabel("cumulative return (bps)")
         ax.set_title("cumulative return, one position per call, in entry order")
-        fig.autofmt_xdate()
+        date_axis(ax)
         return to_svg(fig, "equity")
 
 
@@ -53,7 +54,7 @@ def _underwater_chart(t: np.ndarray, under: np.ndarray) -> str:
         ax.fill_between(x, y, 0, facecolor=BAD, alpha=0.5, edgecolor=BAD, lw=0.6)
         ax.set_ylabel("drawdown (bps)")
         ax.set_title("underwater: distance below the running peak")
-        fig.autofmt_xdate()
+        date_axis(ax)
         return to_svg(fig, "underwater")
 
 
@@ -86,7 +87,7 @@ def _sharpe_chart(t: np.ndarray, sharpe: np.ndarray, window: int) -> str:
         ax.axhline(0, color="#333333", lw=0.6)
         ax.set_ylabel("Sharpe per call")
         ax.set_title(f"rolling Sharpe ratio over the last {window} calls (not annualised)")
-        fig.autofmt_xdate()
+        date_axis(ax)
         return to_svg(fig, "rolling-sharpe")
 
 
