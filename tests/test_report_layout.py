@@ -162,6 +162,25 @@ def test_tearsheet_charts_fit(drawn: list[Figure], calls: int, days: int) -> Non
         assert_fits(fig)
 
 
+@pytest.mark.parametrize(
+    "counts",
+    [[90, 40, 12, 5, 2, 1], [1, 2, 5, 12, 40, 90], [3, 50, 50, 50, 50, 3]],
+    ids=["left-heavy", "right-heavy (drawdowns)", "flat"],
+)
+def test_the_histogram_legend_covers_no_bar(drawn: list[Figure], counts: list[int]) -> None:
+    edges = [float(-600 + 100 * i) for i in range(len(counts) + 1)]
+    charts.histogram(Histogram(edges, counts, sum(counts)), "h", "max drawdown (bps)")
+    [fig] = drawn
+    fig.set_dpi(72.0)
+    renderer = RendererSVG(*(fig.get_size_inches() * 72.0), io.StringIO())
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    for left, right, count in zip(edges, edges[1:], counts, strict=False):
+        (x0, _), (x1, top) = ax.transData.transform([(left, 0), (right, count)])
+        if x1 > legend.x0 and x0 < legend.x1:  # a bar under the legend's width
+            assert top < legend.y0, (left, count)
+
+
 def test_a_name_with_dollar_signs_is_drawn_as_written() -> None:
     """matplotlib reads text between two ``$`` as a formula unless told not to."""
     name = "$PEPE and $WIF"
