@@ -172,9 +172,12 @@ def test_the_histogram_legend_covers_no_bar(drawn: list[Figure], counts: list[in
     charts.histogram(Histogram(edges, counts, sum(counts)), "h", "max drawdown (bps)")
     [fig] = drawn
     fig.set_dpi(72.0)
-    renderer = RendererSVG(*(fig.get_size_inches() * 72.0), io.StringIO())
+    w, h = fig.get_size_inches() * 72.0
+    renderer = RendererSVG(w, h, io.StringIO())
     ax = fig.axes[0]
-    legend = ax.get_legend().get_window_extent(renderer)
+    drawn_legend = ax.get_legend()
+    assert drawn_legend is not None
+    legend = drawn_legend.get_window_extent(renderer)
     for left, right, count in zip(edges, edges[1:], counts, strict=False):
         (x0, _), (x1, top) = ax.transData.transform([(left, 0), (right, count)])
         if x1 > legend.x0 and x0 < legend.x1:  # a bar under the legend's width
