@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from servers import Postgres, S3Server, SeaweedFS  # noqa: E402
 
-from bench.scaleout_metadata import metadata_growth  # noqa: E402
+from bench.scaleout_metadata import compaction_gain, metadata_growth  # noqa: E402
 
 TARGET_RUNS_S = 500.0
 TARGET_P50_S = 2.0
@@ -293,7 +293,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("register", "latency", "metadata"),
+        choices=("register", "latency", "metadata", "compaction"),
         action="append",
         help="run only these figures (repeatable; default all)",
     )
@@ -308,9 +308,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     n, commits, raw, lat = (1000, 200, 200, 10) if args.quick else (10_000, 10_000, 1000, 20)
+    compact_n = 200 if args.quick else 1000
     n, commits = args.runs or n, args.commits or commits
     raw = args.raw_commits if args.raw_commits is not None else raw
-    only = set(args.only or ("register", "latency", "metadata"))
+    only = set(args.only or ("register", "latency", "metadata", "compaction"))
     rows = []
     print(f"S3 server: {args.s3}", flush=True)
     with (
@@ -343,6 +344,9 @@ def main() -> None:
             print(rows[-1], flush=True)
         for name, value, note in metadata_growth(b, commits, raw) if "metadata" in only else []:
             rows.append((name, f"{value:.2f} MB", "bounded", "-", note))
+            print(rows[-1], flush=True)
+        for name, value, note in compaction_gain(b, compact_n) if "compaction" in only else []:
+            rows.append((name, f"{value:.1f}x", "-", "-", note))
             print(rows[-1], flush=True)
     print("\n| figure | measured | target | verdict | notes |\n|---|---|---|---|---|")
     for row in rows:

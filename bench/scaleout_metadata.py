@@ -92,3 +92,89 @@ def _metadata_bytes(client: Any, bucket: str, location: str) -> dict[str, int]:
             )
             sizes[kind] += o["Size"]
     return sizes
+
+
+def compaction_gain(b: Any, commits: int) -> list[tuple[str, float, str]]:
+    """On ``b``: ``commits`` one-run commits to a ``runs_d``-like table (the daemon's schema),
+    then a full scan (median of 3) before and after :func:`~quantbot_bus.iceberg.compaction.compact`
+    (timed), and what a deletion of one run costs before and after."""
+    import statistics
+
+    from quantbot_bus.iceberg.commit import append_once
+    from quantbot_bus.iceberg.compaction import compact
+    from quantbot_bus.iceberg.delete import delete_keys
+    from quantbot_bus.iceberg.tables import RUNS_SCHEMA, ensure_table, open_catalog
+    from quantbot_bus.objectstore.location import S3Settings
+
+    bucket = "qb" + uuid.uuid4().hex[:12]
+    b.s3.make_bucket(bucket)
+    db = b.database()
+    props = S3Settings.from_env(b.s3.env).pyiceberg_properties()
+    cat = open_catalog(
+        f"postgresql://postgres@127.0.0.1:{b.pg.port}/{db}", f"s3://{bucket}/wh", props
+    )
+    ensure_table(cat, "runs_d", RUNS_SCHEMA)
+    import datetime as dt
+
+    now = dt.datetime(2026, 12, 7, 12, 0)
+    params = '{"strategy": "policy", "take_profit": 2.0, "stop_loss": 0.5}'
+
+    def row(i: int) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {
+                    "run_id": f"run-{i:06d}",
+                    "run_type": "backtest",
+                    "status": "success",
+                    "created_at": now,
+                    "params": params,
+                    "metrics": '{"total_return_bps": 12.5}',
+                    "run_dir": f"s3://{bucket}/runs/backtest/run-{i:06d}",
+                    "artifact_count": 3,
+                    "total_rows": 1000,
+                    "total_bytes": 50_000,
+                    "fingerprint": uuid.uuid4().hex,
+                    "registered_at": now,
+                    "registered_by": "bench:1",
+                }
+            ],
+            schema=RUNS_SCHEMA,
+        )
+
+    def commit(i: int) -> None:
+        data = row(i)
+
+        def act(tx: Any, add: list[str], p: dict[str, str]) -> None:
+            tx.append(data, snapshot_properties=p)
+
+        append_once(cat, "runs_d", [f"run-{i:06d}"], act)
+
+    for i in range(commits):
+        commit(i)
+
+    def scan_ms() -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            n = cat.load_table("quantbot.runs_d").scan().to_arrow().num_rows
+            times.append((time.perf_counter() - t0) * 1000)
+        assert n >= commits - 2, n
+        return statistics.median(times)
+
+    def delete_ms(run_id: str) -> float:
+        t0 = time.perf_counter()
+        delete_keys(cat, "runs_d", [run_id])
+        return (time.perf_counter() - t0) * 1000
+
+    before, del_before = scan_ms(), delete_ms("run-000001")
+    t0 = time.perf_counter()
+    files = compact(cat, "runs_d")
+    took = time.perf_counter() - t0
+    after, del_after = scan_ms(), delete_ms("run-000002")
+    note = (
+        f"{commits} one-run commits: a full scan {before:.0f} ms over {commits} files,"
+        f" {after:.0f} ms after compacting {files} files into one ({took:.1f} s);"
+        f" deleting one run {del_before:.0f} ms before, {del_after:.0f} ms after"
+    )
+    print(f"  {note}", flush=True)
+    return [("compaction_scan_ratio", before / after, note)]
