@@ -93,6 +93,17 @@ class ScaleOut:
         self.procs += procs
         return procs
 
+    def upload(self, run_id: str, *, incomplete: bool = False) -> None:
+        """Upload a run RunWriter wrote locally (:func:`local_run`) to ``backtest/<run_id>``;
+        ``incomplete``: its ``trades.parquet`` is declared and never uploaded."""
+        from quantbot_bus.objectstore.location import S3Location
+        from quantbot_bus.objectstore.upload import upload_run
+
+        run = local_run(
+            self.tmp / "uploads" / uuid.uuid4().hex[:8], run_id, _no_trades if incomplete else None
+        )
+        upload_run(self.s3.client(), run, S3Location.parse(self.root), "backtest", run_id)
+
     def catalog(self) -> Any:
         from quantbot_bus.iceberg.tables import open_catalog
         from quantbot_bus.objectstore.location import S3Settings
@@ -121,6 +132,10 @@ def new_scaleout(pg: Postgres, s3: S3Server, tmp: Path) -> ScaleOut:
         cur.execute(f"CREATE DATABASE {name}")
     con.close()
     return ScaleOut(pg, s3, name, name, tmp)
+
+
+def _no_trades(meta: dict[str, Any], run_dir: Path) -> None:
+    (run_dir / "trades.parquet").unlink()  # declared, never uploaded
 
 
 def local_run(tmp: Any, run_id: str, edit: Any = None) -> Any:

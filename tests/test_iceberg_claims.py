@@ -54,21 +54,13 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
     """A pending run (its Parquet file not uploaded yet) goes back to the others when the bus
     stops; a run it registered stays claimed until the lease ends (another daemon whose ledger
     lags must not validate it again)."""
-    from scaleout import local_run
 
     from quantbot_bus.iceberg.bus import IcebergBus
-    from quantbot_bus.objectstore.location import S3Location
-    from quantbot_bus.objectstore.upload import upload_run
 
     for k, v in scaleout.s3.env.items():
         monkeypatch.setenv(k, v)
-    client, loc = scaleout.s3.client(), S3Location.parse(scaleout.root)
-
-    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
-        (run_dir / "trades.parquet").unlink()  # declared, not uploaded yet
-
-    upload_run(client, local_run(scaleout.tmp, "done"), loc, "backtest", "done")
-    upload_run(client, local_run(scaleout.tmp, "later", no_trades), loc, "backtest", "later")
+    scaleout.upload("done")
+    scaleout.upload("later", incomplete=True)  # pending: its trades.parquet is not there yet
     bus = IcebergBus(scaleout.config("state-a"))
     result = bus.poll(full=True)
     assert result.registered == ["done"] and len(result.pending) == 1

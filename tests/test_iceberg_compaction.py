@@ -8,7 +8,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-from scaleout import local_run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,19 +21,6 @@ def _rows(scaleout: Any, table: str) -> list[tuple[Any, ...]]:
     return sorted(tuple(sorted(r.items())) for r in data.to_pylist())
 
 
-def _upload(scaleout: Any, *run_ids: str, broken: bool = False) -> None:
-    from quantbot_bus.objectstore.location import S3Location
-    from quantbot_bus.objectstore.upload import upload_run
-
-    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
-        (run_dir / "trades.parquet").unlink()  # declared, never uploaded
-
-    loc = S3Location.parse(scaleout.root)
-    for run_id in run_ids:
-        run = local_run(scaleout.tmp / run_id, run_id, no_trades if broken else None)
-        upload_run(scaleout.s3.client(), run, loc, "backtest", run_id)
-
-
 def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,8 +31,9 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
         monkeypatch.setenv(k, v)
     config = dataclasses.replace(scaleout.config(), pending_timeout_s=0.0)  # incomplete: rejected
     for i in range(4):  # four polls, four commits: four small files per table
-        _upload(scaleout, f"r{i}a", f"r{i}b")
-        _upload(scaleout, f"bad{i}", broken=True)
+        scaleout.upload(f"r{i}a")
+        scaleout.upload(f"r{i}b")
+        scaleout.upload(f"bad{i}", incomplete=True)
         result = sync(config)
         assert sorted(result.registered) == [f"r{i}a", f"r{i}b"]
     tables = ("runs_d", "artifacts_f", "rejections_f")
@@ -86,7 +73,7 @@ def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     for k, v in scaleout.s3.env.items():
         monkeypatch.setenv(k, v)
     for i in range(3):
-        _upload(scaleout, f"r{i}")
+        scaleout.upload(f"r{i}")
         assert sync(scaleout.config()).registered == [f"r{i}"]
     commit = Transaction.commit_transaction
     raced: list[str] = []
@@ -94,7 +81,7 @@ def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     def another_daemon_first(self: Transaction) -> Any:
         if not raced:  # the compaction's first commit: another host registers a run before it
             raced.append("late")
-            _upload(scaleout, "late")
+            scaleout.upload("late")
             assert sync(scaleout.config("state-other-host")).registered == ["late"]
         return commit(self)
 

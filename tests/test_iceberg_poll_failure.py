@@ -8,7 +8,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-from scaleout import local_run
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -20,19 +19,11 @@ def test_the_next_poll_reports_what_a_failed_poll_committed(
 
     from quantbot_bus.iceberg.bus import IcebergBus
     from quantbot_bus.iceberg.register import Registrar
-    from quantbot_bus.objectstore.location import S3Location
-    from quantbot_bus.objectstore.upload import upload_run
 
     for k, v in scaleout.s3.env.items():
         monkeypatch.setenv(k, v)
-    client = scaleout.s3.client()
-    loc = S3Location.parse(scaleout.root)
-
-    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
-        (run_dir / "trades.parquet").unlink()  # declared, never uploaded
-
-    upload_run(client, local_run(scaleout.tmp, "good"), loc, "backtest", "good")
-    upload_run(client, local_run(scaleout.tmp, "bad", no_trades), loc, "backtest", "bad")
+    scaleout.upload("good")
+    scaleout.upload("bad", incomplete=True)
     proxy = TcpProxy(scaleout.pg.port)
     uri = f"postgresql://postgres@127.0.0.1:{proxy.port}/{scaleout.database}"
     config = dataclasses.replace(scaleout.config(), catalog_uri=uri, pending_timeout_s=0.0)

@@ -69,11 +69,8 @@ def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
 
-    def no_trades(meta: dict[str, Any], run_dir: Any) -> None:
-        (run_dir / "trades.parquet").unlink()  # declared, never uploaded
-
-    upload_run(client, local_run(scaleout.tmp, "good"), loc, "backtest", "good")
-    upload_run(client, local_run(scaleout.tmp, "bad", no_trades), loc, "backtest", "bad")
+    scaleout.upload("good")
+    scaleout.upload("bad", incomplete=True)
     # incomplete runs are rejected at once
     bus = IcebergBus(dataclasses.replace(scaleout.config(), pending_timeout_s=0.0))
 
