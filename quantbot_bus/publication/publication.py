@@ -2,9 +2,11 @@
 
 One instance per process that owns the catalog. :meth:`Publication.publish` copies the catalog
 rows newer than the last publication into new segments, brings the generation made ahead to the
-new manifest and swaps it in; afterwards the next generation is made ahead, catalog segments
-are compacted and superseded generations collected (inline, or by the :mod:`.preparer` thread
-in the daemon). Every step that changes the manifest or a generation holds the internal lock.
+new manifest and swaps it in. Afterwards, in the daemon, the :mod:`.preparer` thread compacts
+catalog segments, makes the next generation ahead and collects superseded generations; a
+one-shot process (``sync``, ``rebuild``: one publication, two with a changed user export) only
+collects, since a generation made ahead would be removed unseen when it closes. Every step that
+changes the manifest or a generation holds the internal lock.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class Publication:
         # every views file has the installed one's header (see .views): readers never mix two
         self._views = ViewsWriter(self.dir / VIEWS_NAME)
         self._tables: dict[str, list[Path]] = tables_of(self.dir, self.manifest.gen)
-        # The next generation is made ahead after each publication: inline, or (the daemon)
-        # by a thread of its own, so the publishing thread goes back to work at once.
+        # The daemon's next generation is made ahead after each publication by a thread of its
+        # own, so the publishing thread goes back to work at once (see the module doc).
         self.background = background
         self._closed = False
         self._preparer: Preparer | None = None
@@ -180,8 +182,7 @@ class Publication:
             path.unlink(missing_ok=True)
         if self._preparer is not None:
             self._preparer.wake()  # it makes the next one ahead, compacts, collects
-        else:
-            self._prepare_next()
+        else:  # a one-shot process: nothing made ahead (see the module doc)
             self._maybe_gc()
 
     def _make_generation(
