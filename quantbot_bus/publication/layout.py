@@ -15,6 +15,7 @@ GEN_DIR = "gen"
 STORE_DIR = ".store"
 CURRENT = "current"
 VIEWS_NAME = "bus.duckdb"
+PADS_NAME = "views-pads.json"  #: in STORE_DIR: the views files' paddings (.views.ViewsWriter)
 VIEWS_VERSION = 1  #: bumped when view_statements changes: every slot's views are made again
 MANIFEST = "manifest.json"
 STORAGE_VERSION = "v1.2.0"  #: readable by DuckDB 1.2 and newer (the CLI users get from pip)

@@ -38,6 +38,7 @@ from .layout import (
     GEN_DIR,
     GRACE_S,
     MANIFEST,
+    PADS_NAME,
     STORE_DIR,
     VIEWS_NAME,
     Manifest,
@@ -78,7 +79,7 @@ class Publication:
             d.mkdir(parents=True, exist_ok=True)
         self.manifest = load(self.dir)
         # every views file has the installed one's header (see .views): readers never mix two
-        self._views = ViewsWriter(self.dir / VIEWS_NAME)
+        self._views = ViewsWriter(self.dir / VIEWS_NAME, self.dir / STORE_DIR / PADS_NAME)
         self._tables: dict[str, list[Path]] = tables_of(self.dir, self.manifest.gen)
         # The daemon's next generation is made ahead after each publication by a thread of its
         # own, so the publishing thread goes back to work at once (see the module doc).

@@ -13,6 +13,10 @@ catalog of every views file is padded (a comment on ``catalog.schema_version``) 
 bus's own views take 3), read back from the installed file at start. A catalog that outgrows it
 moves the layout to the next power of two, for good (logged as ``publication.views_layout``): the
 one swap that installs the first file of the new layout is the only one a reader can straddle.
+
+The padding that fits a set of views is remembered (in memory, and in ``.store/views-pads.json``
+for the next process: a ``sync`` writes its views file once instead of twice); a remembered
+padding is used only when the file it gives has the layout, so a stale one costs a write.
 """
 
 # ruff: noqa: S608 - paths in views are our own, quoted with lit; table names are constants.
@@ -32,7 +36,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ..catalog import LATEST_VIEW, SCHEMA_VERSION
-from ..fsutil import fsync_file
+from ..fsutil import fsync_file, write_atomic
 from ..log import get_logger
 from ..sqltext import lit, q
 from .layout import HIDDEN, STORAGE_VERSION, VIEWS_VERSION
@@ -51,10 +55,12 @@ class ViewsWriter:
     """Writes views files (:func:`write_views`) padded to one layout, so that all of them have
     the same header. ``installed`` is the views file readers open now: its layout is kept."""
 
-    def __init__(self, installed: Path) -> None:
+    def __init__(self, installed: Path, pads: Path | None = None) -> None:
         self._con = duckdb.connect()  # in-memory: only attaches the views files it writes
         self.layout = max(LAYOUT_MIN, layout_of(installed) or 0)
-        self._pads: dict[str, int] = {}  # views (their directory left out) -> padding that fits
+        self._pads_path = pads  # where the paddings found are kept for the next process
+        #: views (their directory left out) -> padding that fits
+        self._pads: dict[str, int] = self._load_pads()
 
     def close(self) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -80,9 +86,7 @@ class ViewsWriter:
         pad, low, high = 0, 0, None  # pads known to give fewer / more blocks than the layout
         for _ in range(_PAD_TRIES):
             if got == self.layout:
-                if len(self._pads) > 64:
-                    self._pads.clear()
-                self._pads[key] = pad
+                self._remember(key, pad)
                 return
             if got is None:
                 break
@@ -96,6 +100,32 @@ class ViewsWriter:
                 pad = (low + high) // 2
             got = self._write(path, base, tables, files, pad)
         log.warning("publication.views_unpadded", path=str(path), blocks=got, layout=self.layout)
+
+    def _load_pads(self) -> dict[str, int]:
+        """The paddings kept in the file, if it is there, readable and of this layout."""
+        if self._pads_path is None:
+            return {}
+        try:
+            doc = json.loads(self._pads_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict) or doc.get("layout") != self.layout:
+            return {}
+        pads = doc.get("pads")
+        if not isinstance(pads, dict):
+            return {}
+        return {str(k): v for k, v in pads.items() if isinstance(v, int) and v >= 0}
+
+    def _remember(self, key: str, pad: int) -> None:
+        if self._pads.get(key) == pad:
+            return
+        if len(self._pads) >= 64:
+            self._pads.clear()
+        self._pads[key] = pad
+        if self._pads_path is not None:
+            with contextlib.suppress(OSError):  # only saves a write next time
+                doc = {"layout": self.layout, "pads": self._pads}
+                write_atomic(self._pads_path, json.dumps(doc, sort_keys=True))
 
     def _write(
         self,
