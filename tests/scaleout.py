@@ -93,16 +93,18 @@ class ScaleOut:
         self.procs += procs
         return procs
 
-    def upload(self, run_id: str, *, incomplete: bool = False) -> None:
-        """Upload a run RunWriter wrote locally (:func:`local_run`) to ``backtest/<run_id>``;
-        ``incomplete``: its ``trades.parquet`` is declared and never uploaded."""
+    def upload(self, run_id: str, *, incomplete: bool = False, root: str | None = None) -> None:
+        """Upload a run RunWriter wrote locally (:func:`local_run`) to ``backtest/<run_id>``
+        under ``root`` (the bus's by default); ``incomplete``: its ``trades.parquet`` is
+        declared and never uploaded."""
         from quantbot_bus.objectstore.location import S3Location
         from quantbot_bus.objectstore.upload import upload_run
 
         run = local_run(
             self.tmp / "uploads" / uuid.uuid4().hex[:8], run_id, _no_trades if incomplete else None
         )
-        upload_run(self.s3.client(), run, S3Location.parse(self.root), "backtest", run_id)
+        loc = S3Location.parse(root or self.root)
+        upload_run(self.s3.client(), run, loc, "backtest", run_id)
 
     def catalog(self) -> Any:
         from quantbot_bus.iceberg.tables import open_catalog

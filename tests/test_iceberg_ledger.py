@@ -145,3 +145,14 @@ def test_a_batch_costs_the_same_against_two_thousand_keys_as_against_200_000(
         assert a > 0
         assert b <= 1.5 * a, costs  # 100 times the keys: a B-tree level or two deeper, no scan
     assert sqlite3.sqlite_version_info >= (3, 38)  # json_each is built in
+
+
+def test_a_run_of_another_root_stays_noted_until_runs_d_drops_it(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / LEDGER_NAME)
+    ledger.add("runs_d", ["b1", "b2"])
+    ledger.note_elsewhere(["b1", "b2"])
+    ledger.remove("rejections_f", ["b1"])  # another table: still elsewhere
+    assert ledger.elsewhere() == {"b1", "b2"}
+    ledger.remove("runs_d", ["b1"])
+    ledger.close()
+    assert Ledger(tmp_path / LEDGER_NAME).elsewhere() == {"b2"}

@@ -238,3 +238,58 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
     assert sync.exit_code == 0, sync.output
     assert pending() == []
     assert scaleout.run_counts("runs_d") == {"late": 1}
+
+
+def test_runs_of_another_root_sharing_the_tables_are_looked_up_once_not_every_reconcile(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two roots (two prefixes of one bucket) register into the same tables. A reconcile of
+    one finds the other's runs registered and unlisted: they are checked once (never deleted),
+    then passed over; one that the other root deletes and this root registers later is this
+    root's to delete again."""
+    from quantbot_bus.config import load_config
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    other_root = f"s3://{scaleout.bucket}/other"
+    other = load_config(
+        env={**scaleout.env("state-other"), "QUANTBOT_BUS_ROOT": other_root}, cwd=scaleout.tmp
+    )
+    for run_id in ("a1", "a2"):
+        scaleout.upload(run_id)
+    for run_id in ("b1", "b2", "b3"):
+        scaleout.upload(run_id, root=other_root)
+    assert sorted(sync(scaleout.config()).registered) == ["a1", "a2"]
+    assert sorted(sync(other).registered) == ["b1", "b2", "b3"]
+
+    def runs_d_reads(since: int) -> list[str]:
+        """GETs of runs_d's data files (a look-up of registered rows) after request ``since``."""
+        return [
+            r
+            for r in scaleout.s3.requests()[since:]
+            if r.startswith("GET ") and "/runs_d/data/" in r
+        ]
+
+    first = sync(scaleout.config())  # a reconcile: b1..b3 are looked up, found elsewhere
+    assert list(first.deleted) == []
+    mark = len(scaleout.s3.requests())
+    again = sync(scaleout.config())
+    assert list(again.deleted) == []
+    assert runs_d_reads(mark) == []  # nothing to look up any more
+    assert set(scaleout.run_counts("runs_d")) == {"a1", "a2", "b1", "b2", "b3"}
+
+    # b2 leaves the other root (and the tables), then arrives in this root, then leaves it
+    client = scaleout.s3.client()
+    for prefix in ("other/backtest/b2/",):
+        for obj in client.list_objects_v2(Bucket=scaleout.bucket, Prefix=prefix)["Contents"]:
+            client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+    assert list(sync(other).deleted) == ["b2"]
+    scaleout.upload("b2")
+    assert sync(scaleout.config()).registered == ["b2"]
+    for obj in client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/b2/")[
+        "Contents"
+    ]:
+        client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+    assert list(sync(scaleout.config()).deleted) == ["b2"]
+    assert set(scaleout.run_counts("runs_d")) == {"a1", "a2", "b1", "b3"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,23 +68,31 @@ def _manifest_key(run_key: str) -> str:
 
 
 def confirm_gone(
-    catalog: Any, client: Any, loc: S3Location, candidates: list[str], *, limit: int = 500
+    catalog: Any,
+    client: Any,
+    loc: S3Location,
+    candidates: list[str],
+    *,
+    limit: int = 500,
+    elsewhere: Callable[[list[str]], None] | None = None,
 ) -> list[str]:
     """Up to ``limit`` of the ``candidates`` (run ids in ``runs_d`` below this root, as read
     now) whose ``metadata.json`` (a seed run's ``run.json``) no longer exists (HEADs in
     threads); the rest wait for the next reconcile, so one poll stays short however many runs
-    were deleted at once. Call it holding
-    the deletion lock (:mod:`quantbot_bus.iceberg.locks`), and delete what it returns before
-    letting the lock go."""
+    were deleted at once. Candidates ``runs_d`` holds from another root are not this daemon's
+    to judge: they are handed to ``elsewhere``. Call it holding the deletion lock
+    (:mod:`quantbot_bus.iceberg.locks`), and delete what it returns before letting the lock go."""
     if not candidates:
         return []
     rows = registered_rows(catalog, candidates)
     bucket, ours = f"s3://{loc.bucket}/", loc.uri(loc.key_prefix())
-    keys = {  # registered from another root: not this daemon's to judge
+    keys = {
         str(row["run_id"]): _manifest_key(str(row["run_dir"]).removeprefix(bucket).rstrip("/"))
         for row in rows
         if str(row["run_dir"]).startswith(ours)
     }
+    if elsewhere is not None:
+        elsewhere(sorted(str(row["run_id"]) for row in rows if str(row["run_id"]) not in keys))
     todo = sorted(keys)[:limit]
 
     def gone(run_id: str) -> bool:
@@ -170,14 +178,20 @@ def take_out_deleted(
     registered = ledger.all("runs_d")
     vanished = ledger.seen_missing(f.metadata_key for f in found if isinstance(f, RunObject))
     id_of = {k: run_id_of(k.rsplit("/", 1)[0]) for k in vanished}
-    candidates = sorted((registered - listed) | (set(id_of.values()) & registered))
+    # runs another root registered (the tables may be shared) are looked up once, not at
+    # every reconcile
+    candidates = sorted(
+        ((registered - listed) | (set(id_of.values()) & registered)) - ledger.elsewhere()
+    )
     gone: list[str] = []
     if candidates:
         with deletion_lock(catalog.engine) as locked:
             if not locked:  # another daemon is deleting: the next reconcile looks again
                 log.info("iceberg.deletion_lock_busy", candidates=len(candidates))
                 return []
-            gone = confirm_gone(catalog, client, loc, candidates, limit=limit)
+            gone = confirm_gone(
+                catalog, client, loc, candidates, limit=limit, elsewhere=ledger.note_elsewhere
+            )
             delete_runs(catalog, gone)
     if gone:
         ledger.remove("runs_d", gone)

@@ -40,6 +40,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS rejected (key TEXT PRIMARY KEY, signature TEXT) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, etag TEXT, signature TEXT)"
     " WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS elsewhere (key TEXT PRIMARY KEY) WITHOUT ROWID",
 )
 
 
@@ -117,6 +118,26 @@ class Ledger:
                 self.con.execute(
                     "DELETE FROM known WHERE tbl = ? AND key IN (SELECT value FROM json_each(?))",
                     [table, json.dumps(gone)],
+                )
+                if table == "runs_d":
+                    self.con.execute(
+                        "DELETE FROM elsewhere WHERE key IN (SELECT value FROM json_each(?))",
+                        [json.dumps(gone)],
+                    )
+
+    # -- registered runs of other roots (sharing the tables): never this daemon's to delete
+    def elsewhere(self) -> set[str]:
+        """Run ids ``runs_d`` holds from another root, as a deletion check found them; one
+        leaves this set when ``runs_d`` drops it (:meth:`remove`, a full :meth:`sync`)."""
+        return {r[0] for r in self._rows("SELECT key FROM elsewhere")}
+
+    def note_elsewhere(self, run_ids: Iterable[str]) -> None:
+        new = sorted(set(run_ids))
+        if new:
+            with self._tx():
+                self.con.execute(
+                    "INSERT OR IGNORE INTO elsewhere SELECT value FROM json_each(?)",
+                    [json.dumps(new)],
                 )
 
     def all(self, table: str) -> set[str]:
@@ -227,6 +248,8 @@ class Ledger:
             keys = self._read_all(table, iceberg_table)
             with self._tx():
                 self.con.execute("DELETE FROM known WHERE tbl = ?", [table])
+                if table == "runs_d":  # which of them are elsewhere is found out again
+                    self.con.execute("DELETE FROM elsewhere")
                 self.add(table, keys)
                 self.put(mark, current.snapshot_id)
             return len(keys)
