@@ -42,21 +42,39 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
 
     catalog = scaleout.catalog()
     assert compact(catalog, "runs_d", min_files=5) == 0  # too few small files yet
-    assert {t: compact(catalog, t, min_files=3) for t in tables} == dict.fromkeys(tables, 4)
-    assert {t: _files(scaleout, t) for t in tables} == dict.fromkeys(tables, 1)
+    # runs_d in files of 6 rows (8 runs: r0a .. r2b | r3a r3b), the others in one
+    assert compact(catalog, "runs_d", min_files=3, rows_per_file=6) == 4
+    assert {t: compact(catalog, t, min_files=3) for t in tables[1:]} == {
+        "artifacts_f": 4,
+        "rejections_f": 4,
+    }
+    assert {t: _files(scaleout, t) for t in tables} == {
+        "runs_d": 2,
+        "artifacts_f": 1,
+        "rejections_f": 1,
+    }
     assert {t: _rows(scaleout, t) for t in tables} == before
-    assert compact(catalog, "runs_d", min_files=1) == 0  # one file left: nothing to do
+    assert compact(catalog, "runs_d", min_files=2, rows_per_file=6) == 0  # one small file left
+    assert compact(catalog, "artifacts_f", min_files=1) == 0  # one file left: nothing to do
 
     # every key still present: neither this daemon nor a new one registers or rejects again
     for state in ("state", "state-new-host"):
         again = sync(scaleout.config(state))
         assert (again.registered, again.rejected) == ([], [])
-    # a deletion after compaction takes the run out of the compacted file
+    # a deletion after compaction takes the run out of the compacted file that holds it, and
+    # reads no other one of runs_d's (each file's run_id bounds rule it out)
     client = scaleout.s3.client()
     listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/r2a/")
     for obj in listed["Contents"]:
         client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+    mark = len(scaleout.s3.requests())
     assert list(sync(scaleout.config()).deleted) == ["r2a"]
+    read = {
+        r.split()[1]
+        for r in scaleout.s3.requests()[mark:]
+        if r.startswith("GET ") and "/runs_d/data/" in r
+    }
+    assert len(read) == 1, read
     assert sorted(scaleout.run_counts("runs_d")) == sorted(
         f"r{i}{s}" for i in range(4) for s in "ab" if (i, s) != (2, "a")
     )

@@ -4,11 +4,13 @@ data files rewritten as one.
 Every poll that registers or rejects runs commits one small data file to each core table, so a
 daemon that runs for months leaves tens of thousands of them, and every full scan of a table
 (the CLI's views, a new ledger, the deletions' look-ups) opens each one. :func:`compact` reads
-up to :data:`MAX_FILES` data files smaller than :data:`SMALL_FILE_BYTES` and commits one
-snapshot that removes them and adds their rows again, sorted by ``run_id``, in as few files as
-the table's target file size allows (an ``overwrite`` snapshot naming no key, so it changes no
-key's presence: :func:`~quantbot_bus.iceberg.tables.key_changes`). It starts only once there
-are :data:`MIN_FILES` such files. A commit another daemon made meanwhile (an append, a delete)
+up to :data:`MAX_FILES` data files of fewer than :data:`SMALL_FILE_ROWS` rows and commits one
+snapshot that removes them and adds their rows again, sorted by ``run_id``, in files of
+:data:`ROWS_PER_FILE` rows (an ``overwrite`` snapshot naming no key, so it changes no key's
+presence: :func:`~quantbot_bus.iceberg.tables.key_changes`). It starts only once there are
+:data:`MIN_FILES` such files. Files stay that small because a deletion rewrites each file that
+holds one of its runs (copy-on-write), and the sorted ``run_id`` bounds of each file let it
+skip the others: a deletion's cost is bounded by the file size, not by the catalog's. A commit another daemon made meanwhile (an append, a delete)
 fails this one, which reads the files again and retries
 (:func:`~quantbot_bus.iceberg.commit.commit_retrying`): no row is lost or brought back. The
 removed files stay until snapshot expiry and orphan cleanup drop them
@@ -28,8 +30,10 @@ from .commit import commit_retrying
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
-#: A data file smaller than this is a compaction candidate.
-SMALL_FILE_BYTES = 16 * 2**20
+#: Rows per file a compaction writes (at most).
+ROWS_PER_FILE = 10_000
+#: A data file with fewer rows than this is a compaction candidate.
+SMALL_FILE_ROWS = ROWS_PER_FILE // 2
 #: A table is compacted once it holds this many small data files.
 MIN_FILES = 32
 #: Small files rewritten per compaction at most (the next maintenance takes the rest).
@@ -39,10 +43,17 @@ COMPACTED_PROPERTY = "quantbot.compacted-files"
 
 
 def compact(
-    catalog: Any, table_name: str, *, min_files: int = MIN_FILES, max_files: int = MAX_FILES
+    catalog: Any,
+    table_name: str,
+    *,
+    min_files: int = MIN_FILES,
+    max_files: int = MAX_FILES,
+    rows_per_file: int = ROWS_PER_FILE,
 ) -> int:
-    """Rewrite the small data files of ``table_name`` as one (see the module doc) once there are
+    """Rewrite the small data files of ``table_name`` as few (see the module doc) once there are
     ``min_files`` of them; returns how many were rewritten (0: none, or too few)."""
+    import itertools
+
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 
@@ -50,7 +61,7 @@ def compact(
         tasks = [
             t
             for t in table.scan().plan_files()
-            if not t.delete_files and t.file.file_size_in_bytes < SMALL_FILE_BYTES
+            if not t.delete_files and t.file.record_count < rows_per_file // 2
         ]
         if len(tasks) < max(min_files, 2):
             return None
@@ -59,16 +70,18 @@ def compact(
         if "run_id" in rows.column_names:
             rows = rows.sort_by("run_id")
         tx = table.transaction()
+        counter = itertools.count(0)  # file names unique across the slices of one commit
         props = {COMPACTED_PROPERTY: str(len(tasks))}
         with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
             for task in tasks:
                 rewrite.delete_data_file(task.file)
-            if rows.num_rows:
+            for start in range(0, rows.num_rows, rows_per_file):
                 for data_file in _dataframe_to_data_files(
                     table_metadata=tx.table_metadata,
                     write_uuid=rewrite.commit_uuid,
-                    df=rows,
+                    df=rows.slice(start, rows_per_file),
                     io=table.io,
+                    counter=counter,
                 ):
                     rewrite.append_data_file(data_file)
         return tx, len(tasks)
