@@ -109,5 +109,44 @@ def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     assert raced == ["late"]
     assert scaleout.run_counts("runs_d") == {"r0": 1, "r1": 1, "r2": 1, "late": 1}
     assert _files(scaleout, "runs_d") == 1
+    # in the bucket: the 4 small files (until expiry and cleanup) and the one written by the
+    # attempt that won; the lost attempt's file is deleted, not left behind
+    client = scaleout.s3.client()
+    data = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="warehouse/quantbot/runs_d/data/")
+    assert len([o for o in data["Contents"] if o["Key"].endswith(".parquet")]) == 5
     table = scaleout.catalog().load_table("quantbot.runs_d")
     assert table.current_snapshot().summary.additional_properties[COMPACTED_PROPERTY] == "4"
+
+
+def test_a_failed_compaction_leaves_expiry_and_cleanup_to_run(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from structlog.testing import capture_logs
+
+    from quantbot_bus.iceberg import maintenance
+    from quantbot_bus.objectstore.location import S3Settings
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    scaleout.upload("r0")
+    assert sync(scaleout.config()).registered == ["r0"]
+
+    def broken(catalog: Any, name: str) -> int:
+        raise RuntimeError(f"{name}: out of memory")
+
+    monkeypatch.setattr(maintenance, "compact", broken)
+    with capture_logs() as logs:
+        done = maintenance.maintain(
+            scaleout.catalog(), S3Settings.from_env(scaleout.s3.env), now=time.time() + 7200
+        )
+    assert {"runs_d", "artifacts_f", "rejections_f"} <= set(done)  # expired, cleaned up
+    failed = [e for e in logs if e["event"] == "iceberg.maintenance_failed"]
+    assert sorted(e["table"] for e in failed) == [
+        "quantbot.artifacts_f",
+        "quantbot.rejections_f",
+        "quantbot.runs_d",
+    ]
+    assert {e["step"] for e in failed} == {"compaction"}

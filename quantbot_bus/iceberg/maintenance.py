@@ -184,8 +184,18 @@ def maintain(
     out: dict[str, dict[str, int]] = {}
     for ident in sorted(identifiers):
         name = ident[-1]
+        compacted = 0
+        if name in CORE_TABLES:  # its own failure: expiry and cleanup still run
+            try:
+                compacted = compact(catalog, name)
+            except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
+                log.warning(
+                    "iceberg.maintenance_failed",
+                    table=".".join(ident),
+                    step="compaction",
+                    error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                )
         try:
-            compacted = compact(catalog, name) if name in CORE_TABLES else 0
             table = catalog.load_table(ident)
             expired = expire_snapshots(table, now=now)
             removed = remove_orphan_files(table, client, now=now)
