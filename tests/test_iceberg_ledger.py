@@ -156,3 +156,25 @@ def test_a_run_of_another_root_stays_noted_until_runs_d_drops_it(tmp_path: Path)
     ledger.remove("runs_d", ["b1"])
     ledger.close()
     assert Ledger(tmp_path / LEDGER_NAME).elsewhere() == {"b2"}
+
+
+def test_a_legacy_import_that_fails_half_way_leaves_nothing_and_is_tried_again(
+    tmp_path: Path,
+) -> None:
+    _legacy(tmp_path / LEGACY_NAME)
+    con = duckdb.connect(str(tmp_path / LEGACY_NAME))
+    con.execute("DROP TABLE seen")  # read after known, meta and rejected: they were imported
+    con.execute("CREATE TABLE seen (key VARCHAR)")
+    con.execute("INSERT INTO seen VALUES ('r1/metadata.json')")
+    con.close()
+    with capture_logs() as logs:
+        ledger = Ledger(tmp_path / LEDGER_NAME)
+    assert [e["event"] for e in logs] == ["iceberg.ledger_not_imported"]
+    assert (ledger.count("runs_d"), ledger.get("cursor")) == (0, None)  # all or nothing
+    ledger.close()
+
+    _legacy(tmp_path / "fixed.duckdb")
+    (tmp_path / "fixed.duckdb").replace(tmp_path / LEGACY_NAME)
+    again = Ledger(tmp_path / LEDGER_NAME)  # nothing recorded meanwhile: tried again
+    assert (again.count("runs_d"), again.get("cursor")) == (2, "runs/k")
+    again.close()

@@ -60,15 +60,30 @@ class Ledger:
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=NORMAL")
         with self._tx():
-            new = not self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall()
             for statement in _SCHEMA:
                 self.con.execute(statement)
-            legacy = path.with_name(LEGACY_NAME)
-            if new and legacy.exists():
-                try:
-                    import_duckdb(legacy, self.con)
-                except Exception as exc:  # noqa: BLE001 - the ledger is rebuilt from the tables
-                    log.warning("iceberg.ledger_not_imported", path=str(legacy), error=str(exc))
+        legacy = path.with_name(LEGACY_NAME)
+        if legacy.exists() and self._empty():
+            self._import(legacy)
+
+    def _empty(self) -> bool:
+        """Nothing recorded yet (no poll has written here): a legacy ledger may be imported."""
+        return not self._rows("SELECT 1 FROM meta UNION ALL SELECT 1 FROM known LIMIT 1")
+
+    def _import(self, legacy: Path) -> None:
+        """Import ``legacy`` whole or not at all; a failure is logged and tried again at the
+        next start, as long as nothing has been recorded here meanwhile."""
+        try:
+            with self._tx():
+                import_duckdb(legacy, self.con)
+        except Exception as exc:  # noqa: BLE001 - the daemon works without it (see the log)
+            log.warning(
+                "iceberg.ledger_not_imported",
+                path=str(legacy),
+                error=f"{type(exc).__name__}: {exc}",
+                consequence="the known keys are read again from the tables; runs changed or"
+                " rejected before are validated again once",
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -82,8 +97,11 @@ class Ledger:
             try:
                 yield
             except BaseException:
-                self.con.execute("ROLLBACK TO ledger")
-                self.con.execute("RELEASE ledger")
+                # SQLite may have rolled the whole transaction back already (a full disk, an
+                # I/O error): the original error is the one to see
+                with contextlib.suppress(sqlite3.Error):
+                    self.con.execute("ROLLBACK TO ledger")
+                    self.con.execute("RELEASE ledger")
                 raise
             self.con.execute("RELEASE ledger")
 
