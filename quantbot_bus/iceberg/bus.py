@@ -152,7 +152,8 @@ class IcebergBus:
         try:
             self._poll(result, full)
         except BaseException:
-            self._unreported = self._unreported.merged(result) if self._unreported else result
+            done = result.committed()
+            self._unreported = self._unreported.merged(done) if self._unreported else done
             raise
         if self._unreported is not None:
             result, self._unreported = self._unreported.merged(result), None

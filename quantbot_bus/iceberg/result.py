@@ -8,6 +8,10 @@ from ..objectstore.listing import BadKey, RunObject
 from ..objectstore.validate import ObjectRun
 from .rows import Rejected
 
+#: Validated runs (with their footers) kept for polls that failed after registering them, at
+#: most (the newest): the failed runs among older ones are not alerted.
+MAX_UNREPORTED = 5000
+
 
 @dataclass
 class PollResult:
@@ -38,6 +42,20 @@ class PollResult:
     def unchanged(self) -> list[str]:
         return self.already
 
+    def committed(self) -> PollResult:
+        """What of this (failed) poll is committed, to be reported later: its run ids,
+        rejections, replaced and deleted runs, and the validated runs of those in the tables (at
+        most :data:`MAX_UNREPORTED`); not its listing nor anything else it only looked at."""
+        ids = set(self.registered) | set(self.already) | set(self.updated)
+        return PollResult(
+            registered=list(self.registered),
+            already=list(self.already),
+            rejected=list(self.rejected),
+            updated=self.updated,
+            deleted=self.deleted,
+            validated=[v for v in self.validated if v.info.run_id in ids][-MAX_UNREPORTED:],
+        )
+
     def merged(self, later: PollResult) -> PollResult:
         """``later`` with the commits of this (earlier, failed) poll before its own: run ids
         registered, rejections, replaced and deleted runs, and the validated runs they came
@@ -49,7 +67,7 @@ class PollResult:
             rejected=[*self.rejected, *later.rejected],
             updated=tuple(_unique([*self.updated, *later.updated])),
             deleted=tuple(_unique([*self.deleted, *later.deleted])),
-            validated=[*self.validated, *later.validated],
+            validated=[*self.validated, *later.validated][-MAX_UNREPORTED:],
         )
 
 
