@@ -114,7 +114,8 @@ class ViewsWriter:
         pads = doc.get("pads")
         if not isinstance(pads, dict):
             return {}
-        return {str(k): v for k, v in pads.items() if isinstance(v, int) and v >= 0}
+        most = self.layout * _META_PAYLOAD  # more would not fit the layout
+        return {str(k): v for k, v in pads.items() if isinstance(v, int) and 0 <= v <= most}
 
     def _remember(self, key: str, pad: int) -> None:
         if self._pads.get(key) == pad:
