@@ -4,7 +4,7 @@ data files rewritten as one.
 Every poll that registers or rejects runs commits one small data file to each core table, so a
 daemon that runs for months leaves tens of thousands of them, and every full scan of a table
 (the CLI's views, a new ledger, the deletions' look-ups) opens each one. :func:`compact` reads
-up to :data:`MAX_FILES` data files of fewer than :data:`SMALL_FILE_ROWS` rows and commits one
+up to :data:`MAX_FILES` data files of fewer than half :data:`ROWS_PER_FILE` rows and commits one
 snapshot that removes them and adds their rows again, sorted by ``run_id``, in files of
 :data:`ROWS_PER_FILE` rows (an ``overwrite`` snapshot naming no key, so it changes no key's
 presence: :func:`~quantbot_bus.iceberg.tables.key_changes`). It starts only once there are
@@ -36,8 +36,6 @@ log = structlog.get_logger("quantbot_bus.iceberg")
 
 #: Rows per file a compaction writes (at most).
 ROWS_PER_FILE = 10_000
-#: A data file with fewer rows than this is a compaction candidate.
-SMALL_FILE_ROWS = ROWS_PER_FILE // 2
 #: A table is compacted once it holds this many small data files.
 MIN_FILES = 32
 #: Small files rewritten per compaction at most (the next maintenance takes the rest).
