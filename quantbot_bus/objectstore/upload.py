@@ -5,13 +5,16 @@ A single PUT is atomic, so ``metadata.json`` appearing is the commit marker, as 
 a local disk. An empty completion marker follows it, so daemons list the new run at once
 (:mod:`quantbot_bus.objectstore.listing`). The manifest is written with ``If-None-Match: *``: a
 run already in the bucket is refused (runs are immutable), and of two writers racing for one run
-id only one commits. The loser's data files, uploaded before its manifest, have overwritten the
-winner's of the same names by then (docs/scale-out.md, "Open").
+id only one commits. Every data file is written with ``If-None-Match: *`` too, in sorted order, so
+a writer never replaces an object another writer put there: a name already taken by other bytes
+stops the upload before its manifest, with the file named; the same bytes (an earlier attempt of
+this upload that stopped half-way) are left as they are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,11 @@ from ..contract.layout import RUN_JSON, SUCCESS_NAME, is_seed_dir
 from ..errors import ContractError
 from .listing import marker_key
 from .location import NOT_FOUND, S3Location, error_code
+
+MAX_PUT_BYTES = 5 * 1024**3
+"""The largest object one PUT writes (S3's limit); a conditional write needs one PUT."""
+
+_TAKEN = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
 def _last_names(run_type: str, run_id: str) -> tuple[str, ...]:
@@ -55,8 +63,7 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
         if p.is_file() and p.relative_to(run_dir).as_posix() not in last
     )
     for path in files:
-        rel = path.relative_to(run_dir).as_posix()
-        client.upload_file(str(path), loc.bucket, loc.key(run_type, run_id, rel))
+        _put_new(client, loc, loc.key(run_type, run_id, path.relative_to(run_dir).as_posix()), path)
     if not last:
         return loc.uri(loc.key(run_type, run_id))
     for i, name in enumerate(last):
@@ -69,7 +76,7 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
                 **({"ContentType": "application/json"} if name.endswith(".json") else {}),
             )
         except Exception as exc:
-            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(exc) in _TAKEN:
                 raise ContractError(
                     f"run {run_type}/{run_id} is already in {loc.url}; runs are immutable: "
                     "choose another run_id"
@@ -79,6 +86,33 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
     marker = marker_key(loc, run_type, run_id, dt.datetime.now(dt.UTC))
     client.put_object(Bucket=loc.bucket, Key=marker, Body=b"")
     return loc.uri(loc.key(run_type, run_id))
+
+
+def _put_new(client: Any, loc: S3Location, key: str, path: Path) -> None:
+    """PUT ``path`` at ``key`` unless the key exists: the same bytes there (its ETag is their MD5)
+    are kept; other bytes raise ContractError, and the object is left unchanged."""
+    size = path.stat().st_size
+    if size > MAX_PUT_BYTES:
+        raise ContractError(
+            f"{path.name} is {size:,} bytes; one object PUT takes at most {MAX_PUT_BYTES:,}: "
+            "split the table into several files"
+        )
+    try:
+        with open(path, "rb") as body:
+            client.put_object(Bucket=loc.bucket, Key=key, Body=body, IfNoneMatch="*")
+        return
+    except Exception as exc:
+        if error_code(exc) not in _TAKEN:
+            raise
+    there = client.head_object(Bucket=loc.bucket, Key=key)["ETag"].strip('"')
+    with open(path, "rb") as f:
+        mine = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    if there != mine:
+        raise ContractError(
+            f"{loc.uri(key)} already holds other bytes: another writer is writing this run id, "
+            "or an earlier attempt stopped half-way; choose another run_id (or delete that "
+            "run's objects)"
+        )
 
 
 def staging_dir(base: str | os.PathLike[str] | None = None) -> Path:
