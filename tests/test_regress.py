@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -374,3 +375,31 @@ def test_run_series_refuses_other_runs(history: History, tmp_path: Path) -> None
         run_series(tmp_path)
     with pytest.raises(ValueError, match="no policy"):
         policy_series(history.rerun, "sl99-nope")
+
+
+@pytest.mark.parametrize("metric", [MEAN_RETURN_BPS, SHARPE_PER_CALL], ids=lambda m: m.name)
+def test_a_check_runs_blas_on_one_thread_and_gives_the_others_back(
+    metric: Metric, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two BLAS threads made the small products slower on a busy machine: a check runs on one,
+    and the process's setting is back once it returns."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    for name in ("mean_difference_interval", "sharpe_difference_interval"):
+        real = getattr(stats, name)
+
+        def spy(*a: Any, _real: Any = real, **k: Any) -> Any:
+            seen.append(blas_threads())
+            return _real(*a, **k)
+
+        monkeypatch.setattr(stats, name, spy)
+    rng = np.random.default_rng(3)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == [2]
+        compare(rng.normal(5, 100, 300), [rng.normal(5, 100, 300) for _ in range(4)], metric)
+        assert seen == [[1]]
+        assert blas_threads() == [2]

@@ -110,7 +110,51 @@ def compare(
     "dsr" when ``trials`` is given (pass it only when the new run won a sweep and its baseline
     runs did not: a baseline of winners of the same sweep carries the same selection bias).
     Reproducible for a given ``seed``. Raises ValueError for a bad argument or non-finite
-    values; too little data is a verdict, not an error."""
+    values; too little data is a verdict, not an error. numpy's BLAS uses one thread meanwhile
+    (:func:`one_blas_thread`)."""
+    with one_blas_thread():
+        return _compare(
+            new_returns,
+            baseline_returns_list,
+            metric,
+            method=method,
+            trials=trials,
+            confidence=confidence,
+            min_baseline_runs=min_baseline_runs,
+            min_obs=min_obs,
+            n_boot=n_boot,
+            seed=seed,
+        )
+
+
+_BLAS: Any = None
+
+
+def one_blas_thread() -> Any:
+    """A context in which numpy's BLAS (OpenBLAS) runs on one thread (threadpoolctl). The
+    bootstrap's matrix products are small: on a busy 2-core machine two BLAS threads made a
+    Sharpe check 2–8× slower than one (docs/regressions.md, "Cost")."""
+    global _BLAS
+    if _BLAS is None:  # made once numpy is loaded: it lists the BLAS libraries loaded then
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _compare(
+    new_returns: Any,
+    baseline_returns_list: Sequence[Any],
+    metric: Metric,
+    *,
+    method: str,
+    trials: Trials | None,
+    confidence: float,
+    min_baseline_runs: int,
+    min_obs: int,
+    n_boot: int,
+    seed: int,
+) -> Verdict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "auto":
