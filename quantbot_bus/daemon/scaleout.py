@@ -1,6 +1,7 @@
 """The daemon for ``catalog = "iceberg"``: one thread polling the bucket (litestream's shape:
 reconcile first, then new keys every ``poll_interval_s``, a full reconcile every
-``rescan_interval_s``).
+``rescan_interval_s``), and an upkeep thread (:mod:`.maintainer`: compaction, snapshot expiry,
+orphan cleanup) beside it.
 
 A failed poll (the object store or PostgreSQL down, slow or erroring) never stops it: the status
 says ``degraded`` with the reason, the next poll waits a capped, doubling backoff (1 s up to
@@ -30,14 +31,21 @@ from ..log import get_logger
 from ..statelock import StateLock
 from ..timeutil import iso_utc
 from .lookout import Lookout
+from .maintainer import Maintainer
 from .notify import Notifier
 from .status import DaemonStatus
 
 log = get_logger(__name__)
 
 MAX_BACKOFF_S = 30.0
-#: Snapshot expiry and orphan cleanup (:mod:`quantbot_bus.iceberg.maintenance`) at most this often.
+#: Compaction, snapshot expiry and orphan cleanup (:mod:`quantbot_bus.iceberg.maintenance`): the
+#: first round this long after the start, then one every :data:`MAINTENANCE_INTERVAL_S`, or
+#: :data:`MAINTENANCE_RETRY_S` after a round that failed; at a stop, the round under way is
+#: waited for at most :data:`MAINTENANCE_STOP_WAIT_S` (``TimeoutStopSec`` is 90 s).
+MAINTENANCE_FIRST_S = 60.0
 MAINTENANCE_INTERVAL_S = 3600.0
+MAINTENANCE_RETRY_S = 300.0
+MAINTENANCE_STOP_WAIT_S = 30.0
 
 
 class ScaleOutDaemon:
@@ -63,11 +71,19 @@ class ScaleOutDaemon:
         if config.alerts.enabled:
             self.alert_facts = load_for(config, bus.loc)
             lookout = Lookout(config, self.status, items=self.alert_facts)
+        maintainer = Maintainer(
+            bus.maintain,
+            first_s=MAINTENANCE_FIRST_S,
+            every_s=MAINTENANCE_INTERVAL_S,
+            retry_s=MAINTENANCE_RETRY_S,
+        )
         try:
             if lookout is not None:
                 lookout.start()
+            maintainer.start()
             self._loop(bus)
         finally:
+            maintainer.stop(MAINTENANCE_STOP_WAIT_S)
             if lookout is not None:
                 lookout.stop()  # the alert sinks deliver what they hold (a few seconds)
             bus.close()
@@ -82,7 +98,6 @@ class ScaleOutDaemon:
         backoff = 0.0
         last_full = -float("inf")
         last_ping = 0.0
-        last_maintenance = time.monotonic() - MAINTENANCE_INTERVAL_S + 60.0  # a minute in
         claimed = 0
         while not self.stop_event.is_set():
             now = time.monotonic()
@@ -132,12 +147,6 @@ class ScaleOutDaemon:
                     )
                 self.status.set_counts(counts, **fields)
                 self._hand_off(bus, result)
-            if not backoff and time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_S:
-                last_maintenance = time.monotonic()
-                try:
-                    bus.maintain()  # per-table failures are logged inside
-                except Exception as exc:  # the catalog went away: the next poll degrades
-                    log.warning("iceberg.maintenance_failed", error=f"{type(exc).__name__}: {exc}")
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

@@ -370,19 +370,10 @@ class IcebergBus:
         return [todo[k] for k in done]
 
     def maintain(self) -> dict[str, dict[str, int]]:
-        """Snapshot expiry and orphan cleanup on every table (failures are logged)."""
-        from .maintenance import maintain
+        """One round of :class:`~quantbot_bus.iceberg.maintenance.Upkeep` (its own connections)."""
+        from .maintenance import Upkeep
 
-        done = maintain(self.registrar.catalog, self.settings)
-        try:
-            done["quantbot_claims"] = {"expired": self.claims.expire()}
-        except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
-            log.warning("iceberg.maintenance_failed", table="quantbot_claims", error=str(exc)[:300])
-        try:
-            done["_inbox"] = {"expired": Lister(self.client, self.loc).expire_markers()}
-        except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
-            log.warning("iceberg.maintenance_failed", table="_inbox", error=str(exc)[:300])
-        return done
+        return Upkeep(self.config, self.settings).run()
 
     def counts(self) -> dict[str, int]:
         return {

@@ -7,7 +7,8 @@ the metadata (pyiceberg 0.12 only commits new metadata: it deletes no manifest l
 data file); :func:`remove_orphan_files` then deletes the objects under the table's location that
 nothing retained refers to any more (lost commits' files too).
 :func:`maintain` does both for every table, after compacting the core tables' small data files
-(:mod:`quantbot_bus.iceberg.compaction`). Data files registered in place (``add_files``) lie
+(:mod:`quantbot_bus.iceberg.compaction`); :class:`Upkeep` is the daemon's hourly round, on
+connections of its own. Data files registered in place (``add_files``) lie
 in the producers' run prefixes, outside every table location, and are never touched.
 """
 
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 
 import structlog
 
+from ..config import Config
 from ..objectstore.location import S3Settings, delete_objects
 from .compaction import compact
 from .tables import CORE_TABLES, NAMESPACE
@@ -172,8 +174,9 @@ def maintain(
     """:func:`~quantbot_bus.iceberg.compaction.compact` (the core tables), then
     :func:`expire_snapshots` and :func:`remove_orphan_files` (with the default limits) for
     every table of namespace ``quantbot``; returns ``{table: {"expired": n, "orphans_removed":
-    m}}`` (and ``"compacted"``: files, when a core table was compacted). A table that fails is logged (``iceberg.maintenance_failed``), left out of the result,
-    and does not stop the others."""
+    m}}`` (and ``"compacted"``: files, when a core table was compacted). A table that fails is
+    logged (``iceberg.maintenance_failed``), left out of the result, and does not stop the
+    others."""
     from pyiceberg.exceptions import NoSuchNamespaceError
 
     try:
@@ -210,3 +213,42 @@ def maintain(
         if compacted:
             out[name]["compacted"] = compacted
     return out
+
+
+class Upkeep:
+    """The daemon's hourly upkeep of the shared catalog: :func:`maintain` on every table, expired
+    claims, old completion markers. Each :meth:`run` opens a catalog connection and an S3 client of
+    its own and closes them, so it can run in a thread beside the polls (whose connections it
+    never shares)."""
+
+    def __init__(self, config: Config, settings: S3Settings) -> None:
+        self.config, self.settings = config, settings
+
+    def run(self) -> dict[str, dict[str, int]]:
+        """Everything :func:`maintain` returns, plus ``quantbot_claims`` and ``_inbox`` (expired
+        claims and markers). Per-table failures are logged inside; opening the catalog raises."""
+        from ..objectstore.listing import Lister
+        from .claims import Claims, claim_owner
+        from .tables import open_catalog
+
+        loc = self.config.s3_root
+        assert loc is not None, "Upkeep needs an s3:// root (Config.validate checks it)"
+        catalog = open_catalog(
+            self.config.catalog_uri, self.config.warehouse, self.settings.pyiceberg_properties()
+        )
+        try:
+            done = maintain(catalog, self.settings)
+            try:
+                claims = Claims(catalog.engine, claim_owner(self.config.state_dir))
+                done["quantbot_claims"] = {"expired": claims.expire()}
+            except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
+                log.warning(
+                    "iceberg.maintenance_failed", table="quantbot_claims", error=str(exc)[:300]
+                )
+            try:
+                done["_inbox"] = {"expired": Lister(self.settings.client(), loc).expire_markers()}
+            except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
+                log.warning("iceberg.maintenance_failed", table="_inbox", error=str(exc)[:300])
+            return done
+        finally:
+            catalog.engine.dispose()

@@ -1,0 +1,96 @@
+"""The scale-out daemon's upkeep runs in a thread of its own (real moto_server and PostgreSQL, the
+daemon in this process): a long round holds up neither the polls nor the stop, and a round that
+fails is tried again."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from builders import wait_for
+from structlog.testing import capture_logs
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _start(scaleout: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, threading.Thread]:
+    from quantbot_bus.daemon import scaleout as daemon_module
+    from quantbot_bus.daemon.scaleout import ScaleOutDaemon
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(daemon_module, "MAINTENANCE_FIRST_S", 0.0)
+    daemon = ScaleOutDaemon(scaleout.config())
+    thread = threading.Thread(target=daemon.run, name="test-daemon")
+    thread.start()
+    return daemon, thread
+
+
+def test_runs_register_while_a_long_upkeep_round_runs(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round (a compaction of 64 MiB on slow storage, say) is held until a run uploaded
+    after it began is registered by the polls; the real round then runs on its own connections."""
+    from quantbot_bus.iceberg.maintenance import Upkeep
+
+    real_run = Upkeep.run
+    began, release = threading.Event(), threading.Event()
+    rounds: list[dict[str, Any]] = []
+
+    def held_round(self: Upkeep) -> dict[str, Any]:
+        began.set()
+        release.wait(120)
+        done = real_run(self)
+        rounds.append(done)
+        return done
+
+    monkeypatch.setattr(Upkeep, "run", held_round)
+    scaleout.upload("before")
+    daemon, thread = _start(scaleout, monkeypatch)
+    try:
+        assert began.wait(60), "no upkeep round began"
+        scaleout.upload("during")
+        wait_for(
+            lambda: scaleout.run_counts("runs_d")["during"] == 1, "a poll during the round", 90
+        )
+        assert not rounds  # the round is still held
+        release.set()
+        wait_for(lambda: rounds, "the round's end", 90)
+        assert {"runs_d", "artifacts_f", "quantbot_claims", "_inbox"} <= set(rounds[0])
+    finally:
+        release.set()
+        daemon.stop_event.set()
+        thread.join(90)
+    assert not thread.is_alive()
+    assert scaleout.run_counts("runs_d") == {"before": 1, "during": 1}
+
+
+def test_a_failed_round_is_retried_and_a_stop_waits_for_no_round(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantbot_bus.daemon import scaleout as daemon_module
+    from quantbot_bus.iceberg.maintenance import Upkeep
+
+    calls: list[float] = []
+
+    def failing_round(self: Upkeep) -> dict[str, Any]:
+        calls.append(0.0)
+        raise ConnectionError("PostgreSQL went away")
+
+    monkeypatch.setattr(Upkeep, "run", failing_round)
+    monkeypatch.setattr(daemon_module, "MAINTENANCE_RETRY_S", 0.2)
+    with capture_logs() as logs:
+        daemon, thread = _start(scaleout, monkeypatch)
+        try:
+            wait_for(lambda: len(calls) >= 3, "three rounds, each retried", 60)
+            scaleout.upload("r1")
+            wait_for(lambda: scaleout.run_counts("runs_d")["r1"] == 1, "a poll", 90)
+        finally:
+            daemon.stop_event.set()
+            thread.join(90)
+    assert not thread.is_alive()
+    failed = [e for e in logs if e["event"] == "iceberg.maintenance_failed"]
+    assert len(failed) >= 3
+    assert failed[0]["error"] == "ConnectionError: PostgreSQL went away"
+    assert daemon.status.get("degraded") is None  # the polls went through all along
