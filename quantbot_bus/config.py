@@ -201,6 +201,12 @@ class Config:
         return self
 
     @property
+    def write_root(self) -> str | Path:
+        """Where producers write new runs: the ``s3://`` root when there is one (``RunWriter``
+        uploads there), else the local ``root``."""
+        return self.object_root or self.root
+
+    @property
     def s3_root(self) -> S3Location | None:
         """The object-storage root, when ``root`` is an ``s3://`` URL."""
         return S3Location.parse(self.object_root) if self.object_root else None

@@ -149,6 +149,14 @@ class RunWriter:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def location(self) -> str:
+        """Where the run is once written: its directory, or its ``s3://`` URI on an object
+        storage root (the staging directory is gone by then)."""
+        if self.remote is None:
+            return str(self.run_dir)
+        return self.remote.uri(self.remote.key(*self._remote_parts))
+
+    @property
     def _remote_parts(self) -> tuple[str, str]:
         """The run directory below the root: ``run_type, run_id`` (seed: ``month, run_id=<id>``)."""
         month_or_type, name = self.run_dir.relative_to(self.root).parts

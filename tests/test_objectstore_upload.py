@@ -1,8 +1,12 @@
-"""Uploading a run to object storage (real moto_server): two writers of one run id never replace
-each other's objects, and an upload that stopped half-way can be run again."""
+"""Writing runs to object storage (real moto_server): two writers of one run id never replace
+each other's objects, an upload that stopped half-way can be run again, and the producers and
+`backtest run` write to an ``s3://`` root."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,8 @@ from scaleout import local_run
 from quantbot_bus.errors import ContractError
 from quantbot_bus.objectstore.location import S3Location
 from quantbot_bus.objectstore.upload import upload_run
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -92,3 +98,57 @@ def test_another_writer_cannot_finish_a_half_way_upload_with_other_bytes(
     with pytest.raises(ContractError, match="another writer is writing this run id"):
         upload_run(client, theirs, bucket, "backtest", "r1")
     assert _objects(s3_server, bucket) == partial  # no manifest, data untouched
+
+
+def _keys(s3: Any, loc: S3Location) -> list[str]:
+    listed = s3.client().list_objects_v2(Bucket=loc.bucket, Prefix=loc.key("backtest") + "/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_producer_script_writes_to_an_s3_root_with_no_catalog_settings(
+    s3_server: Any, bucket: S3Location, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTBOT_BUS_")}
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "producers" / "backtest_policy.py"), "--calls", "8"]
+        + ["--root", f"s3://{bucket.bucket}/{bucket.prefix}"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        cwd=tmp_path,
+        env={**env, **s3_server.env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_id, where = proc.stdout.rstrip("\n").split("\t")
+    assert where == f"s3://{bucket.bucket}/{bucket.key('backtest', run_id)}"
+    names = [k.rsplit("/", 1)[1] for k in _keys(s3_server, bucket)]
+    assert "metadata.json" in names and "backtest_call_results.parquet" in names
+    assert not (tmp_path / "artifacts").exists()  # nothing written beside it
+
+
+def test_backtest_run_writes_to_the_configured_s3_root(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from quantbot_bus.cli import main
+
+    for key in [k for k in os.environ if k.startswith("QUANTBOT_BUS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    env = {
+        **s3_server.env,
+        "QUANTBOT_BUS_ROOT": f"s3://{bucket.bucket}/{bucket.prefix}",
+        "QUANTBOT_BUS_CATALOG": "iceberg",
+        "QUANTBOT_BUS_CATALOG_URI": "postgresql://bus@127.0.0.1:5432/bus",  # not reached
+        "QUANTBOT_BUS_WAREHOUSE": f"s3://{bucket.bucket}/warehouse",
+    }
+    result = CliRunner().invoke(
+        main, ["backtest", "run", "--strategy", "path-only", "--calls", "8"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    run_id, where = result.stdout.rstrip("\n").split("\t")
+    assert where == f"s3://{bucket.bucket}/{bucket.key('backtest', run_id)}"
+    assert bucket.key("backtest", run_id, "metadata.json") in _keys(s3_server, bucket)
+    assert not (tmp_path / "artifacts").exists()

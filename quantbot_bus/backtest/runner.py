@@ -35,6 +35,7 @@ from typing import Any
 from ..config import load_config
 from ..errors import BusError, exit_code_for
 from ..log import configure_logging
+from ..objectstore.location import is_s3_url
 from ..writer import RunWriter
 from . import frontier as fr
 from . import optimize as opt
@@ -57,9 +58,13 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class RunResult:
+    """A written run: ``run_dir`` where it was written, ``location`` where it is now (the same
+    directory, or its ``s3://`` URI once uploaded from a staging directory)."""
+
     run_id: str
     run_dir: Path
     metrics: dict[str, float | int] = field(default_factory=dict)
+    location: str = ""
 
 
 def producer_version() -> str:
@@ -256,7 +261,7 @@ def write_backtest(
             fr.write_v1_baseline_per_caller_frontiers(w, per_caller, overall=overall)
             metrics.update(v1.baseline_metrics(overall, per_caller))
             w.set_metrics(calls=len(results), **metrics)
-    return RunResult(run_id=w.run_id, run_dir=w.run_dir, metrics=dict(w.metrics))
+    return RunResult(w.run_id, w.run_dir, dict(w.metrics), w.location)
 
 
 def _seed_name(layout: str, folder: str, name: str) -> str:
@@ -324,7 +329,9 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
     if args.calls < 1:
         parser.error("--calls must be >= 1")
     try:
-        config = load_config(overrides={"root": args.root})
+        # an s3:// --root is written to as given: a producer needs no catalog settings
+        remote = is_s3_url(args.root)
+        config = load_config(overrides={} if remote else {"root": args.root})
         configure_logging(config.log_level, config.log_format)  # stderr; stdout is the result
         result = run_backtest(
             strategy,
@@ -333,11 +340,11 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
             args.date_to,
             args.calls,
             args.seed,
-            config.root,
+            args.root if remote else config.write_root,
             layout=args.layout,
         )
     except BusError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
-    print(f"{result.run_id}\t{result.run_dir}")
+    print(f"{result.run_id}\t{result.location}")
     return 0

@@ -71,7 +71,7 @@ def _run_user_backtest(
         strategy,
         interval,
         duckdb_file,
-        config.root,
+        config.write_root,
         candles_table=candles_table,
         candles_dir=candles_dir,
         date_from=first,
@@ -93,7 +93,7 @@ def _run_user_backtest(
             f"({len(tokens)} tokens: {shown}); left out of the run",
             err=True,
         )
-    click.echo(f"{result.run.run_id}\t{result.run.run_dir}")
+    click.echo(f"{result.run.run_id}\t{result.run.location}")
 
 
 @click.group()
@@ -243,7 +243,7 @@ def backtest_run(
         raise click.BadParameter(
             f"--from {date_from} is after --to {date_to}", param_hint="'--from'"
         )
-    inputs = (strategy, interval, date_from, date_to, calls, seed, config.root)
+    inputs = (strategy, interval, date_from, date_to, calls, seed, config.write_root)
     if sys.stderr.isatty():
         with click.progressbar(length=calls, label=f"{strategy} backtest", file=sys.stderr) as bar:
             result = run_backtest(
@@ -251,4 +251,4 @@ def backtest_run(
             )
     else:
         result = run_backtest(*inputs, layout=layout, horizon_minutes=horizon_minutes)
-    click.echo(f"{result.run_id}\t{result.run_dir}")
+    click.echo(f"{result.run_id}\t{result.location}")
