@@ -134,9 +134,15 @@ def test_append_once_is_exactly_once_under_concurrent_commits(scaleout: Any) -> 
     assert sorted(k for w in won for k in w) == sorted(covered)
 
 
-def test_postgres_down_mid_stream_degrades_then_loses_nothing(scaleout: Any) -> None:
+def test_postgres_down_mid_stream_degrades_then_loses_nothing(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PostgreSQL stops while runs arrive: the daemon stays up, reports degraded with the
-    reason, and registers every run once PostgreSQL is back."""
+    reason (in its status and in doctor), and registers every run once PostgreSQL is back."""
+    from quantbot_bus.ops.doctor import run_checks
+
+    for k, v in scaleout.s3.env.items():  # doctor probes the object store from this process
+        monkeypatch.setenv(k, v)
     d = scaleout.daemon().start()
     first = scaleout.writers(1, 5, tag="a")
     assert first[0].wait(120) == 0
@@ -150,6 +156,11 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(scaleout: Any) -> 
         )
         assert "OperationalError" in status["degraded"] or "connect" in status["degraded"]
         assert d.alive()
+        doctor = {c.name: c for c in run_checks(scaleout.config(), expect_daemon=True)}
+        assert doctor["status"].status == "fail"
+        assert f"runs degraded: {status['degraded'][:40]}" in doctor["status"].detail
+        assert "PostgreSQL at catalog_uri" in (doctor["status"].fix or "")
+        assert doctor["iceberg_catalog"].status == "fail"
     finally:
         scaleout.pg.start()
     d.wait_for(

@@ -75,6 +75,16 @@ def check_status(config: Config, expect_daemon: bool | None, now: dt.datetime | 
             f"{data.get('registered')} runs, {data.get('pending')} pending, "
             f"{data.get('rejected')} rejected",
         )
+    if state == "degraded" and data.get("backend") == "iceberg":
+        return Check(
+            name,
+            FAIL,
+            f"daemon pid {pid} runs degraded: {data.get('degraded')}; readers keep reading the "
+            "tables as last committed, and new runs wait in the bucket (nothing is lost)",
+            "bring back what the error names: PostgreSQL at catalog_uri, or the object store at "
+            "AWS_ENDPOINT_URL (the iceberg_catalog and object_store checks above probe them); "
+            f"the daemon retries every 30 s at most and catches up by itself; see {journal}",
+        )
     if state == "degraded":
         return Check(
             name,
