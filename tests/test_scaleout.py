@@ -4,6 +4,7 @@ Iceberg tables on a real PostgreSQL catalog by real daemon processes, each run e
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,10 @@ from scaleout import local_run
 
 #: Every poll is a few PostgreSQL commits and many requests to moto: generous on a loaded machine.
 pytestmark = pytest.mark.timeout(240)
+
+
+#: How long PostgreSQL stays down in the outage test (issue #13: "stopped for 30 s").
+OUTAGE_S = 30.0
 
 
 def _registered(so: Any, n: int) -> bool:
@@ -137,8 +142,9 @@ def test_append_once_is_exactly_once_under_concurrent_commits(scaleout: Any) -> 
 def test_postgres_down_mid_stream_degrades_then_loses_nothing(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL stops while runs arrive: the daemon stays up, reports degraded with the
-    reason (in its status and in doctor), and registers every run once PostgreSQL is back."""
+    """PostgreSQL stops for 30 s while runs arrive: the daemon stays up, reports degraded with
+    the reason (in its status and in doctor), retries with a backoff capped at 30 s, and
+    registers every run once PostgreSQL is back."""
     from quantbot_bus.ops.doctor import run_checks
 
     for k, v in scaleout.s3.env.items():  # doctor probes the object store from this process
@@ -148,6 +154,7 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(
     assert first[0].wait(120) == 0
     wait_for(lambda: len(scaleout.run_counts("runs_d")) == 5, "the first 5 runs", 120)
     scaleout.pg.stop()
+    stopped = time.monotonic()
     try:
         second = scaleout.writers(1, 5, tag="b")
         assert second[0].wait(120) == 0
@@ -161,6 +168,8 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(
         assert f"runs degraded: {status['degraded'][:40]}" in doctor["status"].detail
         assert "PostgreSQL at catalog_uri" in (doctor["status"].fix or "")
         assert doctor["iceberg_catalog"].status == "fail"
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage's length
+        assert d.alive()
     finally:
         scaleout.pg.start()
     d.wait_for(
@@ -171,6 +180,7 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(
     assert set(scaleout.run_counts("runs_d")) == expected
     assert set(scaleout.run_counts("runs_d").values()) == {1}
     assert d.events("daemon.degraded") and d.events("daemon.recovered")
+    assert all(0 < e["retry_in_s"] <= 30 for e in d.events("daemon.degraded"))
     assert d.stop() == 0
 
 
