@@ -275,6 +275,19 @@ def test_cli_lists_regressions_by_default_and_any_verdict_on_request(history: Hi
     assert (code, out) == (0, "[]\n")
 
 
+def test_cli_since_keeps_the_runs_created_at_or_after_it(history: History) -> None:
+    code, out = _cli(history.config, "--format", "json", "--verdict", "all", "--limit", "0")
+    assert code == 0, out
+    created = sorted({(r["created_at"], r["run_id"]) for r in json.loads(out)})
+    assert len(created) >= 3 and len({c for c, _ in created}) == len(created)
+    for cut, _ in created[1:]:
+        code, out = _cli(
+            history.config, "--format", "json", "--verdict", "all", "--limit", "0", "--since", cut
+        )
+        assert code == 0, out
+        assert {r["run_id"] for r in json.loads(out)} == {i for c, i in created if c >= cut}
+
+
 def test_cli_before_any_check_is_published(bus: Config) -> None:
     sync(bus)  # an empty bus: a publication without a regressions file yet
     code, out = _cli(bus, "--format", "json")
