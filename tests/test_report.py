@@ -350,9 +350,22 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
         assert f'data-section="{name}"' in dom
     # the parsed DOM holds the charts as SVG elements, with their text
     rendered = re.findall(r'<figure data-chart="([^"]+)"><svg', dom)
-    assert {"runs-over-time", "leaderboard", "policies", "frontiers", "equity", "monthly"} <= set(
-        rendered
-    )
+    written = re.findall(r'data-chart="([^"]+)"', built["result"].path.read_text())
+    assert sorted(rendered) == sorted(written)  # every chart the page holds is drawn
+    assert {
+        "runs-over-time",
+        "leaderboard",
+        "policies",
+        "frontiers",
+        "equity",
+        "underwater",
+        "monthly",
+        "rolling-sharpe",
+        "dd-hist",
+        "mae-hist",
+        "run-dd-hist",
+        "verdicts",
+    } <= set(rendered)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and HOSTILE not in dom
 
     # no request leaves file:// (the hosts the page's load asks for, beyond those the browser
@@ -368,6 +381,11 @@ def test_chromium_renders_the_page_from_file_url(built: dict[str, Any], tmp_path
     blank = tmp_path / "blank.html"
     blank.write_text("<!doctype html><title>blank</title>")
     assert hosts(url, "page") - hosts(blank.as_uri(), "blank") == set()
+    # ... and nothing in the page could ask for one, even a host the blank page asks for too
+    # (SVG's xmlns names are identifiers, never fetched)
+    html = built["result"].path.read_text()
+    fetchable = r'(?:src|href|srcset|action|data)\s*=\s*["\']?\s*(?:https?:)?//|url\(\s*["\']?\s*(?:https?:)?//|@import'
+    assert re.findall(fetchable, html, flags=re.I) == []
 
     shot = tmp_path / "shot.png"
     chromium(tmp_path, "--window-size=1200,2400", f"--screenshot={shot}", url)
