@@ -286,7 +286,8 @@ class SeaweedFS(S3Server):
 
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 in front of a real server; :meth:`cut` closes every
-    connection and refuses new ones (the server unreachable), :meth:`restore` lets them in."""
+    connection and refuses new ones (the server unreachable), :meth:`restore` lets them in.
+    :attr:`received` counts the bytes the server sent back through it."""
 
     def __init__(self, target_port: int) -> None:
         import threading
@@ -297,6 +298,7 @@ class TcpProxy:
         self._open.set()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.received = 0
         self._server = socket.create_server(("127.0.0.1", self.port))
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -319,13 +321,15 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, back in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, back), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, back: bool) -> None:
         try:
             while data := src.recv(65536):
+                if back:
+                    with self._lock:
+                        self.received += len(data)
                 dst.sendall(data)
         except OSError:
             pass

@@ -155,3 +155,45 @@ def test_a_file_longer_than_the_tail_read_is_fetched_whole_and_rewritten(
     assert path.startswith(f"{table.location()}/data/run_id=big-fills/"), path
     how = scaleout.catalog().load_table("quantbot.artifacts_f").scan().to_arrow()
     assert how.column("registered_how").to_pylist() == ["rewritten"]
+
+
+def test_a_large_file_registered_in_place_is_validated_from_its_footer_alone(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 15 MB Parquet file with its run_id column: the validation and the registration read
+    its tail with ranged GETs, never the object (counted in bytes through a proxy in front of
+    the S3 server)."""
+    import numpy as np
+    from servers import TcpProxy
+
+    from quantbot_bus.pipeline import sync
+    from quantbot_bus.writer import RunWriter
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    rows = 2_000_000  # random doubles: 15 MB that do not compress
+    with RunWriter(scaleout.root, "backtest", run_id="big-trades", git=None) as w:
+        w.write_table(
+            "trades",
+            pa.table(
+                {"run_id": ["big-trades"] * rows, "px": np.random.default_rng(3).random(rows)}
+            ),
+        )
+    size = sum(
+        o["Size"]
+        for o in scaleout.s3.client().list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/")[
+            "Contents"
+        ]
+    )
+    assert size > 15_000_000
+    proxy = TcpProxy(scaleout.s3.port)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+        assert sync(scaleout.config()).registered == ["big-trades"]
+        received = proxy.received
+    finally:
+        proxy.close()
+    how = scaleout.catalog().load_table("quantbot.artifacts_f").scan().to_arrow()
+    assert how.column("registered_how").to_pylist() == ["add_files"]  # in place
+    assert scaleout.run_counts("trades") == {"big-trades": rows}
+    assert received < 1_000_000, f"{received:,} bytes read for a {size:,}-byte run"
