@@ -345,9 +345,12 @@ def test_doctor_checks_the_object_store_and_the_catalog(
     assert unreachable.status == "fail" and "AWS_ENDPOINT_URL" in (unreachable.fix or "")
 
 
-def test_object_store_unreachable_mid_stream_degrades_then_loses_nothing(scaleout: Any) -> None:
-    """The daemon reaches the (real) object store through a TCP proxy that is cut while runs
-    arrive: it stays up, reports degraded, and registers every run once the store is back."""
+@pytest.mark.parametrize("fault", ["unreachable", "errors", "slow"])
+def test_object_store_faults_mid_stream_lose_nothing(scaleout: Any, fault: str) -> None:
+    """The daemon reaches the (real) object store through a TCP proxy that, while runs arrive,
+    is cut (unreachable), answers every request with 503 SlowDown itself (errors), or holds
+    every chunk of every answer 0.1 s (slow): it stays up, reports degraded with the reason
+    while the store fails, and registers every run once, once the store is back."""
     from servers import TcpProxy
 
     proxy = TcpProxy(scaleout.s3.port)
@@ -355,15 +358,26 @@ def test_object_store_unreachable_mid_stream_degrades_then_loses_nothing(scaleou
         d = scaleout.daemon(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}").start()
         assert scaleout.writers(1, 3, tag="a")[0].wait(120) == 0
         d.wait_for(lambda: len(scaleout.run_counts("runs_d")) == 3, "the first 3 runs", 120)
-        proxy.cut()
+        {"unreachable": proxy.cut, "errors": proxy.fail, "slow": lambda: proxy.slow(0.1)}[fault]()
         assert scaleout.writers(1, 3, tag="b")[0].wait(120) == 0  # straight to the store
-        status = d.wait_for(
-            lambda: s if (s := d.status()) and s.get("degraded") else None, "status degraded", 120
-        )
-        assert "Endpoint" in status["degraded"] or "onnect" in status["degraded"], status
-        assert len(scaleout.run_counts("runs_d")) == 3
+        if fault == "slow":
+            d.wait_for(lambda: len(scaleout.run_counts("runs_d")) == 6, "6 runs, slowly", 120)
+            assert not d.events("daemon.degraded")
+        else:
+            status = d.wait_for(
+                lambda: s if (s := d.status()) and s.get("degraded") else None,
+                "status degraded",
+                120,
+            )
+            why = status["degraded"]
+            if fault == "errors":
+                assert "SlowDown" in why or "503" in why, status
+            else:
+                assert "Endpoint" in why or "onnect" in why, status
+            assert len(scaleout.run_counts("runs_d")) == 3
+            assert d.alive()
         proxy.restore()
-        d.wait_for(lambda: len(scaleout.run_counts("runs_d")) == 6, "all 6 runs after the cut", 120)
+        d.wait_for(lambda: len(scaleout.run_counts("runs_d")) == 6, "all 6 runs", 120)
         d.wait_for(lambda: (d.status() or {}).get("degraded") is None, "degraded cleared", 60)
         assert set(scaleout.run_counts("runs_d").values()) == {1}
         assert d.stop() == 0
