@@ -129,6 +129,9 @@ def test_runs_over_time_labels_never_overlap(rows: list[dict[str, Any]]) -> None
         assert len(dates) >= 2, dates
     clashes = [(s, t) for (s, a), (t, b) in combinations(boxes, 2) if overlap(a, b)]
     assert clashes == [], clashes
+    if span < 7:  # runs per day on a week of days (a new bus), never on hours
+        assert not [t for t in dates if ":" in t], dates
+        assert f"{rows[-1]['day']:%b} {rows[-1]['day'].day}" in dates, dates
 
 
 #: A run's calls over a few hours, ten days, three years (entry times in ms since the epoch).

@@ -23,6 +23,8 @@ from .svg import BAD, GOOD, MUTED, PALETTE, figure, styled, to_svg
 #: Callers drawn in the leaderboard chart, and days before runs over time go by week.
 CHART_CALLERS = 15
 MAX_DAYS = 120
+#: Runs over time shows at least this many days (the last ones), so a day's bar is on a day axis.
+MIN_DAYS_SHOWN = 7
 
 
 def _short(text: Any, width: int = 28) -> str:
@@ -72,8 +74,8 @@ def runs_over_time(per_day: list[Row]) -> str:
     """Runs registered per day (per week beyond :data:`MAX_DAYS` days), stacked by run type, and
     the cumulative count, on a date axis (:func:`~quantbot_bus.report.dateaxis.date_axis`: at
     most :data:`~quantbot_bus.report.dateaxis.MAX_TICKS` labels at any span; a day without runs
-    is a gap). Both y axes leave room at
-    the top for the legend, above the bars and the line."""
+    is a gap; each bar over its own day; at least the last :data:`MIN_DAYS_SHOWN` days). Both y
+    axes leave room at the top for the legend, above the bars and the line."""
     days = sorted({r["day"] for r in per_day})
     weekly = (days[-1] - days[0]).days > MAX_DAYS if days else False
     counts: dict[str, dict[dt.date, int]] = defaultdict(lambda: defaultdict(int))
@@ -96,8 +98,10 @@ def runs_over_time(per_day: list[Row]) -> str:
         ax = axes[0][0]
         bottom = np.zeros(len(buckets))
         ax.xaxis_date()
-        x = mdates.date2num(buckets)
         width = 5.5 if weekly else 0.8  # days
+        # each bar over its own day (week): centred at noon (mid-week), not on the midnight
+        # that starts it, which put a day's runs half into the day before
+        x = mdates.date2num(buckets) + (3.5 if weekly else 0.5)
         for i, t in enumerate(types):
             vals = np.array([counts[t].get(d, 0) for d in buckets], dtype=float)
             color = PALETTE[i % len(PALETTE)]
@@ -114,6 +118,10 @@ def runs_over_time(per_day: list[Row]) -> str:
         ax.set_ylim(0, max(float(bottom.max()), 1.0) * headroom)
         ax2.set_ylim(0, max(float(cumulative[-1]), 1.0) * headroom)
         ax.legend(loc="upper left", ncols=ncols)
+        if not weekly and buckets[-1] - buckets[0] < dt.timedelta(days=MIN_DAYS_SHOWN - 1):
+            # a short history (a new bus: its first day) on a week of days, not on hours
+            end = mdates.date2num(buckets[-1]) + 1.25
+            ax.set_xlim(end - MIN_DAYS_SHOWN - 0.5, end)
         date_axis(ax)
         return to_svg(fig, "runs-over-time")
 
