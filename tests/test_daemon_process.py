@@ -237,9 +237,14 @@ def test_pending_rejected_deleted_and_typescript_runs(
     assert run_type == "backtest"
     assert json.loads(params)["callsProcessed"] == 7
 
+    # each export refresh that took runs in is one line at info (the daemon's publisher)
+    wait_for(lambda: d.events("export.refreshed"), "an export refresh logged")
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
     assert [e["run_dir"] for e in d.events("run.rejected")] == [str(bad)]
+    refreshed = d.events("export.refreshed")
+    assert {e["level"] for e in refreshed} == {"info"}
+    assert all(e["added"] + e["removed"] > 0 and e["ms"] >= 0 for e in refreshed), refreshed
 
 
 @pytest.mark.parametrize(
