@@ -28,6 +28,7 @@ from quantbot_bus.report.tearsheet import build
 # one worker builds the module's `built` once (make test runs --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_report")
 
+PROJECT = Path(__file__).resolve().parents[1]
 D_FROM, D_TO = dt.date(2026, 1, 2), dt.date(2026, 1, 8)
 HOSTILE = "<script>alert(1)</script>"
 SECTIONS = (
@@ -260,6 +261,36 @@ def test_run_option_picks_the_tearsheet_and_unknown_run_is_not_found(
         main, ["report", "--exports-dir", str(cfg.exports_dir), "--run", "no-such-run"]
     )
     assert missing.exit_code == 5 and "no-such-run" in missing.output
+
+
+def test_open_hands_the_page_to_the_browser_or_says_there_is_none(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    """--open as a process: $BROWSER (here a script recording what it was given) gets the
+    page's file:// URI; with no browser at all, the command says where the page is."""
+    import subprocess
+    import sys
+
+    cfg = built["cfg"]
+    args = [sys.executable, "-m", "quantbot_bus.cli", "report", "--open", "--format", "table"]
+    args += ["--out", str(tmp_path)]
+    args += ["--root", str(cfg.root), "--exports-dir", str(cfg.exports_dir)]
+    args += ["--state-dir", str(cfg.state_dir)]
+    seen = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {seen}\n')
+    browser.chmod(0o755)
+    page = (tmp_path / "index.html").absolute()
+    base = {"PATH": "/nonexistent", "HOME": str(tmp_path), "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run(
+        args, env={**base, "BROWSER": f"{browser} %s"}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, seen.read_text()) == (f"{page}\n", page.as_uri())
+    done = subprocess.run(args, env=base, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{page}\n"
+    assert done.stderr.endswith(f"no web browser found here: open {page.as_uri()} in one\n")
 
 
 def test_every_section_renders_on_an_empty_bus(bus: Config) -> None:

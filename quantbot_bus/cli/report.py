@@ -21,7 +21,12 @@ from .options import config_options, emit, format_option, resolve_format
     default=None,
     help="Directory to write index.html into (default: <exports_dir>/report).",
 )
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+@click.option(
+    "--open",
+    "open_browser",
+    is_flag=True,
+    help="Open the page in a web browser ($BROWSER, else the desktop's); says so when none is found.",
+)
 @click.option(
     "--run",
     "run_id",
@@ -47,8 +52,8 @@ def report_cmd(
     configure_logging("warning", config.log_format)  # stderr; stdout is the result
     result = write_report(config, out_dir, run_id=run_id)
     path = result.path.absolute()
-    if open_browser:
-        webbrowser.open(path.as_uri())
+    if open_browser and not webbrowser.open(path.as_uri()):
+        click.echo(f"no web browser found here: open {path.as_uri()} in one", err=True)
     if resolve_format(fmt) == "table":
         click.echo(str(path))
         return
