@@ -83,6 +83,9 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
 def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A run registered between the compaction's staging and its commit: the commit is made
+    again on the new snapshot with the files already written (they hold exactly the rows of the
+    files they replace, all still there), and the new run's file stays as it is."""
     from pyiceberg.table import Transaction
 
     from quantbot_bus.iceberg.compaction import COMPACTED_PROPERTY, compact
@@ -104,18 +107,66 @@ def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
         return commit(self)
 
     monkeypatch.setattr(Transaction, "commit_transaction", another_daemon_first)
-    assert compact(scaleout.catalog(), "runs_d", min_files=3) == 4  # lost once, read again
+    assert compact(scaleout.catalog(), "runs_d", min_files=3) == 3  # lost once, made again
     monkeypatch.setattr(Transaction, "commit_transaction", commit)
     assert raced == ["late"]
     assert scaleout.run_counts("runs_d") == {"r0": 1, "r1": 1, "r2": 1, "late": 1}
-    assert _files(scaleout, "runs_d") == 1
-    # in the bucket: the 4 small files (until expiry and cleanup) and the one written by the
-    # attempt that won; the lost attempt's file is deleted, not left behind
+    assert _files(scaleout, "runs_d") == 2  # the compacted file and the late run's
+    # in the bucket: the 3 small files (until expiry and cleanup), the late run's, and the one
+    # the compaction wrote once and committed at its second try
     client = scaleout.s3.client()
     data = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="warehouse/quantbot/runs_d/data/")
     assert len([o for o in data["Contents"] if o["Key"].endswith(".parquet")]) == 5
     table = scaleout.catalog().load_table("quantbot.runs_d")
-    assert table.current_snapshot().summary.additional_properties[COMPACTED_PROPERTY] == "4"
+    assert table.current_snapshot().summary.additional_properties[COMPACTED_PROPERTY] == "3"
+
+
+def test_a_deletion_during_a_compaction_is_never_undone(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run deleted between the staging and the commit (its file rewritten without it): the
+    written files, which still hold its row, are deleted unused and the compaction is staged
+    again on the new snapshot; the run stays deleted."""
+    from pyiceberg.table import Transaction
+
+    from quantbot_bus.iceberg.compaction import compact
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    for i in range(4):
+        scaleout.upload(f"r{i}")
+        assert sync(scaleout.config()).registered == [f"r{i}"]
+    commit = Transaction.commit_transaction
+    raced: list[str] = []
+    client = scaleout.s3.client()
+
+    def a_deletion_first(self: Transaction) -> Any:
+        if not raced:
+            raced.append("r1")
+            listed = client.list_objects_v2(Bucket=scaleout.bucket, Prefix="runs/backtest/r1/")
+            for obj in listed["Contents"]:
+                client.delete_object(Bucket=scaleout.bucket, Key=obj["Key"])
+            assert list(sync(scaleout.config("state-other-host")).deleted) == ["r1"]
+        return commit(self)
+
+    def data_files() -> set[str]:
+        listed = client.list_objects_v2(
+            Bucket=scaleout.bucket, Prefix="warehouse/quantbot/runs_d/data/"
+        )
+        return {o["Key"] for o in listed["Contents"] if o["Key"].endswith(".parquet")}
+
+    before = data_files()
+    monkeypatch.setattr(Transaction, "commit_transaction", a_deletion_first)
+    assert compact(scaleout.catalog(), "runs_d", min_files=3) == 3  # staged again: 3 files
+    monkeypatch.setattr(Transaction, "commit_transaction", commit)
+    assert raced == ["r1"]
+    assert scaleout.run_counts("runs_d") == {"r0": 1, "r2": 1, "r3": 1}
+    assert _files(scaleout, "runs_d") == 1
+    after = data_files()
+    # one new file: the second staging's (r1's one-row file was dropped whole by the deletion);
+    # the first staging's, which held r1's row, was deleted unused
+    assert len(after - before) == 1, sorted(after - before)
 
 
 def test_a_failed_compaction_leaves_expiry_and_cleanup_to_run(

@@ -11,11 +11,14 @@ presence: :func:`~quantbot_bus.iceberg.tables.key_changes`). It starts only once
 :data:`MIN_FILES` such files, and reads at most :data:`MAX_BYTES` of them (their Parquet size)
 per call. Files stay that small because a deletion rewrites each file that
 holds one of its runs (copy-on-write), and the sorted ``run_id`` bounds of each file let it
-skip the others: a deletion's cost is bounded by the file size, not by the catalog's. A commit another daemon made meanwhile (an append, a delete)
-fails this one (the commit asserts the branch's snapshot): its new files are deleted and it tries
-once more on the new snapshot, then gives up until the next maintenance (logged
-``iceberg.compaction_lost``), so a busy table costs two attempts an hour, never a long retry
-loop; no row is lost or brought back. The
+skip the others: a deletion's cost is bounded by the file size, not by the catalog's.
+
+A commit made meanwhile (a poll's append, of this daemon's poll thread or another daemon's)
+fails this one, which asserts the branch's snapshot. When every file it rewrites is still in the
+new snapshot, the same files are committed again on it (up to :data:`RECOMMITS` times: no
+read, no write); when one changed (a deletion rewrote it), its new files are deleted and it is
+staged once more on the new snapshot, then gives up until the next maintenance (logged
+``iceberg.compaction_lost``). No row is lost or brought back. The
 removed files stay until snapshot expiry and orphan cleanup drop them
 (:mod:`quantbot_bus.iceberg.maintenance`, which calls this first).
 
@@ -26,6 +29,7 @@ table, most registered in place in the producer's prefix).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import structlog
@@ -42,8 +46,13 @@ MIN_FILES = 32
 MAX_FILES = 5000
 #: Parquet bytes one compaction reads at most (its rows are held in memory, sorted).
 MAX_BYTES = 64 * 2**20
-#: Commits one compaction tries: a lost one is staged again once on the new snapshot.
+#: Stagings one compaction tries: one lost to a commit that changed a file it rewrites (a
+#: deletion) is staged again once on the new snapshot.
 ATTEMPTS = 2
+#: Commits of one staging: one lost to a commit that left its files alone (a poll's append,
+#: this daemon's own poll thread included) is made again on the new snapshot, with the files
+#: already written.
+RECOMMITS = 5
 #: The snapshot property a compaction's commit carries: how many files it rewrote.
 COMPACTED_PROPERTY = "quantbot.compacted-files"
 
@@ -59,7 +68,7 @@ def compact(
 ) -> int:
     """Rewrite the small data files of ``table_name`` as few (see the module doc) once there are
     ``min_files`` of them; returns how many were rewritten (0: none, too few, or the commit was
-    lost twice)."""
+    lost every time)."""
     from pyiceberg.exceptions import CommitFailedException
 
     for attempt in range(1, ATTEMPTS + 1):
@@ -67,28 +76,58 @@ def compact(
         staged = _stage(table, min_files, max_files, rows_per_file, max_bytes)
         if staged is None:
             return 0
-        tx, rewritten, written = staged
-        try:
-            tx.commit_transaction()
-        except CommitFailedException as exc:
-            for path in written:  # never referenced: not left for the orphan cleanup
-                with contextlib.suppress(Exception):
-                    table.io.delete(path)
-            log.info(
-                "iceberg.compaction_lost", table=table_name, attempt=attempt, error=str(exc)[:200]
-            )
-            continue
-        log.info("iceberg.compacted", table=table_name, files=rewritten)
-        return rewritten
+        tasks, written = staged
+        for commit in range(1, RECOMMITS + 1):
+            try:
+                _commit(table, tasks, written)
+            except CommitFailedException as exc:
+                log.info(
+                    "iceberg.compaction_lost",
+                    table=table_name,
+                    attempt=attempt,
+                    commit=commit,
+                    error=str(exc)[:200],
+                )
+                table = catalog.load_table(identifier(table_name))
+                if _all_live(table, tasks) and commit < RECOMMITS:
+                    time.sleep(0.1 * commit)  # an append or another compaction of others
+                    continue
+            else:
+                log.info("iceberg.compacted", table=table_name, files=len(tasks))
+                return len(tasks)
+            break  # a file it rewrites changed (a deletion): staged again, or given up
+        for data_file in written:  # never referenced: not left for the orphan cleanup
+            with contextlib.suppress(Exception):
+                table.io.delete(data_file.file_path)
     return 0
+
+
+def _all_live(table: Any, tasks: list[Any]) -> bool:
+    """Whether every file the compaction rewrites is still in ``table``'s current snapshot: its
+    written files then still hold exactly their rows, whatever else was committed."""
+    live = {t.file.file_path for t in table.scan().plan_files()}
+    return all(t.file.file_path in live for t in tasks)
+
+
+def _commit(table: Any, tasks: list[Any], written: list[Any]) -> None:
+    """One ``overwrite`` snapshot on ``table`` as loaded: ``tasks``' files out, ``written`` in."""
+    tx = table.transaction()
+    props = {COMPACTED_PROPERTY: str(len(tasks))}
+    with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
+        for task in tasks:
+            rewrite.delete_data_file(task.file)
+        for data_file in written:
+            rewrite.append_data_file(data_file)
+    tx.commit_transaction()
 
 
 def _stage(
     table: Any, min_files: int, max_files: int, rows_per_file: int, max_bytes: int
-) -> tuple[Any, int, list[str]] | None:
-    """The compaction's transaction on ``table`` as loaded, how many files it rewrites and the
-    files it wrote; None when there are too few small files."""
+) -> tuple[list[Any], list[Any]] | None:
+    """The small files of ``table`` (as loaded) one compaction rewrites, and the data files it
+    wrote with their rows; None when there are too few small files."""
     import itertools
+    import uuid
 
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -115,21 +154,17 @@ def _stage(
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     if "run_id" in rows.column_names:
         rows = rows.sort_by("run_id")
-    tx = table.transaction()
-    counter = itertools.count(0)  # file names unique across the slices of one commit
-    written: list[str] = []
-    props = {COMPACTED_PROPERTY: str(len(tasks))}
-    with tx.update_snapshot(snapshot_properties=props).overwrite() as rewrite:
-        for task in tasks:
-            rewrite.delete_data_file(task.file)
-        for start in range(0, rows.num_rows, rows_per_file):
-            for data_file in _dataframe_to_data_files(
-                table_metadata=tx.table_metadata,
-                write_uuid=rewrite.commit_uuid,
+    counter = itertools.count(0)  # file names unique across the slices of one compaction
+    write_uuid = uuid.uuid4()
+    written: list[Any] = []
+    for start in range(0, rows.num_rows, rows_per_file):
+        written.extend(
+            _dataframe_to_data_files(
+                table_metadata=table.metadata,
+                write_uuid=write_uuid,
                 df=rows.slice(start, rows_per_file),
                 io=table.io,
                 counter=counter,
-            ):
-                written.append(data_file.file_path)
-                rewrite.append_data_file(data_file)
-    return tx, len(tasks), written
+            )
+        )
+    return tasks, written
