@@ -132,8 +132,10 @@ class Config:
     def lock_path(self) -> Path:
         return self.state_dir / "daemon.lock"
 
-    def validate(self) -> Config:
-        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+    def validate(self, *, producer: bool = False) -> Config:
+        """Check every field; raise :class:`ConfigError` naming the first bad one. ``producer``:
+        the config of a process that only writes runs (an ``s3://`` root then needs no catalog
+        settings)."""
         positive = (
             "rescan_interval_s",
             "pending_timeout_s",
@@ -197,7 +199,7 @@ class Config:
         for name in ("root", "exports_dir", "state_dir"):
             if str(getattr(self, name)) == "":
                 raise ConfigError(f"config field {name!r} must not be empty")
-        self._validate_scale_out()
+        self._validate_scale_out(producer)
         return self
 
     @property
@@ -211,13 +213,15 @@ class Config:
         """The object-storage root, when ``root`` is an ``s3://`` URL."""
         return S3Location.parse(self.object_root) if self.object_root else None
 
-    def _validate_scale_out(self) -> None:
+    def _validate_scale_out(self, producer: bool) -> None:
         if self.catalog not in ("duckdb", "iceberg"):
             raise ConfigError(
                 f"config field 'catalog' must be duckdb or iceberg, got {self.catalog!r}"
             )
         if self.object_root:
             S3Location.parse(self.object_root, "root")
+            if producer:  # it uploads runs; the daemons register them
+                return
             if self.catalog != "iceberg":
                 raise ConfigError(
                     "config field 'root' is an s3:// URL, which needs catalog = \"iceberg\" "
@@ -369,8 +373,10 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    producer: bool = False,
 ) -> Config:
-    """Build the validated :class:`Config` from defaults, TOML, environment and flags."""
+    """Build the validated :class:`Config` from defaults, TOML, environment and flags;
+    ``producer``: for a process that only writes runs (:meth:`Config.validate`)."""
     env = os.environ if env is None else env
     cwd = Path.cwd() if cwd is None else cwd
     values: dict[str, Any] = {}
@@ -403,4 +409,4 @@ def load_config(
     for key in _PATH_FIELDS:
         path_value = values.get(key, getattr(Config(), key))
         values[key] = path_value if path_value.is_absolute() else cwd / path_value
-    return Config(**values).validate()
+    return Config(**values).validate(producer=producer)

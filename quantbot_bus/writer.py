@@ -395,8 +395,17 @@ class RunWriter:
                 upload_run(
                     S3Settings.from_env().client(), self.run_dir, self.remote, *self._remote_parts
                 )
-            finally:
-                shutil.rmtree(self.root, ignore_errors=True)
+            except Exception as exc:  # the run is kept: the work is not lost with the upload
+                kept = (
+                    f"the run is kept in {self.run_dir} (upload it again with "
+                    "quantbot_bus.objectstore.upload.upload_run, or delete it)"
+                )
+                self._log.warning("run.upload_failed", kept=str(self.run_dir), error=str(exc))
+                if isinstance(exc, ContractError):
+                    raise ContractError(f"{exc}; {kept}") from None
+                exc.add_note(kept)
+                raise
+            shutil.rmtree(self.root, ignore_errors=True)
         self._log.info(
             "run.written",
             status=status,

@@ -109,6 +109,7 @@ def test_a_producer_script_writes_to_an_s3_root_with_no_catalog_settings(
     s3_server: Any, bucket: S3Location, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTBOT_BUS_")}
+    env["QUANTBOT_BUS_ROOT"] = "s3://another-bucket/runs"  # --root wins over it
     proc = subprocess.run(
         [sys.executable, str(PROJECT / "producers" / "backtest_policy.py"), "--calls", "8"]
         + ["--root", f"s3://{bucket.bucket}/{bucket.prefix}"],
@@ -127,9 +128,12 @@ def test_a_producer_script_writes_to_an_s3_root_with_no_catalog_settings(
     assert not (tmp_path / "artifacts").exists()  # nothing written beside it
 
 
-def test_backtest_run_writes_to_the_configured_s3_root(
-    s3_server: Any, bucket: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_backtest_run_writes_to_an_s3_root(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
+    """``--root s3://...`` with no catalog settings (a producer's host), or the bus's own
+    scale-out config."""
     from click.testing import CliRunner
 
     from quantbot_bus.cli import main
@@ -137,18 +141,58 @@ def test_backtest_run_writes_to_the_configured_s3_root(
     for key in [k for k in os.environ if k.startswith("QUANTBOT_BUS_")]:
         monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
-    env = {
-        **s3_server.env,
-        "QUANTBOT_BUS_ROOT": f"s3://{bucket.bucket}/{bucket.prefix}",
-        "QUANTBOT_BUS_CATALOG": "iceberg",
-        "QUANTBOT_BUS_CATALOG_URI": "postgresql://bus@127.0.0.1:5432/bus",  # not reached
-        "QUANTBOT_BUS_WAREHOUSE": f"s3://{bucket.bucket}/warehouse",
-    }
-    result = CliRunner().invoke(
-        main, ["backtest", "run", "--strategy", "path-only", "--calls", "8"], env=env
-    )
+    root = f"s3://{bucket.bucket}/{bucket.prefix}"
+    args = ["backtest", "run", "--strategy", "path-only", "--calls", "8"]
+    env = dict(s3_server.env)
+    if how == "flag":
+        args += ["--root", root]
+    else:
+        env.update(
+            QUANTBOT_BUS_ROOT=root,
+            QUANTBOT_BUS_CATALOG="iceberg",
+            QUANTBOT_BUS_CATALOG_URI="postgresql://bus@127.0.0.1:5432/bus",  # not reached
+            QUANTBOT_BUS_WAREHOUSE=f"s3://{bucket.bucket}/warehouse",
+        )
+    result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     run_id, where = result.stdout.rstrip("\n").split("\t")
     assert where == f"s3://{bucket.bucket}/{bucket.key('backtest', run_id)}"
     assert bucket.key("backtest", run_id, "metadata.json") in _keys(s3_server, bucket)
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_a_run_writer_whose_upload_is_refused_keeps_the_run_and_names_it(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer's half-way upload holds other bytes under the run id: the refused run is
+    kept in its staging directory, which the error names, and can be put again elsewhere."""
+    import pyarrow as pa
+
+    from quantbot_bus.writer import RunWriter
+
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    theirs = local_run(tmp_path / "b", "r1", edit=_edit_pnl(-5.0))
+    (theirs / "metadata.json").unlink()
+    upload_run(s3_server.client(), theirs, bucket, "backtest", "r1")  # half-way, no manifest
+    root = f"s3://{bucket.bucket}/{bucket.prefix}"
+    with pytest.raises(ContractError, match="already holds other bytes") as err:
+        with RunWriter(root, "backtest", run_id="r1", git=None) as w:
+            w.write_table("trades", pa.table({"run_id": ["r1"], "pnl": [1.0]}))
+    assert f"the run is kept in {w.run_dir}" in str(err.value)
+    assert (w.run_dir / "metadata.json").is_file() and (w.run_dir / "trades.parquet").is_file()
+    other = S3Location(bucket.bucket, "elsewhere")
+    upload_run(s3_server.client(), w.run_dir, other, "backtest", "r1")
+    assert other.key("backtest", "r1", "metadata.json") in _keys(s3_server, other)
+
+
+def test_a_file_over_one_put_is_refused_before_anything_is_put(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantbot_bus.objectstore import upload
+
+    run = local_run(tmp_path / "a", "r1")
+    monkeypatch.setattr(upload, "MAX_PUT_BYTES", (run / "trades.parquet").stat().st_size - 1)
+    with pytest.raises(ContractError, match=r"trades\.parquet is [\d,]+ bytes; one object PUT"):
+        upload_run(s3_server.client(), run, bucket, "backtest", "r1")
+    assert _keys(s3_server, bucket) == []

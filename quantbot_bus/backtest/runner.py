@@ -35,7 +35,6 @@ from typing import Any
 from ..config import load_config
 from ..errors import BusError, exit_code_for
 from ..log import configure_logging
-from ..objectstore.location import is_s3_url
 from ..writer import RunWriter
 from . import frontier as fr
 from . import optimize as opt
@@ -329,9 +328,7 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
     if args.calls < 1:
         parser.error("--calls must be >= 1")
     try:
-        # an s3:// --root is written to as given: a producer needs no catalog settings
-        remote = is_s3_url(args.root)
-        config = load_config(overrides={} if remote else {"root": args.root})
+        config = load_config(overrides={"root": args.root}, producer=True)
         configure_logging(config.log_level, config.log_format)  # stderr; stdout is the result
         result = run_backtest(
             strategy,
@@ -340,7 +337,7 @@ def producer_main(strategy: str, argv: Sequence[str] | None = None) -> int:
             args.date_to,
             args.calls,
             args.seed,
-            args.root if remote else config.write_root,
+            config.write_root,
             layout=args.layout,
         )
     except BusError as exc:

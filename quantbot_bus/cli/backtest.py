@@ -193,7 +193,7 @@ def backtest() -> None:
     help="v1: ROOT/backtest/RUN_ID/ with metadata.json written last; seed: the seed system's "
     "ROOT/YYYY-MM/run_id=UUID/ with run.json, logs/ and _SUCCESS written last (docs/contract.md).",
 )
-@config_options
+@config_options(producer=True)
 def backtest_run(
     config: Config,
     strategy: str,

@@ -23,9 +23,12 @@ from ..output import FORMATS, render
 from ..timeutil import parse_utc
 
 
-def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def config_options(fn: Callable[..., Any] | None = None, *, producer: bool = False) -> Any:
     """Shared options: --config, --root (or --base-dir), --exports-dir, --state-dir. Passes
-    ``config: Config``."""
+    ``config: Config``. ``@config_options(producer=True)``: a command that only writes runs
+    (an ``s3://`` root needs no catalog settings there)."""
+    if fn is None:
+        return functools.partial(config_options, producer=producer)
 
     @click.option(
         "--config",
@@ -54,6 +57,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         config = load_config(
             config_path,
             overrides={"root": root, "exports_dir": exports_dir, "state_dir": state_dir},
+            producer=producer,
         )
         return fn(config=config, **kwargs)
 

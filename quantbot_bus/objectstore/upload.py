@@ -8,7 +8,8 @@ run already in the bucket is refused (runs are immutable), and of two writers ra
 id only one commits. Every data file is written with ``If-None-Match: *`` too, in sorted order, so
 a writer never replaces an object another writer put there: a name already taken by other bytes
 stops the upload before its manifest, with the file named; the same bytes (an earlier attempt of
-this upload that stopped half-way) are left as they are.
+this upload that stopped half-way; compared by the SHA-256 each data file carries as metadata)
+are left as they are. A file above :data:`MAX_PUT_BYTES` is refused before anything is put.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,10 @@ from .location import NOT_FOUND, S3Location, error_code
 MAX_PUT_BYTES = 5 * 1024**3
 """The largest object one PUT writes (S3's limit); a conditional write needs one PUT."""
 
-_TAKEN = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+_TAKEN = ("PreconditionFailed", "412")
+_IN_PROGRESS = ("ConditionalRequestConflict", "409")
+#: PUTs of one file tried while another write of its key is in progress (409).
+CONFLICT_TRIES = 3
 
 
 def _last_names(run_type: str, run_id: str) -> tuple[str, ...]:
@@ -62,6 +67,12 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
         for p in run_dir.rglob("*")
         if p.is_file() and p.relative_to(run_dir).as_posix() not in last
     )
+    too_big = [p for p in files if p.stat().st_size > MAX_PUT_BYTES]
+    if too_big:  # refused before anything is uploaded
+        raise ContractError(
+            f"{too_big[0].name} is {too_big[0].stat().st_size:,} bytes; one object PUT takes at "
+            f"most {MAX_PUT_BYTES:,}: split the table into several files"
+        )
     for path in files:
         _put_new(client, loc, loc.key(run_type, run_id, path.relative_to(run_dir).as_posix()), path)
     if not last:
@@ -76,7 +87,7 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
                 **({"ContentType": "application/json"} if name.endswith(".json") else {}),
             )
         except Exception as exc:
-            if error_code(exc) in _TAKEN:
+            if error_code(exc) in _TAKEN + _IN_PROGRESS:
                 raise ContractError(
                     f"run {run_type}/{run_id} is already in {loc.url}; runs are immutable: "
                     "choose another run_id"
@@ -89,25 +100,45 @@ def upload_run(client: Any, run_dir: Path, loc: S3Location, run_type: str, run_i
 
 
 def _put_new(client: Any, loc: S3Location, key: str, path: Path) -> None:
-    """PUT ``path`` at ``key`` unless the key exists: the same bytes there (its ETag is their MD5)
-    are kept; other bytes raise ContractError, and the object is left unchanged."""
-    size = path.stat().st_size
-    if size > MAX_PUT_BYTES:
-        raise ContractError(
-            f"{path.name} is {size:,} bytes; one object PUT takes at most {MAX_PUT_BYTES:,}: "
-            "split the table into several files"
-        )
-    try:
-        with open(path, "rb") as body:
-            client.put_object(Bucket=loc.bucket, Key=key, Body=body, IfNoneMatch="*")
-        return
-    except Exception as exc:
-        if error_code(exc) not in _TAKEN:
-            raise
-    there = client.head_object(Bucket=loc.bucket, Key=key)["ETag"].strip('"')
+    """PUT ``path`` at ``key`` unless the key exists, with its SHA-256 as the object's metadata
+    (``x-amz-meta-sha256``). Found there: the same bytes (that SHA-256, or for an object without
+    it an ETag equal to their MD5) are kept; other bytes raise ContractError, and the object is
+    left unchanged. A conflicting write in progress (409) is waited for, briefly."""
     with open(path, "rb") as f:
-        mine = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
-    if there != mine:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    for attempt in range(1, CONFLICT_TRIES + 1):
+        try:
+            with open(path, "rb") as body:
+                client.put_object(
+                    Bucket=loc.bucket,
+                    Key=key,
+                    Body=body,
+                    IfNoneMatch="*",
+                    Metadata={"sha256": sha256},
+                )
+            return
+        except Exception as exc:
+            code = error_code(exc)
+            if code in _IN_PROGRESS and attempt < CONFLICT_TRIES:
+                time.sleep(0.5 * attempt)
+                continue
+            if code not in _TAKEN + _IN_PROGRESS:
+                raise
+            break
+    try:
+        head = client.head_object(Bucket=loc.bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) not in NOT_FOUND:
+            raise
+        head = {}  # the other write did not complete
+    theirs = head.get("Metadata", {}).get("sha256")
+    if theirs is None and head:
+        with open(path, "rb") as f:
+            md5 = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        same = head.get("ETag", "").strip('"') == md5
+    else:
+        same = theirs == sha256
+    if not same:
         raise ContractError(
             f"{loc.uri(key)} already holds other bytes: another writer is writing this run id, "
             "or an earlier attempt stopped half-way; choose another run_id (or delete that "
