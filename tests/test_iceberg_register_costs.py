@@ -196,4 +196,5 @@ def test_a_large_file_registered_in_place_is_validated_from_its_footer_alone(
     how = scaleout.catalog().load_table("quantbot.artifacts_f").scan().to_arrow()
     assert how.column("registered_how").to_pylist() == ["add_files"]  # in place
     assert scaleout.run_counts("trades") == {"big-trades": rows}
-    assert received < 1_000_000, f"{received:,} bytes read for a {size:,}-byte run"
+    # at least the footer went through the proxy (the counter sees the reads), far from all
+    assert 10_000 < received < 1_000_000, f"{received:,} bytes read for a {size:,}-byte run"

@@ -66,7 +66,7 @@ def test_runs_register_while_a_long_upkeep_round_runs(
     assert scaleout.run_counts("runs_d") == {"before": 1, "during": 1}
 
 
-def test_a_failed_round_is_retried_and_a_stop_waits_for_no_round(
+def test_a_failed_round_is_retried_and_the_polls_go_on(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from quantbot_bus.daemon import scaleout as daemon_module
@@ -94,3 +94,13 @@ def test_a_failed_round_is_retried_and_a_stop_waits_for_no_round(
     assert len(failed) >= 3
     assert failed[0]["error"] == "ConnectionError: PostgreSQL went away"
     assert daemon.status.get("degraded") is None  # the polls went through all along
+
+
+def test_a_maintainer_stopped_before_it_started_stops_at_once() -> None:
+    """The daemon stops (its lookout failed to start, say) before its first poll went through:
+    the upkeep thread that never started is no reason for an error."""
+    from quantbot_bus.daemon.maintainer import Maintainer
+
+    m = Maintainer(lambda: None, first_s=0.0, every_s=1.0, retry_s=1.0)
+    assert m.stop(5.0) is True
+    assert m.rounds == 0

@@ -1,6 +1,7 @@
 """The scale-out daemon's upkeep thread: one round of ``work`` (the catalog's compaction, snapshot
-expiry, orphan cleanup: :class:`~quantbot_bus.iceberg.maintenance.Upkeep`) ``first_s`` after the
-start, then every ``every_s``; a round that raised is logged (``iceberg.maintenance_failed``) and
+expiry, orphan cleanup: :class:`~quantbot_bus.iceberg.maintenance.Upkeep`) ``first_s`` after
+:meth:`Maintainer.start` (the daemon starts it after its first poll that went through), then
+every ``every_s``; a round that raised is logged (``iceberg.maintenance_failed``) and
 tried again after ``retry_s``.
 
 A thread of its own, so a long round (a compaction reads and rewrites up to 64 MiB) never holds
@@ -35,7 +36,9 @@ class Maintainer:
         self._thread = threading.Thread(target=self._main, name="iceberg-upkeep", daemon=True)
 
     def start(self) -> Maintainer:
-        self._thread.start()
+        """Start the thread (once; later calls do nothing)."""
+        if self._thread.ident is None:
+            self._thread.start()
         return self
 
     def stop(self, wait_s: float) -> bool:
@@ -43,6 +46,8 @@ class Maintainer:
         still running (it ends with the process: a commit it had not made is not made, and the
         files it wrote are orphans that a later cleanup removes)."""
         self.stop_event.set()
+        if self._thread.ident is None:  # never started
+            return True
         self._thread.join(wait_s)
         alive = self._thread.is_alive()
         if alive:

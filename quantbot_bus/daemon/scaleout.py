@@ -59,6 +59,8 @@ class ScaleOutDaemon:
         self.reconciles = 0
         #: the failed runs and rejections this daemon committed, for the lookout (alerts on)
         self.alert_facts: RunAlertFacts | None = None
+        #: the upkeep thread (made by :meth:`run`)
+        self.maintainer: Maintainer | None = None
 
     def run(self) -> None:
         config = self.config
@@ -71,19 +73,19 @@ class ScaleOutDaemon:
         if config.alerts.enabled:
             self.alert_facts = load_for(config, bus.loc)
             lookout = Lookout(config, self.status, items=self.alert_facts)
-        maintainer = Maintainer(
+        self.maintainer = Maintainer(
             bus.maintain,
             first_s=MAINTENANCE_FIRST_S,
             every_s=MAINTENANCE_INTERVAL_S,
             retry_s=MAINTENANCE_RETRY_S,
+            stop_event=self.stop_event,  # a stop ends its wait at once
         )
         try:
             if lookout is not None:
                 lookout.start()
-            maintainer.start()
             self._loop(bus)
         finally:
-            maintainer.stop(MAINTENANCE_STOP_WAIT_S)
+            self.maintainer.stop(MAINTENANCE_STOP_WAIT_S)
             if lookout is not None:
                 lookout.stop()  # the alert sinks deliver what they hold (a few seconds)
             bus.close()
@@ -147,6 +149,8 @@ class ScaleOutDaemon:
                     )
                 self.status.set_counts(counts, **fields)
                 self._hand_off(bus, result)
+                if self.maintainer is not None:
+                    self.maintainer.start()  # after the first poll that went through
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

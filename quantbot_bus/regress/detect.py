@@ -29,8 +29,10 @@ shares of the observations) before the bootstrap quantile is applied.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -128,18 +130,34 @@ def compare(
 
 
 _BLAS: Any = None
+_BLAS_LOCK = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
 
 
-def one_blas_thread() -> Any:
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
     """A context in which numpy's BLAS (OpenBLAS) runs on one thread (threadpoolctl). The
     bootstrap's matrix products are small: on a busy 2-core machine two BLAS threads made a
-    Sharpe check 2–8× slower than one (docs/regressions.md, "Cost")."""
-    global _BLAS
-    if _BLAS is None:  # made once numpy is loaded: it lists the BLAS libraries loaded then
-        from threadpoolctl import ThreadpoolController
+    Sharpe check 2–8× slower than one (docs/regressions.md, "Cost"). Contexts of several threads
+    may overlap: the first one in sets the limit, the last one out restores the setting."""
+    global _BLAS, _blas_users, _blas_limit
+    with _BLAS_LOCK:
+        if _BLAS is None:  # made once numpy is loaded: it lists the BLAS libraries loaded then
+            from threadpoolctl import ThreadpoolController
 
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+            _BLAS = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limit = _BLAS.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 def _compare(

@@ -81,8 +81,9 @@ def check_status(config: Config, expect_daemon: bool | None, now: dt.datetime | 
             FAIL,
             f"daemon pid {pid} runs degraded: {data.get('degraded')}; readers keep reading the "
             "tables as last committed, and new runs wait in the bucket (nothing is lost)",
-            "bring back what the error names: PostgreSQL at catalog_uri, or the object store at "
-            "AWS_ENDPOINT_URL (the iceberg_catalog and object_store checks above probe them); "
+            "bring back what the error names: PostgreSQL at catalog_uri, the object store at "
+            "AWS_ENDPOINT_URL (the iceberg_catalog and object_store checks above probe them), "
+            "or free space for the ledger in state_dir; "
             f"the daemon retries every 30 s at most and catches up by itself; see {journal}",
         )
     if state == "degraded":
