@@ -80,6 +80,17 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
     )
 
 
+def _one_commit_each(scaleout: Any, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Runs r0 .. r<n-1>, each registered by a sync of its own (a small file each)."""
+    from quantbot_bus.pipeline import sync
+
+    for k, v in scaleout.s3.env.items():
+        monkeypatch.setenv(k, v)
+    for i in range(n):
+        scaleout.upload(f"r{i}")
+        assert sync(scaleout.config()).registered == [f"r{i}"]
+
+
 def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,11 +102,7 @@ def test_a_commit_another_daemon_makes_during_a_compaction_is_kept(
     from quantbot_bus.iceberg.compaction import COMPACTED_PROPERTY, compact
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
-    for i in range(3):
-        scaleout.upload(f"r{i}")
-        assert sync(scaleout.config()).registered == [f"r{i}"]
+    _one_commit_each(scaleout, monkeypatch, 3)
     commit = Transaction.commit_transaction
     raced: list[str] = []
 
@@ -132,11 +139,7 @@ def test_a_deletion_during_a_compaction_is_never_undone(
     from quantbot_bus.iceberg.compaction import compact
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
-    for i in range(4):
-        scaleout.upload(f"r{i}")
-        assert sync(scaleout.config()).registered == [f"r{i}"]
+    _one_commit_each(scaleout, monkeypatch, 4)
     commit = Transaction.commit_transaction
     raced: list[str] = []
     client = scaleout.s3.client()
