@@ -196,3 +196,35 @@ def test_a_file_over_one_put_is_refused_before_anything_is_put(
     with pytest.raises(ContractError, match=r"trades\.parquet is [\d,]+ bytes; one object PUT"):
         upload_run(s3_server.client(), run, bucket, "backtest", "r1")
     assert _keys(s3_server, bucket) == []
+
+
+def test_a_seed_run_whose_success_marker_failed_is_finished_by_running_the_upload_again(
+    s3_server: Any, bucket: S3Location, tmp_path: Path
+) -> None:
+    """run.json went up, _SUCCESS did not (the upload stopped there): the same upload again
+    finds its own run.json and writes _SUCCESS; another run.json is still refused."""
+    import shutil
+
+    import pyarrow as pa
+
+    from quantbot_bus.writer import RunWriter
+
+    with RunWriter(tmp_path / "local", "backtest", git=None, layout="seed") as w:
+        w.write_table("results/trades", pa.table({"pnl": [1.0, 2.0]}))
+    month, name = w.run_dir.relative_to(tmp_path / "local").parts
+    partial = tmp_path / "partial"
+    shutil.copytree(w.run_dir, partial)
+    (partial / "_SUCCESS").unlink()
+    client = s3_server.client()
+    upload_run(client, partial, bucket, month, name)
+    assert bucket.key(month, name, "_SUCCESS") not in _seed_keys(s3_server, bucket, month)
+    upload_run(client, w.run_dir, bucket, month, name)
+    assert bucket.key(month, name, "_SUCCESS") in _seed_keys(s3_server, bucket, month)
+    (partial / "run.json").write_text((partial / "run.json").read_text().replace("{", "{ ", 1))
+    with pytest.raises(ContractError, match="is already in"):
+        upload_run(client, partial, bucket, month, name)
+
+
+def _seed_keys(s3: Any, loc: S3Location, month: str) -> list[str]:
+    listed = s3.client().list_objects_v2(Bucket=loc.bucket, Prefix=loc.key(month) + "/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))

@@ -78,7 +78,6 @@ class ScaleOutDaemon:
             first_s=MAINTENANCE_FIRST_S,
             every_s=MAINTENANCE_INTERVAL_S,
             retry_s=MAINTENANCE_RETRY_S,
-            stop_event=self.stop_event,  # a stop ends its wait at once
         )
         try:
             if lookout is not None:

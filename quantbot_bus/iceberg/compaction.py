@@ -88,10 +88,10 @@ def compact(
                     commit=commit,
                     error=str(exc)[:200],
                 )
+                time.sleep(0.1 * commit)  # then the newest snapshot
                 table = catalog.load_table(identifier(table_name))
                 if _all_live(table, tasks) and commit < RECOMMITS:
-                    time.sleep(0.1 * commit)  # an append or another compaction of others
-                    continue
+                    continue  # an append, or a compaction of other files
             else:
                 log.info("iceberg.compacted", table=table_name, files=len(tasks))
                 return len(tasks)
@@ -105,7 +105,7 @@ def compact(
 def _all_live(table: Any, tasks: list[Any]) -> bool:
     """Whether every file the compaction rewrites is still in ``table``'s current snapshot: its
     written files then still hold exactly their rows, whatever else was committed."""
-    live = {t.file.file_path for t in table.scan().plan_files()}
+    live = {t.file.file_path for t in table.scan().plan_files() if not t.delete_files}
     return all(t.file.file_path in live for t in tasks)
 
 
