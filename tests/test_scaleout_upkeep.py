@@ -58,6 +58,8 @@ def test_runs_register_while_a_long_upkeep_round_runs(
         release.set()
         wait_for(lambda: rounds, "the round's end", 90)
         assert {"runs_d", "artifacts_f", "quantbot_claims", "_inbox"} <= set(rounds[0])
+        wait_for(lambda: daemon.status.get("upkeep_at"), "the round in the status", 30)
+        assert daemon.status.get("upkeep_error") is None
     finally:
         release.set()
         daemon.stop_event.set()
@@ -90,6 +92,8 @@ def test_a_failed_round_is_retried_and_the_polls_go_on(
             daemon.stop_event.set()
             thread.join(90)
     assert not thread.is_alive()
+    status = daemon.status.get("upkeep_error"), daemon.status.get("upkeep_at")
+    assert status[0] == "ConnectionError: PostgreSQL went away" and status[1], status
     failed = [e for e in logs if e["event"] == "iceberg.maintenance_failed"]
     assert len(failed) >= 3
     assert failed[0]["error"] == "ConnectionError: PostgreSQL went away"

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from ..log import get_logger
+from ..timeutil import iso_utc
 
 log = get_logger(__name__)
 
@@ -33,6 +34,9 @@ class Maintainer:
         self.first_s, self.every_s, self.retry_s = first_s, every_s, retry_s
         self.stop_event = stop_event or threading.Event()
         self.rounds = 0
+        #: when the last round ended (ISO UTC) and its error (None: it went through), for status
+        self.last_round_at: str | None = None
+        self.last_error: str | None = None
         self._thread = threading.Thread(target=self._main, name="iceberg-upkeep", daemon=True)
 
     def start(self) -> Maintainer:
@@ -60,8 +64,11 @@ class Maintainer:
             try:
                 self.work()
             except Exception as exc:  # noqa: BLE001 - the catalog went away: tried again soon
-                log.warning("iceberg.maintenance_failed", error=f"{type(exc).__name__}: {exc}")
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("iceberg.maintenance_failed", error=self.last_error)
                 wait = self.retry_s
             else:
+                self.last_error = None
                 wait = self.every_s
+            self.last_round_at = iso_utc()
             self.rounds += 1

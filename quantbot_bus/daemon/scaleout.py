@@ -150,6 +150,9 @@ class ScaleOutDaemon:
                 self._hand_off(bus, result)
                 if self.maintainer is not None:
                     self.maintainer.start()  # after the first poll that went through
+            if self.maintainer is not None:  # the upkeep's last round, as its thread left it
+                m = self.maintainer
+                self.status.update(upkeep_at=m.last_round_at, upkeep_error=m.last_error)
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()
