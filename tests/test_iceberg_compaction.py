@@ -181,12 +181,8 @@ def test_a_failed_compaction_leaves_expiry_and_cleanup_to_run(
 
     from quantbot_bus.iceberg import maintenance
     from quantbot_bus.objectstore.location import S3Settings
-    from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
-    scaleout.upload("r0")
-    assert sync(scaleout.config()).registered == ["r0"]
+    _one_commit_each(scaleout, monkeypatch, 1)
 
     def broken(catalog: Any, name: str) -> int:
         raise RuntimeError(f"{name}: out of memory")

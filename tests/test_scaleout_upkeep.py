@@ -1,6 +1,6 @@
 """The scale-out daemon's upkeep runs in a thread of its own (real moto_server and PostgreSQL, the
-daemon in this process): a long round holds up neither the polls nor the stop, and a round that
-fails is tried again."""
+daemon in this process): a long round does not hold up the polls, a round that fails is tried
+again, and the last round shows in the status."""
 
 from __future__ import annotations
 
