@@ -6,7 +6,8 @@
 - :class:`S3Server`: moto's standalone S3-compatible server (``moto_server``).
 
 Both can be stopped and started again on the same port and data (a fault for the tests), and
-both are context managers.
+both are context managers. Each server is a child of the test process that dies with it
+(``setpriv --pdeathsig``): a worker killed before its teardown leaves no server behind.
 """
 
 from __future__ import annotations
@@ -49,6 +50,33 @@ def _as_cluster_owner(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
+def _dies_with_us(cmd: list[str], signal: str = "TERM", *, user: str | None = None) -> list[str]:
+    """``cmd`` run through util-linux's ``setpriv`` (as ``user`` if given, when root), sent
+    ``signal`` when the thread that started it exits: a test process killed before its
+    teardown takes its servers with it."""
+    prefix = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", signal]
+    if user is not None and os.geteuid() == 0:
+        prefix += ["--reuid", user, "--regid", user, "--init-groups"]
+    return [*prefix, "--", *cmd]
+
+
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _end(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop ``proc`` (SIGTERM, then SIGKILL after 30 s) and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,6 +94,7 @@ class Postgres:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="qb-pg-"))
         self.data = self.dir / "data"
+        self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
@@ -106,25 +135,19 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/quantbot"
 
     def start(self) -> None:
-        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
-        subprocess.run(
-            _as_cluster_owner(
-                [
-                    _pg_bin("pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-o",
-                    opts,
-                    "-l",
-                    str(self.dir / "log"),
-                    "-w",
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        _wait_port(self.port, "PostgreSQL")
+        """Start the postmaster as this process's child (fast shutdown when it dies) and wait
+        until it accepts connections."""
+        cmd = [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port)]
+        cmd += ["-c", "listen_addresses=127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"]
+        self.proc = _spawn(_dies_with_us(cmd, "INT", user="postgres"), self.dir / "log")
+        ready = [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        deadline = time.monotonic() + 60
+        while subprocess.run(ready, capture_output=True).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                _end(self.proc)
+                log = (self.dir / "log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"PostgreSQL did not start on port {self.port}:\n{log}")
+            time.sleep(0.1)
 
     def running(self) -> bool:
         try:
@@ -138,6 +161,8 @@ class Postgres:
             _as_cluster_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             capture_output=True,
         )
+        _end(self.proc)
+        self.proc = None
 
     def close(self) -> None:
         self.stop("immediate")
@@ -174,20 +199,17 @@ class S3Server:
 
     def start(self) -> None:
         exe = Path(sys.executable).with_name("moto_server")
-        with open(self.dir / "log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        _wait_port(self.port, "moto_server")
+        cmd = [str(exe), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = _spawn(_dies_with_us(cmd), self.dir / "log")
+        try:
+            _wait_port(self.port, "moto_server")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
+        _end(self.proc)
+        self.proc = None
 
     def client(self) -> Any:
         import boto3
@@ -252,158 +274,32 @@ class SeaweedFS(S3Server):
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         (self.dir / "s3.json").write_text(json.dumps({"identities": [identity]}))
-        with open(self.dir / "log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    exe,
-                    "server",
-                    f"-dir={self.dir / 'data'}",
-                    "-ip=127.0.0.1",
-                    "-ip.bind=127.0.0.1",
-                    "-s3",
-                    f"-s3.port={self.port}",
-                    f"-s3.config={self.dir / 's3.json'}",
-                    "-volume.max=50",
-                    "-master.volumeSizeLimitMB=64",
-                    "-master.telemetry=false",
-                    *args,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        _wait_port(self.port, "weed s3")
+        cmd = [
+            exe,
+            "server",
+            f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.config={self.dir / 's3.json'}",
+            "-volume.max=50",
+            "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",
+            *args,
+        ]
+        self.proc = _spawn(_dies_with_us(cmd), self.dir / "log")
         deadline = time.monotonic() + 60  # the S3 port opens before the filer serves it
-        while True:
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-
-
-class TcpProxy:
-    """A TCP forwarder on 127.0.0.1 in front of a real server; :meth:`cut` closes every
-    connection and refuses new ones (the server unreachable), :meth:`restore` lets them in.
-    :attr:`received` counts the bytes the server sent back through it. :meth:`fail` answers
-    every new request with an HTTP error itself (the server overloaded), :meth:`slow` delays
-    what the server sends back."""
-
-    def __init__(self, target_port: int) -> None:
-        import threading
-
-        self.target_port = target_port
-        self.port = free_port()
-        self._open = threading.Event()
-        self._open.set()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.received = 0
-        self._failing: str | None = None
-        self._delay_s = 0.0
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if not self._open.is_set():
-                client.close()
-                continue
-            if self._failing is not None:
-                threading.Thread(
-                    target=self._answer, args=(client, self._failing), daemon=True
-                ).start()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b, back in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pipe, args=(a, b, back), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, back: bool) -> None:
         try:
-            while data := src.recv(65536):
-                if back:
-                    with self._lock:
-                        self.received += len(data)
-                    if self._delay_s:
-                        time.sleep(self._delay_s)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
+            _wait_port(self.port, "weed s3")
+            while True:
                 try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def cut(self) -> None:
-        self._open.clear()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-
-    @staticmethod
-    def _answer(client: socket.socket, status: str) -> None:
-        """Read a request's head and answer it with ``status`` and an S3 error body."""
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-            f"<Message>injected: {status}</Message></Error>"
-        ).encode()
-        try:
-            client.settimeout(10)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-            client.sendall(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-        except OSError:
-            pass
-        finally:
-            client.close()
-
-    def fail(self, status: str = "503 Slow Down") -> None:
-        """Close every connection and answer each new request with ``status`` (an S3
-        ``SlowDown`` error body), as an overloaded or failing server does."""
-        self.cut()
-        self._failing = status
-        self._open.set()
-
-    def slow(self, delay_s: float) -> None:
-        """Hold every chunk the server sends back for ``delay_s`` first."""
-        self._delay_s = delay_s
-
-    def restore(self) -> None:
-        self._failing = None
-        self._delay_s = 0.0
-        self._open.set()
-
-    def close(self) -> None:
-        self.cut()
-        self._server.close()
+                    self.client().list_buckets()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+        except BaseException:
+            self.stop()
+            raise

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(240)
 def test_the_next_poll_reports_what_a_failed_poll_committed(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from servers import TcpProxy
+    from tcpproxy import TcpProxy
 
     from quantbot_bus.iceberg.bus import IcebergBus
     from quantbot_bus.iceberg.register import Registrar

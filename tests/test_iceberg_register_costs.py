@@ -164,7 +164,7 @@ def test_a_large_file_registered_in_place_is_validated_from_its_footer_alone(
     its tail with ranged GETs, never the object (counted in bytes through a proxy in front of
     the S3 server)."""
     import numpy as np
-    from servers import TcpProxy
+    from tcpproxy import TcpProxy
 
     from quantbot_bus.pipeline import sync
     from quantbot_bus.writer import RunWriter

@@ -351,7 +351,7 @@ def test_object_store_faults_mid_stream_lose_nothing(scaleout: Any, fault: str) 
     is cut (unreachable), answers every request with 503 SlowDown itself (errors), or holds
     every chunk of every answer 0.1 s (slow): it stays up, reports degraded with the reason
     while the store fails, and registers every run once, once the store is back."""
-    from servers import TcpProxy
+    from tcpproxy import TcpProxy
 
     proxy = TcpProxy(scaleout.s3.port)
     try:

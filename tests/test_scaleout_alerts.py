@@ -37,7 +37,7 @@ retries = 0
 def test_the_scale_out_daemon_alerts_when_the_store_is_unreachable_and_when_it_is_back(
     scaleout: Any, receiver: Receiver
 ) -> None:
-    from servers import TcpProxy
+    from tcpproxy import TcpProxy
 
     alerts_toml(scaleout.tmp, receiver.url)  # the daemon's cwd: its ./quantbot-bus.toml
     proxy = TcpProxy(scaleout.s3.port)
