@@ -61,25 +61,16 @@ from pathlib import Path
 from typing import Any
 
 from .alerts.settings import AlertSettings, parse_alert_settings
-from .config_keys import UnknownKeysError, check_keys, unknown_keys, unknown_keys_in_array
+from .config_keys import UnknownKeysError, unknown_keys, unknown_keys_in_array
 from .errors import ConfigError
 from .objectstore.location import S3Location, is_s3_url
 from .regress.settings import RegressionSettings, parse_regression_settings
 from .report.settings import ReportSettings, parse_report_settings
+from .user_exports import EXPORT_KEYS, UserExport, check_user_exports, parse_user_exports
 
 ENV_PREFIX = "QUANTBOT_BUS_"
 CONFIG_ENV = "QUANTBOT_BUS_CONFIG"
 DEFAULT_CONFIG_NAME = "quantbot-bus.toml"
-_EXPORT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-
-
-@dataclass(frozen=True)
-class UserExport:
-    """A user-defined export: ``sql`` over the reader-side catalog, written as ``name.format``."""
-
-    name: str
-    sql: str
-    format: str = "parquet"
 
 
 @dataclass(frozen=True)
@@ -172,30 +163,7 @@ class Config:
             raise ConfigError(
                 f"config field 'log_format' must be auto, json or console; got {self.log_format!r}"
             )
-        seen: set[str] = set()
-        reserved = _summary_names() if self.exports else ()
-        for i, exp in enumerate(self.exports):
-            where = f"exports[{i}]"
-            if not _EXPORT_NAME.match(exp.name):
-                raise ConfigError(
-                    f"config field '{where}.name' must match {_EXPORT_NAME.pattern}, got {exp.name!r}"
-                )
-            if exp.name in reserved:
-                raise ConfigError(
-                    f"config field '{where}.name' is {exp.name!r}, the name of a built-in "
-                    f"summary export; pick another (reserved: {', '.join(reserved)})"
-                )
-            if exp.name in seen:
-                raise ConfigError(
-                    f"config field '{where}.name' repeats the export name {exp.name!r}"
-                )
-            seen.add(exp.name)
-            if not exp.sql.strip():
-                raise ConfigError(f"config field '{where}.sql' is empty")
-            if exp.format not in ("parquet", "csv"):
-                raise ConfigError(
-                    f"config field '{where}.format' must be parquet or csv, got {exp.format!r}"
-                )
+        check_user_exports(self.exports)
         for name in ("root", "exports_dir", "state_dir"):
             if str(getattr(self, name)) == "":
                 raise ConfigError(f"config field {name!r} must not be empty")
@@ -241,14 +209,6 @@ class Config:
         S3Location.parse(self.warehouse, "warehouse")
 
 
-def _summary_names() -> tuple[str, ...]:
-    """The built-in summary exports (``exports/<name>.parquet``, views ``exports.<name>``), as
-    the exports' registry has them; a user export may not take one of these names."""
-    from .exports.plugins import summary_names  # the exports import this module
-
-    return summary_names()
-
-
 #: The TOML tables with a module of their own: name -> parser(raw, base=the file's directory),
 #: raising ConfigError.
 SECTIONS: dict[str, Callable[..., Any]] = {
@@ -263,7 +223,6 @@ _FIELDS = {
     if "derived_from" not in f.metadata and "section" not in f.metadata
 }
 _PATH_FIELDS = {"root", "exports_dir", "state_dir"}
-_EXPORT_KEYS = ("name", "sql", "format")
 
 
 def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
@@ -306,24 +265,6 @@ def _coerce(name: str, raw: Any, *, base: Path | None) -> Any:
     return raw
 
 
-def _parse_exports(raw: Any) -> tuple[UserExport, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError("config field 'exports' must be an array of tables ([[exports]])")
-    out = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise ConfigError(f"config field 'exports[{i}]' must be a table with name and sql")
-        check_keys(item, _EXPORT_KEYS, f"exports[{i}]")
-        for key in ("name", "sql"):
-            if not isinstance(item.get(key), str):
-                raise ConfigError(f"config field 'exports[{i}].{key}' must be a string")
-        fmt = item.get("format", "parquet")
-        if not isinstance(fmt, str):
-            raise ConfigError(f"config field 'exports[{i}].format' must be a string")
-        out.append(UserExport(name=item["name"], sql=item["sql"], format=fmt))
-    return tuple(out)
-
-
 def _parse_document(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
     """A config file's values: every unknown key (any table) in one error first, then values."""
     unknown = unknown_keys(data, {*_FIELDS, *SECTIONS})
@@ -338,14 +279,14 @@ def _parse_document(data: Mapping[str, Any], *, base: Path) -> dict[str, Any]:
             except ConfigError as exc:
                 bad_section = bad_section or exc
         elif key == "exports":
-            unknown += unknown_keys_in_array(raw, _EXPORT_KEYS, "exports")
+            unknown += unknown_keys_in_array(raw, EXPORT_KEYS, "exports")
     if unknown:
         raise UnknownKeysError(unknown)
     if bad_section is not None:
         raise bad_section
     for key, raw in data.items():
         if key == "exports":
-            values["exports"] = _parse_exports(raw)
+            values["exports"] = parse_user_exports(raw)
         elif key not in SECTIONS:
             values[key] = _coerce(key, raw, base=base)
     return values

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from quantbot_bus.config import Config, UserExport, load_config
+from quantbot_bus.config import Config, load_config
 from quantbot_bus.errors import ConfigError
+from quantbot_bus.user_exports import UserExport
 
 
 def test_embedded_defaults_are_a_bus_in_the_current_directory(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ from exports_checks import file_entries, published, rewritten, rows
 
 from quantbot_bus import exports
 from quantbot_bus.catalog import Catalog
-from quantbot_bus.config import Config, UserExport
+from quantbot_bus.config import Config
 from quantbot_bus.pipeline import Bus
+from quantbot_bus.user_exports import UserExport
 
 
 def test_failing_user_export_is_reported_and_others_stay_fresh(bus: Config, con: Any) -> None:
