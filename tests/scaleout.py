@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import pytest
 from reliability.helpers import DaemonProcess
 from servers import Postgres, S3Server
 
@@ -64,6 +65,11 @@ class ScaleOut:
 
     def config(self, state: str = "state") -> Config:
         return load_config(env=self.env(state), cwd=self.tmp)
+
+    def reach_s3(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """This test process reaches the object store (``AWS_*``) as a producer would."""
+        for k, v in self.s3.env.items():
+            monkeypatch.setenv(k, v)
 
     def daemon(self, state: str = "state", **env: str) -> DaemonProcess:
         """An unstarted daemon with its own state dir (a daemon on another host)."""

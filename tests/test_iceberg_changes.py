@@ -77,8 +77,7 @@ def _open_rejections(scaleout: Any) -> list[dict[str, Any]]:
 def three_runs(scaleout: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     for p in scaleout.writers(1, 3, tag=TAG):
         assert p.wait(120) == 0
     ids = [f"{TAG}0-{i:05d}" for i in range(3)]

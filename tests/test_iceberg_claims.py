@@ -57,8 +57,7 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
 
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     scaleout.upload("done")
     scaleout.upload("later", incomplete=True)  # pending: its trades.parquet is not there yet
     bus = IcebergBus(scaleout.config("state-a"))

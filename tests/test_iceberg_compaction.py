@@ -27,8 +27,7 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
     from quantbot_bus.iceberg.compaction import compact
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     config = dataclasses.replace(scaleout.config(), pending_timeout_s=0.0)  # incomplete: rejected
     for i in range(4):  # four polls, four commits: four small files per table
         scaleout.upload(f"r{i}a")
@@ -84,8 +83,7 @@ def _one_commit_each(scaleout: Any, monkeypatch: pytest.MonkeyPatch, n: int) -> 
     """Runs r0 .. r<n-1>, each registered by a sync of its own (a small file each)."""
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     for i in range(n):
         scaleout.upload(f"r{i}")
         assert sync(scaleout.config()).registered == [f"r{i}"]

@@ -21,8 +21,7 @@ def test_runs_half_registered_are_finished_once_by_another_daemon_and_a_restart(
     from quantbot_bus.iceberg import register
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     ids = ["h1", "h2", "h3"]
     for run_id in ids:
         scaleout.upload(run_id)

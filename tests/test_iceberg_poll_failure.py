@@ -20,8 +20,7 @@ def test_the_next_poll_reports_what_a_failed_poll_committed(
     from quantbot_bus.iceberg.bus import IcebergBus
     from quantbot_bus.iceberg.register import Registrar
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     scaleout.upload("good")
     scaleout.upload("bad", incomplete=True)
     proxy = TcpProxy(scaleout.pg.port)

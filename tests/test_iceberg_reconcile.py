@@ -24,8 +24,7 @@ def test_a_run_deleted_from_the_bucket_leaves_every_table_and_may_come_back(
     from quantbot_bus.pipeline import sync
     from quantbot_bus.writer import RunWriter
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     # run ids longer than the 16 characters of pyiceberg's default column bounds: a delete
     # by row could not prove a file holds one run alone and would read the deleted object
     tag = "run-ids-longer-than-sixteen-chars"
@@ -64,8 +63,7 @@ def test_a_rejected_run_is_validated_again_only_when_its_objects_change(
     from quantbot_bus.objectstore.location import S3Location
     from quantbot_bus.objectstore.upload import upload_run
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
 
@@ -118,8 +116,7 @@ def test_completion_markers_older_than_a_week_are_deleted_and_their_runs_still_f
     from quantbot_bus.objectstore.location import S3Location
     from quantbot_bus.objectstore.upload import upload_run
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
     upload_run(client, local_run(scaleout.tmp, "old-run"), loc, "backtest", "old-run")
@@ -157,8 +154,7 @@ def test_a_backlog_larger_than_a_poll_drains_once_per_run_across_two_daemons(
     adds no registered run back to the backlog, and every run ends registered once."""
     from quantbot_bus.iceberg import bus as bus_mod
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     monkeypatch.setattr(bus_mod, "MAX_POLL_RUNS", 4)
     monkeypatch.setattr(bus_mod, "HEAD_FACTOR", 2)
     for p in scaleout.writers(2, 9, tag="b"):
@@ -202,8 +198,7 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
     from quantbot_bus.objectstore.location import S3Location
     from quantbot_bus.objectstore.upload import upload_run
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
     kept: dict[str, bytes] = {}
@@ -250,8 +245,7 @@ def test_runs_of_another_root_sharing_the_tables_are_looked_up_once_not_every_re
     from quantbot_bus.config import load_config
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     other_root = f"s3://{scaleout.bucket}/other"
     other = load_config(
         env={**scaleout.env("state-other"), "QUANTBOT_BUS_ROOT": other_root}, cwd=scaleout.tmp

@@ -99,8 +99,7 @@ def test_a_batch_copies_each_tables_metadata_per_commit_not_per_run(
 
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     reads = [0]
     read = Transaction.__dict__["table_metadata"].fget
 
@@ -140,8 +139,7 @@ def test_a_file_longer_than_the_tail_read_is_fetched_whole_and_rewritten(
     from quantbot_bus.pipeline import sync
     from quantbot_bus.writer import RunWriter
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     rows = 3 * TAIL_READ // 8  # random doubles do not compress: about 3 tail reads
     px = np.random.default_rng(7).random(rows)
     with RunWriter(scaleout.root, "backtest", run_id="big-fills", git=None) as w:
@@ -169,8 +167,7 @@ def test_a_large_file_registered_in_place_is_validated_from_its_footer_alone(
     from quantbot_bus.pipeline import sync
     from quantbot_bus.writer import RunWriter
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     rows = 2_000_000  # random doubles: 15 MB that do not compress
     with RunWriter(scaleout.root, "backtest", run_id="big-trades", git=None) as w:
         w.write_table(

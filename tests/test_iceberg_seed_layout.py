@@ -78,8 +78,7 @@ def test_seed_runs_in_a_bucket_register_like_on_the_local_backend(
     from quantbot_bus.objectstore.upload import upload_run
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():  # this process reads the tables as a user would
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)  # this process reads the tables as a user would
     client = scaleout.s3.client()
     local = scaleout.tmp / "seed"
     for run_id in ("v1-a", "v1-b"):
@@ -211,8 +210,7 @@ def test_a_pending_seed_run_registers_at_the_next_poll_once_its_success_arrives(
     is listed again then, so its _SUCCESS is seen at once (not at the next reconcile)."""
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     local = scaleout.tmp / "seed"
     run = _seed_run(local, 3, 2)
     client = scaleout.s3.client()
@@ -243,8 +241,7 @@ def test_run_writer_uploads_a_seed_run_that_the_next_poll_finds_by_its_marker(
     from quantbot_bus.errors import ContractError
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     bus = IcebergBus(scaleout.config())
     try:
         assert bus.poll(full=True).registered == []  # the cursor starts; nothing there yet

@@ -20,8 +20,7 @@ def test_a_run_id_in_two_directories_is_registered_once_and_the_other_rejected(
     from quantbot_bus.objectstore.upload import upload_run
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     client, loc = scaleout.s3.client(), S3Location.parse(scaleout.root)
 
     def upload(run_type: str) -> str:
@@ -81,8 +80,7 @@ def test_a_daemon_holding_a_run_ids_claim_keeps_others_off_every_directory_of_it
     daemon, in different artifact tables."""
     from quantbot_bus.iceberg.bus import IcebergBus
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     _upload_table(scaleout, "backtest", "r1", "trades", 3)
     _upload_table(scaleout, "optimize", "r1", "fills", 2)
     a, b = IcebergBus(scaleout.config("state-a")), IcebergBus(scaleout.config("state-b"))
@@ -108,8 +106,7 @@ def test_the_registered_directory_deleted_while_another_of_its_run_id_exists(
     optimize/r2."""
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     _upload_table(scaleout, "backtest", "r2", "trades", 3)
     assert sync(scaleout.config()).registered == ["r2"]
     client = scaleout.s3.client()

@@ -147,8 +147,7 @@ def test_postgres_down_mid_stream_degrades_then_loses_nothing(
     registers every run once PostgreSQL is back."""
     from quantbot_bus.ops.doctor import run_checks
 
-    for k, v in scaleout.s3.env.items():  # doctor probes the object store from this process
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)  # doctor probes the object store from this process
     d = scaleout.daemon().start()
     first = scaleout.writers(1, 5, tag="a")
     assert first[0].wait(120) == 0
@@ -198,8 +197,7 @@ def test_hostile_objects_are_rejected_with_a_reason_and_good_runs_still_register
     def huge(meta: dict[str, Any], run_dir: Any) -> None:
         meta["artifacts"][0]["bytes"] = 5 * 1024**3  # a 5 GB claimed size
 
-    for k, v in scaleout.s3.env.items():  # this process reads the tables as a user would
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)  # this process reads the tables as a user would
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)
     d = scaleout.daemon(QUANTBOT_BUS_RESCAN_INTERVAL_S="2").start()
@@ -262,8 +260,7 @@ def test_other_processes_read_the_tables_with_pyiceberg_duckdb_polars_and_the_cl
     from quantbot_bus.cli import main as cli
     from quantbot_bus.pipeline import sync
 
-    for k, v in scaleout.s3.env.items():  # this process is a user's shell
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)  # this process is a user's shell
     for p in scaleout.writers(1, 4):
         assert p.wait(120) == 0
     result = sync(scaleout.config())
@@ -315,8 +312,7 @@ def test_doctor_checks_the_object_store_and_the_catalog(
 ) -> None:
     from quantbot_bus.ops.doctor import run_checks
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     config = scaleout.config()
 
     def by_name() -> dict[str, Any]:
@@ -412,8 +408,7 @@ def test_run_writer_uploads_to_s3_and_refuses_a_run_id_already_there(
     from quantbot_bus.errors import ContractError
     from quantbot_bus.writer import RunWriter
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     with RunWriter(scaleout.root, "backtest", run_id="once", git=None) as w:
         w.write_table("trades", pa.table({"run_id": ["once"], "pnl": [1.0]}))
     assert not w.root.exists()  # the staging directory is gone

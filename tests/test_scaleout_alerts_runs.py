@@ -47,8 +47,7 @@ def test_failed_and_rejected_runs_fire_once_resolve_and_survive_a_restart(
     from quantbot_bus.objectstore.upload import upload_run
     from quantbot_bus.writer import RunWriter
 
-    for k, v in scaleout.s3.env.items():  # this process uploads as a producer would
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     alerts_toml(scaleout.tmp, receiver.url)  # the daemon's cwd: its ./quantbot-bus.toml
     client = scaleout.s3.client()
     loc = S3Location.parse(scaleout.root)

@@ -18,8 +18,7 @@ def _start(scaleout: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, threadi
     from quantbot_bus.daemon import scaleout as daemon_module
     from quantbot_bus.daemon.scaleout import ScaleOutDaemon
 
-    for k, v in scaleout.s3.env.items():
-        monkeypatch.setenv(k, v)
+    scaleout.reach_s3(monkeypatch)
     monkeypatch.setattr(daemon_module, "MAINTENANCE_FIRST_S", 0.0)
     daemon = ScaleOutDaemon(scaleout.config())
     thread = threading.Thread(target=daemon.run, name="test-daemon")
