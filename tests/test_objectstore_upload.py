@@ -228,3 +228,63 @@ def test_a_seed_run_whose_success_marker_failed_is_finished_by_running_the_uploa
 def _seed_keys(s3: Any, loc: S3Location, month: str) -> list[str]:
     listed = s3.client().list_objects_v2(Bucket=loc.bucket, Prefix=loc.key(month) + "/")
     return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+@pytest.fixture
+def conflicts(s3_server: Any) -> Any:
+    """A proxy in front of moto_server that can answer PUTs with 409 ConditionalRequestConflict
+    (another conditional write of the key in progress), and a client through it that does not
+    retry by itself."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+    from tcpproxy import TcpProxy
+
+    proxy = TcpProxy(s3_server.port)
+    env = s3_server.env
+    proxy.client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{proxy.port}",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+        config=BotoConfig(retries={"total_max_attempts": 1}),
+    )
+    yield proxy
+    proxy.close()
+
+
+def test_a_write_in_progress_that_clears_is_waited_for_and_the_upload_completes(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, conflicts: Any
+) -> None:
+    run = local_run(tmp_path, "r1")
+    conflicts.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=2)
+    upload_run(conflicts.client, run, bucket, "backtest", "r1")
+    assert conflicts.refused == 2
+    objects = _objects(s3_server, bucket)
+    assert (
+        objects[bucket.key("backtest", "r1", "trades.parquet")]
+        == (run / "trades.parquet").read_bytes()
+    )
+    assert bucket.key("backtest", "r1", "metadata.json") in objects
+
+
+def test_a_write_still_in_progress_is_named_as_such_and_nothing_is_put(
+    s3_server: Any, bucket: S3Location, tmp_path: Path, conflicts: Any
+) -> None:
+    """Refused three times and yet absent: the error says a write is under way (not that the
+    bucket holds other bytes), and no object of the run is written."""
+    from quantbot_bus.objectstore.upload import CONFLICT_TRIES
+
+    run = local_run(tmp_path, "r1")
+    conflicts.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=100)
+    with pytest.raises(ContractError) as err:
+        upload_run(conflicts.client, run, bucket, "backtest", "r1")
+    key = bucket.key("backtest", "r1", "trades.parquet")
+    assert str(err.value) == (
+        f"s3://{bucket.bucket}/{key} was not written: the bucket refused it "
+        f"(ConditionalRequestConflict {CONFLICT_TRIES} times) but holds no object there: "
+        "another writer's write or a deletion of it is under way; run the upload again "
+        "later, or choose another run_id"
+    )
+    assert conflicts.refused == CONFLICT_TRIES
+    assert _objects(s3_server, bucket) == {}

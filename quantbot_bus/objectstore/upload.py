@@ -117,9 +117,11 @@ def _put_new(client: Any, loc: S3Location, key: str, path: Path) -> None:
     """PUT ``path`` at ``key`` unless the key exists, with its SHA-256 as the object's metadata
     (``x-amz-meta-sha256``). Found there: the same bytes (that SHA-256, or for an object without
     it an ETag equal to their MD5) are kept; other bytes raise ContractError, and the object is
-    left unchanged. A conflicting write in progress (409) is waited for, briefly."""
+    left unchanged. A conflicting write in progress (409) is waited for, briefly; refused but
+    absent (still in progress, or deleted meanwhile) raises ContractError too."""
     with open(path, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    code = None
     for attempt in range(1, CONFLICT_TRIES + 1):
         try:
             with open(path, "rb") as body:
@@ -144,9 +146,14 @@ def _put_new(client: Any, loc: S3Location, key: str, path: Path) -> None:
     except Exception as exc:
         if error_code(exc) not in NOT_FOUND:
             raise
-        head = {}  # the other write did not complete
+        raise ContractError(
+            f"{loc.uri(key)} was not written: the bucket refused it ({code}"
+            f"{f' {CONFLICT_TRIES} times' if code in _IN_PROGRESS else ''}) but holds no object "
+            "there: another writer's write or a deletion of it is under way; run the upload "
+            "again later, or choose another run_id"
+        ) from None
     theirs = head.get("Metadata", {}).get("sha256")
-    if theirs is None and head:
+    if theirs is None:
         with open(path, "rb") as f:
             md5 = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
         same = head.get("ETag", "").strip('"') == md5
