@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -241,7 +242,7 @@ def conflicts(s3_server: Any) -> Any:
 
     proxy = TcpProxy(s3_server.port)
     env = s3_server.env
-    proxy.client = boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=f"http://127.0.0.1:{proxy.port}",
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -249,7 +250,7 @@ def conflicts(s3_server: Any) -> Any:
         region_name=env["AWS_REGION"],
         config=BotoConfig(retries={"total_max_attempts": 1}),
     )
-    yield proxy
+    yield SimpleNamespace(proxy=proxy, client=client)
     proxy.close()
 
 
@@ -257,9 +258,9 @@ def test_a_write_in_progress_that_clears_is_waited_for_and_the_upload_completes(
     s3_server: Any, bucket: S3Location, tmp_path: Path, conflicts: Any
 ) -> None:
     run = local_run(tmp_path, "r1")
-    conflicts.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=2)
+    conflicts.proxy.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=2)
     upload_run(conflicts.client, run, bucket, "backtest", "r1")
-    assert conflicts.refused == 2
+    assert conflicts.proxy.refused == 2
     objects = _objects(s3_server, bucket)
     assert (
         objects[bucket.key("backtest", "r1", "trades.parquet")]
@@ -276,7 +277,7 @@ def test_a_write_still_in_progress_is_named_as_such_and_nothing_is_put(
     from quantbot_bus.objectstore.upload import CONFLICT_TRIES
 
     run = local_run(tmp_path, "r1")
-    conflicts.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=100)
+    conflicts.proxy.refuse("PUT", "409 Conflict", "ConditionalRequestConflict", times=100)
     with pytest.raises(ContractError) as err:
         upload_run(conflicts.client, run, bucket, "backtest", "r1")
     key = bucket.key("backtest", "r1", "trades.parquet")
@@ -286,5 +287,5 @@ def test_a_write_still_in_progress_is_named_as_such_and_nothing_is_put(
         "another writer's write or a deletion of it is under way; run the upload again "
         "later, or choose another run_id"
     )
-    assert conflicts.refused == CONFLICT_TRIES
+    assert conflicts.proxy.refused == CONFLICT_TRIES
     assert _objects(s3_server, bucket) == {}
