@@ -136,6 +136,37 @@ def test_frontiers_fit(drawn: list[Figure]) -> None:
     assert_fits(one_chart(drawn, lambda: charts.frontiers(rows)))
 
 
+def test_frontiers_join_only_the_best_callers_pareto_points(drawn: list[Figure]) -> None:
+    """Twelve callers, each with a Pareto set: one line per panel, through the Pareto points of
+    the caller that scores highest, in stop-out order (all twelve joined crossed each other)."""
+    rng = np.random.default_rng(7)
+    rows: list[dict[str, Any]] = [
+        {
+            "kind": "policy",
+            "caller_name": f"caller{c:02d}",
+            "objective_score": float(rng.normal(100.0 * c, 30.0)),
+            "stop_out_rate": float(rng.uniform()),
+            "pareto": i % 3 == 0,
+        }
+        for c in range(12)
+        for i in range(12)
+    ]
+    charts.frontiers(rows)
+    (ax,) = drawn[0].axes
+    joined = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert len(joined) == 1 and joined[0].get_label() == "best caller: caller11"
+    best = sorted(
+        (r["stop_out_rate"], r["objective_score"])
+        for r in rows
+        if r["caller_name"] == "caller11" and r["pareto"]
+    )
+    xs, ys = np.asarray(joined[0].get_xdata()), np.asarray(joined[0].get_ydata())
+    assert list(zip(xs.tolist(), ys.tolist(), strict=True)) == best
+    assert max(r["objective_score"] for r in rows if r["caller_name"] == "caller11") == max(
+        r["objective_score"] for r in rows
+    )
+
+
 @pytest.mark.parametrize(
     ("lo", "hi", "count"),
     [(-12_000.0, 0.0, 3_000_000), (0.0, 1e-3, 7), (1e9, 1e9 + 40.0, 10)],  # 1e6 / small / offset

@@ -179,7 +179,8 @@ def policies(rows: list[Row]) -> str:
 
 def frontiers(rows: list[Row]) -> str:
     """Objective score against stop-out rate of every frontier row, one panel per kind (policy,
-    V1 baseline); the Pareto set highlighted, each caller's Pareto points joined."""
+    V1 baseline); the Pareto set highlighted, and the frontier of the caller that scores highest
+    drawn as a line (every caller's joined would cross each other)."""
     kinds = sorted({str(r["kind"]) for r in rows})
     with styled():
         fig, axes = figure(7.5, 2.8, 1, len(kinds))
@@ -202,20 +203,7 @@ def frontiers(rows: list[Row]) -> str:
                 mew=0,
                 label="dominated",
             )
-            by_caller: dict[str, list[Row]] = defaultdict(list)
-            for r in pts:
-                if r["pareto"]:
-                    by_caller[str(r["caller_name"])].append(r)
-            for front in by_caller.values():
-                front.sort(key=lambda r: r["stop_out_rate"])
-                ax.plot(
-                    [r["stop_out_rate"] for r in front],
-                    [r["objective_score"] for r in front],
-                    color=BAD,
-                    lw=0.8,
-                    alpha=0.7,
-                )
-            par = _distinct(r for f in by_caller.values() for r in f)
+            par = _distinct(r for r in pts if r["pareto"])
             ax.plot(
                 [x for x, _ in par],
                 [y for _, y in par],
@@ -225,11 +213,36 @@ def frontiers(rows: list[Row]) -> str:
                 label="Pareto set",
                 zorder=3,
             )
+            _best_front(ax, [r for r in pts if r["pareto"]])
             ax.set_title(f"{kind} frontier")
             ax.set_xlabel("stop-out rate (lower is better)")
             ax.set_ylabel("objective score (higher is better)")
             ax.legend(loc="best")
         return to_svg(fig, "frontiers")
+
+
+def _best_front(ax: Any, pareto: list[Row]) -> None:
+    """Join the Pareto points of the caller with the highest objective score, in stop-out order,
+    labelled with its name (none when all rows have no caller)."""
+    by_caller: dict[Any, list[Row]] = defaultdict(list)
+    for r in pareto:
+        by_caller[r["caller_name"]].append(r)
+    if not by_caller:
+        return
+    name, front = max(
+        by_caller.items(),
+        key=lambda kv: (max(float(r["objective_score"]) for r in kv[1]), str(kv[0])),
+    )
+    front.sort(key=lambda r: float(r["stop_out_rate"]))
+    label = "frontier" if name is None else f"best caller: {_short(name, 18)}"
+    ax.plot(
+        [r["stop_out_rate"] for r in front],
+        [r["objective_score"] for r in front],
+        color=PALETTE[0],
+        lw=1.2,
+        zorder=4,
+        label=label,
+    )
 
 
 def histogram(hist: Histogram, chart_id: str, xlabel: str, color: str = PALETTE[0]) -> str:
