@@ -4,6 +4,7 @@ again, and the last round shows in the status."""
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -54,17 +55,46 @@ def test_runs_register_while_a_long_upkeep_round_runs(
             lambda: scaleout.run_counts("runs_d")["during"] == 1, "a poll during the round", 90
         )
         assert not rounds  # the round is still held
+        _check_upkeep_while_held(scaleout.config())
         release.set()
         wait_for(lambda: rounds, "the round's end", 90)
         assert {"runs_d", "artifacts_f", "quantbot_claims", "_inbox"} <= set(rounds[0])
         wait_for(lambda: daemon.status.get("upkeep_at"), "the round in the status", 30)
         assert daemon.status.get("upkeep_error") is None
+        ended = "last upkeep round ended at "
+        wait_for(lambda: _upkeep(scaleout.config()).detail.startswith(ended), "doctor: ended", 30)
+        assert _upkeep(scaleout.config()).status == "ok"
     finally:
         release.set()
         daemon.stop_event.set()
         thread.join(90)
     assert not thread.is_alive()
     assert scaleout.run_counts("runs_d") == {"before": 1, "during": 1}
+
+
+def _upkeep(config: Any, hung_after_s: float | None = None) -> Any:
+    from quantbot_bus.ops.doctor.scaleout import UPKEEP_HUNG_S, check_upkeep
+
+    return check_upkeep(config, None, UPKEEP_HUNG_S if hung_after_s is None else hung_after_s)
+
+
+def _check_upkeep_while_held(config: Any) -> None:
+    """``doctor``'s upkeep check of the status file the daemon writes while its round is held:
+    fine, then hung once the round is older than the limit (2 h; 1 s here)."""
+    from quantbot_bus.daemon.status import read_status
+
+    wait_for(
+        lambda: read_status(config.status_path).get("upkeep_since"), "the round in the status", 30
+    )
+    assert _upkeep(config).status == "ok"
+    wait_for(lambda: _upkeep(config, 1.0).status == "warn", "the held round seen as hung", 30)
+    hung = _upkeep(config, 1.0)
+    assert re.fullmatch(
+        r"an upkeep round has run for \d+ s \(since [0-9T:.-]+Z?\): it is hung; until a "
+        r"round ends, small files and snapshots pile up \(registration goes on\)",
+        hung.detail,
+    ), hung.detail
+    assert hung.fix.startswith("restart the daemon (systemctl restart quantbot-bus)")
 
 
 def test_a_failed_round_is_retried_and_the_polls_go_on(
@@ -87,6 +117,10 @@ def test_a_failed_round_is_retried_and_the_polls_go_on(
             wait_for(lambda: len(calls) >= 3, "three rounds, each retried", 60)
             scaleout.upload("r1")
             wait_for(lambda: scaleout.run_counts("runs_d")["r1"] == 1, "a poll", 90)
+            wait_for(lambda: _upkeep(scaleout.config()).status == "warn", "doctor's warning", 30)
+            warned = _upkeep(scaleout.config())
+            assert warned.detail.startswith("the last upkeep round failed at ")
+            assert ": ConnectionError: PostgreSQL went away; it is tried again" in warned.detail
         finally:
             daemon.stop_event.set()
             thread.join(90)
@@ -97,6 +131,8 @@ def test_a_failed_round_is_retried_and_the_polls_go_on(
     assert len(failed) >= 3
     assert failed[0]["error"] == "ConnectionError: PostgreSQL went away"
     assert daemon.status.get("degraded") is None  # the polls went through all along
+    found = _upkeep(scaleout.config())  # the daemon's last status file: stopped, nothing to check
+    assert found.status == "ok" and found.detail.startswith("no daemon running (stopped)")
 
 
 def test_a_maintainer_stopped_before_it_started_stops_at_once() -> None:

@@ -37,6 +37,8 @@ class Maintainer:
         #: when the last round ended (ISO UTC) and its error (None: it went through), for status
         self.last_round_at: str | None = None
         self.last_error: str | None = None
+        #: when the round under way began (ISO UTC; None between rounds), to tell a hung one
+        self.round_started_at: str | None = None
         self._thread = threading.Thread(target=self._main, name="iceberg-upkeep", daemon=True)
 
     def start(self) -> Maintainer:
@@ -61,6 +63,7 @@ class Maintainer:
     def _main(self) -> None:
         wait = self.first_s
         while not self.stop_event.wait(wait):
+            self.round_started_at = iso_utc()
             try:
                 self.work()
             except Exception as exc:  # noqa: BLE001 - the catalog went away: tried again soon
@@ -71,4 +74,5 @@ class Maintainer:
                 self.last_error = None
                 wait = self.every_s
             self.last_round_at = iso_utc()
+            self.round_started_at = None
             self.rounds += 1

@@ -152,7 +152,11 @@ class ScaleOutDaemon:
                     self.maintainer.start()  # after the first poll that went through
             if self.maintainer is not None:  # the upkeep's last round, as its thread left it
                 m = self.maintainer
-                self.status.update(upkeep_at=m.last_round_at, upkeep_error=m.last_error)
+                self.status.update(
+                    upkeep_at=m.last_round_at,
+                    upkeep_error=m.last_error,
+                    upkeep_since=m.round_started_at,
+                )
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

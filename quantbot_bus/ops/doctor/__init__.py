@@ -24,7 +24,8 @@ status              the daemon's status file is fresh (when a daemon is expected
 With ``catalog = "iceberg"`` (:mod:`.scaleout`) the local root, inotify, exports and
 publication checks do not apply; instead ``object_store`` (the bucket can be listed) and
 ``iceberg_catalog`` (the PostgreSQL catalog answers) run, beside duckdb, state_dir, disk.state
-and status.
+and status, then ``upkeep`` (the running daemon's last upkeep round went through, and none has
+run for more than two hours).
 
 The checks live by area: :mod:`.filesystem` (root, writability, disk), :mod:`.inotify`,
 :mod:`.catalog` (duckdb, publication, working catalog) and :mod:`.daemon` (lock holder, status).
@@ -91,7 +92,7 @@ def run_checks(
         )
 
     if config.catalog == "iceberg":
-        from .scaleout import check_iceberg_catalog, check_object_store
+        from .scaleout import check_iceberg_catalog, check_object_store, check_upkeep
 
         scale_out: list[Callable[[], Check]] = [
             check_duckdb,
@@ -100,6 +101,7 @@ def run_checks(
             lambda: check_object_store(config),
             lambda: check_iceberg_catalog(config),
             lambda: check_status(config, expect_daemon, now),
+            lambda: check_upkeep(config, now),
         ]
         return [step() for step in scale_out]
     steps: list[Callable[[], Check]] = [
