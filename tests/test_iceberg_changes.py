@@ -219,7 +219,7 @@ def test_the_deletion_lock_is_held_by_one_session_and_freed_when_it_ends(scaleou
     one, two = scaleout.catalog().engine, scaleout.catalog().engine
     with deletion_lock(one) as first:
         with deletion_lock(two) as second:
-            assert (first, second) == (True, False)
+            assert (bool(first), bool(second)) == (True, False)
     with deletion_lock(two) as again:
         assert again
     # a holder whose connection dies (a daemon killed) frees it
@@ -233,7 +233,7 @@ def test_the_deletion_lock_is_held_by_one_session_and_freed_when_it_ends(scaleou
 
     def free() -> bool:
         with deletion_lock(two) as got:
-            return got
+            return bool(got)
 
     # freed as soon as the server has seen the session end (its backend exits asynchronously)
     wait_for(free, "the lock freed once its holder's session ended", 30)

@@ -103,7 +103,7 @@ def replace_changed(
         if not (new or out.taken_out):
             return out
         held = [r.info.run_id for r in new if r.info.run_id in current] + out.taken_out
-        delete_runs(catalog, held, event=None)
+        delete_runs(catalog, held, locked, event=None)
         done = registrar.register(new)
         out.rejected += done.rejected
         keys = {r.info.run_id: r for r in new}

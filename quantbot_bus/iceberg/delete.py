@@ -33,7 +33,7 @@ from ..objectstore.listing import BadKey, RunObject
 from ..objectstore.location import NOT_FOUND, S3Location, error_code
 from .commit import commit_retrying
 from .ledger import Ledger
-from .locks import deletion_lock
+from .locks import DeletionLock, deletion_lock
 from .tables import DELETED_PROPERTY, identifier
 
 log = structlog.get_logger("quantbot_bus.iceberg")
@@ -139,9 +139,16 @@ def delete_keys(
     commit_retrying(catalog, table_name, stage)
 
 
-def delete_runs(catalog: Any, run_ids: list[str], *, event: str | None = "run.deleted") -> None:
-    """Take ``run_ids`` out of every table: artifact tables, ``artifacts_f``, ``runs_d``
-    (holding the deletion lock); logs ``event`` per run when given."""
+def delete_runs(
+    catalog: Any,
+    run_ids: list[str],
+    lock: DeletionLock,
+    *,
+    event: str | None = "run.deleted",
+) -> None:
+    """Take ``run_ids`` out of every table: artifact tables, ``artifacts_f``, ``runs_d``, holding
+    ``lock`` (checked before each table: :class:`~.locks.LockLostError` stops the deletion);
+    logs ``event`` per run when given."""
     if not run_ids:
         return
     rows = (
@@ -154,8 +161,11 @@ def delete_runs(catalog: Any, run_ids: list[str], *, event: str | None = "run.de
     for row in rows:  # an artifact's table: its name as the registration maps it
         per_table[export_table_name(str(row["name"]))].append(str(row["run_id"]))
     for name, ids in sorted(per_table.items()):
+        lock.check()
         delete_keys(catalog, name, ids, by_partition=True)
+    lock.check()
     delete_keys(catalog, "artifacts_f", run_ids)
+    lock.check()
     delete_keys(catalog, "runs_d", run_ids)
     if event:
         for run_id in run_ids:
@@ -192,7 +202,7 @@ def take_out_deleted(
             gone = confirm_gone(
                 catalog, client, loc, candidates, limit=limit, elsewhere=ledger.note_elsewhere
             )
-            delete_runs(catalog, gone)
+            delete_runs(catalog, gone, locked)
     if gone:
         ledger.remove("runs_d", gone)
         ledger.put("deleted", ledger.get("deleted", 0) + len(gone))

@@ -15,6 +15,13 @@ under one lock, and PostgreSQL's lock table (a few thousand slots by default) is
 mass deletion. It is a session lock on one connection (``pg_try_advisory_lock``), never waited
 for (a daemon that does not get it leaves its deletions to its next reconcile) and released by
 PostgreSQL when the connection ends, so a daemon killed while holding it blocks nobody.
+
+A lock is not a fence: a holder whose session the server ends (an idle or statement timeout, an
+administrator, a pooler in transaction mode giving it another session) no longer holds it, and
+is not told. So a deletion asks :meth:`DeletionLock.check` before each commit: the session still
+holds the lock (``pg_locks``), else :class:`LockLostError`, and nothing more is deleted; the next
+reconcile finishes (a run half taken out is still in ``runs_d``, so it is a candidate again). The
+window left is between a check and its commit.
 """
 
 from __future__ import annotations
@@ -23,13 +30,58 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..errors import CatalogError
+
 #: The lock's name; its key is PostgreSQL's 64-bit hash of it.
 LOCK_NAME = "quantbot-bus deletions"
 
+#: Whether this session holds the lock: an advisory lock on a bigint key shows in ``pg_locks``
+#: with its high 32 bits as ``classid`` and its low ones as ``objid``.
+_HELD_SQL = """
+SELECT count(*) FROM pg_locks, (SELECT hashtextextended(:name, 0) AS k) key
+WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
+  AND classid = ((key.k >> 32) & 4294967295)::oid AND objid = (key.k & 4294967295)::oid
+"""
+
+
+class LockLostError(CatalogError):
+    """The deletion lock was taken, then lost: the session that held it ended."""
+
+
+class DeletionLock:
+    """The outcome of trying the lock: true when this daemon holds it (:meth:`check` tells
+    whether it still does)."""
+
+    def __init__(self, con: Any, held: bool) -> None:
+        self._con, self.held = con, held
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def check(self) -> None:
+        """Raise :class:`LockLostError` unless this daemon's session still holds the lock."""
+        from sqlalchemy import text
+
+        try:
+            held = bool(self._con.execute(text(_HELD_SQL), {"name": LOCK_NAME}).scalar())
+            self._con.commit()
+        except Exception as exc:  # noqa: BLE001 - the session is gone: so is the lock
+            held, why = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        else:
+            why = "this session no longer holds it (a pooler in transaction mode?)"
+        if not held:
+            self.held = False
+            raise LockLostError(
+                f"lost the deletion lock ({why}); nothing more is deleted now, the next "
+                "reconcile finishes. Point catalog_uri at PostgreSQL itself, not a pooler, and "
+                "allow idle sessions"
+            )
+
 
 @contextmanager
-def deletion_lock(engine: Any) -> Iterator[bool]:
-    """Try to take the deletion lock; yields whether this daemon holds it (then until exit)."""
+def deletion_lock(engine: Any) -> Iterator[DeletionLock]:
+    """Try to take the deletion lock; yields a :class:`DeletionLock`, true when this daemon holds
+    it (then until exit, as long as its session lasts)."""
     from sqlalchemy import text
 
     with engine.connect() as con:
@@ -40,10 +92,11 @@ def deletion_lock(engine: Any) -> Iterator[bool]:
             ).scalar()
         )
         con.commit()
+        lock = DeletionLock(con, got)
         try:
-            yield got
+            yield lock
         finally:
-            if got:
+            if lock.held:
                 try:
                     con.execute(
                         text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))"),
@@ -53,3 +106,5 @@ def deletion_lock(engine: Any) -> Iterator[bool]:
                 except Exception:
                     con.invalidate()  # closed, not pooled: PostgreSQL drops its lock
                     raise
+            elif got:
+                con.invalidate()  # lost: its session is gone, or not ours to unlock
