@@ -50,6 +50,9 @@ class ReportData:
     """Every number the page shows; empty lists/None where the catalog has nothing yet."""
 
     published: bool = False
+    #: whether the source computes the summary exports (leaderboard, policies, frontiers,
+    #: run summaries, regression checks): the local publication does, the Iceberg tables do not
+    summaries: bool = True
     stats: Row = field(default_factory=dict)
     by_type: list[Row] = field(default_factory=list)
     runs_per_day: list[Row] = field(default_factory=list)
@@ -274,7 +277,7 @@ def gather(config: Config, run_id: str | None = None) -> ReportData:
     """Read every section's data from the publication (and the state dir's status and alerts
     files). ``run_id`` picks the tearsheet's run (default: the newest policy run); an unknown
     one raises :class:`~quantbot_bus.errors.NotFoundError`."""
-    data = ReportData()
+    data = ReportData(summaries=config.catalog != "iceberg")
     data.status, data.status_note = read_daemon_status(config)
     data.pending = read_pending_list(config)
     data.alerts = read_alerts(config)

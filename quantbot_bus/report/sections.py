@@ -71,7 +71,17 @@ def overview(d: ReportData) -> Section:
     return Section("overview", "Catalog", "".join(body))
 
 
+#: What a summary section says on the Iceberg backend, which does not compute the summaries.
+NOT_ON_ICEBERG = (
+    'not computed on the scale-out backend (catalog = "iceberg"): the caller leaderboard, policy '
+    "comparison, frontiers, run summaries and regression checks are exports of the local bus "
+    "(docs/scale-out.md)"
+)
+
+
 def leaderboard(d: ReportData) -> Section:
+    if not d.summaries:
+        return Section("leaderboard", "Caller leaderboard", empty(NOT_ON_ICEBERG))
     if not d.leaderboard:
         return Section(
             "leaderboard",
@@ -99,6 +109,8 @@ def leaderboard(d: ReportData) -> Section:
 
 
 def policies(d: ReportData) -> Section:
+    if not d.summaries:
+        return Section("policies", "Policy comparison", empty(NOT_ON_ICEBERG))
     if not d.policies:
         return Section("policies", "Policy comparison", empty("no policy runs yet"))
     cols = (
@@ -120,6 +132,8 @@ def policies(d: ReportData) -> Section:
 
 
 def frontiers(d: ReportData) -> Section:
+    if not d.summaries:
+        return Section("frontiers", "Optimization frontiers", empty(NOT_ON_ICEBERG))
     if not d.frontier:
         return Section("frontiers", "Optimization frontiers", empty("no optimize runs yet"))
     pareto = [r for r in d.frontier if r["pareto"]]
@@ -259,7 +273,9 @@ def regressions(d: ReportData) -> Section:
     else:
         body.append(empty("no open alerts"))
     body.append("<h3>Regression checks</h3>")
-    if d.regressions is None:
+    if not d.summaries:
+        body.append(empty(NOT_ON_ICEBERG))
+    elif d.regressions is None:
         body.append(empty("no regression checks yet"))
     else:
         if d.verdicts:
