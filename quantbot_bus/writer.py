@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import shutil
 import socket
@@ -48,7 +47,7 @@ import pyarrow.parquet as pq
 
 from . import writer_seed as seed
 from .arrowdata import as_stream, is_polars_frame
-from .contract import ARTIFACT_NAME_RE, METADATA_NAME, RUN_ID_RE, SCHEMA_VERSION
+from .contract import ARTIFACT_NAME_RE, METADATA_NAME, SCHEMA_VERSION
 from .contract.layout import SEED
 from .errors import ContractError
 from .fsutil import fsync_dir, write_atomic
@@ -59,21 +58,10 @@ from .objectstore.location import S3Location, S3Settings, is_s3_url
 from .objectstore.upload import run_exists, staging_dir, upload_run
 from .provenance import default_run_id, git_info
 from .timeutil import iso_utc, utc_now
+from .writer_args import check_metric, check_params, check_producer, check_run_id, check_run_type
 
 PARTIAL_SUFFIX = ".partial"
 _log = get_logger("quantbot_bus.writer")
-
-
-def _check_metric(name: Any, value: Any) -> float | int:
-    if not isinstance(name, str) or not name:
-        raise ContractError(f"metric names must be non-empty strings, got {name!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ContractError(
-            f"metric {name!r} must be a number (int or float, not bool), got {value!r}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ContractError(f"metric {name!r} must be a finite number, got {value!r}")
-    return value
 
 
 class RunWriter:
@@ -100,33 +88,13 @@ class RunWriter:
         layout: str = "v1",
     ) -> None:
         self.layout = seed.check_layout(layout)
-        if not isinstance(run_type, str) or not RUN_ID_RE.match(run_type):
-            raise ContractError(
-                f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
-                "'.', '_' and '-', starting with a letter or digit (at most 128 characters)"
-            )
+        check_run_type(run_type)
         self.created = utc_now()
         if run_id is None:
             run_id = str(uuid.uuid4()) if layout == SEED else default_run_id(run_type, self.created)
-        self.run_id = run_id
-        if not isinstance(self.run_id, str) or not RUN_ID_RE.match(self.run_id):
-            raise ContractError(
-                f"run_id {self.run_id!r} is not valid: it must match {RUN_ID_RE.pattern} "
-                "(letters, digits, '.', '_', '-'; starting with a letter or digit; ≤ 128 chars)"
-            )
-        if (
-            not isinstance(producer, tuple | list)
-            or len(producer) != 2
-            or not all(isinstance(p, str) and p for p in producer)
-        ):
-            raise ContractError(
-                f"producer must be a (name, version) pair of non-empty strings, got {producer!r}"
-            )
-        self.params: dict[str, Any] = dict(params or {})
-        try:
-            json.dumps(self.params, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ContractError(f"params must be JSON-serialisable (no NaN): {exc}") from None
+        self.run_id = check_run_id(run_id)
+        check_producer(producer)
+        self.params: dict[str, Any] = check_params(params)
         self.remote = None
         if is_s3_url(root):
             self.remote = S3Location.parse(str(root))
@@ -307,7 +275,7 @@ class RunWriter:
     def set_metrics(self, **metrics: float | int) -> None:
         """Record run metrics (numbers only: no bools, NaN or infinity); later calls add/replace."""
         for key, value in metrics.items():
-            self.metrics[key] = _check_metric(key, value)
+            self.metrics[key] = check_metric(key, value)
 
     # -- internals -----------------------------------------------------------------------------
 
