@@ -15,12 +15,16 @@ pytestmark = pytest.mark.timeout(240)
 def _end_the_lock_holders_session(scaleout: Any) -> int:
     """What an idle timeout or an administrator does: the server ends the session holding an
     advisory lock. Returns how many sessions it ended."""
-    with psycopg2.connect(scaleout.catalog_uri) as con, con.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
-        )
-        return len(cur.fetchall())
+    con = psycopg2.connect(scaleout.catalog_uri)
+    try:
+        with con.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+            return len(cur.fetchall())
+    finally:
+        con.close()
 
 
 def test_a_deletion_whose_lock_is_lost_stops_and_the_next_reconcile_finishes(
@@ -63,3 +67,24 @@ def test_a_deletion_whose_lock_is_lost_stops_and_the_next_reconcile_finishes(
     assert list(sync(scaleout.config()).deleted) == [gone]
     for table, rows in (("runs_d", 1), ("artifacts_f", 2), ("trades", 3), ("fills", 2)):
         assert scaleout.run_counts(table) == {kept: rows}, table
+
+
+def test_an_error_under_a_lock_whose_session_ended_is_the_error_raised(scaleout: Any) -> None:
+    """The unlock that fails on the ended session does not replace the error in flight (the
+    daemon's degraded reason names what went wrong, not the unlock); the lock is free after."""
+    from builders import wait_for
+
+    from quantbot_bus.iceberg.locks import deletion_lock
+
+    engine = scaleout.catalog().engine
+    with pytest.raises(ValueError, match="^the deletion's own error$"):
+        with deletion_lock(engine) as lock:
+            assert lock
+            assert _end_the_lock_holders_session(scaleout) == 1
+            raise ValueError("the deletion's own error")
+
+    def free() -> bool:
+        with deletion_lock(engine) as again:
+            return bool(again)
+
+    wait_for(free, "the lock free once its session ended", 30)

@@ -18,10 +18,12 @@ PostgreSQL when the connection ends, so a daemon killed while holding it blocks 
 
 A lock is not a fence: a holder whose session the server ends (an idle or statement timeout, an
 administrator, a pooler in transaction mode giving it another session) no longer holds it, and
-is not told. So a deletion asks :meth:`DeletionLock.check` before each commit: the session still
-holds the lock (``pg_locks``), else :class:`LockLostError`, and nothing more is deleted; the next
-reconcile finishes (a run half taken out is still in ``runs_d``, so it is a candidate again). The
-window left is between a check and its commit.
+is not told. So a deletion asks :meth:`DeletionLock.check` before each table's delete: the
+session still holds the lock (``pg_locks``), else :class:`LockLostError`, and nothing more is
+deleted; the next reconcile finishes (a run half taken out is still in ``runs_d``, so it is a
+candidate again). The window left is from a check to that table's commit (its retries included).
+Behind a pooler in transaction mode the lock's server session outlives the client's: point
+``catalog_uri`` at PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -95,16 +97,29 @@ def deletion_lock(engine: Any) -> Iterator[DeletionLock]:
         lock = DeletionLock(con, got)
         try:
             yield lock
-        finally:
-            if lock.held:
-                try:
-                    con.execute(
-                        text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))"),
-                        {"name": LOCK_NAME},
-                    )
-                    con.commit()
-                except Exception:
-                    con.invalidate()  # closed, not pooled: PostgreSQL drops its lock
-                    raise
-            elif got:
-                con.invalidate()  # lost: its session is gone, or not ours to unlock
+        except BaseException:
+            if got:  # the error in flight is the one to raise, whatever the unlock does
+                _release(con, lock, quiet=True)
+            raise
+        if got:
+            _release(con, lock, quiet=False)
+
+
+def _release(con: Any, lock: DeletionLock, *, quiet: bool) -> None:
+    """Unlock on ``con`` if still held, else (or when unlocking fails) close ``con`` instead of
+    pooling it: a closed session holds no lock. ``quiet``: an unlock error is not raised."""
+    from sqlalchemy import text
+
+    if lock.held:
+        try:
+            con.execute(
+                text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))"), {"name": LOCK_NAME}
+            )
+            con.commit()
+            return
+        except BaseException:
+            con.invalidate()
+            if not quiet:
+                raise
+            return
+    con.invalidate()  # lost: its session is gone, or not ours to unlock
