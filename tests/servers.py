@@ -1,8 +1,8 @@
 """Real servers for the scale-out tests, each its own process on 127.0.0.1.
 
-- :class:`Postgres`: a throwaway PostgreSQL cluster from the Debian package (``initdb`` +
-  ``pg_ctl`` in a temporary directory on a free port, trust authentication on loopback). initdb
-  refuses root, so as root the cluster belongs to the ``postgres`` user.
+- :class:`Postgres`: a throwaway PostgreSQL cluster from the Debian package (``initdb``, then
+  ``postgres`` itself, in a temporary directory on a free port, trust authentication on
+  loopback). initdb refuses root, so as root the cluster belongs to the ``postgres`` user.
 - :class:`S3Server`: moto's standalone S3-compatible server (``moto_server``, through
   ``moto_server_main.py``).
 
@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,11 +67,11 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _end(proc: subprocess.Popen[bytes] | None) -> None:
-    """Stop ``proc`` (SIGTERM, then SIGKILL after 30 s) and reap it."""
+def _end(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Stop ``proc`` (``sig``, then SIGKILL after 30 s) and reap it."""
     if proc is None or proc.poll() is not None:
         return
-    proc.terminate()
+    proc.send_signal(sig)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -87,6 +88,10 @@ def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+#: The postmaster's signal for each shutdown mode of ``pg_ctl stop -m``.
+_SHUTDOWN = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
 class Postgres:
@@ -116,36 +121,37 @@ class Postgres:
             capture_output=True,
         )
         self.start()
-        subprocess.run(
-            [
-                _pg_bin("createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "quantbot",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        try:
+            subprocess.run(
+                [_pg_bin("createdb"), "-h", str(self.dir), "-p", str(self.port)]
+                + ["-U", "postgres", "quantbot"],
+                check=True,
+                capture_output=True,
+            )
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def uri(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/quantbot"
 
     def start(self) -> None:
-        """Start the postmaster as this process's child (fast shutdown when it dies) and wait
-        until it accepts connections."""
+        """Start the postmaster as this process's child (a fast shutdown when the thread that
+        calls this ends: call it from the main thread) and wait until it accepts connections on
+        its own socket directory, so another cluster on the port is not taken for it."""
         cmd = [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port)]
         cmd += ["-c", "listen_addresses=127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"]
         self.proc = _spawn(_dies_with_us(cmd, "INT", user="postgres"), self.dir / "log")
-        ready = [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        ready = [_pg_bin("pg_isready"), "-q", "-h", str(self.dir), "-p", str(self.port)]
         deadline = time.monotonic() + 60
-        while subprocess.run(ready, capture_output=True).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                _end(self.proc)
+        while True:
+            alive = self.proc.poll() is None
+            if alive and subprocess.run(ready, capture_output=True).returncode == 0:
+                return
+            if not alive or time.monotonic() > deadline:
+                _end(self.proc, signal.SIGQUIT)
+                self.proc = None
                 log = (self.dir / "log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"PostgreSQL did not start on port {self.port}:\n{log}")
             time.sleep(0.1)
@@ -158,11 +164,9 @@ class Postgres:
             return False
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(
-            _as_cluster_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
-            capture_output=True,
-        )
-        _end(self.proc)
+        """Shut the postmaster down as ``pg_ctl -m MODE stop`` would (smart: wait for the
+        clients; fast: end them; immediate: no checkpoint) and reap it."""
+        _end(self.proc, _SHUTDOWN[mode])
         self.proc = None
 
     def close(self) -> None:

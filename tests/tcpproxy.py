@@ -164,6 +164,7 @@ class TcpProxy:
         server."""
         self.cut()
         with self._lock:
+            self._failing = None
             self._refusals = (method, status, code, times)
         self._open.set()
 
