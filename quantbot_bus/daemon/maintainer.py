@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..log import get_logger
 from ..timeutil import iso_utc
 
 log = get_logger(__name__)
+
+
+class UpkeepState(NamedTuple):
+    """The upkeep's last round as the status shows it (``upkeep_at``, ``upkeep_error``,
+    ``upkeep_since``)."""
+
+    at: str | None
+    error: str | None
+    since: str | None
 
 
 class Maintainer:
@@ -34,11 +44,10 @@ class Maintainer:
         self.first_s, self.every_s, self.retry_s = first_s, every_s, retry_s
         self.stop_event = stop_event or threading.Event()
         self.rounds = 0
-        #: when the last round ended (ISO UTC) and its error (None: it went through), for status
-        self.last_round_at: str | None = None
-        self.last_error: str | None = None
-        #: when the round under way began (ISO UTC; None between rounds), to tell a hung one
-        self.round_started_at: str | None = None
+        #: for status, replaced whole (read without a lock, never half of one round and half of
+        #: the next): when the last round ended (ISO UTC), its error (None: it went through),
+        #: when the round under way began (None between rounds: to tell a hung one)
+        self.upkeep = UpkeepState(None, None, None)
         self._thread = threading.Thread(target=self._main, name="iceberg-upkeep", daemon=True)
 
     def start(self) -> Maintainer:
@@ -63,16 +72,15 @@ class Maintainer:
     def _main(self) -> None:
         wait = self.first_s
         while not self.stop_event.wait(wait):
-            self.round_started_at = iso_utc()
+            self.upkeep = self.upkeep._replace(since=iso_utc())
+            error: str | None = None
             try:
                 self.work()
             except Exception as exc:  # noqa: BLE001 - the catalog went away: tried again soon
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.warning("iceberg.maintenance_failed", error=self.last_error)
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("iceberg.maintenance_failed", error=error)
                 wait = self.retry_s
             else:
-                self.last_error = None
                 wait = self.every_s
-            self.last_round_at = iso_utc()
-            self.round_started_at = None
+            self.upkeep = UpkeepState(iso_utc(), error, None)
             self.rounds += 1

@@ -151,12 +151,8 @@ class ScaleOutDaemon:
                 if self.maintainer is not None:
                     self.maintainer.start()  # after the first poll that went through
             if self.maintainer is not None:  # the upkeep's last round, as its thread left it
-                m = self.maintainer
-                self.status.update(
-                    upkeep_at=m.last_round_at,
-                    upkeep_error=m.last_error,
-                    upkeep_since=m.round_started_at,
-                )
+                up = self.maintainer.upkeep
+                self.status.update(upkeep_at=up.at, upkeep_error=up.error, upkeep_since=up.since)
             if self.polls == 1 or backoff:
                 self.notifier.send("READY=1")
             self.status.write()

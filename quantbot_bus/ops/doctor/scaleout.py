@@ -76,10 +76,12 @@ def check_upkeep(
     round went through, and no round has run for longer than ``hung_after_s``."""
     try:
         data = read_status(config.status_path, now=now)
-    except StatusMissingError:
-        return Check("upkeep", OK, "no daemon has run with this state dir: no upkeep to check")
+    except StatusMissingError as exc:
+        return Check("upkeep", OK, f"not checked: {exc}")
     if data.get("state") not in ("running", "degraded"):
-        return Check("upkeep", OK, f"no daemon running ({data.get('state')}): no upkeep to check")
+        return Check(
+            "upkeep", OK, f"not checked: the daemon's status is {data.get('state')} (see status)"
+        )
     since, last, error = data.get("upkeep_since"), data.get("upkeep_at"), data.get("upkeep_error")
     running_s = age_s(since, now) if isinstance(since, str) else 0.0
     journal = "journalctl -u quantbot-bus -n 100 (add --user for a user service)"
