@@ -167,6 +167,33 @@ def test_frontiers_join_only_the_best_callers_pareto_points(drawn: list[Figure])
     )
 
 
+def test_the_all_calls_frontier_is_joined_only_without_callers(drawn: list[Figure]) -> None:
+    """The V1 baseline's all-calls rows (no caller) are not compared with single callers, even
+    when they score higher; alone, they are joined as "frontier, all calls". A NaN score is no
+    score."""
+
+    def row(caller: str | None, score: float, stop: float) -> dict[str, Any]:
+        return {
+            "kind": "v1",
+            "caller_name": caller,
+            "objective_score": score,
+            "stop_out_rate": stop,
+            "pareto": True,
+        }
+
+    both = [row(None, 900.0, 0.1), row(None, 950.0, 0.3), row("a", 500.0, 0.2)]
+    both += [row("b", 400.0, 0.1), row("b", float("nan"), 0.0), row("b", 600.0, 0.4)]
+    charts.frontiers(both)
+    charts.frontiers([row(None, 900.0, 0.1), row(None, 950.0, 0.3)])
+    labels = [
+        [ln.get_label() for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-"]
+        for fig in drawn
+    ]
+    assert labels == [["best caller: b"], ["frontier, all calls"]]
+    (joined,) = [ln for ln in drawn[0].axes[0].get_lines() if ln.get_linestyle() == "-"]
+    assert np.asarray(joined.get_xdata()).tolist() == [0.1, 0.4]  # b's, without the NaN
+
+
 @pytest.mark.parametrize(
     ("lo", "hi", "count"),
     [(-12_000.0, 0.0, 3_000_000), (0.0, 1e-3, 7), (1e9, 1e9 + 40.0, 10)],  # 1e6 / small / offset

@@ -39,7 +39,9 @@ def test_the_dashboard_on_iceberg_draws_what_the_tables_hold_and_names_what_they
     catalog = _section(page, "overview")
     assert "<b>1</b><small>live runs</small>" in catalog, catalog[:600]
     assert 'data-chart="equity"' in _section(page, "tearsheet")
-    assert 'data-chart="mae-hist"' in _section(page, "distributions")
+    distributions = _section(page, "distributions")
+    assert 'data-chart="mae-hist"' in distributions
+    assert f"worst drawdown per run: {NOT_ON_ICEBERG}" in distributions
     for name in ("leaderboard", "policies", "frontiers", "regressions"):
         section = _section(page, name)
         assert NOT_ON_ICEBERG in section, name

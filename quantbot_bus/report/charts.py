@@ -6,6 +6,7 @@ data (the page says "none yet" itself) and bounds what it draws."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -223,10 +224,14 @@ def frontiers(rows: list[Row]) -> str:
 
 def _best_front(ax: Any, pareto: list[Row]) -> None:
     """Join the Pareto points of the caller with the highest objective score, in stop-out order,
-    labelled with its name (none when all rows have no caller)."""
+    labelled with its name. Rows without a caller (all calls together) are one group that is
+    drawn only when there is no caller; a NaN score counts as no score."""
     by_caller: dict[Any, list[Row]] = defaultdict(list)
     for r in pareto:
-        by_caller[r["caller_name"]].append(r)
+        if math.isfinite(float(r["objective_score"])):
+            by_caller[r["caller_name"]].append(r)
+    if len(by_caller) > 1:
+        by_caller.pop(None, None)
     if not by_caller:
         return
     name, front = max(
@@ -234,7 +239,7 @@ def _best_front(ax: Any, pareto: list[Row]) -> None:
         key=lambda kv: (max(float(r["objective_score"]) for r in kv[1]), str(kv[0])),
     )
     front.sort(key=lambda r: float(r["stop_out_rate"]))
-    label = "frontier" if name is None else f"best caller: {_short(name, 18)}"
+    label = "frontier, all calls" if name is None else f"best caller: {_short(name, 18)}"
     ax.plot(
         [r["stop_out_rate"] for r in front],
         [r["objective_score"] for r in front],

@@ -245,6 +245,8 @@ def distributions(d: ReportData) -> Section:
     note = (
         '<p class="note">bins span the 0.5–99.5 % quantiles; the outermost bins hold the tails</p>'
     )
+    if not d.summaries:  # the worst drawdown per run comes from the run summaries
+        note += f'<p class="note">worst drawdown per run: {esc(NOT_ON_ICEBERG)}</p>'
     return Section(
         "distributions",
         "Drawdown and MAE distributions",
