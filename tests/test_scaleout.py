@@ -334,8 +334,9 @@ def test_object_store_faults_mid_stream_lose_nothing(scaleout: Any, fault: str) 
             why = status["degraded"]
             if fault == "errors":
                 assert "SlowDown" in why or "503" in why, status
-            else:
-                assert "Endpoint" in why or "onnect" in why, status
+            else:  # botocore: "Could not connect to the endpoint URL"; pyarrow's curl:
+                # "AWS Error NETWORK_CONNECTION ... Empty reply from server" (cut after accept)
+                assert any(w in why.lower() for w in ("endpoint", "connect", "empty reply")), status
             assert len(scaleout.run_counts("runs_d")) == 3
             assert d.alive()
         proxy.restore()
