@@ -14,13 +14,14 @@ pytestmark = pytest.mark.timeout(240)
 
 def _end_the_lock_holders_session(scaleout: Any) -> int:
     """What an idle timeout or an administrator does: the server ends the session holding an
-    advisory lock. Returns how many sessions it ended."""
+    advisory lock in this test's database. Returns how many sessions it ended."""
     con = psycopg2.connect(scaleout.catalog_uri)
     try:
         with con.cursor() as cur:
             cur.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
             return len(cur.fetchall())
     finally:
