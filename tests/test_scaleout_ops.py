@@ -62,4 +62,6 @@ def test_status_shows_the_scale_out_daemons_fields(scaleout: Any) -> None:
         row["state"] == "running" and row["backend"] == "iceberg" and row["observer"] == "listing"
     )
     assert row["root"] == scaleout.root and row["backlog"] == 0 and row["polls"] >= 1
+    # no upkeep round yet (the first begins a minute after the first poll)
+    assert (row["upkeep_at"], row["upkeep_error"], row["upkeep_since"]) == (None, None, None)
     assert d.stop() == 0

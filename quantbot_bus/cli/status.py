@@ -32,7 +32,15 @@ _STATUS_COLUMNS = (
     "stopped_at",
 )
 #: Shown too when the status file is a scale-out daemon's (``catalog = "iceberg"``).
-_SCALE_OUT_COLUMNS = ("backend", "backlog", "polls", "reconciles")
+_SCALE_OUT_COLUMNS = (
+    "backend",
+    "backlog",
+    "polls",
+    "reconciles",
+    "upkeep_at",
+    "upkeep_error",
+    "upkeep_since",
+)
 _CHECK_COLUMNS = ("name", "status", "detail", "fix")
 
 
