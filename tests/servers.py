@@ -52,11 +52,14 @@ def _as_cluster_owner(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
-def _dies_with_us(cmd: list[str], signal: str = "TERM", *, user: str | None = None) -> list[str]:
+def _dies_with_us(cmd: list[str], sig: str = "TERM", *, user: str | None = None) -> list[str]:
     """``cmd`` run through util-linux's ``setpriv`` (as ``user`` if given, when root), sent
-    ``signal`` when the thread that started it exits: a test process killed before its
+    signal ``sig`` when the thread that started it exits: a test process killed before its
     teardown takes its servers with it."""
-    prefix = [shutil.which("setpriv") or "/usr/bin/setpriv", "--pdeathsig", signal]
+    setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None:
+        raise RuntimeError("setpriv not found: install util-linux (apt-get install util-linux)")
+    prefix = [setpriv, "--pdeathsig", sig]
     if user is not None and os.geteuid() == 0:
         prefix += ["--reuid", user, "--regid", user, "--init-groups"]
     return [*prefix, "--", *cmd]
