@@ -33,6 +33,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import CatalogError
+from ..log import get_logger
+
+log = get_logger("quantbot_bus.iceberg")
 
 #: The lock's name; its key is PostgreSQL's 64-bit hash of it.
 LOCK_NAME = "quantbot-bus deletions"
@@ -83,31 +86,33 @@ class DeletionLock:
 @contextmanager
 def deletion_lock(engine: Any) -> Iterator[DeletionLock]:
     """Try to take the deletion lock; yields a :class:`DeletionLock`, true when this daemon holds
-    it (then until exit, as long as its session lasts)."""
+    it (then until exit, as long as its session lasts). Letting it go never raises: an unlock
+    that fails closes the connection instead (its session, and so the lock, end with it)."""
     from sqlalchemy import text
 
     with engine.connect() as con:
-        got = bool(
-            con.execute(
-                text("SELECT pg_try_advisory_lock(hashtextextended(:name, 0))"),
-                {"name": LOCK_NAME},
-            ).scalar()
-        )
-        con.commit()
-        lock = DeletionLock(con, got)
+        lock = DeletionLock(con, False)
         try:
+            lock.held = bool(
+                con.execute(
+                    text("SELECT pg_try_advisory_lock(hashtextextended(:name, 0))"),
+                    {"name": LOCK_NAME},
+                ).scalar()
+            )
+            con.commit()
+            got = lock.held
             yield lock
         except BaseException:
-            if got:  # the error in flight is the one to raise, whatever the unlock does
-                _release(con, lock, quiet=True)
+            _release(con, lock)  # the error in flight is the one raised
             raise
         if got:
-            _release(con, lock, quiet=False)
+            _release(con, lock)
 
 
-def _release(con: Any, lock: DeletionLock, *, quiet: bool) -> None:
-    """Unlock on ``con`` if still held, else (or when unlocking fails) close ``con`` instead of
-    pooling it: a closed session holds no lock. ``quiet``: an unlock error is not raised."""
+def _release(con: Any, lock: DeletionLock) -> None:
+    """Unlock on ``con`` if still held, else (or when unlocking fails: logged) close ``con``
+    instead of pooling it: a closed session holds no lock. Only a BaseException that is not an
+    Exception (an interrupt) gets through, after the connection is closed."""
     from sqlalchemy import text
 
     if lock.held:
@@ -117,9 +122,9 @@ def _release(con: Any, lock: DeletionLock, *, quiet: bool) -> None:
             )
             con.commit()
             return
+        except Exception as exc:  # noqa: BLE001 - the session is gone: closing it is the unlock
+            log.warning("iceberg.deletion_unlock_failed", error=f"{type(exc).__name__}: {exc}")
         except BaseException:
             con.invalidate()
-            if not quiet:
-                raise
-            return
-    con.invalidate()  # lost: its session is gone, or not ours to unlock
+            raise
+    con.invalidate()  # lost, or the unlock failed: its session is gone, or not ours to unlock
