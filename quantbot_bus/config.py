@@ -32,6 +32,7 @@ log_format             QUANTBOT_BUS_LOG_FORMAT             auto (json|console|au
 catalog                QUANTBOT_BUS_CATALOG                duckdb (duckdb|iceberg)
 catalog_uri            QUANTBOT_BUS_CATALOG_URI            none: postgresql://USER@HOST:PORT/DB
 warehouse              QUANTBOT_BUS_WAREHOUSE              none: s3://BUCKET/warehouse
+claim_lease_s          QUANTBOT_BUS_CLAIM_LEASE_S          60 (iceberg: a claim's lease)
 [[exports]]            (TOML only)                         none: name, sql, format=parquet|csv
 [regressions]          (TOML only)                         on: see quantbot_bus.regress.settings
 [alerts]               (TOML only)                         log + alerts.jsonl: quantbot_bus.alerts
@@ -93,6 +94,7 @@ class Config:
     catalog: str = "duckdb"
     catalog_uri: str = ""
     warehouse: str = ""
+    claim_lease_s: float = 60.0
     #: ``root`` when it is an ``s3://`` URL (``root`` then keeps its default); not a key of its
     #: own: set through ``root``
     object_root: str = field(default="", metadata={"derived_from": "root"})
@@ -133,6 +135,7 @@ class Config:
             "pending_recheck_s",
             "export_interval_s",
             "poll_interval_s",
+            "claim_lease_s",
         )
         for name in positive:
             value = getattr(self, name)

@@ -247,9 +247,15 @@ def test_runs_of_another_root_sharing_the_tables_are_looked_up_once_not_every_re
 
     scaleout.reach_s3(monkeypatch)
     other_root = f"s3://{scaleout.bucket}/other"
-    other = load_config(
-        env={**scaleout.env("state-other"), "QUANTBOT_BUS_ROOT": other_root}, cwd=scaleout.tmp
+    other = load_config(  # its claims (b2's, below) lapse in 2 s, not the default minute
+        env={
+            **scaleout.env("state-other"),
+            "QUANTBOT_BUS_ROOT": other_root,
+            "QUANTBOT_BUS_CLAIM_LEASE_S": "2",
+        },
+        cwd=scaleout.tmp,
     )
+    assert other.claim_lease_s == 2.0
     for run_id in ("a1", "a2"):
         scaleout.upload(run_id)
     for run_id in ("b1", "b2", "b3"):

@@ -104,7 +104,11 @@ class IcebergBus:
                 self.config.catalog_uri, self.config.warehouse, s.pyiceberg_properties()
             )
             self._registrar = Registrar(self._catalog, self.buckets, self.daemon_id)
-            self._claims = Claims(self._catalog.engine, claim_owner(self.config.state_dir))
+            self._claims = Claims(
+                self._catalog.engine,
+                claim_owner(self.config.state_dir),
+                self.config.claim_lease_s,
+            )
         return self._registrar
 
     @property
@@ -222,7 +226,11 @@ class IcebergBus:
         claimed = {k for k in head if self.backlog[k].run_id in ids}
         self._renewable = frozenset(ids)
         if self._renewer is None and ids:
-            self._renewer = Renewer(lambda: self._claims, lambda: self._renewable).start()
+            self._renewer = Renewer(
+                lambda: self._claims,
+                lambda: self._renewable,
+                self.config.claim_lease_s / 3,
+            ).start()
         runs, twins_now = split_twins({k: self.backlog[k] for k in head if k in claimed}, self.loc)
         for key in [k for k in head if k in claimed and k not in runs]:
             self.backlog.pop(key)  # a second directory of one run id: rejected below

@@ -14,7 +14,7 @@ table, costs duplicated work, never a run twice. A claim is not released when it
 (a release would let a daemon whose ledger has not seen that commit yet take the run again);
 it runs out, and expired claims are deleted an hour later. The owner is the host and the state
 directory, so a daemon restarted after a crash takes its own claims back at once, while the runs
-of a daemon that never comes back wait for its leases to run out (:data:`LEASE_S`).
+of a daemon that never comes back wait for its leases to run out (``claim_lease_s``, 60 s).
 
 The lease is short, so such runs wait a minute, not the length of a long poll: while a daemon
 works on the runs it claimed, a :class:`Renewer` thread extends their leases every third of one.
@@ -34,7 +34,8 @@ import structlog
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
-#: How long a claim keeps other daemons off a run unless renewed (:class:`Renewer`).
+#: How long a claim keeps other daemons off a run unless renewed (:class:`Renewer`); the
+#: config's ``claim_lease_s`` sets it for a bus.
 LEASE_S = 60
 #: Expired claims older than this are deleted (by the hourly maintenance).
 KEEP_EXPIRED_S = 3600
