@@ -28,9 +28,7 @@ def test_small_files_become_one_and_readers_keys_and_deletions_see_no_difference
     from quantbot_bus.pipeline import sync
 
     scaleout.reach_s3(monkeypatch)
-    # incomplete: rejected at once; its claims lapse in 2 s (the new host's sync below waits
-    # for those on the rejected runs, not a minute)
-    config = dataclasses.replace(scaleout.config(), pending_timeout_s=0.0, claim_lease_s=2.0)
+    config = dataclasses.replace(scaleout.config(), pending_timeout_s=0.0)  # incomplete: rejected
     for i in range(4):  # four polls, four commits: four small files per table
         scaleout.upload(f"r{i}a")
         scaleout.upload(f"r{i}b")

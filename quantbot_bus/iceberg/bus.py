@@ -104,11 +104,8 @@ class IcebergBus:
                 self.config.catalog_uri, self.config.warehouse, s.pyiceberg_properties()
             )
             self._registrar = Registrar(self._catalog, self.buckets, self.daemon_id)
-            self._claims = Claims(
-                self._catalog.engine,
-                claim_owner(self.config.state_dir),
-                self.config.claim_lease_s,
-            )
+            owner, lease_s = claim_owner(self.config.state_dir), self.config.claim_lease_s
+            self._claims = Claims(self._catalog.engine, owner, lease_s)
         return self._registrar
 
     @property
@@ -226,11 +223,8 @@ class IcebergBus:
         claimed = {k for k in head if self.backlog[k].run_id in ids}
         self._renewable = frozenset(ids)
         if self._renewer is None and ids:
-            self._renewer = Renewer(
-                lambda: self._claims,
-                lambda: self._renewable,
-                self.config.claim_lease_s / 3,
-            ).start()
+            every_s = self.config.claim_lease_s / 3
+            self._renewer = Renewer(lambda: self._claims, lambda: self._renewable, every_s).start()
         runs, twins_now = split_twins({k: self.backlog[k] for k in head if k in claimed}, self.loc)
         for key in [k for k in head if k in claimed and k not in runs]:
             self.backlog.pop(key)  # a second directory of one run id: rejected below
@@ -289,6 +283,7 @@ class IcebergBus:
         )
         result.rejected = self._record_rejections(rejected)
         self.ledger.note_rejected({k: sig for k, sig in noted.items() if sig})
+        self._release_rejected(runs, result)
         if self._suspects:
             self._replace_changed(result)
         if full:
@@ -348,6 +343,20 @@ class IcebergBus:
         self.ledger.note_rejected(
             {r.metadata_key: r.signature for r in batch if r.run_id in out and r.signature}
         )
+
+    def _release_rejected(self, runs: dict[str, RunObject], result: PollResult) -> None:
+        """Give back the claims on the runs this poll rejected (best effort). Another daemon
+        validates a rejected run once anyway (its ledger notes only its own rejections), so
+        holding the claim would only keep it, or a ``sync`` on another host, waiting a lease."""
+        kept = {
+            *result.registered,
+            *result.already,
+            *(w.run_id for _, w, _ in self.pending.values()),
+        }
+        try:
+            self.claims.release(sorted({r.run_id for r in runs.values()} - kept))
+        except Exception as exc:  # noqa: BLE001 - the lease frees them anyway
+            log.warning("iceberg.claims_release_failed", error=str(exc)[:300])
 
     def _record_rejections(self, rejected: list[Rejected]) -> list[Rejected]:
         """Append the rejections the table does not hold yet (one row per run and metadata
