@@ -53,6 +53,7 @@ the environment or flags against the current directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -139,8 +140,17 @@ class Config:
         )
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise ConfigError(f"config field {name!r} must be a number > 0, got {value!r}")
+        if self.claim_lease_s < 1:  # renewed every third of it: shorter is a busy loop
+            raise ConfigError(
+                f"config field 'claim_lease_s' must be at least 1 (seconds), got {self.claim_lease_s!r}"
+            )
         if not isinstance(self.settle_ms, int | float) or self.settle_ms < 0:
             raise ConfigError(
                 f"config field 'settle_ms' must be a number >= 0, got {self.settle_ms!r}"

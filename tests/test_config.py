@@ -51,6 +51,15 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
             "config field 'rescan_interval_s' must be a number > 0, got -1.0",
         ),
         ("claim_lease_s = 0", "config field 'claim_lease_s' must be a number > 0, got 0.0"),
+        ("claim_lease_s = inf", "config field 'claim_lease_s' must be a number > 0, got inf"),
+        (
+            "rescan_interval_s = nan",
+            "config field 'rescan_interval_s' must be a number > 0, got nan",
+        ),
+        (
+            "claim_lease_s = 0.2",
+            "config field 'claim_lease_s' must be at least 1 (seconds), got 0.2",
+        ),
         ("max_batch = 0", "config field 'max_batch' must be an integer >= 1, got 0"),
         ('max_batch = "many"', "config field 'max_batch' must be a int, got 'many'"),
         ('polling = "perhaps"', "config field 'polling' must be a bool, got 'perhaps'"),

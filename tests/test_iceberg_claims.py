@@ -73,11 +73,13 @@ def test_a_stopping_bus_gives_back_its_undecided_runs_only(
 def test_a_poll_gives_back_the_runs_it_rejected_and_keeps_the_registered(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run the poll rejects is free for the others at once: each daemon validates a rejected
-    run once anyway (its ledger notes only its own rejections), so holding the claim only kept
-    another daemon, or a ``sync`` on another host, waiting a lease (60 s) for it. A registered
-    run stays claimed."""
+    """A run the poll rejects is free for the others at once: another daemon validates a
+    rejected run anyway (its ledger notes only its own rejections), so holding the claim only
+    kept it, or a ``sync`` on another host, waiting a lease. A registered run stays claimed.
+    The bus leases for 600 s: a sync that waited for a claim would outlast the test's timeout."""
     import dataclasses
+
+    from sqlalchemy import text
 
     from quantbot_bus.iceberg.bus import IcebergBus
     from quantbot_bus.pipeline import sync
@@ -85,21 +87,31 @@ def test_a_poll_gives_back_the_runs_it_rejected_and_keeps_the_registered(
     scaleout.reach_s3(monkeypatch)
     scaleout.upload("done")
     scaleout.upload("broken", incomplete=True)  # rejected at once: no time to complete
-    config = dataclasses.replace(scaleout.config("state-a"), pending_timeout_s=0.0)
+    config = dataclasses.replace(
+        scaleout.config("state-a"), pending_timeout_s=0.0, claim_lease_s=600.0
+    )
     bus = IcebergBus(config)
     result = bus.poll(full=True)
     assert result.registered == ["done"]
     assert [r.run_id for r in result.rejected] == ["broken"]
-    other = _claims(scaleout, "host-b:/state")
-    assert other.claim(["done", "broken"], 10) == {"broken"}  # while the bus still runs
-    assert other.release(["broken"]) == 1
-    bus.close()
+    assert bus.claims.lease_s == 600.0  # the setting is what the bus leases and renews by
+    assert bus._renewer is not None and bus._renewer.every_s == 200.0
 
-    # another host's sync validates "broken" once, finds its rejection recorded, and is done
-    # without waiting for a lease (it would wait for a claim still held)
+    def held() -> list[str]:
+        with scaleout.catalog().engine.connect() as con:
+            rows = con.execute(
+                text("SELECT run_key FROM quantbot_claims WHERE owner = :o ORDER BY run_key"),
+                {"o": bus.claims.owner},
+            )
+            return [r[0] for r in rows]
+
+    assert held() == ["done"]  # while the bus still runs
+    bus.close()
+    assert held() == ["done"]
+
+    # another host's sync takes "broken" at once, finds its rejection recorded, and is done
     again = sync(dataclasses.replace(scaleout.config("state-b"), pending_timeout_s=0.0))
-    assert (again.registered, again.rejected, again.backlog) == ([], [], 0)
-    assert other.claim(["done"], 10) == set()  # the registered run: still held by state-a
+    assert (again.registered, again.rejected, again.pending, again.backlog) == ([], [], [], 0)
 
 
 def test_the_owner_is_the_host_and_the_state_dir(tmp_path: Path) -> None:
