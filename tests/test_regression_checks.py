@@ -278,14 +278,22 @@ def test_cli_lists_regressions_by_default_and_any_verdict_on_request(history: Hi
 def test_cli_since_keeps_the_runs_created_at_or_after_it(history: History) -> None:
     code, out = _cli(history.config, "--format", "json", "--verdict", "all", "--limit", "0")
     assert code == 0, out
-    created = sorted({(r["created_at"], r["run_id"]) for r in json.loads(out)})
-    assert len(created) >= 3 and len({c for c, _ in created}) == len(created)
-    for cut, _ in created[1:]:
+    # compared as times: the strings are not (a whole second has no fraction, "…27Z", which
+    # sorts after "…27.5Z"; docs/cli-json.md)
+    created = sorted(
+        {(_utc(r["created_at"]), r["created_at"], r["run_id"]) for r in json.loads(out)}
+    )
+    assert len(created) >= 3 and len({c for c, _, _ in created}) == len(created)
+    for cut, text, _ in created[1:]:
         code, out = _cli(
-            history.config, "--format", "json", "--verdict", "all", "--limit", "0", "--since", cut
+            history.config, "--format", "json", "--verdict", "all", "--limit", "0", "--since", text
         )
         assert code == 0, out
-        assert {r["run_id"] for r in json.loads(out)} == {i for c, i in created if c >= cut}
+        assert {r["run_id"] for r in json.loads(out)} == {i for c, _, i in created if c >= cut}
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_cli_before_any_check_is_published(bus: Config) -> None:
