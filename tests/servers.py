@@ -8,7 +8,9 @@
 
 Both can be stopped and started again on the same port and data (a fault for the tests), and
 both are context managers. Each server is a child of the test process that dies with it
-(``setpriv --pdeathsig``): a worker killed before its teardown leaves no server behind.
+(``setpriv --pdeathsig``): a worker killed before its teardown leaves no server behind, and
+the directory it left is removed by the next server made with that prefix
+(:func:`server_dir`).
 """
 
 from __future__ import annotations
@@ -99,11 +101,28 @@ def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
 _SHUTDOWN = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
+def server_dir(prefix: str) -> Path:
+    """A new temporary directory ``<tmp>/<prefix>*`` owned by this process (its pid in
+    ``owner``). Directories of that prefix whose owner is gone (a test process killed before
+    its teardown) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            pid = int((old / "owner").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (OSError, ValueError):  # no owner file (yet), or its owner is alive
+            continue
+    made = Path(tempfile.mkdtemp(prefix=prefix))
+    (made / "owner").write_text(str(os.getpid()))
+    return made
+
+
 class Postgres:
     """A PostgreSQL cluster in a temporary directory; ``uri`` names database ``quantbot``."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="qb-pg-"))
+        self.dir = server_dir("qb-pg-")
         self.data = self.dir / "data"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
@@ -180,7 +199,7 @@ class S3Server:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="qb-s3-"))
+        self.dir = server_dir("qb-s3-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
