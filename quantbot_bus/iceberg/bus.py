@@ -346,8 +346,8 @@ class IcebergBus:
 
     def _release_rejected(self, runs: dict[str, RunObject], result: PollResult) -> None:
         """Give back the claims on the runs this poll rejected (best effort). Another daemon
-        validates a rejected run once anyway (its ledger notes only its own rejections), so
-        holding the claim would only keep it, or a ``sync`` on another host, waiting a lease."""
+        validates a rejected run anyway (its ledger notes only its own rejections), so holding
+        the claim would only keep it, or a ``sync`` on another host, waiting a lease."""
         kept = {
             *result.registered,
             *result.already,

@@ -14,9 +14,9 @@ table, costs duplicated work, never a run twice. A claim is not released when it
 registered (a release would let a daemon whose ledger has not seen that commit yet take the run
 again); it runs out, and expired claims are deleted an hour later. A run a poll rejected is
 given back at once: the other daemons validate it anyway (a ledger notes only its own daemon's
-rejections). The owner is the host and the state
-directory, so a daemon restarted after a crash takes its own claims back at once, while the runs
-of a daemon that never comes back wait for its leases to run out (``claim_lease_s``, 60 s).
+rejections). The owner is the host and the state directory, so a daemon restarted after a
+crash takes its own claims back at once, while the runs of a daemon that never comes back wait
+for its leases to run out (``claim_lease_s``, 60 s).
 
 The lease is short, so such runs wait a minute, not the length of a long poll: while a daemon
 works on the runs it claimed, a :class:`Renewer` thread extends their leases every third of one.
