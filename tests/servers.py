@@ -9,22 +9,25 @@
 Both can be stopped and started again on the same port and data (a fault for the tests), and
 both are context managers. Each server is a child of the test process that dies with it
 (``setpriv --pdeathsig``): a worker killed before its teardown leaves no server behind, and
-the directory it left is removed by the next server made with that prefix
-(:func:`server_dir`).
+the directory it left is removed by the next server of its kind (:func:`server_dir`: the
+directory's lock file is free once its process is gone).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +104,51 @@ def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
 _SHUTDOWN = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
+#: The lock files of the server directories this process made, held open (and locked) until it
+#: ends: the kernel lets go of a lock when its process dies, however it dies.
+_OWNED: list[int] = []
+
+
 def server_dir(prefix: str) -> Path:
-    """A new temporary directory ``<tmp>/<prefix>*`` owned by this process (its pid in
-    ``owner``). Directories of that prefix whose owner is gone (a test process killed before
-    its teardown) are removed first."""
+    """A new temporary directory ``<tmp>/<prefix>*`` owned by this process: its ``owner`` file
+    is locked (``flock``) for as long as the process lives. Directories of that prefix with an
+    ``owner`` file nobody holds (a test process killed before its teardown) are removed first;
+    one without that file (made before these locks, or being made) is left alone."""
     for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            pid = int((old / "owner").read_text())
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(old, ignore_errors=True)
-        except (OSError, ValueError):  # no owner file (yet), or its owner is alive
-            continue
+        _reap(old)
     made = Path(tempfile.mkdtemp(prefix=prefix))
-    (made / "owner").write_text(str(os.getpid()))
+    try:
+        fd = os.open(made / "owner", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, str(os.getpid()).encode())
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
+    _OWNED.append(fd)
     return made
+
+
+def _reap(old: Path) -> None:
+    """Remove ``old`` if its ``owner`` file exists, is written, and no process holds its lock
+    (renamed out of the prefix first, so one reaper wins and a half-removed one is plain
+    garbage)."""
+    try:
+        fd = os.open(old / "owner", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # none (yet), or not ours to read
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its owner lives
+        if not os.read(fd, 32):  # locked by us, but not written: being made
+            return
+        grave = old.with_name(f".qb-reap-{uuid.uuid4().hex}")
+        os.rename(old, grave)
+    except Exception:  # noqa: BLE001 - whatever it is, leave it
+        return
+    finally:
+        os.close(fd)
+    shutil.rmtree(grave, ignore_errors=True)
 
 
 class Postgres:

@@ -1,17 +1,24 @@
 """The test servers' directories (tests/servers.py): one left by a killed test process is
-removed by the next server of its kind; one whose owner lives is kept."""
+removed by the next server of its kind; one whose owner lives, or that has no owner file, is
+kept."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from servers import server_dir
 
-PREFIX = "qb-servers-test-"
+PREFIX = f"qb-servers-test-{os.getpid()}-"  # not another run's
+
+
+def _ours(path: Path) -> bool:
+    return path.parent == Path(tempfile.gettempdir()) and path.name.startswith(PREFIX)
 
 
 def test_a_killed_owners_directory_goes_and_a_living_ones_stays() -> None:
@@ -26,21 +33,29 @@ def test_a_killed_owners_directory_goes_and_a_living_ones_stays() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
-    orphan = Path(child.stdout.readline().strip())
-    mine = server_dir(PREFIX)  # its owner (the child) is alive: kept
+    made: list[Path] = []
     try:
+        assert child.stdout is not None
+        orphan = Path(child.stdout.readline().strip())
+        assert _ours(orphan), orphan  # the child made it (an empty line would be ".")
+        made.append(orphan)
+        bare = Path(tempfile.mkdtemp(prefix=PREFIX))  # no owner file: not a server's
+        made.append(bare)
+        mine = server_dir(PREFIX)  # the child is alive: its directory is kept
+        made.append(mine)
         assert orphan.is_dir() and (orphan / "owner").read_text() == str(child.pid)
         child.send_signal(signal.SIGKILL)  # no teardown runs
         child.wait(30)
         assert orphan.is_dir()
         again = server_dir(PREFIX)  # the next server of its kind
+        made.append(again)
         assert not orphan.exists()
-        assert mine.is_dir() and again.is_dir()  # this process's own: kept
-        shutil.rmtree(again)
+        assert mine.is_dir() and again.is_dir() and bare.is_dir()
     finally:
         child.kill()
         child.wait(30)
-        child.stdout.close()
-        shutil.rmtree(mine, ignore_errors=True)
-        shutil.rmtree(orphan, ignore_errors=True)
+        if child.stdout is not None:
+            child.stdout.close()
+        for path in made:
+            if _ours(path):
+                shutil.rmtree(path, ignore_errors=True)
