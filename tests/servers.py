@@ -104,21 +104,25 @@ def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
 _SHUTDOWN = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
+#: A server directory's lock file. Only a file of this name, written and not locked, marks a
+#: directory as left behind; a directory without one (other code's, which may be in use) is
+#: never removed.
+OWNER = "owner.lock"
 #: The lock files of the server directories this process made, held open (and locked) until it
 #: ends: the kernel lets go of a lock when its process dies, however it dies.
 _OWNED: list[int] = []
 
 
 def server_dir(prefix: str) -> Path:
-    """A new temporary directory ``<tmp>/<prefix>*`` owned by this process: its ``owner`` file
-    is locked (``flock``) for as long as the process lives. Directories of that prefix with an
-    ``owner`` file nobody holds (a test process killed before its teardown) are removed first;
-    one without that file (made before these locks, or being made) is left alone."""
+    """A new temporary directory ``<tmp>/<prefix>*`` owned by this process: its :data:`OWNER`
+    file is locked (``flock``) for as long as the process lives. Directories of that prefix
+    with an owner file nobody holds (a test process killed before its teardown) are removed
+    first; one without that file (made by other code, or being made) is left alone."""
     for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
         _reap(old)
     made = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        fd = os.open(made / "owner", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(made / OWNER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, str(os.getpid()).encode())
     except BaseException:
@@ -129,11 +133,11 @@ def server_dir(prefix: str) -> Path:
 
 
 def _reap(old: Path) -> None:
-    """Remove ``old`` if its ``owner`` file exists, is written, and no process holds its lock
+    """Remove ``old`` if its :data:`OWNER` file exists, is written, and no process holds its lock
     (renamed out of the prefix first, so one reaper wins and a half-removed one is plain
     garbage)."""
     try:
-        fd = os.open(old / "owner", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(old / OWNER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:  # none (yet), or not ours to read
         return
     try:
