@@ -36,9 +36,6 @@ import structlog
 
 log = structlog.get_logger("quantbot_bus.iceberg")
 
-#: How long a claim keeps other daemons off a run unless renewed (:class:`Renewer`); the
-#: config's ``claim_lease_s`` sets it for a bus.
-LEASE_S = 60
 #: Expired claims older than this are deleted (by the hourly maintenance).
 KEEP_EXPIRED_S = 3600
 
@@ -79,7 +76,7 @@ def claim_owner(state_dir: Path) -> str:
 class Claims:
     """The claims table on the catalog's SQLAlchemy ``engine``."""
 
-    def __init__(self, engine: Any, owner: str, lease_s: float = LEASE_S) -> None:
+    def __init__(self, engine: Any, owner: str, lease_s: float) -> None:
         self.engine, self.owner, self.lease_s = engine, owner, lease_s
         self._ready = False
 
@@ -169,7 +166,7 @@ class Renewer:
         self,
         claims: Callable[[], Claims | None],
         held: Callable[[], Collection[str]],
-        every_s: float = LEASE_S / 3,
+        every_s: float,
     ) -> None:
         self._claims, self._held, self.every_s = claims, held, every_s
         self.stop_event = threading.Event()

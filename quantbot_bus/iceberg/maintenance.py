@@ -239,7 +239,9 @@ class Upkeep:
         try:
             done = maintain(catalog, self.settings)
             try:
-                claims = Claims(catalog.engine, claim_owner(self.config.state_dir))
+                claims = Claims(
+                    catalog.engine, claim_owner(self.config.state_dir), self.config.claim_lease_s
+                )
                 done["quantbot_claims"] = {"expired": claims.expire()}
             except Exception as exc:  # noqa: BLE001 - logged; the next hour tries again
                 log.warning(
