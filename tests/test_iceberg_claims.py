@@ -114,6 +114,37 @@ def test_a_poll_gives_back_the_runs_it_rejected_and_keeps_the_registered(
     assert (again.registered, again.rejected, again.pending, again.backlog) == ([], [], [], 0)
 
 
+def test_daemons_with_different_pending_timeouts_record_one_rejection(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts configured with different ``pending_timeout_s`` both reject an incomplete run
+    (each validates it: its ledger notes only its own rejections): ``rejections_f`` holds one
+    row for it, and its reason names the timeout without a number."""
+    import dataclasses
+
+    from quantbot_bus.iceberg.bus import IcebergBus
+
+    scaleout.reach_s3(monkeypatch)
+    scaleout.upload("broken", incomplete=True)
+    first = IcebergBus(dataclasses.replace(scaleout.config("state-a"), pending_timeout_s=0.0))
+    try:
+        assert [r.run_id for r in first.poll(full=True).rejected] == ["broken"]
+    finally:
+        first.close()
+    second = IcebergBus(dataclasses.replace(scaleout.config("state-b"), pending_timeout_s=0.05))
+    try:
+        assert second.poll(full=True).pending  # its own timeout has not passed yet
+        time.sleep(0.1)
+        again = second.poll(full=True)
+        assert (again.pending, again.rejected) == ([], [])  # rejected: the same row, held
+    finally:
+        second.close()
+    assert scaleout.run_counts("rejections_f") == {"broken": 1}
+    table = scaleout.catalog().load_table("quantbot.rejections_f")
+    (reason,) = table.scan(selected_fields=("reason",)).to_arrow().column("reason").to_pylist()
+    assert reason.endswith("(still incomplete after the pending timeout)"), reason
+
+
 def test_the_owner_is_the_host_and_the_state_dir(tmp_path: Path) -> None:
     import socket
 

@@ -256,9 +256,9 @@ class IcebergBus:
                     Rejected(
                         run_dir,
                         run.run_id,
-                        # no seconds counted in the reason: the same problem, the same row
-                        f"still incomplete after {self.config.pending_timeout_s:g} s: "
-                        f"{verdict.reason}",
+                        # no seconds in the reason, neither counted nor configured: the
+                        # same problem is the same row, whichever daemon rejects it
+                        f"{verdict.reason} (still incomplete after the pending timeout)",
                     )
                 )
             else:
