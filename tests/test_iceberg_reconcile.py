@@ -187,8 +187,9 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``quantbot-bus pending`` on the Iceberg backend: after a sync, the run whose declared
-    file is not uploaded yet is listed with its reason and when it will be rejected; once the
-    file is there, the next sync registers it and the list is empty."""
+    file is not uploaded yet is listed with its reason and when it will be rejected (its
+    metadata.json's listed LastModified + the timeout); once the file is there, the next sync
+    registers it and the list is empty."""
     import datetime as dt
     import json
 
@@ -222,7 +223,9 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
     seen = dt.datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00"))
     reject = dt.datetime.fromisoformat(row["reject_after"].replace("Z", "+00:00"))
     timeout_s = scaleout.config().pending_timeout_s
-    assert abs((reject - seen).total_seconds() - timeout_s) < 1.0, row
+    written = _last_modified(client, loc.bucket, loc.key("backtest", "late", "metadata.json"))
+    assert reject <= seen + dt.timedelta(seconds=timeout_s), row
+    assert abs((reject - written).total_seconds() - timeout_s) < 0.002, (row, written)
 
     client.put_object(
         Bucket=scaleout.bucket,
@@ -233,6 +236,40 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
     assert sync.exit_code == 0, sync.output
     assert pending() == []
     assert scaleout.run_counts("runs_d") == {"late": 1}
+
+
+def _last_modified(client: Any, bucket: str, key: str) -> Any:
+    """``key``'s LastModified as a listing gives it (what the daemon's listing sees)."""
+    [obj] = client.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
+    return obj["LastModified"]
+
+
+def test_the_pending_timeout_counts_from_when_metadata_json_was_written(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incomplete run is rejected ``pending_timeout_s`` after its metadata.json was written
+    (its listed LastModified), as the local backend counts from its mtime, not from when this
+    process first saw it: a one-shot ``sync`` or a daemon just restarted, looking for the first
+    time, rejects a run incomplete for longer at once. A sync with a longer timeout keeps it
+    pending and says when it will be rejected."""
+    import time
+
+    from quantbot_bus.objectstore.location import S3Location
+    from quantbot_bus.pipeline import sync
+
+    scaleout.reach_s3(monkeypatch)
+    scaleout.upload("stale", incomplete=True)
+    loc = S3Location.parse(scaleout.root)
+    written = _last_modified(
+        scaleout.s3.client(), loc.bucket, loc.key("backtest", "stale", "metadata.json")
+    )
+    patient = sync(dataclasses.replace(scaleout.config("state-a"), pending_timeout_s=3600.0))
+    assert (patient.registered, patient.rejected, len(patient.pending)) == ([], [], 1)
+    time.sleep(max(0.0, written.timestamp() + 2.0 - time.time()))  # it is 2 s old now
+    hasty = sync(dataclasses.replace(scaleout.config("state-b"), pending_timeout_s=2.0))
+    assert [r.run_id for r in hasty.rejected] == ["stale"] and hasty.pending == []
+    assert hasty.rejected[0].reason.endswith("(still incomplete after the pending timeout)")
+    assert scaleout.run_counts("rejections_f") == {"stale": 1}
 
 
 def test_runs_of_another_root_sharing_the_tables_are_looked_up_once_not_every_reconcile(

@@ -238,19 +238,20 @@ class IcebergBus:
             verdicts = list(
                 pool.map(lambda r: (r, validate_object_run(self.reads, self.loc, r)), runs.values())
             )
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         noted: dict[str, str] = {}  # metadata key -> listing signature of runs rejected now
         seen: dict[str, tuple[str, str, str]] = {}  # run id -> key, ETag, signature if valid
         for run, verdict in verdicts:
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
             first = self.pending.pop(run.metadata_key, (now, run, ""))[0]
+            waited = max(now - first, run.age_s(wall))  # since first seen, or listed as written
             if isinstance(verdict, ObjectRun):
                 valid.append(verdict)
                 seen[verdict.info.run_id] = (run.metadata_key, verdict.etag, run.signature)
             elif isinstance(verdict, Invalid):
                 rejected.append(Rejected(run_dir, verdict.run_id or run.run_id, verdict.reason))
                 noted[run.metadata_key] = run.signature
-            elif now - first >= self.config.pending_timeout_s:
+            elif waited >= self.config.pending_timeout_s:
                 noted[run.metadata_key] = run.signature
                 rejected.append(
                     Rejected(
@@ -313,8 +314,9 @@ class IcebergBus:
         entries = []
         for first, run, why in self.pending.values():
             seen = wall - (mono - first)
+            since = min(seen, wall - run.age_s(wall))
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
-            entries.append(PendingEntry(run_dir, run.run_id, why, seen, seen + timeout_s))
+            entries.append(PendingEntry(run_dir, run.run_id, why, seen, since + timeout_s))
         listed = sorted((e.run_dir, e.reason) for e in entries)
         if listed != self._pending_listed:
             path = pending_path(self.config.state_dir)

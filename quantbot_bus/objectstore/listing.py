@@ -73,7 +73,10 @@ class RunObject:
     directory's ``run_id=`` suffix. ``etag`` and ``size`` (of that manifest) when a listing gave
     them, and on a full listing ``signature``: a hash of every object below the run's prefix
     (key, ETag, size), which changes whenever any of its files does. ``layout``: ``v1`` or
-    ``seed``; ``objects``: of a seed run on a full listing, every object below its prefix."""
+    ``seed``; ``objects``: of a seed run on a full listing, every object below its prefix.
+    ``modified``: the listed LastModified (the store's clock) of its manifest, else of the
+    object that made it a run (its completion marker, a seed run's ``_SUCCESS``); the pending
+    timeout counts from it."""
 
     run_type: str
     run_id: str
@@ -83,11 +86,17 @@ class RunObject:
     signature: str = ""
     layout: str = V1
     objects: tuple[Listed, ...] = ()
+    modified: dt.datetime | None = None
 
     @property
     def run_prefix(self) -> str:
         """The run's key prefix, ending in '/'."""
         return self.metadata_key.rpartition("/")[0] + "/"
+
+    def age_s(self, now: float) -> float:
+        """Seconds from :attr:`modified` to ``now`` (``time.time()``); 0 when not listed or
+        ahead of ``now`` (clocks differ)."""
+        return 0.0 if self.modified is None else max(0.0, now - self.modified.timestamp())
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ def _seed_run(
             continue
         if rel:
             etag = str(obj.get("ETag", "")).strip('"')
-            listed.append(Listed(rel, int(obj["Size"]), etag, obj.get("LastModified")))
+            listed.append(Listed(rel, int(obj["Size"]), etag, _modified(obj)))
     names = {o.rel: o for o in listed}
     if RUN_JSON not in names and SUCCESS_NAME not in names:
         return
@@ -169,6 +178,7 @@ def _seed_run(
         signature,
         SEED,
         tuple(listed),
+        (manifest or names[SUCCESS_NAME]).modified,
     )
 
 
@@ -199,7 +209,14 @@ def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None
             key, "metadata.json is not at <run_type>/<run_id>/metadata.json below the root"
         )
     etag = str(obj.get("ETag", "")).strip('"')
-    return _run_object(loc, key, parts[0], parts[1], etag=etag, size=int(obj["Size"]))
+    return _run_object(
+        loc, key, parts[0], parts[1], etag=etag, size=int(obj["Size"]), modified=_modified(obj)
+    )
+
+
+def _modified(obj: dict[str, Any]) -> dt.datetime | None:
+    value = obj.get("LastModified")
+    return value if isinstance(value, dt.datetime) else None
 
 
 class Lister:
@@ -260,6 +277,8 @@ class Lister:
                     found = _seed_marked(self.loc, key, parts[1], parts[2][len(SEED_PREFIX) :])
                 else:
                     found = _run_object(self.loc, key, parts[1], parts[2])
+                if isinstance(found, RunObject):  # written after the manifest: a later bound
+                    found = replace(found, modified=_modified(obj))
                 if found is not None:
                     out.append(found)
         if newest:
