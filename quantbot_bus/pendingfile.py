@@ -12,7 +12,8 @@ It lists at most :data:`MAX_LISTED` runs, oldest first, and says how many more t
 
 ``reject_after`` is when the pending rule rejects the run if it is still incomplete (its
 metadata.json's mtime + ``pending_timeout_s``; on the Iceberg backend, which writes the file
-too, its listed LastModified, or when the daemon first saw it if earlier, + ``pending_timeout_s``).
+too, its metadata.json's LastModified, or when the daemon first saw it if earlier, +
+``pending_timeout_s``).
 A reader adds each run's ``age_s`` (seconds since ``first_seen``).
 """
 

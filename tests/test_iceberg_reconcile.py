@@ -188,7 +188,7 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
 ) -> None:
     """``quantbot-bus pending`` on the Iceberg backend: after a sync, the run whose declared
     file is not uploaded yet is listed with its reason and when it will be rejected (its
-    metadata.json's listed LastModified + the timeout); once the file is there, the next sync
+    metadata.json's LastModified + the timeout); once the file is there, the next sync
     registers it and the list is empty."""
     import datetime as dt
     import json
@@ -239,19 +239,18 @@ def test_pending_lists_an_incomplete_run_in_the_bucket_until_its_file_arrives(
 
 
 def _last_modified(client: Any, bucket: str, key: str) -> Any:
-    """``key``'s LastModified as a listing gives it (what the daemon's listing sees)."""
-    [obj] = client.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
-    return obj["LastModified"]
+    """``key``'s LastModified as a GET gives it (what the validation reads)."""
+    return client.head_object(Bucket=bucket, Key=key)["LastModified"]
 
 
 def test_the_pending_timeout_counts_from_when_metadata_json_was_written(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An incomplete run is rejected ``pending_timeout_s`` after its metadata.json was written
-    (its listed LastModified), as the local backend counts from its mtime, not from when this
-    process first saw it: a one-shot ``sync`` or a daemon just restarted, looking for the first
-    time, rejects a run incomplete for longer at once. A sync with a longer timeout keeps it
-    pending and says when it will be rejected."""
+    (its LastModified, as the validation's GET gives it), as the local backend counts from its
+    mtime, not from when this process first saw it: a one-shot ``sync`` or a daemon just
+    restarted, looking for the first time, rejects a run incomplete for longer at once. A sync
+    with a longer timeout keeps it pending."""
     import time
 
     from quantbot_bus.objectstore.location import S3Location

@@ -80,12 +80,15 @@ class Incomplete:
     """Not ready yet (may still be in progress): look again later.
 
     ``missing``: the listed files (relative to the run directory) that do not exist, when that
-    is why; ``run_id``: the run's id when its metadata names a well-formed one."""
+    is why; ``run_id``: the run's id when its metadata names a well-formed one; ``since``: when
+    its manifest was written (POSIX seconds), when the check read it from object storage (the
+    pending timeout counts from it)."""
 
     reason: str
     ok: bool = field(default=False, init=False)
     missing: tuple[str, ...] = ()
     run_id: str | None = None
+    since: float | None = None
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 import structlog
 
 from ..config import Config
-from ..contract import Invalid
+from ..contract import Incomplete, Invalid
 from ..objectstore.listing import BadKey, Lister, RunObject
 from ..objectstore.location import S3Location, S3Settings
 from ..objectstore.reads import Buckets
@@ -244,14 +245,15 @@ class IcebergBus:
         for run, verdict in verdicts:
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
             first = self.pending.pop(run.metadata_key, (now, run, ""))[0]
-            waited = max(now - first, run.age_s(wall))  # since first seen, or listed as written
+            if isinstance(verdict, Incomplete):  # waited since first seen, or since written
+                run = replace(run, written_at=verdict.since)
             if isinstance(verdict, ObjectRun):
                 valid.append(verdict)
                 seen[verdict.info.run_id] = (run.metadata_key, verdict.etag, run.signature)
             elif isinstance(verdict, Invalid):
                 rejected.append(Rejected(run_dir, verdict.run_id or run.run_id, verdict.reason))
                 noted[run.metadata_key] = run.signature
-            elif waited >= self.config.pending_timeout_s:
+            elif max(now - first, run.age_s(wall)) >= self.config.pending_timeout_s:
                 noted[run.metadata_key] = run.signature
                 rejected.append(
                     Rejected(

@@ -74,9 +74,8 @@ class RunObject:
     them, and on a full listing ``signature``: a hash of every object below the run's prefix
     (key, ETag, size), which changes whenever any of its files does. ``layout``: ``v1`` or
     ``seed``; ``objects``: of a seed run on a full listing, every object below its prefix.
-    ``modified``: the listed LastModified (the store's clock) of its manifest, else of the
-    object that made it a run (its completion marker, a seed run's ``_SUCCESS``); the pending
-    timeout counts from it."""
+    ``written_at``: when its manifest was written (POSIX seconds by the store's clock, its
+    LastModified) as the validation that last found the run incomplete read it, else None."""
 
     run_type: str
     run_id: str
@@ -86,7 +85,7 @@ class RunObject:
     signature: str = ""
     layout: str = V1
     objects: tuple[Listed, ...] = ()
-    modified: dt.datetime | None = None
+    written_at: float | None = None
 
     @property
     def run_prefix(self) -> str:
@@ -94,9 +93,9 @@ class RunObject:
         return self.metadata_key.rpartition("/")[0] + "/"
 
     def age_s(self, now: float) -> float:
-        """Seconds from :attr:`modified` to ``now`` (``time.time()``); 0 when not listed or
-        ahead of ``now`` (clocks differ)."""
-        return 0.0 if self.modified is None else max(0.0, now - self.modified.timestamp())
+        """Seconds from :attr:`written_at` to ``now`` (``time.time()``); 0 when unknown or
+        ahead of ``now`` (the clocks differ)."""
+        return 0.0 if self.written_at is None else max(0.0, now - self.written_at)
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def _seed_run(
             continue
         if rel:
             etag = str(obj.get("ETag", "")).strip('"')
-            listed.append(Listed(rel, int(obj["Size"]), etag, _modified(obj)))
+            listed.append(Listed(rel, int(obj["Size"]), etag, obj.get("LastModified")))
     names = {o.rel: o for o in listed}
     if RUN_JSON not in names and SUCCESS_NAME not in names:
         return
@@ -178,7 +177,6 @@ def _seed_run(
         signature,
         SEED,
         tuple(listed),
-        (manifest or names[SUCCESS_NAME]).modified,
     )
 
 
@@ -209,14 +207,7 @@ def _classify(loc: S3Location, obj: dict[str, Any]) -> RunObject | BadKey | None
             key, "metadata.json is not at <run_type>/<run_id>/metadata.json below the root"
         )
     etag = str(obj.get("ETag", "")).strip('"')
-    return _run_object(
-        loc, key, parts[0], parts[1], etag=etag, size=int(obj["Size"]), modified=_modified(obj)
-    )
-
-
-def _modified(obj: dict[str, Any]) -> dt.datetime | None:
-    value = obj.get("LastModified")
-    return value if isinstance(value, dt.datetime) else None
+    return _run_object(loc, key, parts[0], parts[1], etag=etag, size=int(obj["Size"]))
 
 
 class Lister:
@@ -277,8 +268,6 @@ class Lister:
                     found = _seed_marked(self.loc, key, parts[1], parts[2][len(SEED_PREFIX) :])
                 else:
                     found = _run_object(self.loc, key, parts[1], parts[2])
-                if isinstance(found, RunObject):  # written after the manifest: a later bound
-                    found = replace(found, modified=_modified(obj))
                 if found is not None:
                     out.append(found)
         if newest:

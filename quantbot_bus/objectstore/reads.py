@@ -15,6 +15,7 @@ exception: it says nothing about the run, and the caller retries the poll.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,10 +70,10 @@ class ObjectReads:
                 return out
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def head_bytes(self, key: str, limit: int) -> tuple[bytes, str] | None:
+    def head_bytes(self, key: str, limit: int) -> tuple[bytes, str, float | None] | None:
         """The object's first ``limit`` + 1 bytes at most (a longer object is cut there, so
-        the caller sees it is too long) and its ETag without quotes; None when it does not
-        exist."""
+        the caller sees it is too long), its ETag without quotes and its LastModified (POSIX
+        seconds, None if not given); None when it does not exist."""
         import obstore
 
         try:
@@ -82,9 +83,11 @@ class ObjectReads:
             return None
         except Exception:
             if self._size(key) == 0:  # some servers refuse any range of an empty object
-                return b"", ""
+                return b"", "", None
             raise
-        return data, str(got.meta.get("e_tag") or "").strip('"')
+        modified = got.meta.get("last_modified")
+        written = modified.timestamp() if isinstance(modified, dt.datetime) else None
+        return data, str(got.meta.get("e_tag") or "").strip('"'), written
 
     def tail(self, key: str, length: int) -> Tail | None:
         """The object's last ``length`` bytes (the whole object when shorter) and its size,

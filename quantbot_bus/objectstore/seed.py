@@ -41,7 +41,7 @@ from ..ignore import is_ignored_name
 from .listing import Listed, RunObject
 from .location import S3Location
 from .reads import ObjectReads
-from .validate import ObjectRun, _artifact, _Found
+from .validate import ObjectRun, _artifact, _Found, dated
 
 
 def _listed_again(reads: ObjectReads, run: RunObject) -> tuple[Listed, ...]:
@@ -146,7 +146,7 @@ def validate_seed_object(reads: ObjectReads, loc: S3Location, run: RunObject) ->
     got = reads.head_bytes(run.metadata_key, MAX_METADATA_BYTES)
     if got is None:
         raise _Stop(Incomplete(not_yet))
-    raw, etag = got
+    raw, etag, written = got
     if len(raw) > MAX_METADATA_BYTES:
         raise _Stop(Invalid(f"{RUN_JSON} grew over the {MAX_METADATA_BYTES} byte (8 MiB) limit"))
     etag = manifest.etag or etag
@@ -154,15 +154,18 @@ def validate_seed_object(reads: ObjectReads, loc: S3Location, run: RunObject) ->
     files = _ObjectFiles(reads, loc, run, objects)
     prefix = run.run_prefix.rstrip("/")
     stamp = objects.get(SUCCESS_NAME) or manifest
-    info = check_seed(
-        text,
-        prefix,
-        success,
-        files,
-        path=PurePosixPath("/", loc.bucket, prefix),  # type: ignore[arg-type]
-        mtime_ns=int(stamp.modified.timestamp() * 1e9) if stamp.modified is not None else 0,
-        fingerprint="",
-    )
+    try:
+        info = check_seed(
+            text,
+            prefix,
+            success,
+            files,
+            path=PurePosixPath("/", loc.bucket, prefix),  # type: ignore[arg-type]
+            mtime_ns=int(stamp.modified.timestamp() * 1e9) if stamp.modified is not None else 0,
+            fingerprint="",
+        )
+    except _Stop as stop:  # a wait counts from when run.json was written
+        raise dated(stop, written) from None
     found = files.found
     return ObjectRun(
         dataclasses.replace(info, fingerprint=_fingerprint(etag, objects, found)),

@@ -15,6 +15,7 @@ files with :func:`_artifact` as here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -141,7 +142,7 @@ def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
     got = reads.head_bytes(run.metadata_key, MAX_METADATA_BYTES)
     if got is None:
         raise _Stop(Incomplete("no metadata.json (yet, or the run was deleted)"))
-    raw, etag = got
+    raw, etag, written = got
     if len(raw) > MAX_METADATA_BYTES:
         raise _Stop(Invalid(too_big))
     etag = run.etag or etag
@@ -153,7 +154,7 @@ def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
         _check_semantics(norm, run.run_id)
         found = [_artifact(reads, loc, run, decl) for decl in norm.declared]
     except _Stop as stop:
-        raise named_rejection(stop, declared_id) from None
+        raise named_rejection(dated(stop, written), declared_id) from None
     fingerprint = hashlib.sha256(
         "\n".join([etag, *(f"{f.info.file}:{f.info.bytes}" for f in found)]).encode()
     ).hexdigest()[:32]
@@ -175,6 +176,14 @@ def _validate(reads: ObjectReads, loc: S3Location, run: RunObject) -> ObjectRun:
     )
 
 
+def dated(stop: _Stop, written: float | None) -> _Stop:
+    """``stop``; a wait (:class:`Incomplete`) dated by when the run's manifest was written
+    (``written``, its LastModified), from which the pending timeout counts."""
+    if isinstance(stop.result, Incomplete) and written is not None:
+        return _Stop(dataclasses.replace(stop.result, since=written))
+    return stop
+
+
 def validate_object_run(
     reads: ObjectReads, loc: S3Location, run: RunObject
 ) -> ObjectRun | Incomplete | Invalid:
@@ -188,6 +197,6 @@ def validate_object_run(
     except RecursionError:
         result = Invalid(f"metadata.json is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
     if isinstance(result, Incomplete):
-        return Incomplete(_clean(result.reason))
+        return Incomplete(_clean(result.reason), since=result.since)
     assert isinstance(result, Invalid)
     return Invalid(_clean(result.reason), run_id=result.run_id)
