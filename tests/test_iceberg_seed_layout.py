@@ -232,6 +232,37 @@ def test_a_pending_seed_run_registers_at_the_next_poll_once_its_success_arrives(
     assert scaleout.run_counts("truth__paths") == {run_id_of(str(run)): 3}
 
 
+def test_a_seed_run_without_its_success_is_rejected_the_timeout_after_run_json_was_written(
+    scaleout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pending timeout of a seed run counts from run.json's LastModified (the local
+    backend: its mtime), not from when the bus first saw it: a new bus rejects at its first
+    poll a run whose run.json was written longer ago and whose _SUCCESS never came."""
+    import dataclasses
+    import time
+
+    from quantbot_bus.iceberg.bus import IcebergBus
+
+    scaleout.reach_s3(monkeypatch)
+    local = scaleout.tmp / "seed"
+    run = _seed_run(local, 3, 2)
+    client = scaleout.s3.client()
+    for path in sorted(run.rglob("*")):
+        if path.is_file() and path.name != "_SUCCESS":
+            rel = path.relative_to(local).as_posix()
+            client.upload_file(str(path), scaleout.bucket, f"runs/{rel}")
+    key = f"runs/{run.parent.name}/{run.name}/run.json"
+    written = client.head_object(Bucket=scaleout.bucket, Key=key)["LastModified"]
+    time.sleep(max(0.0, written.timestamp() + 2.0 - time.time()))  # it is 2 s old now
+    bus = IcebergBus(dataclasses.replace(scaleout.config(), pending_timeout_s=2.0))
+    try:
+        polled = bus.poll(full=True)
+    finally:
+        bus.close()
+    assert polled.pending == [] and [r.run_id for r in polled.rejected] == [run_id_of(str(run))]
+    assert polled.rejected[0].reason.endswith("(still incomplete after the pending timeout)")
+
+
 def test_run_writer_uploads_a_seed_run_that_the_next_poll_finds_by_its_marker(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

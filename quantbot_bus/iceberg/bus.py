@@ -91,8 +91,8 @@ class IcebergBus:
         self.role = role
         #: registered runs whose objects a reconcile found changed, not decided yet
         self._suspects: dict[str, RunObject] = {}
-        #: (run dir, reason) of the pending runs pending.json lists (None: not written yet)
-        self._pending_listed: list[tuple[str, str]] | None = None
+        #: (run dir, reason, reject_after) of the runs pending.json lists (None: not yet)
+        self._pending_listed: list[tuple[str, str, int]] | None = None
         #: what polls that raised had committed, for the next poll to report
         self._unreported: PollResult | None = None
 
@@ -319,7 +319,7 @@ class IcebergBus:
             since = min(seen, wall - run.age_s(wall))
             run_dir = self.loc.uri(run.run_prefix.rstrip("/"))
             entries.append(PendingEntry(run_dir, run.run_id, why, seen, since + timeout_s))
-        listed = sorted((e.run_dir, e.reason) for e in entries)
+        listed = sorted((e.run_dir, e.reason, round(e.reject_after or 0)) for e in entries)
         if listed != self._pending_listed:
             path = pending_path(self.config.state_dir)
             if write_pending(path, entries, writer=self.role, timeout_s=timeout_s):

@@ -73,7 +73,7 @@ class ObjectReads:
     def head_bytes(self, key: str, limit: int) -> tuple[bytes, str, float | None] | None:
         """The object's first ``limit`` + 1 bytes at most (a longer object is cut there, so
         the caller sees it is too long), its ETag without quotes and its LastModified (POSIX
-        seconds, None if not given); None when it does not exist."""
+        seconds); None when it does not exist."""
         import obstore
 
         try:
@@ -82,12 +82,11 @@ class ObjectReads:
         except FileNotFoundError:
             return None
         except Exception:
-            if self._size(key) == 0:  # some servers refuse any range of an empty object
-                return b"", "", None
+            head = self._head(key)
+            if head is not None and int(head["size"]) == 0:  # some servers refuse any range
+                return b"", "", _seconds(head)  # of an empty object
             raise
-        modified = got.meta.get("last_modified")
-        written = modified.timestamp() if isinstance(modified, dt.datetime) else None
-        return data, str(got.meta.get("e_tag") or "").strip('"'), written
+        return data, str(got.meta.get("e_tag") or "").strip('"'), _seconds(got.meta)
 
     def tail(self, key: str, length: int) -> Tail | None:
         """The object's last ``length`` bytes (the whole object when shorter) and its size,
@@ -125,12 +124,23 @@ class ObjectReads:
         obstore.put(self.store, key, body)
 
     def _size(self, key: str) -> int | None:
+        head = self._head(key)
+        return None if head is None else int(head["size"])
+
+    def _head(self, key: str) -> Any:
+        """The object's metadata (obstore's ``ObjectMeta``), None when it does not exist."""
         import obstore
 
         try:
-            return int(obstore.head(self.store, key)["size"])
+            return obstore.head(self.store, key)
         except FileNotFoundError:
             return None
+
+
+def _seconds(meta: Any) -> float | None:
+    """The LastModified of obstore's object metadata as POSIX seconds."""
+    modified = meta.get("last_modified")
+    return modified.timestamp() if isinstance(modified, dt.datetime) else None
 
 
 class Buckets:
