@@ -132,13 +132,13 @@ class IcebergBus:
             self._renewer.stop()
         if self._claims is not None:
             try:
-                # the undecided runs only: a run registered just now stays claimed until its
-                # lease ends, so a daemon whose ledger lags does not validate it again
-                undecided = sorted(
-                    {waiting.run_id for _, waiting, _ in self.pending.values()}
-                    | {r.run_id for r in self.backlog.values() if r.run_id in self._claimed}
-                )
-                released = self._claims.release(undecided)
+                # the undecided runs only: a run registered just now (by a poll that raised
+                # after its commit, too) stays claimed until its lease ends, so a daemon whose
+                # ledger lags does not validate it again
+                undecided = {waiting.run_id for _, waiting, _ in self.pending.values()}
+                undecided |= {r.run_id for r in self.backlog.values() if r.run_id in self._claimed}
+                undecided -= self.ledger.known("runs_d", undecided)
+                released = self._claims.release(sorted(undecided))
                 log.info("iceberg.claims_released", claims=released)
             except Exception as exc:  # noqa: BLE001 - the lease frees them anyway
                 log.warning("iceberg.claims_release_failed", error=str(exc)[:300])
@@ -270,13 +270,13 @@ class IcebergBus:
             done = registrar.register(valid[i : i + MAX_COMMIT_RUNS])
             result.registered += done.registered
             result.already += done.already
+            self.ledger.add("runs_d", done.registered + done.already)  # as each commit lands
             rejected += done.rejected  # schema conflicts: looked at again every reconcile
             for run_id in done.registered:
                 log.info("run.registered", run_id=run_id, backend="iceberg")
             for run_id in done.already:
                 log.info("run.already_registered", run_id=run_id, backend="iceberg")
         result.validated = valid
-        self.ledger.add("runs_d", result.registered + result.already)
         self.ledger.note_seen(
             {
                 seen[i][0]: (seen[i][1], seen[i][2])
