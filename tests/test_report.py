@@ -210,6 +210,28 @@ def test_policy_frontier_and_tearsheet_numbers(built: dict[str, Any]) -> None:
         assert f'data-chart="{chart}"><svg' in dist
 
 
+def test_a_seed_layout_policy_run_gets_its_tearsheet(tmp_path: Path) -> None:
+    """``backtest run --layout seed`` writes the per-call results as ``policy/
+    backtest_call_results`` (exported as ``exports.policy__backtest_call_results``): the newest
+    such run is the tearsheet's, drawn from that table."""
+    cfg = _config(tmp_path)
+    day = D_FROM + dt.timedelta(days=1)
+    seed = run_backtest("policy", "1m", D_FROM, day, 12, 5, cfg.root, layout="seed")
+    sync(cfg)
+    ts = _section(write_report(cfg).path.read_text(encoding="utf-8"), "tearsheet")
+    assert seed.run_id in ts and "no policy runs yet" not in ts
+    total = snapshot_query(
+        cfg,
+        "SELECT sum(return_bps), count(*) FROM exports.policy__backtest_call_results "
+        "WHERE run_id = ?",
+        [seed.run_id],
+    )[0]
+    assert total[1] > 0
+    assert f"<b>{total[1]:,}</b><small>calls</small>" in ts
+    assert f"{total[0]:,.0f}</span></b><small>total return (bps)" in ts
+    assert 'data-chart="equity"><svg' in ts
+
+
 def test_alerts_regressions_rejections_pending(built: dict[str, Any]) -> None:
     html = built["html"]
     reg = _section(html, "regressions")

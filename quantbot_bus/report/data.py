@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from ..backtest.sources import CALL_RESULTS
 from ..config import Config
 from ..errors import CatalogMissingError, NotFoundError
 from ..exports.query import open_query_connection
@@ -210,7 +211,8 @@ def _tearsheet_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> Row | 
         con,
         """
         SELECT r.run_id, r.created_at FROM catalog.runs_d r JOIN catalog.artifacts_f a USING (run_id)
-        WHERE a.name = 'backtest_call_results' AND r.deleted_at IS NULL
+        WHERE a.name IN ('backtest_call_results', 'policy/backtest_call_results')
+          AND r.deleted_at IS NULL
         ORDER BY coalesce(r.created_at, r.registered_at) DESC, r.run_id DESC LIMIT 1
         """,
     )
@@ -222,18 +224,22 @@ def _tearsheet(con: duckdb.DuckDBPyConnection, data: ReportData, run_id: str | N
     if run is None:
         return
     rid = str(run["run_id"])
-    try:
-        arrays = con.execute(
-            """
-            SELECT CAST(entry_ts_ms AS BIGINT) AS ts, CAST(return_bps AS DOUBLE) AS r
-            FROM exports.backtest_call_results
-            WHERE run_id = ? AND return_bps IS NOT NULL AND entry_ts_ms IS NOT NULL
-            ORDER BY ts, call_id
-            """,
-            [rid],
-        ).fetchnumpy()
-    except (duckdb.CatalogException, duckdb.BinderException):  # no table, or no entry_ts_ms
-        arrays = {"ts": np.array([], dtype=np.int64), "r": np.array([], dtype=np.float64)}
+    arrays = {"ts": np.array([], dtype=np.int64), "r": np.array([], dtype=np.float64)}
+    for table in CALL_RESULTS.tables:  # the v1 name, then the seed layout's policy/ one
+        try:
+            arrays = con.execute(
+                f"""
+                SELECT CAST(entry_ts_ms AS BIGINT) AS ts, CAST(return_bps AS DOUBLE) AS r
+                FROM exports.{table}
+                WHERE run_id = ? AND return_bps IS NOT NULL AND entry_ts_ms IS NOT NULL
+                ORDER BY ts, call_id
+                """,
+                [rid],
+            ).fetchnumpy()
+        except (duckdb.CatalogException, duckdb.BinderException):  # no table, no entry_ts_ms
+            continue
+        if len(arrays["r"]):
+            break
     if len(arrays["r"]) == 0:
         data.tearsheet_note = (
             f"run {rid} has no backtest_call_results rows in the exports "
