@@ -88,7 +88,7 @@ class RunWriter:
         layout: str = "v1",
     ) -> None:
         self.layout = seed.check_layout(layout)
-        check_run_type(run_type)
+        check_run_type(run_type, seed=self.layout == SEED)
         self.created = utc_now()
         if run_id is None:
             run_id = str(uuid.uuid4()) if layout == SEED else default_run_id(run_type, self.created)

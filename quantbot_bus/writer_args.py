@@ -9,16 +9,18 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .contract import RUN_ID_RE
+from .contract import RUN_ID_RE, RUN_TYPE_RE
 from .errors import ContractError
 
 
-def check_run_type(run_type: Any) -> str:
-    """A run type: a directory name of the run id's alphabet."""
-    if not isinstance(run_type, str) or not RUN_ID_RE.match(run_type):
+def check_run_type(run_type: Any, *, seed: bool = False) -> str:
+    """A run type: a directory name of the run id's alphabet, at most 64 characters in
+    metadata.json (a v1 run), 128 in a seed run's run.json."""
+    pattern, most = (RUN_ID_RE, 128) if seed else (RUN_TYPE_RE, 64)
+    if not isinstance(run_type, str) or not pattern.match(run_type):
         raise ContractError(
             f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
-            "'.', '_' and '-', starting with a letter or digit (at most 128 characters)"
+            f"'.', '_' and '-', starting with a letter or digit (at most {most} characters)"
         )
     return run_type
 

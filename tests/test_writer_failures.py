@@ -80,6 +80,7 @@ def test_refuses_an_existing_run_dir(tmp_path: Path) -> None:
     [
         ({"run_type": "../escape"}, "run_type"),
         ({"run_type": ".hidden"}, "run_type"),
+        ({"run_type": "t" * 65}, "at most 64 characters"),  # run_schema.json's limit
         ({"run_id": "has space"}, "run_id"),
         ({"run_id": "-leading-dash"}, "run_id"),
         ({"run_id": "x" * 129}, "run_id"),
@@ -95,6 +96,17 @@ def test_bad_constructor_arguments(tmp_path: Path, kwargs: dict[str, Any], messa
     with pytest.raises(ContractError, match=message):
         RunWriter(tmp_path, **args)
     assert not (tmp_path / "t").exists()
+
+
+def test_the_longest_run_type_the_writer_takes_is_one_the_bus_registers(tmp_path: Path) -> None:
+    """64 characters in a v1 run's metadata.json (run_schema.json); the writer used to take
+    up to 128, writing runs the bus then rejected."""
+    from quantbot_bus.contract import Valid, validate_run_dir
+
+    run_type = "t" * 64
+    with RunWriter(tmp_path, run_type, run_id="r", producer=("p", "1"), git=None) as w:
+        w.write_table("results", pa.table({"a": [1]}))
+    assert isinstance(validate_run_dir(tmp_path / run_type / "r", tmp_path), Valid)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from typing import Any
 METADATA_NAME = "metadata.json"
 SCHEMA_VERSION = 1
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: A v1 run's ``run_type`` (metadata.json, run_schema.json): the run id's alphabet, at most 64.
+RUN_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 #: Artifact names become table names: an identifier, at most 64 characters.
 ARTIFACT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
