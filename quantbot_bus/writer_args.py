@@ -17,7 +17,7 @@ def check_run_type(run_type: Any, *, seed: bool = False) -> str:
     """A run type: a directory name of the run id's alphabet, at most 64 characters in
     metadata.json (a v1 run), 128 in a seed run's run.json."""
     pattern, most = (RUN_ID_RE, 128) if seed else (RUN_TYPE_RE, 64)
-    if not isinstance(run_type, str) or not pattern.match(run_type):
+    if not isinstance(run_type, str) or not pattern.fullmatch(run_type):
         raise ContractError(
             f"run_type {run_type!r} is not a valid directory name: use letters, digits, "
             f"'.', '_' and '-', starting with a letter or digit (at most {most} characters)"
@@ -27,7 +27,7 @@ def check_run_type(run_type: Any, *, seed: bool = False) -> str:
 
 def check_run_id(run_id: Any) -> str:
     """A run id (:data:`~quantbot_bus.contract.RUN_ID_RE`)."""
-    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
         raise ContractError(
             f"run_id {run_id!r} is not valid: it must match {RUN_ID_RE.pattern} "
             "(letters, digits, '.', '_', '-'; starting with a letter or digit; ≤ 128 chars)"

@@ -81,6 +81,8 @@ def test_refuses_an_existing_run_dir(tmp_path: Path) -> None:
         ({"run_type": "../escape"}, "run_type"),
         ({"run_type": ".hidden"}, "run_type"),
         ({"run_type": "t" * 65}, "at most 64 characters"),  # run_schema.json's limit
+        ({"run_type": "t\n"}, "run_type"),  # '$' alone would let a final newline through
+        ({"run_id": "r1\n"}, "run_id"),
         ({"run_id": "has space"}, "run_id"),
         ({"run_id": "-leading-dash"}, "run_id"),
         ({"run_id": "x" * 129}, "run_id"),
