@@ -183,3 +183,27 @@ def test_truncated_parquet_shorter_than_declared_is_incomplete(root: Path) -> No
     assert_incomplete(
         validate_run_dir(run_dir, root), f"has {size} of its {declared}", "still being written"
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("run_type", "backtest\n", "field 'run_type' must be 1-64 characters"),
+        ("name", "results\n", "artifact name 'results\\n' is not a table name"),
+        ("sha256", "a" * 64 + "\n", "must be 64 hexadecimal characters"),
+    ],
+)
+def test_a_final_newline_in_a_name_or_hash_is_rejected(
+    root: Path, field: str, value: str, needle: str
+) -> None:
+    """The schema's patterns end in '$', which Python's re also matches before a final
+    newline: a run type, artifact name or sha256 ending in one is rejected, not registered
+    under a name that holds a newline."""
+
+    def edit(meta: dict[str, Any], run_dir: Path) -> None:
+        if field == "run_type":
+            meta["run_type"] = value
+        else:
+            meta["artifacts"][0][field] = value
+
+    assert_invalid(validate_run_dir(make_run(root, mutate=edit), root), needle)

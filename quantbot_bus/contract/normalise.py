@@ -5,16 +5,26 @@ cannot express (run_id = directory name, a failed run says why, unique artifact 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .artifacts import _check_file_string, _Declared
-from .model import QUANTBOT_TS, RUN_ID_RE, SCHEMA_VERSION, Invalid, metric_number
+from .model import (
+    ARTIFACT_NAME_RE,
+    QUANTBOT_TS,
+    RUN_ID_RE,
+    RUN_TYPE_RE,
+    SCHEMA_VERSION,
+    Invalid,
+    metric_number,
+)
 from .reasons import _show, _Stop
 from .schema import _schema_problem
 
 _TS_KEYS = ("backtest_type", "table_name", "parquet_file")
+SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _TS_FIELDS = frozenset({"run_id", "rows", "created_at_utc", "parquet_path", *_TS_KEYS})
 
 
@@ -182,6 +192,30 @@ def _check_semantics(norm: _Normalised, dir_name: str) -> None:
                 f"starting with a letter or digit, got {_show(norm.run_id)}"
             )
         )
+    # the schema's patterns end in '$', which Python's re (the schema validators') also matches
+    # before a final newline: the names that become directories and tables are matched whole
+    if not RUN_TYPE_RE.fullmatch(norm.run_type):
+        raise _Stop(
+            Invalid(
+                "metadata.json: field 'run_type' must be 1-64 characters from A-Z a-z 0-9 . _ - "
+                f"starting with a letter or digit, got {_show(norm.run_type)}"
+            )
+        )
+    for d in norm.declared:
+        if not ARTIFACT_NAME_RE.fullmatch(d.name):
+            raise _Stop(
+                Invalid(
+                    f"metadata.json: artifact name {_show(d.name)} is not a table name: 1-64 "
+                    "characters from A-Z a-z 0-9 _ not starting with a digit"
+                )
+            )
+        if d.sha256 is not None and not SHA256_RE.fullmatch(d.sha256):
+            raise _Stop(
+                Invalid(
+                    f"metadata.json: the sha256 of {d.label} must be 64 hexadecimal characters, "
+                    f"got {_show(d.sha256)}"
+                )
+            )
     if norm.run_id != dir_name:
         raise _Stop(
             Invalid(
