@@ -51,7 +51,7 @@ def check_user_exports(exports: Sequence[UserExport]) -> None:
     reserved = _summary_names() if exports else ()
     for i, exp in enumerate(exports):
         where = f"exports[{i}]"
-        if not _EXPORT_NAME.match(exp.name):
+        if not _EXPORT_NAME.fullmatch(exp.name):
             raise ConfigError(
                 f"config field '{where}.name' must match {_EXPORT_NAME.pattern}, got {exp.name!r}"
             )

@@ -291,7 +291,7 @@ class RunWriter:
     def _check_name(self, name: str) -> None:
         if self.layout == SEED:
             seed.check_name(name)
-        elif not isinstance(name, str) or not ARTIFACT_NAME_RE.match(name):
+        elif not isinstance(name, str) or not ARTIFACT_NAME_RE.fullmatch(name):
             raise ContractError(
                 f"artifact name {name!r} is not valid: it must match {ARTIFACT_NAME_RE.pattern} "
                 "(a letter or '_', then letters, digits or '_'; at most 64 characters)"

@@ -73,7 +73,7 @@ def qualify(name: Any) -> Any:
 
 def check_name(name: Any) -> None:
     """Refuse a seed artifact name that is not ``<folder>/<name>``."""
-    if not isinstance(name, str) or not SEED_NAME_RE.match(name):
+    if not isinstance(name, str) or not SEED_NAME_RE.fullmatch(name):
         raise ContractError(
             f"artifact name {name!r} is not valid for the seed layout: write "
             f"'<folder>/<name>' with folder one of {', '.join(SEED_FOLDERS)} and name a letter "

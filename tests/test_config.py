@@ -73,6 +73,10 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
             '[[exports]]\nname = "1bad"\nsql = "SELECT 1"',
             "config field 'exports[0].name' must match",
         ),
+        (
+            '[[exports]]\nname = "a\\n"\nsql = "SELECT 1"',  # a final newline: not a name
+            "config field 'exports[0].name' must match",
+        ),
         ('[[exports]]\nname = "a"\nsql = " "', "config field 'exports[0].sql' is empty"),
         (
             '[[exports]]\nname = "a"\nsql = "SELECT 1"\nformat = "xlsx"',

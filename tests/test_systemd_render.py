@@ -160,6 +160,8 @@ def test_bad_memory_max_and_user_name() -> None:
     cfg = Config(root=Path("/srv/r"), exports_dir=Path("/srv/e"), state_dir=Path("/srv/s"))
     with pytest.raises(InstallError, match="not a systemd size"):
         sd.build_context(cfg, Path("/srv/c.toml"), executable=exe, run_as="x", memory_max="lots")
+    with pytest.raises(InstallError, match="not a systemd size"):  # a newline in a unit file
+        sd.build_context(cfg, Path("/srv/c.toml"), executable=exe, run_as="x", memory_max="4G\n")
     with pytest.raises(InstallError, match="not a valid user name"):
         sd.render_units(srv_context(user=False, run_as="bad user"))
 

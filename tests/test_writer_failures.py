@@ -117,6 +117,7 @@ def test_the_longest_run_type_the_writer_takes_is_one_the_bus_registers(tmp_path
         (lambda w: w.write_table("1starts_with_digit", pa.table({"a": [1]})), "artifact name"),
         (lambda w: w.write_table("has-dash", pa.table({"a": [1]})), "artifact name"),
         (lambda w: w.write_table("x" * 65, pa.table({"a": [1]})), "artifact name"),
+        (lambda w: w.write_table("t\n", pa.table({"a": [1]})), "artifact name"),
         (lambda w: w.write_table("t", [1, 2, 3]), "write_table"),
         (lambda w: w.set_metrics(flag=True), "not bool"),
         (lambda w: w.set_metrics(x=float("nan")), "finite"),

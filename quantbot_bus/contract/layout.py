@@ -46,7 +46,7 @@ def is_seed_dir(path: str) -> bool:
     name = os.path.basename(path)
     if not name.startswith(SEED_PREFIX) or len(name) == len(SEED_PREFIX):
         return False
-    return MONTH_RE.match(os.path.basename(os.path.dirname(path))) is not None
+    return MONTH_RE.fullmatch(os.path.basename(os.path.dirname(path))) is not None
 
 
 def layout_of(path: str) -> str:

@@ -89,7 +89,7 @@ def apply_changes(
     retired: list[Path] = []
     staged: dict[str, plugins.Staged] = {}
     for name in sorted(new_tables | gone_tables):
-        if not TABLE_NAME.match(name):
+        if not TABLE_NAME.fullmatch(name):
             log.warning("export.table_skipped", table=name, reason="not a valid table name")
             continue
         cols = _stage_new_rows(con, tx, name, skip) if name in new_tables else None

@@ -72,7 +72,7 @@ def plan_compaction(con: duckdb.DuckDBPyConnection) -> list[Merge]:
         by_table.setdefault(table, []).append((segment, int(rows)))
     plans = []
     for table, segs in sorted(by_table.items()):
-        if len(segs) > MAX_SEGMENTS and TABLE_NAME.match(table):
+        if len(segs) > MAX_SEGMENTS and TABLE_NAME.fullmatch(table):
             segs.sort(key=lambda item: (item[1], item[0]))
             victims = merge_victims(segs)
             if victims:

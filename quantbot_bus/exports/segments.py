@@ -220,6 +220,6 @@ def export_table_files(con: duckdb.DuckDBPyConnection, exports_dir: Path) -> dic
     for table, segment in con.execute(
         "SELECT table_name, segment FROM exports_state.segments ORDER BY ALL"
     ).fetchall():
-        if TABLE_NAME.match(table):
+        if TABLE_NAME.fullmatch(table):
             out.setdefault(table, []).append(base / table / segment)
     return out

@@ -40,7 +40,7 @@ def sync_views(con: duckdb.DuckDBPyConnection, tx: StateTx, exports_dir: Path) -
         segments.setdefault(table, []).append(segment)
     base = exports_dir.resolve() / TABLES_DIR
     for table, segs in segments.items():
-        if TABLE_NAME.match(table):
+        if TABLE_NAME.fullmatch(table):
             files = ", ".join(lit(str(base / table / PIN_DIR / seg)) for seg in segs)
             view = table if table not in wanted else f"table_{table}"  # summaries first
             wanted[view] = f"SELECT * FROM read_parquet([{files}], union_by_name = true)"

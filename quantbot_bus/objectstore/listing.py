@@ -141,7 +141,9 @@ _BAD_SEED_KEY = (
 def _is_month_marker(parts: list[str]) -> bool:
     """True for a key (split below the root) that names a seed run's manifest or completion
     marker below a month prefix."""
-    return len(parts) > 1 and MONTH_RE.match(parts[0]) is not None and parts[-1] in _SEED_MARKERS
+    return (
+        len(parts) > 1 and MONTH_RE.fullmatch(parts[0]) is not None and parts[-1] in _SEED_MARKERS
+    )
 
 
 def _seed_run(

@@ -54,7 +54,7 @@ class S3Location:
             raise ConfigError(
                 f"config field {field!r} must look like s3://BUCKET/PREFIX, got {url!r}"
             )
-        if not _BUCKET.match(parsed.netloc):
+        if not _BUCKET.fullmatch(parsed.netloc):
             raise ConfigError(
                 f"config field {field!r}: {parsed.netloc!r} is not a valid bucket name "
                 "(3-63 lower-case letters, digits, dots and hyphens)"

@@ -195,7 +195,7 @@ def build_context(
     executable = find_executable() if executable is None else Path(executable).absolute()
     if not executable.is_file() or not os.access(executable, os.X_OK):
         raise InstallError(f"executable {executable} does not exist or is not executable")
-    if not _MEMORY_MAX.match(memory_max):
+    if not _MEMORY_MAX.fullmatch(memory_max):
         raise InstallError(
             f"memory max {memory_max!r} is not a systemd size: use e.g. 2G, 512M, 50% or infinity"
         )
