@@ -45,3 +45,18 @@ def test_status_states(bus: Config) -> None:
     assert doctor.check_status(bus, None, None).status == "ok"
     missing = doctor.check_status(bus, True, None)
     assert missing.status == "fail" and "no status file" in missing.detail
+
+
+def test_status_says_when_its_file_cannot_be_read(bus: Config) -> None:
+    """An unreadable status file (here a directory in its place: the tests run as root, who
+    reads any file) is a one-line error naming it and exit 4, not a traceback."""
+    from click.testing import CliRunner
+
+    from quantbot_bus.cli import main
+
+    bus.status_path.parent.mkdir(parents=True, exist_ok=True)
+    bus.status_path.unlink(missing_ok=True)
+    bus.status_path.mkdir()
+    result = CliRunner().invoke(main, ["status", "--state-dir", str(bus.state_dir)])
+    assert result.exit_code == 4, result.output
+    assert f"cannot read the status file {bus.status_path} (Is a directory)" in result.output

@@ -108,7 +108,7 @@ def pid_alive(pid: int) -> bool:
 def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Read the status file and add ``pid_alive``, ``age_s`` and ``state`` (see module doc).
 
-    Raises :class:`StatusMissingError` when the file does not exist.
+    Raises :class:`StatusMissingError` when the file does not exist or cannot be read.
     """
     for attempt in range(3):
         try:
@@ -117,6 +117,11 @@ def read_status(path: Path, *, now: dt.datetime | None = None) -> dict[str, Any]
             raise StatusMissingError(
                 f"no status file at {path}: the daemon has never run with this state dir "
                 f"(start it with `quantbot-bus daemon`, or pass the right --state-dir/--config)"
+            ) from None
+        except OSError as exc:  # a permission, a directory in its place: say so, no traceback
+            raise StatusMissingError(
+                f"cannot read the status file {path} ({exc.strerror or exc}): run this as the "
+                "daemon's user, or give this user read access to the state dir"
             ) from None
         try:
             data = json.loads(text)
