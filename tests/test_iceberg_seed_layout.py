@@ -203,6 +203,19 @@ def test_seed_runs_in_a_bucket_register_like_on_the_local_backend(
     assert scaleout.run_counts("runs_d")[ok_ids[1]] == 1
 
 
+def _upload_all_but_success(so: Any) -> tuple[Path, str]:
+    """A seed run written locally and uploaded below ``runs/`` without its _SUCCESS (the
+    producer has not finished); returns its local directory and its key prefix."""
+    local = so.tmp / "seed"
+    run = _seed_run(local, 3, 2)
+    client = so.s3.client()
+    for path in sorted(run.rglob("*")):
+        if path.is_file() and path.name != "_SUCCESS":
+            rel = path.relative_to(local).as_posix()
+            client.upload_file(str(path), so.bucket, f"runs/{rel}")
+    return run, f"runs/{run.parent.name}/{run.name}"
+
+
 def test_a_pending_seed_run_registers_at_the_next_poll_once_its_success_arrives(
     scaleout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,14 +224,8 @@ def test_a_pending_seed_run_registers_at_the_next_poll_once_its_success_arrives(
     from quantbot_bus.iceberg.bus import IcebergBus
 
     scaleout.reach_s3(monkeypatch)
-    local = scaleout.tmp / "seed"
-    run = _seed_run(local, 3, 2)
+    run, key = _upload_all_but_success(scaleout)
     client = scaleout.s3.client()
-    for path in sorted(run.rglob("*")):
-        if path.is_file() and path.name != "_SUCCESS":
-            rel = path.relative_to(local).as_posix()
-            client.upload_file(str(path), scaleout.bucket, f"runs/{rel}")
-    key = f"runs/{run.parent.name}/{run.name}"
     bus = IcebergBus(scaleout.config())
     try:
         first = bus.poll(full=True)
@@ -244,15 +251,9 @@ def test_a_seed_run_without_its_success_is_rejected_the_timeout_after_run_json_w
     from quantbot_bus.iceberg.bus import IcebergBus
 
     scaleout.reach_s3(monkeypatch)
-    local = scaleout.tmp / "seed"
-    run = _seed_run(local, 3, 2)
+    run, key = _upload_all_but_success(scaleout)
     client = scaleout.s3.client()
-    for path in sorted(run.rglob("*")):
-        if path.is_file() and path.name != "_SUCCESS":
-            rel = path.relative_to(local).as_posix()
-            client.upload_file(str(path), scaleout.bucket, f"runs/{rel}")
-    key = f"runs/{run.parent.name}/{run.name}/run.json"
-    written = client.head_object(Bucket=scaleout.bucket, Key=key)["LastModified"]
+    written = client.head_object(Bucket=scaleout.bucket, Key=f"{key}/run.json")["LastModified"]
     time.sleep(max(0.0, written.timestamp() + 2.0 - time.time()))  # it is 2 s old now
     bus = IcebergBus(dataclasses.replace(scaleout.config(), pending_timeout_s=2.0))
     try:
